@@ -1,0 +1,1 @@
+"""Warehouse sinks: the sink contract, ClickHouse backends and migrations."""

@@ -1,0 +1,68 @@
+"""The sink contract: write a batch, flush, close.
+
+A sink never keeps or silently drops a failed batch: ``write`` either stores every row
+or raises (:class:`~touchpoint.exceptions.WarehouseUnavailable` when a retry may help).
+Retrying and backpressure live in :mod:`touchpoint.sinks.writer`, not in each backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Batch", "Sink", "WarehouseSink"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows for one table, with a token that is the same whenever the batch is the same."""
+
+    table: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    token: str
+
+    @staticmethod
+    def token_for(table: str, positions: Sequence[tuple[str, int, int]]) -> str:
+        """Deterministic token from the (topic, partition, offset) of the source records.
+
+        A retried batch gets the same token, so an engine with insert deduplication
+        stores it once even when the first attempt did succeed but its answer was lost.
+        """
+        digest = hashlib.sha256(table.encode())
+        for topic, partition, offset in sorted(positions):
+            digest.update(f"|{topic}:{partition}:{offset}".encode())
+        return digest.hexdigest()
+
+
+class Sink(ABC):
+    """Somewhere batches of rows are stored."""
+
+    @abstractmethod
+    def write(self, batch: Batch) -> None:
+        """Store every row of ``batch`` or raise; blocking."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook, most sinks write through
+        """Make written batches durable (no-op for sinks that write through)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release resources."""
+
+
+class WarehouseSink(Sink):
+    """Writes batches into ClickHouse (server or embedded) through a Warehouse."""
+
+    def __init__(self, warehouse: Any) -> None:
+        self.warehouse = warehouse
+
+    def write(self, batch: Batch) -> None:
+        """Insert the batch as one columnar insert."""
+        self.warehouse.insert(batch.table, batch.columns, batch.rows, dedup_token=batch.token)
+
+    def close(self) -> None:
+        """Close the warehouse connection."""
+        self.warehouse.close()

@@ -1,0 +1,1 @@
+"""Versioned warehouse migrations (SQL files applied in order)."""

@@ -1,0 +1,1 @@
+"""Faust app and agents: ingest, identity, profiles, signals, aggregates."""

@@ -1,0 +1,144 @@
+"""Store: normalized events and dead letters into the warehouse, offsets after rows.
+
+Each stage takes records in batches (``noack_take``: up to ``TOUCHPOINT_SINK_BATCH_SIZE``
+records or ``TOUCHPOINT_SINK_FLUSH_SECONDS``, whichever comes first), writes one columnar
+insert, and acknowledges the records only once the insert has succeeded; Faust commits
+acknowledged offsets only. Delivery is therefore at-least-once, and the tables make it
+exactly-once for readers (see ``sinks/migrations/0001_touchpoint_events.sql``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import faust
+
+from touchpoint.exceptions import DecodeError
+from touchpoint.schemas.codec import codec_for
+from touchpoint.sinks.base import Batch
+from touchpoint.sinks.writer import RetryingWriter
+from touchpoint.streams.identity import provisional_customer_id
+from touchpoint.streams.topics import TopicNames
+
+__all__ = [
+    "DEADLETTER_COLUMNS",
+    "EVENT_COLUMNS",
+    "deadletter_row",
+    "event_row",
+    "register",
+]
+
+log = logging.getLogger(__name__)
+
+# Columns of touchpoint_events_raw taken from the normalized event as they are.
+_STRING_FIELDS = (
+    "campaign_id", "store_id", "currency", "outcome", "reason", "session_id", "url",
+    "referrer", "ad_id", "error_code", "staff_id", "call_id", "agent_id", "notes", "medium",
+    "variant", "comment", "about_channel", "case_id", "anonymous_id", "email_hash",
+    "phone_hash",
+)
+_NULLABLE_FIELDS = ("amount", "queue_wait_s", "score", "dwell_ms", "items", "talk_s",
+                    "transfers")
+EVENT_COLUMNS: tuple[str, ...] = (
+    "event_id", "occurred_at", "channel", "type", "customer_id", *_STRING_FIELDS,
+    *_NULLABLE_FIELDS, "sentiment", "category", "stage", "attribute_keys", "attribute_values",
+    "source_topic", "source_partition", "source_offset", "ingested_at", "_version",
+)
+DEADLETTER_COLUMNS: tuple[str, ...] = (
+    "rejected_at", "source_topic", "source_partition", "source_offset", "source_timestamp",
+    "reason_code", "reason", "event_id", "event_type", "payload_bytes", "payload_sha256",
+    "worker", "_version",
+)
+
+
+def event_row(event: Mapping[str, Any], version: int) -> tuple[Any, ...]:
+    """One ``touchpoint_events_raw`` row, values in :data:`EVENT_COLUMNS` order."""
+    attributes = event.get("attributes") or {}
+    keys = sorted(attributes)
+    return (
+        event["event_id"], event["occurred_at"], event["channel"], event["type"],
+        provisional_customer_id(event),
+        *(event.get(name) or "" for name in _STRING_FIELDS),
+        *(event.get(name) for name in _NULLABLE_FIELDS),
+        None,  # sentiment: scored by the signals stage
+        event["category"], event["stage"], keys, [attributes[k] for k in keys],
+        event["source_topic"], event["source_partition"], event["source_offset"],
+        event["ingested_at"], version,
+    )
+
+
+def deadletter_row(record: Mapping[str, Any], version: int) -> tuple[Any, ...]:
+    """One ``deadletter_raw`` row: where, why, and a fingerprint of the payload (not the payload).
+
+    The event id and type are read from the payload when it decodes at all, so operators
+    can find the sender's event; e-mail and phone in it are never copied.
+    """
+    payload: bytes = record["payload"]
+    event_id, event_type = _peek_ids(record["source_topic"], payload)
+    return (
+        record["rejected_at"], record["source_topic"], record["source_partition"],
+        record["source_offset"], record.get("source_timestamp"), record["reason_code"],
+        record["reason"], event_id, event_type, len(payload),
+        hashlib.sha256(payload).hexdigest(), record["worker"], version,
+    )
+
+
+def _peek_ids(topic: str, payload: bytes) -> tuple[str, str]:
+    channel = topic.rsplit(".", 1)[-1]
+    try:
+        decoded = codec_for(channel).decode(payload)
+    except (DecodeError, KeyError, ValueError):
+        return "", ""
+    return str(decoded.get("event_id") or ""), str(decoded.get("type") or "")
+
+
+def _batch(table: str, columns: tuple[str, ...], events: Sequence[faust.EventT],
+           subject: str, to_row: Callable[[Mapping[str, Any], int], tuple[Any, ...]],
+           dedup_key: Callable[[Mapping[str, Any]], Any]) -> Batch:
+    codec = codec_for(subject)
+    version = time.time_ns() // 1000
+    rows: dict[Any, tuple[Any, ...]] = {}
+    for event in events:
+        try:
+            record = codec.decode(event.value)
+        except DecodeError:
+            # Our own topic, our own encoding: this is a bug or a foreign producer. The
+            # record stays in Kafka (the offset moves on, the bytes are retained there);
+            # say where it is so it can be found.
+            message = event.message
+            log.error("cannot decode %s[%d]@%d as %s; skipped in the warehouse",
+                      message.topic, message.partition, message.offset, subject)
+            continue
+        rows[dedup_key(record)] = to_row(record, version)  # last one of a key wins
+    positions = [(e.message.topic, e.message.partition, e.message.offset) for e in events]
+    return Batch(table, columns, list(rows.values()), Batch.token_for(table, positions))
+
+
+def register(app: faust.App, topics: TopicNames, writer: RetryingWriter, *, batch_size: int,
+             flush_seconds: float) -> None:
+    """Add the two storing agents to ``app``."""
+    normalized = app.topic(topics.normalized, key_serializer="raw", value_serializer="raw")
+    deadletter = app.topic(topics.deadletter, key_serializer="raw", value_serializer="raw")
+
+    async def store(stream: faust.StreamT[bytes], table: str, columns: tuple[str, ...],
+                    subject: str, to_row: Callable[[Mapping[str, Any], int], tuple[Any, ...]],
+                    dedup_key: Callable[[Mapping[str, Any]], Any]) -> None:
+        async for events in stream.noack_take(batch_size, within=flush_seconds):
+            batch = _batch(table, columns, events, subject, to_row, dedup_key)
+            await writer.write(batch)  # returns only once stored; cancelled on stop
+            for event in events:
+                await stream.ack(event)
+
+    @app.agent(normalized, name="touchpoint.store_events")
+    async def store_events(stream: faust.StreamT[bytes]) -> None:
+        await store(stream, "touchpoint_events_raw", EVENT_COLUMNS, "event", event_row,
+                    lambda r: r["event_id"])
+
+    @app.agent(deadletter, name="touchpoint.store_deadletter")
+    async def store_deadletter(stream: faust.StreamT[bytes]) -> None:
+        await store(stream, "deadletter_raw", DEADLETTER_COLUMNS, "deadletter", deadletter_row,
+                    lambda r: (r["source_topic"], r["source_partition"], r["source_offset"]))

@@ -1,0 +1,109 @@
+"""Topic names (CONTRACT §1, §4) and their creation with the configured partitions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from touchpoint.exceptions import ServiceError
+from touchpoint.schemas.contract import CHANNELS
+from touchpoint.settings import Settings
+
+__all__ = ["TopicNames", "ensure_topics"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Every topic the pipeline reads or writes, with the configured prefix applied."""
+
+    prefix: str = ""
+
+    def channel(self, channel: str) -> str:
+        """Inbound topic of a channel, e.g. ``touchpoints.web``."""
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}: use one of {', '.join(CHANNELS)}")
+        return f"{self.prefix}touchpoints.{channel}"
+
+    @property
+    def inbound(self) -> dict[str, str]:
+        """Channel name by inbound topic name."""
+        return {self.channel(c): c for c in CHANNELS}
+
+    @property
+    def deadletter(self) -> str:
+        """Rejected inbound records, with reasons (CONTRACT §3)."""
+        return f"{self.prefix}touchpoints.deadletter"
+
+    @property
+    def normalized(self) -> str:
+        """Valid events after ingest: decoded, checked, PII hashed, classified."""
+        return f"{self.prefix}touchpoints.normalized"
+
+    @property
+    def signals(self) -> str:
+        """Complaint signals (CONTRACT §4)."""
+        return f"{self.prefix}signals.complaints"
+
+    @property
+    def profiles(self) -> str:
+        """Latest profile per customer, compacted (CONTRACT §4)."""
+        return f"{self.prefix}profiles.updates"
+
+    def all(self) -> list[str]:
+        """Every topic the pipeline creates."""
+        return [*self.inbound, self.deadletter, self.normalized, self.signals, self.profiles]
+
+    def compacted(self) -> set[str]:
+        """Topics that keep only the latest record per key."""
+        return {self.profiles}
+
+
+def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
+    """Create missing topics with the configured partitions; return the ones created.
+
+    Existing topics are left as they are (a partition count is never changed behind a
+    running pipeline's back).
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    topics = TopicNames(settings.topic_prefix)
+    wanted = list(names) if names is not None else topics.all()
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.kafka_servers, client_id=f"{settings.app_id}-admin",
+            request_timeout_ms=15000,
+        )
+    except KafkaError as exc:
+        raise ServiceError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}): start it with "
+            "`touchpoint services start` or set TOUCHPOINT_KAFKA_BOOTSTRAP"
+        ) from exc
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        new = [
+            NewTopic(
+                name, settings.topic_partitions, settings.topic_replication,
+                topic_configs={"cleanup.policy": "compact"} if name in topics.compacted() else {},
+            )
+            for name in missing
+        ]
+        created = []
+        for topic in new:
+            try:
+                admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass  # another process created it meanwhile
+        if created:
+            log.info("created topics %s with %d partitions", created, settings.topic_partitions)
+        return created
+    except KafkaError as exc:
+        raise ServiceError(f"cannot create topics on {settings.kafka_bootstrap}: {exc}") from exc
+    finally:
+        admin.close()

@@ -1,0 +1,3 @@
+"""Touchpoint: a real-time customer touchpoint pipeline (Kafka, Faust, ClickHouse)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,363 @@
+"""The ``touchpoint`` command: services, worker, publish, simulate, migrate, query, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from touchpoint import __version__
+from touchpoint.exceptions import TouchpointError, WarehouseUnavailable
+from touchpoint.settings import Settings, load_settings, settings_markdown
+
+F = TypeVar("F", bound=Callable[..., Any])
+REPO = Path(__file__).resolve().parents[1]
+SERVICES_SCRIPT = REPO / "deploy" / "local" / "services.sh"
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Our errors become one ``Error: ...`` line and a non-zero exit, no traceback."""
+    try:
+        yield
+    except TouchpointError as exc:
+        _fail(str(exc))
+
+
+def _settings(**overrides: Any) -> Settings:
+    with _errors():
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="touchpoint")
+def main() -> None:
+    """Touchpoint: customer touchpoint events from Kafka, through Faust, into ClickHouse.
+
+    Settings come from TOUCHPOINT_* environment variables (`touchpoint settings` lists
+    them). A typical local session:
+
+    \b
+      touchpoint services start      # Kafka (and the ClickHouse server, if installed)
+      touchpoint worker &            # ingest and store
+      touchpoint simulate --events 10000
+      touchpoint query "SELECT channel, count() FROM touchpoint_events GROUP BY channel"
+    """
+
+
+# --- services ---------------------------------------------------------------------------
+
+@main.command()
+@click.argument("action", type=click.Choice(["start", "stop", "status"]))
+@click.argument("service", type=click.Choice(["all", "kafka", "clickhouse"]), default="all")
+def services(action: str, service: str) -> None:
+    """Start, stop or show the local Kafka broker and ClickHouse server.
+
+    Data and logs live under TOUCHPOINT_HOME. The ClickHouse server is managed when
+    Debian's clickhouse-server is installed (`deploy/local/clickhouse.sh install`); the
+    default warehouse is embedded (chdb) and needs no server.
+    """
+    settings = _settings()
+    if not SERVICES_SCRIPT.exists():
+        _fail(f"{SERVICES_SCRIPT} not found: run from a checkout of the touchpoint repository")
+    env = {**os.environ, "TOUCHPOINT_HOME": str(settings.home)}
+    result = subprocess.run(["bash", str(SERVICES_SCRIPT), action, service], env=env, check=False)
+    sys.exit(result.returncode)
+
+
+# --- worker -----------------------------------------------------------------------------
+
+@main.command()
+@click.option("--web-port", type=int, help="Web server port (default: TOUCHPOINT_WEB_PORT).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Log level (default: TOUCHPOINT_LOG_LEVEL).")
+def worker(web_port: int | None, log_level: str | None) -> None:
+    """Run a pipeline worker (a Faust worker; start several to share the load).
+
+    It creates missing topics, applies warehouse migrations, then ingests every channel
+    topic and stores events and dead letters. Ctrl-C or SIGTERM stops it cleanly: stored
+    rows are committed, the rest is read again on the next start. A second Ctrl-C exits
+    at once.
+    """
+    from touchpoint.logs import configure_logging
+
+    settings = _settings(web_port=web_port, log_level=log_level)
+    configure_logging(settings.log_level)
+    with _errors():
+        pipeline = _prepare_worker(settings)
+    from faust.worker import Worker
+
+    click.echo(f"touchpoint worker: {settings.kafka_bootstrap} -> {pipeline.warehouse.url}; "
+               f"status at http://{settings.web_host}:{settings.web_port}/status", err=True)
+    try:
+        Worker(pipeline.app, loglevel=settings.log_level, quiet=True,
+               redirect_stdouts=False).execute_from_commandline()
+    finally:
+        pipeline.writer.close()
+
+
+def _prepare_worker(settings: Settings) -> Any:
+    from touchpoint.sinks.clickhouse import connect
+    from touchpoint.sinks.migrate import migrate
+    from touchpoint.streams.app import create_app
+    from touchpoint.streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    warehouse = _connect_with_retry(settings, connect)
+    migrate(warehouse)
+    warehouse.use_database()  # bare table names in queries served by the worker
+    return create_app(settings, warehouse)
+
+
+def _connect_with_retry(settings: Settings, connect: Callable[[Any], Any]) -> Any:
+    """Wait for a ClickHouse server that is still starting; fail fast on anything else."""
+    delay, deadline = 0.5, time.monotonic() + 60
+    while True:
+        try:
+            return connect(settings.warehouse)
+        except WarehouseUnavailable as exc:
+            if settings.warehouse.backend == "chdb" or time.monotonic() > deadline:
+                raise
+            click.echo(f"waiting for the warehouse: {exc}", err=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 5)
+
+
+# --- publish and simulate -----------------------------------------------------------------
+
+@main.command()
+@click.option("--channel", "-c", required=True,
+              type=click.Choice(["web", "store", "callcenter", "campaign", "feedback"]),
+              help="Channel of every event in the input.")
+@click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
+@click.option("--dry-run", is_flag=True, help="Check every line; publish nothing.")
+@click.option("--strict", is_flag=True,
+              help="Publish only if every line is valid (checks the whole input first).")
+@click.option("--show", type=int, default=20, show_default=True,
+              help="How many rejected lines to list.")
+def publish(channel: str, source: Any, dry_run: bool, strict: bool, show: int) -> None:
+    """Publish touchpoint events from a JSON Lines file (or - for standard input).
+
+    Every line is checked against the event contract. Valid lines are published keyed
+    by the customer's strongest identifier; invalid ones are listed with their line
+    number and reason, and the command exits 1. With --strict nothing is published
+    unless every line is valid.
+    """
+    from touchpoint.publish import Publisher, publish_lines
+
+    settings = _settings()
+    lines = source.readlines() if strict else source
+    with _errors():
+        if strict or dry_run:
+            report = publish_lines(None, channel, lines)
+            if dry_run or report.rejected:
+                _print_report(report, show, published=False)
+                sys.exit(1 if report.rejected else 0)
+        with Publisher.from_settings(settings) as publisher:
+            report = publish_lines(publisher, channel, lines)
+    _print_report(report, show, published=True)
+    sys.exit(1 if report.rejected else 0)
+
+
+def _print_report(report: Any, show: int, *, published: bool) -> None:
+    verb = "published" if published else "valid"
+    click.echo(f"{report.accepted} {verb}, {report.rejected} rejected")
+    for code, count in report.reasons.most_common():
+        click.echo(f"  {code}: {count}")
+    for error in report.errors[:show]:
+        click.echo(f"  line {error.line}: {error.reason}", err=True)
+    if len(report.errors) > show:
+        click.echo(f"  ... and {len(report.errors) - show} more (use --show)", err=True)
+    if report.rejected and not published:
+        click.echo("Nothing was published.", err=True)
+
+
+@main.command()
+@click.option("--rate", type=float, help="Events per second (default: as fast as possible).")
+@click.option("--duration", type=float, help="Stop after this many seconds.")
+@click.option("--events", type=int, help="Stop after this many events.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
+@click.option("--customers", type=int, default=2000, show_default=True,
+              help="Size of the simulated customer population.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def simulate(rate: float | None, duration: float | None, events: int | None, seed: int,
+             customers: int, quiet: bool) -> None:
+    """Publish realistic mixed traffic for all five channels.
+
+    Customers browse anonymously and later log in, visit stores and queue, call the
+    call center, receive campaigns and answer surveys. The same seed gives the same
+    events. Give --duration or --events (or both).
+    """
+    if duration is None and events is None:
+        _fail("give --duration SECONDS or --events N (or both)", 2)
+    settings = _settings()
+    with _errors():
+        sent = _simulate(settings, rate=rate, duration=duration, events=events, seed=seed,
+                         customers=customers, quiet=quiet)
+    click.echo(f"{sent} events published", err=True)
+
+
+def _simulate(settings: Settings, *, rate: float | None, duration: float | None,
+              events: int | None, seed: int, customers: int, quiet: bool,
+              stop: Callable[[], bool] | None = None) -> int:
+    from touchpoint.publish import Publisher
+    from touchpoint.simulate import Simulator, run
+
+    simulator = Simulator(seed=seed, customers=customers)
+    with Publisher.from_settings(settings) as publisher:
+        def send(sim_event: Any) -> None:
+            if stop is not None and stop():
+                raise KeyboardInterrupt
+            publisher.publish(sim_event.channel, sim_event.event)
+
+        with _progress(events, duration, quiet) as progress:
+            try:
+                return run(simulator, send, rate=rate, duration=duration, events=events,
+                           progress=progress)
+            except KeyboardInterrupt:
+                return progress.last  # type: ignore[attr-defined, no-any-return]
+
+
+class _Progress:
+    """A live line: events sent, rate, and how far along."""
+
+    def __init__(self, events: int | None, duration: float | None, quiet: bool) -> None:
+        self.events, self.duration, self.quiet = events, duration, quiet
+        self.started = time.monotonic()
+        self.last = 0
+
+    def __call__(self, sent: int) -> None:
+        self.last = sent
+        if self.quiet:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        parts = [f"{sent:>9,} events", f"{sent / elapsed:>8,.0f}/s"]
+        if self.events:
+            parts.append(f"{100 * sent / self.events:5.1f}%")
+        elif self.duration:
+            parts.append(f"{min(elapsed, self.duration):5.0f}/{self.duration:.0f}s")
+        click.echo("\r" + "  ".join(parts), nl=False, err=True)
+
+    def close(self) -> None:
+        if not self.quiet:
+            click.echo("", err=True)
+
+
+@contextmanager
+def _progress(events: int | None, duration: float | None, quiet: bool) -> Iterator[_Progress]:
+    progress = _Progress(events, duration, quiet or not sys.stderr.isatty())
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+# --- warehouse ----------------------------------------------------------------------------
+
+@main.command()
+def migrate() -> None:
+    """Create the warehouse database and tables (idempotent; workers do it at start)."""
+    from touchpoint.sinks.clickhouse import connect
+    from touchpoint.sinks.migrate import applied, migrate as run_migrations
+
+    settings = _settings()
+    with _errors(), connect(settings.warehouse) as warehouse:
+        done = run_migrations(warehouse)
+        versions = sorted(applied(warehouse))
+        caps = warehouse.capabilities
+    for migration in done:
+        click.echo(f"applied {migration.version:04d}_{migration.name}")
+    click.echo(f"{settings.warehouse}: ClickHouse {caps.version_text}, "
+               f"migrations {versions[0]:04d}..{versions[-1]:04d} applied")
+
+
+@main.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+def query(sql: str, fmt: str) -> None:
+    """Run one SQL query on the warehouse and print the result.
+
+    Table names may be written bare (touchpoint_events); they are read from the
+    configured database. With the embedded warehouse open in a running worker, the
+    query is answered by that worker (read-only statements only).
+    """
+    from touchpoint.warehouse_client import run_query
+
+    settings = _settings()
+    with _errors():
+        result = run_query(settings, sql)
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(result.columns, r, strict=True)) for r in result.rows],
+                              default=str, ensure_ascii=False, indent=1))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    else:
+        click.echo(_table(result.columns, result.rows))
+
+
+def _table(columns: tuple[str, ...] | list[str], rows: list[Any]) -> str:
+    cells = [[str(c) for c in columns]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# --- settings and demo --------------------------------------------------------------------
+
+@main.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the README's configuration table.")
+def show_settings(markdown: bool) -> None:
+    """Show every setting: its variable, default and current value."""
+    if markdown:
+        click.echo(settings_markdown())
+        return
+    from touchpoint.settings import SETTINGS
+
+    current = _settings()
+    for setting in SETTINGS:
+        value = getattr(current, setting.name)
+        if setting.name == "pii_salt":
+            value = "(set)" if os.environ.get(setting.env) else "(local file)"
+        click.echo(f"{setting.env}={value}")
+        click.echo(f"    {setting.help} Default: {setting.default or '(empty)'}")
+
+
+@main.command()
+@click.option("--duration", type=float, default=60, show_default=True,
+              help="Seconds of simulated traffic.")
+@click.option("--rate", type=float, default=500, show_default=True, help="Events per second.")
+@click.option("--seed", type=int, default=1, show_default=True)
+def demo(duration: float, rate: float, seed: int) -> None:
+    """Run the whole pipeline locally: services, a worker, and simulated traffic.
+
+    Stops after --duration seconds or on Ctrl-C, waits for the worker to store what was
+    published, prints what happened, and stops what it started.
+    """
+    from touchpoint.demo import run_demo
+
+    settings = _settings()
+    with _errors():
+        sys.exit(run_demo(settings, duration=duration, rate=rate, seed=seed))
+
+
+if __name__ == "__main__":
+    main()

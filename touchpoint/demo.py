@@ -1,0 +1,149 @@
+"""``touchpoint demo``: the whole pipeline on one machine, and a summary of what it did."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from touchpoint.exceptions import ServiceError, TouchpointError
+from touchpoint.settings import Settings
+from touchpoint.warehouse_client import query_worker
+
+__all__ = ["run_demo"]
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka.sh"
+
+
+def run_demo(settings: Settings, *, duration: float, rate: float, seed: int) -> int:
+    """Start Kafka and a worker, simulate traffic, drain, summarize, stop. Returns exit code."""
+    env = {**os.environ, "TOUCHPOINT_HOME": str(settings.home)}
+    started_kafka = _start_kafka(env)
+    log_path = settings.home / "logs" / "worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    worker = None
+    try:
+        with log_path.open("ab") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "touchpoint.cli", "worker"], env=env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        status_url = f"http://{settings.web_host}:{settings.web_port}/status"
+        _wait_for_worker(worker, status_url, log_path)
+        click.echo(f"worker running; status: {status_url}  (log: {log_path})")
+        click.echo(f"publishing simulated traffic: {rate:.0f} events/s for {duration:.0f}s "
+                   "(Ctrl-C to stop early)")
+        from touchpoint.cli import _simulate
+
+        began = time.monotonic()
+        try:
+            published = _simulate(settings, rate=rate, duration=duration, events=None,
+                                  seed=seed, customers=2000, quiet=False)
+        except KeyboardInterrupt:
+            published = -1
+        elapsed = time.monotonic() - began
+        status = _drain(status_url, published)
+        _summary(settings, published, elapsed, status)
+        return 0
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted; stopping", err=True)
+        return 130
+    finally:
+        if worker is not None:
+            _stop(worker)
+        if started_kafka:
+            subprocess.run(["bash", str(KAFKA_SCRIPT), "stop"], env=env, check=False)
+
+
+def _start_kafka(env: dict[str, str]) -> bool:
+    """Start Kafka unless it runs; return whether this demo started it."""
+    running = subprocess.run(["bash", str(KAFKA_SCRIPT), "status"], env=env, check=False,
+                             capture_output=True).returncode == 0
+    if running:
+        return False
+    if subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], env=env, check=False).returncode:
+        raise ServiceError("Kafka did not start; see the log named above")
+    return True
+
+
+def _status(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return json.load(response)  # type: ignore[no-any-return]
+    except OSError:
+        return None
+
+
+def _wait_for_worker(worker: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            tail = log_path.read_text(errors="replace").splitlines()[-20:]
+            raise TouchpointError("the worker exited at start:\n" + "\n".join(tail))
+        if _status(url) is not None:
+            return
+        time.sleep(0.5)
+    raise TouchpointError(f"the worker did not answer at {url} within 120 s; see {log_path}")
+
+
+def _drain(url: str, published: int, timeout: float = 120) -> dict[str, Any]:
+    """Wait until the worker has ingested and stored everything published."""
+    click.echo("waiting for the worker to store everything published...")
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = _status(url) or status
+        ingested = sum(status.get("ingested", {}).values())
+        rejected = sum(status.get("rejected", {}).values())
+        stored = status.get("sink", {}).get("rows", {}).get("touchpoint_events_raw", 0)
+        if ingested + rejected >= published >= 0 and stored >= ingested:
+            break
+        time.sleep(0.5)
+    else:
+        click.echo("the worker has not caught up yet; figures below are partial", err=True)
+    return status
+
+
+def _summary(settings: Settings, published: int, elapsed: float,
+             status: dict[str, Any]) -> None:
+    ingested = status.get("ingested", {})
+    rejected = status.get("rejected", {})
+    by_channel = query_worker(
+        settings, "SELECT channel, count() AS events FROM touchpoint_events "
+                  "GROUP BY channel ORDER BY channel")
+    dead = query_worker(settings, "SELECT count() FROM deadletter").rows[0][0]
+    total = sum(row[1] for row in by_channel.rows)
+    click.echo("")
+    click.echo("=== touchpoint demo: what happened ===")
+    if published >= 0:
+        click.echo(f"published     {published:>9,}  ({published / max(elapsed, 1e-6):,.0f} "
+                   f"events/s over {elapsed:.0f}s)")
+    click.echo(f"ingested      {sum(ingested.values()):>9,}  "
+               + ", ".join(f"{k} {v:,}" for k, v in sorted(ingested.items())))
+    click.echo(f"dead-lettered {sum(rejected.values()):>9,}  "
+               + ", ".join(f"{k} {v:,}" for k, v in sorted(rejected.items())))
+    click.echo(f"stored        {total:>9,}  rows in touchpoint_events ("
+               + ", ".join(f"{c} {n:,}" for c, n in by_channel.rows) + f"); {dead:,} in deadletter")
+    click.echo(f"warehouse     {settings.warehouse}")
+    click.echo("while a worker runs, ask it: touchpoint query \"SELECT type, count() FROM "
+               "touchpoint_events GROUP BY type\"")
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()

@@ -1,0 +1,78 @@
+"""The one exception hierarchy of Touchpoint; every package's errors derive from here."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AvroDecodeError",
+    "ConfigError",
+    "ContractError",
+    "DecodeError",
+    "EncodeError",
+    "PublishError",
+    "SchemaError",
+    "ServiceError",
+    "TouchpointError",
+    "WarehouseError",
+    "WarehouseUnavailable",
+]
+
+
+class TouchpointError(Exception):
+    """Base of every error Touchpoint raises on purpose."""
+
+
+class ConfigError(TouchpointError):
+    """A setting is missing or invalid; the message names the variable and the fix."""
+
+
+class ContractError(TouchpointError):
+    """An event breaks the public contract (CONTRACT.md §2); ``code`` names the rule."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DecodeError(TouchpointError):
+    """Bytes on a topic could not be decoded into a record."""
+
+
+class AvroDecodeError(DecodeError):
+    """A value is not a single-object Avro record the codec can read; ``code`` says why.
+
+    ``code`` is a short machine code for the dead-letter topic: ``undecodable`` (not
+    single-object Avro, or a truncated or corrupt body), ``unknown_schema`` (writer schema
+    fingerprint not deployed) or ``wrong_subject`` (a record of another subject).
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class EncodeError(TouchpointError):
+    """One of our own records does not fit its schema; ``field`` names the culprit."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class SchemaError(TouchpointError):
+    """A schema is missing, malformed or clashes with another; the message names the file."""
+
+
+class PublishError(TouchpointError):
+    """Events could not be delivered to Kafka."""
+
+
+class ServiceError(TouchpointError):
+    """A local service (Kafka, ClickHouse server) could not be started or reached."""
+
+
+class WarehouseError(TouchpointError):
+    """The warehouse refused a statement (bad SQL, wrong schema): retrying will not help."""
+
+
+class WarehouseUnavailable(WarehouseError):
+    """The warehouse cannot be reached right now; retrying later may succeed."""

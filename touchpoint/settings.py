@@ -1,0 +1,225 @@
+"""Settings: one frozen object built once at start from ``TOUCHPOINT_*`` variables.
+
+Every setting is declared once in ``SETTINGS`` with its variable, default and help;
+the README's configuration table is generated from that list
+(``touchpoint settings --markdown``) and a unit test keeps the two equal.
+Nothing here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from touchpoint.exceptions import ConfigError
+
+__all__ = ["SETTINGS", "Setting", "Settings", "WarehouseURL", "load_settings", "settings_markdown"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: its attribute name, variable, default and help."""
+
+    name: str
+    default: str
+    help: str
+    parse: Callable[[str], Any] = str
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return "TOUCHPOINT_" + self.name.upper()
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a TCP port (1-65535)")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"debug", "info", "warning", "error"}:
+        raise ValueError("must be one of debug, info, warning, error")
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("home", ".touchpoint",
+            "Local folder for service data, logs, worker state and the embedded warehouse."),
+    Setting("kafka_bootstrap", "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated."),
+    Setting("topic_prefix", "", "Prefix for every topic name (e.g. `prod.`)."),
+    Setting("topic_partitions", "6", "Partitions for topics the pipeline creates.", _positive_int),
+    Setting("topic_replication", "1", "Replication factor for topics the pipeline creates.",
+            _positive_int),
+    Setting("clickhouse_url", "",
+            "Warehouse: `clickhouse://host:9000/touchpoint` (server, native protocol) or "
+            "`chdb:///path/to/dir` (embedded). Empty means embedded chdb in `$HOME/chdb`."),
+    Setting("pii_salt", "",
+            "Secret salt for hashing e-mail and phone. Empty: a random salt is created once "
+            "in `$HOME/pii_salt` (fine on one machine; set it when workers run on several)."),
+    Setting("phone_region", "CN",
+            "Region assumed for phone numbers written without a country code (ISO 3166 code)."),
+    Setting("app_id", "touchpoint", "Faust application id: the consumer group of the workers."),
+    Setting("web_host", "127.0.0.1", "Address the worker's web server binds to."),
+    Setting("web_port", "6066", "Port of the worker's web server (one per worker).", _port),
+    Setting("sink_batch_size", "5000", "Rows per warehouse insert, at most.", _positive_int),
+    Setting("sink_flush_seconds", "1.0", "Longest wait before a partial batch is written.",
+            _positive_float),
+    Setting("sink_max_backoff_seconds", "30",
+            "Longest pause between retries while the warehouse is unreachable.", _positive_float),
+    Setting("log_level", "info", "Log level: debug, info, warning or error.", _log_level),
+)
+
+
+@dataclass(frozen=True)
+class WarehouseURL:
+    """Where the warehouse is: an embedded chdb folder or a ClickHouse server."""
+
+    backend: str  # "chdb" or "clickhouse"
+    database: str
+    path: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 9000
+    user: str = "default"
+    password: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, url: str) -> WarehouseURL:
+        """Parse ``chdb:///dir?database=db`` or ``clickhouse://user:pw@host:port/db``."""
+        parts = urlsplit(url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if parts.scheme == "chdb":
+            if not parts.path:
+                raise ConfigError(f"chdb URL {url!r} has no folder: write chdb:///path/to/dir")
+            database = query.pop("database", "touchpoint")
+            return cls("chdb", database, path=Path(parts.path), options=query)
+        if parts.scheme in {"clickhouse", "clickhouse+native"}:
+            database = parts.path.strip("/") or "touchpoint"
+            return cls(
+                "clickhouse", database, host=parts.hostname or "127.0.0.1",
+                port=parts.port or 9000, user=parts.username or "default",
+                password=parts.password or "", options=query,
+            )
+        raise ConfigError(
+            f"unknown warehouse URL {url!r}: use clickhouse://host:9000/touchpoint "
+            "or chdb:///path/to/dir"
+        )
+
+    def __str__(self) -> str:
+        if self.backend == "chdb":
+            return f"chdb://{self.path}?database={self.database}"
+        return f"clickhouse://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. Build with :func:`load_settings`."""
+
+    home: Path
+    kafka_bootstrap: str
+    topic_prefix: str
+    topic_partitions: int
+    topic_replication: int
+    clickhouse_url: str
+    pii_salt: str
+    phone_region: str
+    app_id: str
+    web_host: str
+    web_port: int
+    sink_batch_size: int
+    sink_flush_seconds: float
+    sink_max_backoff_seconds: float
+    log_level: str
+
+    @property
+    def warehouse(self) -> WarehouseURL:
+        """The parsed warehouse URL."""
+        return WarehouseURL.parse(self.clickhouse_url)
+
+    @property
+    def kafka_servers(self) -> list[str]:
+        """Bootstrap servers as a list."""
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with some values changed (used by tests and the CLI)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Build settings from ``environ`` (default: the process environment) and overrides.
+
+    Raises :class:`ConfigError` naming the variable and the fix when a value is invalid.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            values[setting.name] = overrides[setting.name]
+            continue
+        raw = env.get(setting.env, setting.default)
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{setting.env}={raw!r} is invalid: {exc}") from None
+    home = Path(values["home"]).expanduser().resolve()
+    values["home"] = home
+    if not values["clickhouse_url"]:
+        values["clickhouse_url"] = f"chdb://{home / 'chdb'}"
+    WarehouseURL.parse(values["clickhouse_url"])  # fail early on a bad URL
+    if not values["pii_salt"]:
+        values["pii_salt"] = _local_salt(home)
+    return Settings(**values)
+
+
+def _local_salt(home: Path) -> str:
+    """Read, or create once, the machine-local PII salt under ``home``."""
+    path = home / "pii_salt"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    home.mkdir(parents=True, exist_ok=True)
+    salt = secrets.token_hex(32)
+    try:
+        with path.open("x") as fh:  # "x": two processes racing keep the first salt
+            fh.write(salt + "\n")
+        path.chmod(0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    return salt
+
+
+def settings_markdown() -> str:
+    """The configuration table for the README, made from ``SETTINGS``."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "(empty)"
+        lines.append(f"| `{s.env}` | {default} | {s.help} |")
+    return "\n".join(lines)
