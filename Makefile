@@ -1,0 +1,53 @@
+# Two commands on a fresh machine:
+#   make demo   - install, start Kafka, run a worker and simulated traffic, print a summary
+#   make test   - install (incl. Debian's clickhouse-server), run every test on real services
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+DURATION ?= 60
+RATE     ?= 500
+PYTEST_ARGS ?=
+
+export TOUCHPOINT_HOME ?= $(CURDIR)/.touchpoint
+
+.PHONY: help setup demo test unit integration lint clickhouse-server services-start services-stop bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed  ## create the virtualenv and install touchpoint with dev tools
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup  ## run the whole pipeline for DURATION seconds (default 60) at RATE events/s
+	$(BIN)/touchpoint demo --duration $(DURATION) --rate $(RATE)
+
+clickhouse-server:  ## install Debian's clickhouse-server (18.16) when it is missing
+	bash deploy/local/clickhouse.sh install
+
+test: setup clickhouse-server  ## every test, against real Kafka, chdb and ClickHouse server
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: setup  ## fast tests, no services
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: setup clickhouse-server  ## tests against the real services only
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: setup  ## ruff and mypy
+	$(BIN)/ruff check touchpoint streams schemas sinks tests
+	$(BIN)/mypy touchpoint streams schemas sinks
+
+services-start: setup  ## start local Kafka (and ClickHouse server when installed)
+	$(BIN)/touchpoint services start
+
+services-stop: setup  ## stop local services
+	$(BIN)/touchpoint services stop
+
+clean:  ## stop services and delete local data (.touchpoint, test state)
+	-bash deploy/local/services.sh stop
+	rm -rf .touchpoint .touchpoint-test test-artifacts

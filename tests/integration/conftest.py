@@ -1,0 +1,229 @@
+"""Real services for integration tests: Kafka, ClickHouse server, chdb, and workers.
+
+Services are started once per session by the project's own scripts, on test ports so
+a running demo is left alone, and stopped at the end if this session started them. A
+service that cannot start fails the run; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from touchpoint.publish import Publisher
+from touchpoint.settings import Settings, load_settings
+from touchpoint.sinks.clickhouse import QueryResult, connect
+from touchpoint.streams.topics import TopicNames, ensure_topics
+from touchpoint.warehouse_client import query_worker
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_HOME = REPO / ".touchpoint-test"
+ARTIFACTS = REPO / "test-artifacts"
+PORTS = {
+    "KAFKA_PORT": "19092", "KAFKA_CONTROLLER_PORT": "19093",
+    "CLICKHOUSE_TCP_PORT": "19000", "CLICKHOUSE_HTTP_PORT": "18123",
+}
+KAFKA = f"127.0.0.1:{PORTS['KAFKA_PORT']}"
+CLICKHOUSE = f"127.0.0.1:{PORTS['CLICKHOUSE_TCP_PORT']}"
+BACKENDS = ("chdb", "clickhouse")
+
+pytestmark = pytest.mark.integration
+
+
+def _service_env(home: Path = TEST_HOME, **extra: str) -> dict[str, str]:
+    return {**os.environ, "TOUCHPOINT_HOME": str(home), **PORTS, **extra}
+
+
+def _script(name: str, action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(REPO / "deploy" / "local" / name), action], env=env,
+                          capture_output=True, text=True, check=False, timeout=600)
+
+
+@contextmanager
+def _running_service(name: str, env: dict[str, str]) -> Iterator[None]:
+    """Start a service for the session unless it already runs; stop it if we started it."""
+    if _script(name, "status", env).returncode == 0:
+        yield
+        return
+    started = _script(name, "start", env)
+    if started.returncode != 0:
+        pytest.fail(f"{name} start failed (integration tests need it):\n"
+                    f"{started.stdout}\n{started.stderr}", pytrace=False)
+    try:
+        yield
+    finally:
+        _script(name, "stop", env)
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[str]:
+    """A real Kafka broker (KRaft, single node); its bootstrap address."""
+    with _running_service("kafka.sh", _service_env()):
+        yield KAFKA
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server() -> Iterator[str]:
+    """A real ClickHouse server (Debian's 18.16); its native-protocol address."""
+    with _running_service("clickhouse.sh", _service_env()):
+        yield CLICKHOUSE
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Worker:
+    """A `touchpoint worker` subprocess with its own topics, group and database."""
+
+    settings: Settings
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    _publisher: Publisher | None = field(default=None, repr=False)
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.settings.topic_prefix)
+
+    @property
+    def backend(self) -> str:
+        return self.settings.warehouse.backend
+
+    def start(self, timeout: float = 90) -> None:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "touchpoint.cli", "worker"], env=self.env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"worker exited at start:\n{self.log_tail()}", pytrace=False)
+            if self.status() is not None:
+                return
+            time.sleep(0.3)
+        pytest.fail(f"worker did not answer within {timeout}s:\n{self.log_tail()}", pytrace=False)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                pytest.fail(f"worker ignored SIGTERM for {timeout}s:\n{self.log_tail()}")
+        return self.process.returncode
+
+    def status(self) -> dict[str, Any] | None:
+        url = f"http://127.0.0.1:{self.settings.web_port}/status"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return json.load(response)  # type: ignore[no-any-return]
+        except OSError:
+            return None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def query(self, sql: str) -> QueryResult:
+        """Ask the warehouse: through the worker for chdb, directly for the server."""
+        if self.backend == "chdb" and self.process is not None and self.process.poll() is None:
+            return query_worker(self.settings, sql)
+        with connect(self.settings.warehouse) as warehouse:
+            warehouse.use_database()
+            return warehouse.query(sql)
+
+    def scalar(self, sql: str) -> Any:
+        return self.query(sql).rows[0][0]
+
+    def wait_for(self, sql: str, expected: Any, timeout: float = 60) -> Any:
+        """Poll ``sql`` until it returns ``expected`` (a scalar); fail with the last value."""
+        deadline = time.monotonic() + timeout
+        value = None
+        while time.monotonic() < deadline:
+            value = self.scalar(sql)
+            if value == expected:
+                return value
+            time.sleep(0.3)
+        pytest.fail(f"{sql!r} gave {value!r}, expected {expected!r} within {timeout}s\n"
+                    f"status: {self.status()}\n{self.log_tail()}", pytrace=False)
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            self._publisher = Publisher.from_settings(self.settings)
+        return self._publisher
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+        if self.process is not None:
+            self.stop()
+
+
+WorkerFactory = Callable[..., Worker]
+
+
+@pytest.fixture(scope="session")
+def worker_factory(kafka: str, clickhouse_server: str,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFactory]:
+    """Make workers on either backend, each with its own topics, group and database."""
+    made: list[Worker] = []
+
+    def make(backend: str, *, start: bool = True, **overrides: str) -> Worker:
+        tag = uuid.uuid4().hex[:10]
+        home = tmp_path_factory.mktemp(f"worker-{backend}")
+        url = (f"chdb://{home / 'chdb'}?database=tp_{tag}" if backend == "chdb"
+               else f"clickhouse://{CLICKHOUSE}/tp_{tag}")
+        env = {
+            **os.environ,
+            "TOUCHPOINT_HOME": str(home), "TOUCHPOINT_KAFKA_BOOTSTRAP": KAFKA,
+            "TOUCHPOINT_TOPIC_PREFIX": f"t{tag}.", "TOUCHPOINT_APP_ID": f"tp-test-{tag}",
+            "TOUCHPOINT_TOPIC_PARTITIONS": "3", "TOUCHPOINT_CLICKHOUSE_URL": url,
+            "TOUCHPOINT_WEB_PORT": str(free_port()), "TOUCHPOINT_PII_SALT": "test-salt",
+            "TOUCHPOINT_SINK_FLUSH_SECONDS": "0.3", "TOUCHPOINT_LOG_LEVEL": "info",
+            **overrides,
+        }
+        settings = load_settings(env)
+        ensure_topics(settings)
+        worker = Worker(settings, env, home / "worker.log")
+        made.append(worker)
+        if start:
+            worker.start()
+        return worker
+
+    yield make
+    ARTIFACTS.mkdir(exist_ok=True)
+    for worker in made:
+        try:
+            worker.close()
+        finally:
+            if worker.log_path.exists():
+                shutil.copy(worker.log_path, ARTIFACTS / f"{worker.settings.app_id}.log")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def worker(request: pytest.FixtureRequest, worker_factory: WorkerFactory) -> Worker:
+    """One running worker per backend for the module's tests."""
+    return worker_factory(request.param)
