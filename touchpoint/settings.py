@@ -36,22 +36,32 @@ class Setting:
         return "TOUCHPOINT_" + self.name.upper()
 
 
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+
+
 def _positive_int(raw: str) -> int:
-    value = int(raw)
+    value = _int(raw)
     if value < 1:
         raise ValueError("must be 1 or more")
     return value
 
 
 def _positive_float(raw: str) -> float:
-    value = float(raw)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number of seconds, e.g. 1.5") from None
     if value <= 0:
         raise ValueError("must be more than 0")
     return value
 
 
 def _port(raw: str) -> int:
-    value = int(raw)
+    value = _int(raw)
     if not 1 <= value <= 65535:
         raise ValueError("must be a TCP port (1-65535)")
     return value

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from touchpoint.sinks.clickhouse import Capabilities, format_datetime
+from touchpoint.sinks.migrate import migrations
+
+OLD = Capabilities((18, 16, 1), datetime64=False, ttl=False, dedup_token=False, map_type=False)
+NEW = Capabilities((26, 9, 2), datetime64=True, ttl=True, dedup_token=True, map_type=True)
+
+
+def test_migrations_are_numbered_in_order() -> None:
+    found = migrations()
+    assert [(m.version, m.name) for m in found] == [
+        (1, "touchpoint_events"), (2, "deadletter")]
+
+
+def test_statements_adapt_to_the_engine() -> None:
+    events = migrations()[0]
+    old = events.statements("tp", OLD)
+    new = events.statements("tp", NEW)
+    assert len(old) == len(new) == 2
+    assert "occurred_at DateTime('UTC')" in old[0] and "DateTime64" not in old[0]
+    assert "occurred_at DateTime64(3, 'UTC')" in new[0]
+    assert "non_replicated_deduplication_window" in new[0]
+    assert "non_replicated_deduplication_window" not in old[0]
+    assert old[1] == "CREATE VIEW IF NOT EXISTS tp.touchpoint_events AS\n" \
+                     "SELECT * FROM tp.touchpoint_events_raw FINAL"
+    dead_old, dead_new = (migrations()[1].statements("tp", c)[0] for c in (OLD, NEW))
+    assert "TTL" not in dead_old
+    assert "TTL toDateTime(rejected_at) + INTERVAL 90 DAY" in dead_new
+    for statement in old + new:
+        assert "{" not in statement and "--" not in statement
+
+
+def test_datetime_text_form() -> None:
+    assert format_datetime(1_794_967_200_250) == "2026-11-18 02:00:00.250"
+    assert format_datetime(1_794_967_200_007) == "2026-11-18 02:00:00.007"

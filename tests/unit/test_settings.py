@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from touchpoint.exceptions import ConfigError
+from touchpoint.settings import SETTINGS, Settings, WarehouseURL, load_settings, settings_markdown
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings({"TOUCHPOINT_HOME": str(tmp_path)})
+    assert settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert settings.topic_partitions == 6
+    assert settings.web_port == 6066
+    assert settings.clickhouse_url == f"chdb://{tmp_path / 'chdb'}"
+    assert settings.warehouse == WarehouseURL("chdb", "touchpoint", path=tmp_path / "chdb")
+
+
+def test_local_salt_is_created_once_and_kept(tmp_path: Path) -> None:
+    first = load_settings({"TOUCHPOINT_HOME": str(tmp_path)}).pii_salt
+    second = load_settings({"TOUCHPOINT_HOME": str(tmp_path)}).pii_salt
+    assert first == second and len(first) == 64
+    assert (tmp_path / "pii_salt").stat().st_mode & 0o777 == 0o600
+    assert load_settings({"TOUCHPOINT_HOME": str(tmp_path),
+                          "TOUCHPOINT_PII_SALT": "given"}).pii_salt == "given"
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("TOUCHPOINT_TOPIC_PARTITIONS", "0", "TOUCHPOINT_TOPIC_PARTITIONS='0' is invalid: must be 1 or more"),
+    ("TOUCHPOINT_TOPIC_PARTITIONS", "six", "TOUCHPOINT_TOPIC_PARTITIONS='six' is invalid"),
+    ("TOUCHPOINT_WEB_PORT", "70000", "must be a TCP port"),
+    ("TOUCHPOINT_LOG_LEVEL", "loud", "must be one of debug, info, warning, error"),
+    ("TOUCHPOINT_CLICKHOUSE_URL", "mysql://x", "unknown warehouse URL 'mysql://x'"),
+])
+def test_invalid_values_name_the_variable(tmp_path: Path, variable: str, value: str,
+                                          message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings({"TOUCHPOINT_HOME": str(tmp_path), "TOUCHPOINT_PII_SALT": "s",
+                       variable: value})
+
+
+def test_warehouse_urls() -> None:
+    server = WarehouseURL.parse("clickhouse://bob:pw@db.local:9440/marketing")
+    assert (server.backend, server.host, server.port, server.user, server.password,
+            server.database) == ("clickhouse", "db.local", 9440, "bob", "pw", "marketing")
+    assert WarehouseURL.parse("clickhouse://127.0.0.1").database == "touchpoint"
+    embedded = WarehouseURL.parse("chdb:///var/lib/tp?database=x")
+    assert (embedded.path, embedded.database) == (Path("/var/lib/tp"), "x")
+    with pytest.raises(ConfigError, match="has no folder"):
+        WarehouseURL.parse("chdb://")
+
+
+def test_every_setting_is_a_field_and_in_the_readme_table() -> None:
+    assert [s.name for s in SETTINGS] == [f.name for f in fields(Settings)]
+    table = settings_markdown()
+    assert len(table.splitlines()) == len(SETTINGS) + 2
+    assert table in README.read_text(), "README's table is stale: touchpoint settings --markdown"
