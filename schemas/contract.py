@@ -252,7 +252,8 @@ def check(channel: str, event: Mapping[str, Any], *, strict: bool = False) -> Re
     """
     spec = CHANNELS.get(channel)
     if spec is None:
-        return Rejection("unknown_channel", f"unknown channel {channel!r}: use one of {_names(CHANNELS)}")
+        return Rejection("unknown_channel",
+                         f"unknown channel {channel!r}: use one of {_names(CHANNELS)}")
     event_id = event.get("event_id")
     if not isinstance(event_id, str) or not event_id.strip():
         return Rejection("missing_field", "event_id is missing: every event needs a unique id")
@@ -316,9 +317,11 @@ def _check_fields(
         score = event.get("score")
         low, high = score_range
         if score is None:
-            return Rejection("missing_field", f"score is required on {kind} feedback ({low}-{high})")
+            return Rejection("missing_field",
+                             f"score is required on {kind} feedback ({low}-{high})")
         if not low <= score <= high:
-            return Rejection("bad_field", f"score {score} is out of range for {kind} ({low}-{high})")
+            return Rejection("bad_field",
+                             f"score {score} is out of range for {kind} ({low}-{high})")
     return None
 
 

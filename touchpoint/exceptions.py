@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 __all__ = [
-    "AvroDecodeError",
     "ConfigError",
     "ContractError",
     "DecodeError",
@@ -34,18 +33,15 @@ class ContractError(TouchpointError):
 
 
 class DecodeError(TouchpointError):
-    """Bytes on a topic could not be decoded into a record."""
-
-
-class AvroDecodeError(DecodeError):
-    """A value is not a single-object Avro record the codec can read; ``code`` says why.
+    """Bytes on a topic could not be decoded into a record; ``code`` says why.
 
     ``code`` is a short machine code for the dead-letter topic: ``undecodable`` (not
     single-object Avro, or a truncated or corrupt body), ``unknown_schema`` (writer schema
-    fingerprint not deployed) or ``wrong_subject`` (a record of another subject).
+    fingerprint not deployed), ``wrong_subject`` (a record of another subject) or
+    ``incompatible_schema`` (the deployed versions cannot be resolved to each other).
     """
 
-    def __init__(self, message: str, *, code: str) -> None:
+    def __init__(self, message: str, *, code: str = "undecodable") -> None:
         super().__init__(message)
         self.code = code
 

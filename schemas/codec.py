@@ -1,0 +1,273 @@
+"""Avro single-object encoding for one subject: encode with its latest schema, decode any version.
+
+Wire format (Avro spec, "Single-object encoding"): the two-byte marker ``C3 01``, the
+8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical
+Form, then the Avro binary body. A decoder finds the writer schema by fingerprint among
+the subject's versions and resolves it to the subject's latest version, so producers
+and workers can be upgraded one at a time.
+
+Decoding untrusted bytes never raises anything but ``DecodeError`` (a
+``DecodeError``) whose ``code`` and message go to the dead-letter topic. Encoding our own
+records fails loudly with ``EncodeError`` naming the field that does not fit.
+
+Timestamps are plain ``int`` epoch milliseconds both ways: the codec works with Avro's
+physical types (see ``touchpoint.schemas.registry``), because fastavro has no per-call
+switch for logical-type conversion and we do not change its global tables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import date, datetime
+from functools import cache
+from io import BytesIO
+from typing import Any, Final
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from fastavro.validation import validate
+
+from touchpoint.exceptions import DecodeError, EncodeError
+
+from .registry import Registry, SchemaVersion, default_registry, format_fingerprint
+
+__all__ = [
+    "HEADER_SIZE",
+    "MARKER",
+    "Codec",
+    "codec_for",
+    "subjects",
+]
+
+MARKER: Final = b"\xc3\x01"
+"""The two bytes every single-object encoded Avro value starts with."""
+HEADER_SIZE: Final = 10
+"""Marker (2 bytes) plus writer-schema fingerprint (8 bytes)."""
+
+_PUBLISH_HINT = "publish with `touchpoint publish` or the touchpoint.publish API"
+_MISSING = object()
+
+
+class Codec:
+    """Encode and decode one subject's records in Avro single-object encoding.
+
+    Everything that depends on the schemas is computed here, once; ``encode`` and
+    ``decode`` only look things up.
+    """
+
+    def __init__(self, subject: str, *, registry: Registry) -> None:
+        """Prepare the codec for ``subject`` from ``registry`` (see also ``codec_for``)."""
+        latest = registry.latest(subject)
+        self.subject: Final = subject
+        self.registry: Final = registry
+        self.latest: Final = latest
+        self._schema = latest.parsed
+        self._header = MARKER + latest.fingerprint
+        self._fields = frozenset(latest.field_names)
+        # fingerprint -> (writer, reader or None when they are the same, version)
+        self._readers: dict[bytes, tuple[dict[str, Any], dict[str, Any] | None, SchemaVersion]]
+        # Same fingerprint, same wire form (versions that only change docs or defaults):
+        # read those with the latest schema alone, no resolution needed.
+        self._readers = {latest.fingerprint: (latest.parsed, None, latest)}
+        for version in registry.versions(subject):
+            entry = (version.parsed, latest.parsed, version)
+            self._readers.setdefault(version.fingerprint, entry)
+
+    def __repr__(self) -> str:
+        """Show the subject and the version the codec writes."""
+        return f"<Codec {self.subject!r} v{self.latest.version} {self.latest.fingerprint_hex}>"
+
+    @property
+    def version(self) -> int:
+        """The schema version ``encode`` writes and ``decode`` returns."""
+        return self.latest.version
+
+    @property
+    def fingerprint(self) -> bytes:
+        """Wire fingerprint (8 bytes, little-endian) of the schema ``encode`` writes."""
+        return self.latest.fingerprint
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        """Encode ``record`` with the subject's latest schema; ``EncodeError`` if it does not fit.
+
+        Fields with a default may be left out. Every value must have the schema's type
+        exactly: no silent float-to-int truncation, no ``datetime`` for an epoch-ms
+        ``long``, no keys the schema does not have.
+        """
+        try:
+            # fastavro's stub lags its Cython signature, which has disable_tuple_notation.
+            fits = not (record.keys() - self._fields) and validate(  # type: ignore[call-arg]
+                record, self._schema, raise_errors=False, disable_tuple_notation=True
+            )
+        except Exception:  # e.g. not a mapping; explained below
+            fits = False
+        if not fits:
+            raise self._encode_error(record, None)
+        buf = BytesIO()
+        buf.write(self._header)
+        try:
+            schemaless_writer(buf, self._schema, record, disable_tuple_notation=True)
+        except Exception as exc:  # validation passed, so this is unexpected: say what we know
+            raise self._encode_error(record, exc) from exc
+        return buf.getvalue()
+
+    def decode(self, data: bytes | None) -> dict[str, Any]:
+        """Decode a single-object encoded value into a record of the subject's latest version.
+
+        Raises ``DecodeError`` (a ``DecodeError``) with ``code`` ``undecodable``,
+        ``unknown_schema``, ``wrong_subject`` or ``incompatible_schema`` and a message
+        saying what to fix. ``None`` (a Kafka tombstone) is ``undecodable``.
+        """
+        if not data or data[:2] != MARKER:
+            raise self._header_error(data)
+        entry = self._readers.get(data[2:HEADER_SIZE])
+        if entry is None:
+            raise self._header_error(data)
+        writer, reader, version = entry
+        buf = BytesIO(data)
+        buf.seek(HEADER_SIZE)
+        try:
+            record: dict[str, Any] = schemaless_reader(buf, writer, reader)  # type: ignore[assignment]
+        except SchemaResolutionError as exc:
+            # The record is fine; our deployed versions are not compatible. Dead-letter it
+            # so it can be replayed once the schemas are fixed.
+            raise DecodeError(
+                f"a '{self.subject}' v{version.version} record cannot be read as "
+                f"v{self.latest.version} ({_describe(exc)}): the deployed schema versions are "
+                "incompatible; fix them (python -m touchpoint.schemas.compat) and replay",
+                code="incompatible_schema",
+            ) from exc
+        except Exception as exc:  # fastavro raises many types on corrupt input; all mean the same
+            raise DecodeError(
+                f"body does not decode as a '{self.subject}' v{version.version} record "
+                f"({_describe(exc)}): the value is truncated or corrupt",
+                code="undecodable",
+            ) from exc
+        left = len(data) - buf.tell()
+        if left:
+            raise DecodeError(
+                f"{_bytes(left)} left over after a '{self.subject}' v{version.version} record: "
+                "the value is corrupt, or the producer wrote a body that does not match "
+                "the schema its fingerprint names",
+                code="undecodable",
+            )
+        return record
+
+    def _header_error(self, data: bytes | None) -> DecodeError:
+        """Explain why ``data`` has no usable single-object header for this subject."""
+        if not data:
+            return DecodeError(
+                "value is empty: an empty message or tombstone, not an Avro single-object "
+                f"record; {_PUBLISH_HINT}",
+                code="undecodable",
+            )
+        if data[:2] != MARKER and not MARKER.startswith(data):
+            return DecodeError(_not_single_object(data), code="undecodable")
+        if len(data) < HEADER_SIZE:
+            return DecodeError(
+                f"value is {_bytes(len(data))}, shorter than the {HEADER_SIZE}-byte single-object "
+                "header (C3 01 and an 8-byte schema fingerprint): the value was truncated",
+                code="undecodable",
+            )
+        fingerprint = data[2:HEADER_SIZE]
+        other = self.registry.by_fingerprint(fingerprint)
+        if other is not None:
+            return DecodeError(
+                f"record is a '{other.subject}' record (schema v{other.version}), this topic "
+                f"expects '{self.subject}': the producer published to the wrong topic",
+                code="wrong_subject",
+            )
+        known = self.registry.versions(self.subject)
+        listed = ", ".join(f"v{v.version} {v.fingerprint_hex}" for v in known)
+        return DecodeError(
+            f"writer schema fingerprint {format_fingerprint(fingerprint)} is not one of the "
+            f"{len(known)} known versions of '{self.subject}' ({listed}): deploy the schema "
+            "version the producer uses, or have it publish with a deployed one",
+            code="unknown_schema",
+        )
+
+    def _encode_error(self, record: Any, exc: Exception | None) -> EncodeError:
+        """Find the field of ``record`` that does not fit the latest schema and name it."""
+        where = f"'{self.subject}' record (schema v{self.latest.version})"
+        if not isinstance(record, Mapping):
+            return EncodeError(f"{where} must be a dict, not {type(record).__name__}")
+        extra = sorted(set(record) - self._fields)
+        if extra:
+            return EncodeError(
+                f"{where} has field '{extra[0]}' that the schema does not have: fix the name, "
+                "or add the field as optional in a new schema version",
+                field=extra[0],
+            )
+        written = {field["name"]: field["type"] for field in self.latest.schema["fields"]}
+        for field in self._schema["fields"]:
+            name = field["name"]
+            value = record.get(name, field.get("default", _MISSING))
+            if value is _MISSING:
+                return EncodeError(f"{where} has no '{name}', which is required", field=name)
+            try:
+                fits = validate(  # type: ignore[call-arg]
+                    value, field["type"], raise_errors=False, disable_tuple_notation=True
+                )
+            except Exception:
+                fits = False
+            if not fits:
+                hint = ""
+                if isinstance(value, datetime | date):
+                    hint = ": pass epoch milliseconds as an int"
+                return EncodeError(
+                    f"{where} field '{name}' is {_clip(repr(value))} ({type(value).__name__}), "
+                    f"the schema wants {json.dumps(written[name])}{hint}",
+                    field=name,
+                )
+        detail = f": {_describe(exc)}" if exc is not None else ""
+        return EncodeError(f"{where} does not fit the schema{detail}")
+
+
+def _not_single_object(data: bytes) -> str:
+    """Say what ``data`` looks like when it does not start with the single-object marker."""
+    first = data[0]
+    start = data.lstrip()[:1]
+    if start in (b"{", b"[", b'"'):
+        return (
+            f"value starts with 0x{first:02x} ({chr(data[0])!r}), not the Avro single-object "
+            f"marker C3 01: the producer sent JSON? {_PUBLISH_HINT[0].upper()}{_PUBLISH_HINT[1:]}"
+        )
+    if first == 0 and len(data) >= 5:
+        schema_id = int.from_bytes(data[1:5], "big")
+        return (
+            f"value starts with 0x00, the Confluent Schema Registry framing (schema id "
+            f"{schema_id}), not the Avro single-object marker C3 01: {_PUBLISH_HINT}"
+        )
+    shown = " ".join(f"{b:02X}" for b in data[:2])
+    return (
+        f"value starts with {shown}, not the Avro single-object marker C3 01: the producer "
+        f"does not use single-object encoding; {_PUBLISH_HINT}"
+    )
+
+
+def _bytes(count: int) -> str:
+    """Say ``1 byte`` or ``N bytes``."""
+    return f"{count} byte" if count == 1 else f"{count} bytes"
+
+
+def _describe(exc: BaseException) -> str:
+    """One short line for an exception from a library: its type and message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {_clip(text)}" if text else type(exc).__name__
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """Shorten ``text`` for a one-line message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@cache
+def codec_for(subject: str) -> Codec:
+    """Return the codec for ``subject`` in the package's schemas, built once per subject."""
+    return Codec(subject, registry=default_registry())
+
+
+def subjects() -> tuple[str, ...]:
+    """Return every subject in the package's schemas, sorted."""
+    return default_registry().subjects()

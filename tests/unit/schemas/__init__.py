@@ -1,0 +1,1 @@
+"""Unit tests of touchpoint.schemas: registry, codec and compatibility check."""
