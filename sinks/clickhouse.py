@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import re
-import socket
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -182,7 +181,8 @@ def _server_errors(url: WarehouseURL) -> Iterator[None]:
     try:
         yield
     except (errors.NetworkError, errors.SocketTimeoutError, OSError, EOFError) as exc:
-        raise WarehouseUnavailable(f"ClickHouse at {url.host}:{url.port} unreachable: {exc}") from exc
+        raise WarehouseUnavailable(
+            f"ClickHouse at {url.host}:{url.port} unreachable: {exc}") from exc
     except errors.Error as exc:
         code = getattr(exc, "code", None)
         message = str(exc).split("Stack trace")[0].strip()
@@ -433,7 +433,7 @@ def connect(url: WarehouseURL | str) -> Warehouse:
     warehouse = ServerWarehouse(parsed)
     try:
         warehouse.capabilities  # noqa: B018 - connect now, so a wrong URL fails here
-    except (WarehouseError, socket.error):
+    except (OSError, WarehouseError):
         warehouse.close()
         raise
     return warehouse

@@ -76,7 +76,8 @@ def applied(warehouse: Warehouse) -> set[int]:
     ).scalar()
     if not exists:
         return set()
-    return {int(r[0]) for r in warehouse.query(f"SELECT DISTINCT version FROM {db}.schema_migrations").rows}
+    result = warehouse.query(f"SELECT DISTINCT version FROM {db}.schema_migrations")
+    return {int(row[0]) for row in result.rows}
 
 
 def migrate(warehouse: Warehouse) -> list[Migration]:

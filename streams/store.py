@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -127,11 +127,14 @@ def register(app: faust.App, topics: TopicNames, writer: RetryingWriter, *, batc
     async def store(stream: faust.StreamT[bytes], table: str, columns: tuple[str, ...],
                     subject: str, to_row: Callable[[Mapping[str, Any], int], tuple[Any, ...]],
                     dedup_key: Callable[[Mapping[str, Any]], Any]) -> None:
-        async for events in stream.noack_take(batch_size, within=flush_seconds):
+        concrete = cast(faust.Stream[bytes], stream)
+        async for taken in concrete.noack_take(batch_size, within=flush_seconds):
+            # noack_take yields the events themselves (faust types them as values)
+            events = cast(Sequence[faust.EventT], taken)
             batch = _batch(table, columns, events, subject, to_row, dedup_key)
             await writer.write(batch)  # returns only once stored; cancelled on stop
             for event in events:
-                await stream.ack(event)
+                await concrete.ack(event)
 
     @app.agent(normalized, name="touchpoint.store_events")
     async def store_events(stream: faust.StreamT[bytes]) -> None:

@@ -45,7 +45,7 @@ def _settings(**overrides: Any) -> Settings:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="touchpoint")
 def main() -> None:
-    """Touchpoint: customer touchpoint events from Kafka, through Faust, into ClickHouse.
+    r"""Touchpoint: customer touchpoint events from Kafka, through Faust, into ClickHouse.
 
     Settings come from TOUCHPOINT_* environment variables (`touchpoint settings` lists
     them). A typical local session:
@@ -228,7 +228,7 @@ def _simulate(settings: Settings, *, rate: float | None, duration: float | None,
                 return run(simulator, send, rate=rate, duration=duration, events=events,
                            progress=progress)
             except KeyboardInterrupt:
-                return progress.last  # type: ignore[attr-defined, no-any-return]
+                return progress.last
 
 
 class _Progress:
@@ -271,7 +271,8 @@ def _progress(events: int | None, duration: float | None, quiet: bool) -> Iterat
 def migrate() -> None:
     """Create the warehouse database and tables (idempotent; workers do it at start)."""
     from touchpoint.sinks.clickhouse import connect
-    from touchpoint.sinks.migrate import applied, migrate as run_migrations
+    from touchpoint.sinks.migrate import applied
+    from touchpoint.sinks.migrate import migrate as run_migrations
 
     settings = _settings()
     with _errors(), connect(settings.warehouse) as warehouse:

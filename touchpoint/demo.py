@@ -78,7 +78,7 @@ def _start_kafka(env: dict[str, str]) -> bool:
 def _status(url: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return json.load(response)  # type: ignore[no-any-return]
+            return json.load(response)
     except OSError:
         return None
 

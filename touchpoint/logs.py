@@ -12,7 +12,7 @@ _NOISY = ("faust", "mode", "aiokafka", "kafka", "aiohttp", "clickhouse_driver", 
 
 
 class _LogfmtFormatter(logging.Formatter):
-    converter = time.gmtime
+    converter = time.gmtime  # type: ignore[assignment]  # typeshed overload mismatch; UTC is the point
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage().replace('"', "'")

@@ -193,7 +193,7 @@ def test_bad_records_go_to_the_deadletter_topic_and_table_with_reasons(worker: W
     codec = codec_for("deadletter")
     for message in consumer:
         record = codec.decode(message.value)
-        for code, (channel, value) in sent.items():
+        for code, (_, value) in sent.items():
             if record["payload"] == value:
                 found[code] = record
         if len(found) == len(sent):

@@ -33,7 +33,8 @@ def test_publish_dry_run_reports_each_bad_line(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
     source = tmp_path / "events.jsonl"
     source.write_text(
-        '{"event_id": "a", "type": "page_view", "occurred_at": 1795000000000, "anonymous_id": "x"}\n'
+        '{"event_id": "a", "type": "page_view", "occurred_at": 1795000000000, '
+        '"anonymous_id": "x"}\n'
         '{"event_id": "b", "type": "page_view", "occurred_at": 1795000000000}\n'
         "\n"
         "[1, 2]\n")

@@ -30,7 +30,8 @@ def test_local_salt_is_created_once_and_kept(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("variable", "value", "message"), [
-    ("TOUCHPOINT_TOPIC_PARTITIONS", "0", "TOUCHPOINT_TOPIC_PARTITIONS='0' is invalid: must be 1 or more"),
+    ("TOUCHPOINT_TOPIC_PARTITIONS", "0",
+     "TOUCHPOINT_TOPIC_PARTITIONS='0' is invalid: must be 1 or more"),
     ("TOUCHPOINT_TOPIC_PARTITIONS", "six", "TOUCHPOINT_TOPIC_PARTITIONS='six' is invalid"),
     ("TOUCHPOINT_WEB_PORT", "70000", "must be a TCP port"),
     ("TOUCHPOINT_LOG_LEVEL", "loud", "must be one of debug, info, warning, error"),
