@@ -190,37 +190,55 @@ def _print_report(report: Any, show: int, *, published: bool) -> None:
 @click.option("--duration", type=float, help="Stop after this many seconds.")
 @click.option("--events", type=int, help="Stop after this many events.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
-@click.option("--customers", type=int, default=2000, show_default=True,
-              help="Size of the simulated customer population.")
+@click.option("--customers", type=click.IntRange(1), default=25000, show_default=True,
+              help="Size of the simulated CRM customer population.")
+@click.option("--start", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"]),
+              help="Event time of the first event, with offset (default: now), "
+                   "e.g. 2026-11-22T09:30+08:00.")
+@click.option("--speedup", type=click.FloatRange(min=0, min_open=True), default=60.0,
+              show_default=True, help="Simulated seconds per wall-clock second when paced.")
+@click.option("--faulty", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of records sent broken (JSON, unknown type, no identifier, bad "
+                   "time), bypassing checks, as a buggy producer would.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def simulate(rate: float | None, duration: float | None, events: int | None, seed: int,
-             customers: int, quiet: bool) -> None:
+             customers: int, start: Any, speedup: float, faulty: float, quiet: bool) -> None:
     """Publish realistic mixed traffic for all five channels.
 
     Customers browse anonymously and later log in, visit stores and queue, call the
-    call center, receive campaigns and answer surveys. The same seed gives the same
-    events. Give --duration or --events (or both).
+    call center, receive campaigns and answer surveys. The same seed and --start give
+    the same events. Give --duration or --events (or both).
     """
     if duration is None and events is None:
         _fail("give --duration SECONDS or --events N (or both)", 2)
+    if start is not None and start.tzinfo is None:
+        _fail("--start needs a UTC offset, e.g. 2026-11-22T09:30+08:00", 2)
     settings = _settings()
+    start_ms = None if start is None else int(start.timestamp() * 1000)
     with _errors():
         sent = _simulate(settings, rate=rate, duration=duration, events=events, seed=seed,
-                         customers=customers, quiet=quiet)
+                         customers=customers, quiet=quiet, start_ms=start_ms,
+                         speedup=speedup, faulty=faulty)
     click.echo(f"{sent} events published", err=True)
 
 
 def _simulate(settings: Settings, *, rate: float | None, duration: float | None,
               events: int | None, seed: int, customers: int, quiet: bool,
-              stop: Callable[[], bool] | None = None) -> int:
+              start_ms: int | None = None, speedup: float = 60.0,
+              faulty: float = 0.0) -> int:
+    import random
+
     from touchpoint.publish import Publisher
     from touchpoint.simulate import Simulator, run
+    from touchpoint.simulate import faulty as broken
 
-    simulator = Simulator(seed=seed, customers=customers)
+    simulator = Simulator(seed=seed, customers=customers, start_ms=start_ms, speedup=speedup)
+    faults = random.Random(seed)
     with Publisher.from_settings(settings) as publisher:
         def send(sim_event: Any) -> None:
-            if stop is not None and stop():
-                raise KeyboardInterrupt
+            if faulty and faults.random() < faulty:
+                publisher.send_raw(*broken(sim_event, faults))
+                return
             publisher.publish(sim_event.channel, sim_event.event)
 
         with _progress(events, duration, quiet) as progress:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime, timedelta, timezone
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,8 @@ def run_demo(settings: Settings, *, duration: float, rate: float, seed: int) -> 
         began = time.monotonic()
         try:
             published = _simulate(settings, rate=rate, duration=duration, events=None,
-                                  seed=seed, customers=2000, quiet=False)
+                                  seed=seed, customers=25000, quiet=False,
+                                  start_ms=_business_hours(), faulty=0.002)
         except KeyboardInterrupt:
             published = -1
         elapsed = time.monotonic() - began
@@ -62,6 +65,13 @@ def run_demo(settings: Settings, *, duration: float, rate: float, seed: int) -> 
             _stop(worker)
         if started_kafka:
             subprocess.run(["bash", str(KAFKA_SCRIPT), "stop"], env=env, check=False)
+
+
+def _business_hours() -> int:
+    """Today 09:30 in China (UTC+8), in epoch ms: stores are open, the day is young."""
+    china = timezone(timedelta(hours=8))
+    today = datetime.now(china).date()
+    return int(datetime.combine(today, dt_time(9, 30), tzinfo=china).timestamp() * 1000)
 
 
 def _start_kafka(env: dict[str, str]) -> bool:
