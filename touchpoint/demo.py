@@ -141,9 +141,12 @@ def _summary(settings: Settings, published: int, elapsed: float,
                + ", ".join(f"{k} {v:,}" for k, v in sorted(ingested.items())))
     click.echo(f"dead-lettered {sum(rejected.values()):>9,}  "
                + ", ".join(f"{k} {v:,}" for k, v in sorted(rejected.items())))
-    click.echo(f"stored        {total:>9,}  rows in touchpoint_events ("
+    rows = status.get("sink", {}).get("rows", {})
+    click.echo(f"stored        {rows.get('touchpoint_events_raw', 0):>9,}  events and "
+               f"{rows.get('deadletter_raw', 0):,} dead letters written by this run")
+    click.echo(f"warehouse     {total:>9,}  events in touchpoint_events in all ("
                + ", ".join(f"{c} {n:,}" for c, n in by_channel.rows) + f"); {dead:,} in deadletter")
-    click.echo(f"warehouse     {settings.warehouse}")
+    click.echo(f"              {settings.warehouse}")
     click.echo("while a worker runs, ask it: touchpoint query \"SELECT type, count() FROM "
                "touchpoint_events GROUP BY type\"")
 
