@@ -37,6 +37,7 @@ __all__ = [
     "MARKER",
     "Codec",
     "codec_for",
+    "subject_of",
     "subjects",
 ]
 
@@ -271,3 +272,15 @@ def codec_for(subject: str) -> Codec:
 def subjects() -> tuple[str, ...]:
     """Return every subject in the package's schemas, sorted."""
     return default_registry().subjects()
+
+
+def subject_of(data: bytes | None) -> str | None:
+    """The subject a single-object record was written as, or ``None`` if unknown.
+
+    Topics that carry more than one kind of record (events and merges on
+    ``touchpoints.resolved``) dispatch on this before decoding.
+    """
+    if not data or len(data) < HEADER_SIZE or data[:2] != MARKER:
+        return None
+    found = default_registry().by_fingerprint(bytes(data[2:HEADER_SIZE]))
+    return None if found is None else found.subject

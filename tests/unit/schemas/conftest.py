@@ -134,6 +134,20 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "open_signals": 1,
         "updated_at": T0 + 601_300,
     },
+    "merge": {
+        "merged_id": "u-3f2a9c0d1e2b4a5c6d7e",
+        "into_id": "CRM-100482",
+        "merged_at": T0 + 5_000,
+        "event_id": "2f0c1e7a-login",
+        "identifiers": ["anonymous_id:ck-77aa", "email:9b1c"],
+        "aliases": ["u-0000aaaabbbbccccdddd"],
+        "recorded_at": T0 + 5_321,
+    },
+    "absorb": {
+        "from_id": "u-3f2a9c0d1e2b4a5c6d7e",
+        "into_id": "CRM-100482",
+        "state": '{"customer_id": "u-3f2a9c0d1e2b4a5c6d7e", "orders": 1}',
+    },
 }
 
 

@@ -18,8 +18,8 @@ from touchpoint.schemas import HEADER_SIZE, MARKER, Codec, codec_for, subjects
 from touchpoint.schemas.registry import default_registry, physical_schema
 
 ALL_SUBJECTS = (
-    "callcenter", "campaign", "complaint_signal", "deadletter", "event", "feedback", "profile",
-    "store", "web",
+    "absorb", "callcenter", "campaign", "complaint_signal", "deadletter", "event", "feedback",
+    "merge", "profile", "store", "web",
 )
 PUBLISH = "publish with `touchpoint publish` or the touchpoint.publish API"
 

@@ -23,6 +23,8 @@ TIMESTAMP = {"type": "long", "logicalType": "timestamp-millis"}
 OPT_TIMESTAMP = ["null", TIMESTAMP]
 
 RECORD_NAMES = {
+    "absorb": "touchpoint.ProfileAbsorb",
+    "merge": "touchpoint.CustomerMerge",
     "callcenter": "touchpoint.CallCenterTouchpoint",
     "campaign": "touchpoint.CampaignTouchpoint",
     "complaint_signal": "touchpoint.ComplaintSignal",
@@ -121,12 +123,12 @@ def test_shipped_subjects_each_have_v1_with_the_agreed_record_name() -> None:
     registry = default_registry()
 
     assert registry.subjects() == tuple(sorted(RECORD_NAMES))
-    assert len(registry) == 9
+    assert len(registry) == 12  # profile has v1 and v2
     for subject, name in RECORD_NAMES.items():
-        (only,) = registry.versions(subject)
-        assert (only.version, only.name, only.schema["namespace"]) == (1, name, "touchpoint")
-        assert registry.latest(subject) is only
-        assert registry.get(subject, 1) is only
+        first = registry.versions(subject)[0]
+        assert (first.version, first.name, first.schema["namespace"]) == (1, name, "touchpoint")
+        assert registry.latest(subject).name == name
+        assert registry.get(subject, 1) is first
 
 
 @pytest.mark.parametrize("channel", sorted(CHANNEL_FIELDS))
@@ -209,7 +211,8 @@ def test_output_schemas_have_the_contract_columns() -> None:
         ("escalated_at", OPT_TIMESTAMP),
         ("emitted_at", TIMESTAMP),
     ]
-    assert fields_of(default_registry().latest("profile")) == [
+    # v2 adds optional fields after the contract's (CONTRACT §4 columns first, unchanged)
+    assert fields_of(default_registry().latest("profile"))[:11] == [
         ("customer_id", "string"),
         ("first_seen", TIMESTAMP),
         ("last_seen", TIMESTAMP),
@@ -287,7 +290,7 @@ def test_logical_types_are_kept_in_files_but_not_in_what_the_codec_uses() -> Non
     assert dict(fields_of(event))["occurred_at"] == TIMESTAMP
     assert "logicalType" not in json.dumps(event.parsed, default=str)
     assert [s for s in RECORD_NAMES if has_logical_types(default_registry().latest(s).schema)] == [
-        "complaint_signal", "deadletter", "event", "profile",
+        "merge", "complaint_signal", "deadletter", "event", "profile",
     ]
 
 
@@ -461,8 +464,8 @@ def test_unknown_subject_and_version_name_what_exists() -> None:
     with pytest.raises(SchemaError) as caught:
         registry.versions("wbe")
     assert str(caught.value) == (
-        f"no schema subject 'wbe' in {registry.root}; known subjects: callcenter, campaign, "
-        "complaint_signal, deadletter, event, feedback, profile, store, web"
+        f"no schema subject 'wbe' in {registry.root}; known subjects: absorb, callcenter, "
+        "campaign, complaint_signal, deadletter, event, feedback, merge, profile, store, web"
     )
     with pytest.raises(SchemaError) as caught:
         registry.get("web", 2)
