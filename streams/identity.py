@@ -1,17 +1,53 @@
-"""Who an event belongs to.
+"""Identity: every identifier of an event resolves to one customer, across touchpoints.
 
-For now the customer is the CRM ``customer_id`` when the event carries one, else a
-stable generated id from the strongest identifier it has. Cross-touchpoint stitching
-(linking identifiers, merging customers) builds on this.
+Identifiers are ``kind:value`` strings: ``customer_id:C1``, ``phone:<hash>``,
+``email:<hash>``, ``anonymous_id:<cookie>``. An event that carries two or more links
+them: from then on all resolve to the same customer.
+
+**Which id a customer has.** A group of linked identifiers is one customer. Its id is
+its CRM ``customer_id`` when it has one; otherwise the smallest of its identifiers'
+generated ids (``u-`` + a digest of the identifier). Both rules depend only on *which*
+identifiers are linked, not on the order in which links were seen, so the result is
+the same whatever partitions or workers processed the events, and after any replay.
+Two different CRM ids are two customers and are never merged; an identifier both
+claim stays with the customer that claimed it first (the only order-dependent case).
+
+**How it runs.** Resolution needs one view of all identifiers, so it reads one
+ordered log (``touchpoints.unresolved``, one partition) and keeps its graph in two
+changelog-backed tables. It forwards each event unchanged to ``touchpoints.resolved``
+keyed by the resolved customer id, so all of one customer's state lives in one
+partition downstream. When a link merges customers, a merge record keyed by the
+merged-away id is published first; it reaches that customer's partition after all of
+its earlier events, and the profiles stage moves the state over (see ``profiles.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GENERATED_PREFIX", "provisional_customer_id", "strongest_identifier"]
+import faust
+
+from touchpoint.schemas.codec import codec_for
+
+__all__ = [
+    "GENERATED_PREFIX",
+    "IdentityGraph",
+    "Merge",
+    "Resolution",
+    "generated_id",
+    "identifiers_of",
+    "is_crm",
+    "provisional_customer_id",
+    "register",
+    "strongest_identifier",
+]
+
+log = logging.getLogger(__name__)
 
 GENERATED_PREFIX = "u-"
 # Strongest first (CONTRACT §2); e-mail and phone arrive here already hashed.
@@ -19,19 +55,145 @@ _ORDER = (("customer_id", "customer_id"), ("phone_hash", "phone"), ("email_hash"
           ("anonymous_id", "anonymous_id"))
 
 
+def identifiers_of(event: Mapping[str, Any]) -> list[str]:
+    """The ``kind:value`` identifiers of a normalized event, strongest first."""
+    return [f"{kind}:{event[name]}" for name, kind in _ORDER if event.get(name)]
+
+
 def strongest_identifier(event: Mapping[str, Any]) -> tuple[str, str]:
     """The (kind, value) of the strongest identifier of a normalized event."""
-    for field, kind in _ORDER:
-        value = event.get(field)
+    for name, kind in _ORDER:
+        value = event.get(name)
         if value:
             return kind, value
     raise ValueError(f"event {event.get('event_id')!r} has no identifier")
 
 
+def generated_id(identifier: str) -> str:
+    """The stable id of a customer known only by ``identifier`` (``u-`` + 20 hex)."""
+    return GENERATED_PREFIX + hashlib.blake2b(identifier.encode(), digest_size=10).hexdigest()
+
+
+def is_crm(customer_id: str) -> bool:
+    """Whether a customer id is a CRM id (as opposed to a generated one)."""
+    return not customer_id.startswith(GENERATED_PREFIX)
+
+
+def own_id(identifier: str) -> str:
+    """The id an identifier would have on its own: the CRM id, or a generated one."""
+    kind, _, value = identifier.partition(":")
+    return value if kind == "customer_id" else generated_id(identifier)
+
+
 def provisional_customer_id(event: Mapping[str, Any]) -> str:
-    """The CRM id, or a stable generated id (``u-`` + 20 hex) from the strongest identifier."""
+    """The customer an event would belong to on its own, before any linking."""
     kind, value = strongest_identifier(event)
-    if kind == "customer_id":
-        return str(value)
-    digest = hashlib.blake2b(f"{kind}:{value}".encode(), digest_size=10).hexdigest()
-    return GENERATED_PREFIX + digest
+    return own_id(f"{kind}:{value}")
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Customer ``merged_id`` became part of ``into_id``."""
+
+    merged_id: str
+    into_id: str
+    identifiers: tuple[str, ...]
+    aliases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Who an event belongs to, and the merges its identifiers caused."""
+
+    customer_id: str
+    merges: tuple[Merge, ...] = ()
+    conflicts: tuple[str, ...] = field(default=())  # identifiers kept by another CRM id
+
+
+class IdentityGraph:
+    """Union of identifiers into customers, over two key-value stores.
+
+    ``owner`` maps identifier → customer id; ``members`` maps customer id →
+    ``{"identifiers": [...], "aliases": [...]}`` (aliases: ids merged into it earlier).
+    Faust tables in the worker, plain dicts in unit tests.
+    """
+
+    def __init__(self, owner: MutableMapping[str, str],
+                 members: MutableMapping[str, dict[str, list[str]]]) -> None:
+        self.owner = owner
+        self.members = members
+
+    def lookup(self, identifier: str) -> str | None:
+        """The customer an identifier belongs to, if it has been seen."""
+        return self.owner.get(identifier)
+
+    def resolve(self, identifiers: Sequence[str]) -> Resolution:
+        """Resolve an event's identifiers (strongest first), linking them."""
+        if not identifiers:
+            raise ValueError("an event needs at least one identifier")
+        known = {i: self.owner.get(i) for i in identifiers}
+        customers = {c for c in known.values() if c is not None}
+        candidates = customers | {own_id(i) for i, c in known.items() if c is None}
+        event_crm = next((own_id(i) for i in identifiers if i.startswith("customer_id:")), None)
+        crm = sorted(c for c in candidates if is_crm(c))
+        target = event_crm or (crm[0] if crm else min(candidates))
+
+        conflicts = [i for i, c in known.items() if c is not None and c != target and is_crm(c)]
+        merging = sorted(c for c in customers if c != target and not is_crm(c))
+        target_members = self._members(target)
+        for identifier, customer in known.items():
+            if customer is None:
+                self.owner[identifier] = target
+                target_members["identifiers"].append(identifier)
+        merges = []
+        for merged in merging:
+            moved = self.members.pop(merged, None) or {"identifiers": [], "aliases": []}
+            for identifier in moved["identifiers"]:
+                self.owner[identifier] = target
+            target_members["identifiers"].extend(moved["identifiers"])
+            target_members["aliases"].extend([merged, *moved["aliases"]])
+            merges.append(Merge(merged, target, tuple(moved["identifiers"]),
+                                tuple(moved["aliases"])))
+        if merges or any(c is None for c in known.values()):
+            self.members[target] = target_members  # write back: tables persist on set
+        return Resolution(target, tuple(merges), tuple(conflicts))
+
+    def _members(self, customer: str) -> dict[str, list[str]]:
+        found = self.members.get(customer)
+        if found is None:
+            return {"identifiers": [], "aliases": []}
+        return {"identifiers": list(found["identifiers"]), "aliases": list(found["aliases"])}
+
+
+def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT,
+             stats: dict[str, int]) -> IdentityGraph:
+    """Add the identity agent and its tables to ``app``; return the graph (for lookups)."""
+    # keys raw (utf-8), values JSON: Faust's defaults for tables
+    owner = app.Table("touchpoint-identity-owner", partitions=1, key_type=str)
+    members = app.Table("touchpoint-identity-members", partitions=1, key_type=str)
+    graph = IdentityGraph(owner, members)
+    event_codec = codec_for("event")
+    merge_codec = codec_for("merge")
+
+    @app.agent(unresolved, name="touchpoint.identity")
+    async def identity(stream: faust.StreamT[bytes]) -> None:
+        async for value in stream:
+            event = event_codec.decode(value)
+            resolution = graph.resolve(identifiers_of(event))
+            for merge in resolution.merges:
+                stats["merges"] = stats.get("merges", 0) + 1
+                record = {
+                    "merged_id": merge.merged_id, "into_id": merge.into_id,
+                    "merged_at": event["occurred_at"], "event_id": event["event_id"],
+                    "identifiers": list(merge.identifiers), "aliases": list(merge.aliases),
+                    "recorded_at": int(time.time() * 1000),
+                }
+                await resolved.send(key=merge.merged_id.encode(),
+                                    value=merge_codec.encode(record))
+            if resolution.conflicts:
+                log.info("event %s: %s stay with another CRM customer than %s",
+                         event["event_id"], len(resolution.conflicts), resolution.customer_id)
+            stats["resolved"] = stats.get("resolved", 0) + 1
+            await resolved.send(key=resolution.customer_id.encode(), value=value)
+
+    return graph

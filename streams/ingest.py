@@ -2,10 +2,10 @@
 
 Per record: decode (Avro single-object, writer schema found by fingerprint), check the
 contract (CONTRACT §2), normalize (e-mail and phone hashed with the PII salt, event time
-in epoch ms, category and 4S stage from the contract table), then publish to the
-normalized topic keyed by the strongest identifier. Anything that fails goes to the
-dead-letter topic with the original bytes, where it came from, and why. No record stops
-the worker: even an unexpected error becomes a dead letter.
+in epoch ms, category and 4S stage from the contract table), then publish to
+the one ordered log identity resolution reads (``touchpoints.unresolved``). Anything
+that fails goes to the dead-letter topic with the original bytes, where it came from,
+and why. No record stops the worker: even an unexpected error becomes a dead letter.
 """
 
 from __future__ import annotations
@@ -183,7 +183,8 @@ def register(app: faust.App, topics: TopicNames, ingestor: Ingestor, stats: Inge
     """Add the ingest agent to ``app``: every inbound topic in, normalized and dead letters out."""
     channel_of = topics.inbound
     source = app.topic(*channel_of, key_serializer="raw", value_serializer="raw")
-    normalized = app.topic(topics.normalized, key_serializer="raw", value_serializer="raw")
+    unresolved = app.topic(topics.unresolved, key_serializer="raw", value_serializer="raw",
+                           partitions=1)
     deadletter = app.topic(topics.deadletter, key_serializer="raw", value_serializer="raw")
 
     @app.agent(source, name="touchpoint.ingest")
@@ -197,7 +198,7 @@ def register(app: faust.App, topics: TopicNames, ingestor: Ingestor, stats: Inge
             )
             if isinstance(outcome, Accepted):
                 stats.accepted[outcome.event["channel"]] += 1
-                await normalized.send(key=outcome.key, value=outcome.value)
+                await unresolved.send(key=outcome.key, value=outcome.value)
             else:
                 stats.note_rejection(outcome.record)
                 await deadletter.send(key=event.key, value=outcome.value)

@@ -38,9 +38,14 @@ class TopicNames:
         return f"{self.prefix}touchpoints.deadletter"
 
     @property
-    def normalized(self) -> str:
-        """Valid events after ingest: decoded, checked, PII hashed, classified."""
-        return f"{self.prefix}touchpoints.normalized"
+    def unresolved(self) -> str:
+        """Valid events after ingest, in one ordered log for identity resolution."""
+        return f"{self.prefix}touchpoints.unresolved"
+
+    @property
+    def resolved(self) -> str:
+        """Events keyed by resolved customer id, with merge and absorb records."""
+        return f"{self.prefix}touchpoints.resolved"
 
     @property
     def signals(self) -> str:
@@ -54,11 +59,16 @@ class TopicNames:
 
     def all(self) -> list[str]:
         """Every topic the pipeline creates."""
-        return [*self.inbound, self.deadletter, self.normalized, self.signals, self.profiles]
+        return [*self.inbound, self.deadletter, self.unresolved, self.resolved, self.signals,
+                self.profiles]
 
     def compacted(self) -> set[str]:
         """Topics that keep only the latest record per key."""
         return {self.profiles}
+
+    def partitions(self, name: str, default: int) -> int:
+        """Partitions a topic is created with: identity reads one ordered log."""
+        return 1 if name == self.unresolved else default
 
 
 def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
@@ -88,7 +98,8 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
         missing = [name for name in wanted if name not in existing]
         new = [
             NewTopic(
-                name, settings.topic_partitions, settings.topic_replication,
+                name, topics.partitions(name, settings.topic_partitions),
+                settings.topic_replication,
                 topic_configs={"cleanup.policy": "compact"} if name in topics.compacted() else {},
             )
             for name in missing

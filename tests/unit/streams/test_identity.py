@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import itertools
+import random
+
+from touchpoint.streams.identity import (
+    IdentityGraph,
+    Merge,
+    generated_id,
+    identifiers_of,
+    is_crm,
+)
+
+
+def graph() -> IdentityGraph:
+    return IdentityGraph({}, {})
+
+
+def test_identifiers_strongest_first() -> None:
+    event = {"anonymous_id": "ck", "email_hash": "e", "customer_id": "C1", "phone_hash": None}
+    assert identifiers_of(event) == ["customer_id:C1", "email:e", "anonymous_id:ck"]
+
+
+def test_an_anonymous_visitor_who_logs_in_becomes_the_crm_customer() -> None:
+    g = graph()
+    anonymous = g.resolve(["anonymous_id:ck-1"])
+    assert anonymous.customer_id == generated_id("anonymous_id:ck-1")
+    assert not is_crm(anonymous.customer_id)
+    login = g.resolve(["customer_id:C1", "anonymous_id:ck-1"])
+    assert login.customer_id == "C1"
+    assert login.merges == (Merge(anonymous.customer_id, "C1", ("anonymous_id:ck-1",), ()),)
+    assert g.resolve(["anonymous_id:ck-1"]).customer_id == "C1"
+    assert g.members["C1"] == {"identifiers": ["customer_id:C1", "anonymous_id:ck-1"],
+                               "aliases": [anonymous.customer_id]}
+    assert anonymous.customer_id not in g.members
+
+
+def test_two_anonymous_ids_become_one_customer_with_the_smaller_id() -> None:
+    g = graph()
+    a, b = g.resolve(["anonymous_id:A"]).customer_id, g.resolve(["anonymous_id:B"]).customer_id
+    linked = g.resolve(["email:x", "anonymous_id:A", "anonymous_id:B"])
+    assert linked.customer_id == min(a, b, generated_id("email:x"))
+    assert {m.merged_id for m in linked.merges} == {a, b} - {linked.customer_id}
+
+
+def test_two_crm_customers_are_never_merged() -> None:
+    g = graph()
+    g.resolve(["customer_id:C1", "phone:p"])
+    second = g.resolve(["customer_id:C2", "phone:p"])
+    assert second.customer_id == "C2"
+    assert second.merges == ()
+    assert second.conflicts == ("phone:p",)
+    assert g.resolve(["phone:p"]).customer_id == "C1"  # first claim kept
+
+
+def test_a_merge_chain_moves_aliases_along() -> None:
+    g = graph()
+    g.resolve(["anonymous_id:A"])
+    g.resolve(["anonymous_id:B"])
+    ab = g.resolve(["anonymous_id:A", "anonymous_id:B"]).customer_id
+    final = g.resolve(["customer_id:C9", "anonymous_id:B"])
+    assert final.customer_id == "C9"
+    (merge,) = final.merges
+    assert merge.merged_id == ab
+    assert set(merge.aliases) == {generated_id("anonymous_id:A"),
+                                  generated_id("anonymous_id:B")} - {ab}
+
+
+def test_the_result_does_not_depend_on_the_order_of_events() -> None:
+    events = [
+        ["anonymous_id:a1"], ["anonymous_id:a2"], ["email:e1", "anonymous_id:a1"],
+        ["phone:p1"], ["customer_id:C5", "phone:p1"], ["email:e1", "phone:p1"],
+        ["anonymous_id:b1"], ["anonymous_id:b2", "anonymous_id:b1"], ["email:e2"],
+        ["anonymous_id:b2", "email:e2"], ["anonymous_id:a2", "anonymous_id:c"],
+    ]
+    everyone = sorted({i for e in events for i in e})
+    outcomes = set()
+    rng = random.Random(7)
+    orders = [events, list(reversed(events))] + [rng.sample(events, len(events))
+                                                 for _ in range(200)]
+    for order in orders:
+        g = graph()
+        for identifiers in order:
+            g.resolve(identifiers)
+        outcomes.add(tuple(g.lookup(i) for i in everyone))
+    assert len(outcomes) == 1
+    (final,) = outcomes
+    resolved = dict(zip(everyone, final, strict=True))
+    assert resolved["anonymous_id:a1"] == resolved["email:e1"] == "C5"
+    assert resolved["anonymous_id:a2"] == resolved["anonymous_id:c"] == min(
+        generated_id("anonymous_id:a2"), generated_id("anonymous_id:c"))
+    assert len({resolved[i] for i in ("anonymous_id:b1", "anonymous_id:b2", "email:e2")}) == 1
+
+
+def test_every_identifier_belongs_to_exactly_one_member_list() -> None:
+    g = graph()
+    for pair in itertools.combinations(["anonymous_id:x", "anonymous_id:y", "email:z",
+                                        "customer_id:C1"], 2):
+        g.resolve(list(pair))
+    listed = [i for m in g.members.values() for i in m["identifiers"]]
+    assert sorted(listed) == sorted(g.owner)
+    assert set(g.owner.values()) == {"C1"}
