@@ -42,6 +42,7 @@ class Migration:
             "dedup_window": (
                 ", non_replicated_deduplication_window = 1000" if caps.dedup_token else ""
             ),
+            "channel_counts": "Map(String, UInt64)" if caps.map_type else "String",
             "ttl_deadletter": (
                 f"TTL toDateTime(rejected_at) + INTERVAL {DEADLETTER_RETENTION_DAYS} DAY"
                 if caps.ttl else ""

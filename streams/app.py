@@ -1,9 +1,15 @@
-"""The Faust application: built from settings, with every stage wired in flow order."""
+"""The Faust application: built from settings, with every stage wired in flow order.
+
+inbound topics ─▶ ingest ─▶ touchpoints.unresolved ─▶ identity ─▶ touchpoints.resolved
+│                                               ├─▶ store (warehouse)
+└─▶ touchpoints.deadletter ─▶ store             └─▶ profiles ─▶ profiles.updates
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -12,7 +18,7 @@ from touchpoint.settings import Settings
 from touchpoint.sinks.base import WarehouseSink
 from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.writer import RetryingWriter
-from touchpoint.streams import ingest, store, web
+from touchpoint.streams import identity, ingest, profiles, store, web
 from touchpoint.streams.topics import TopicNames
 
 __all__ = ["Pipeline", "create_app"]
@@ -22,13 +28,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Pipeline:
-    """The app and the parts a worker owns: stats, writer, warehouse."""
+    """The app and the parts a worker owns: stats, writer, warehouse, tables."""
 
     app: faust.App
     topics: TopicNames
     ingest_stats: ingest.IngestStats
     writer: RetryingWriter
     warehouse: Warehouse
+    identity_stats: dict[str, int] = field(default_factory=dict)
 
     def status(self) -> dict[str, Any]:
         """Counters for /status and the demo summary."""
@@ -37,6 +44,7 @@ class Pipeline:
             "ingested": dict(self.ingest_stats.accepted),
             "rejected": dict(self.ingest_stats.rejected),
             "latest_rejections": self.ingest_stats.last_rejections,
+            "identity": dict(self.identity_stats),
             "sink": self.writer.stats.as_dict(),
             "warehouse": str(self.warehouse.url),
         }
@@ -48,14 +56,18 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
     topics = TopicNames(settings.topic_prefix)
     datadir = settings.home / "worker" / f"{settings.app_id}-{settings.web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
+    # RocksDB (through rocksdict) keeps tables on disk; memory works everywhere.
+    table_store = "rocksdb://" if importlib.util.find_spec("rocksdict") else "memory://"
     options: dict[str, Any] = {
         "broker": ";".join(f"kafka://{server}" for server in settings.kafka_servers),
-        "store": "memory://",
+        "store": table_store,
         "autodiscover": False,
         "datadir": str(datadir),
         "web_host": settings.web_host,
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
+        # how other workers reach this one when they route a lookup here
+        "canonical_url": f"http://{settings.web_host}:{settings.web_port}",
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication,
         "producer_acks": -1,
@@ -71,11 +83,30 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
     writer = RetryingWriter(
         WarehouseSink(warehouse), max_backoff=settings.sink_max_backoff_seconds
     )
-    ingestor = ingest.Ingestor(pii_salt=settings.pii_salt, phone_region=settings.phone_region)
+    def raw_topic(name: str, partitions: int) -> faust.TopicT:
+        return app.topic(name, partitions=partitions, key_serializer="raw",
+                         value_serializer="raw")
 
+    unresolved = raw_topic(topics.unresolved, 1)
+    resolved = raw_topic(topics.resolved, settings.topic_partitions)
+    updates = raw_topic(topics.profiles, settings.topic_partitions)
+    rules = profiles.SegmentRules(
+        at_risk_days=settings.at_risk_days, lapsed_days=settings.lapsed_days,
+        key_share=settings.key_tier_share, growth_share=settings.growth_tier_share)
+
+    pipeline = Pipeline(app, topics, ingest_stats, writer, warehouse)
+    ingestor = ingest.Ingestor(pii_salt=settings.pii_salt, phone_region=settings.phone_region)
     ingest.register(app, topics, ingestor, ingest_stats)
+    graph = identity.register(app, unresolved=unresolved, resolved=resolved,
+                              stats=pipeline.identity_stats)
+    table = profiles.register(
+        app, resolved=resolved, updates=updates, writer=writer, rules=rules,
+        emit_seconds=settings.profile_emit_seconds,
+        map_type=warehouse.capabilities.map_type, partitions=settings.topic_partitions)
     store.register(app, topics, writer, batch_size=settings.sink_batch_size,
                    flush_seconds=settings.sink_flush_seconds)
-    pipeline = Pipeline(app, topics, ingest_stats, writer, warehouse)
     web.register(app, status=pipeline.status, warehouse=warehouse)
+    web.register_customers(
+        app, graph=graph, profiles=table, lookup=profiles.profile_lookup(table, rules),
+        warehouse=warehouse, identify=web.Identify(settings.pii_salt, settings.phone_region))
     return pipeline

@@ -18,7 +18,7 @@ from typing import Any, cast
 import faust
 
 from touchpoint.exceptions import DecodeError
-from touchpoint.schemas.codec import codec_for
+from touchpoint.schemas.codec import codec_for, subject_of
 from touchpoint.sinks.base import Batch
 from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams.identity import provisional_customer_id
@@ -55,13 +55,22 @@ DEADLETTER_COLUMNS: tuple[str, ...] = (
 )
 
 
-def event_row(event: Mapping[str, Any], version: int) -> tuple[Any, ...]:
-    """One ``touchpoint_events_raw`` row, values in :data:`EVENT_COLUMNS` order."""
+MERGE_COLUMNS: tuple[str, ...] = (
+    "merged_id", "into_id", "merged_at", "event_id", "identifiers", "aliases", "recorded_at")
+ALIAS_COLUMNS: tuple[str, ...] = ("alias", "customer_id", "version")
+
+
+def event_row(event: Mapping[str, Any], version: int,
+              customer_id: str | None = None) -> tuple[Any, ...]:
+    """One ``touchpoint_events_raw`` row, values in :data:`EVENT_COLUMNS` order.
+
+    ``customer_id`` is the resolved customer (the key on ``touchpoints.resolved``).
+    """
     attributes = event.get("attributes") or {}
     keys = sorted(attributes)
     return (
         event["event_id"], event["occurred_at"], event["channel"], event["type"],
-        provisional_customer_id(event),
+        customer_id or provisional_customer_id(event),
         *(event.get(name) or "" for name in _STRING_FIELDS),
         *(event.get(name) for name in _NULLABLE_FIELDS),
         None,  # sentiment: scored by the signals stage
@@ -118,30 +127,61 @@ def _batch(table: str, columns: tuple[str, ...], events: Sequence[faust.EventT],
     return Batch(table, columns, list(rows.values()), Batch.token_for(table, positions))
 
 
+def _resolved_batches(events: Sequence[faust.EventT]) -> list[Batch]:
+    """Events, merges and aliases from one batch of ``touchpoints.resolved`` records."""
+    event_codec, merge_codec = codec_for("event"), codec_for("merge")
+    version = time.time_ns() // 1000
+    rows: dict[str, tuple[Any, ...]] = {}
+    merges: dict[tuple[str, str], tuple[Any, ...]] = {}
+    aliases: dict[str, tuple[Any, ...]] = {}
+    for event in events:
+        subject = subject_of(event.value)
+        key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
+        if subject == "event":
+            record = event_codec.decode(event.value)
+            rows[record["event_id"]] = event_row(record, version, key)
+        elif subject == "merge":
+            merge = merge_codec.decode(event.value)
+            merges[(merge["merged_id"], merge["into_id"])] = tuple(
+                merge[c] for c in MERGE_COLUMNS)
+            # version: the merge's record time, so a later merge of the same alias wins
+            for alias in (merge["merged_id"], *merge["aliases"]):
+                aliases[alias] = (alias, merge["into_id"], merge["recorded_at"])
+        # absorb records are for the profiles stage only
+    positions = [(e.message.topic, e.message.partition, e.message.offset) for e in events]
+    batches = []
+    for table, columns, found in (("touchpoint_events_raw", EVENT_COLUMNS, rows),
+                                  ("identity_merges", MERGE_COLUMNS, merges),
+                                  ("customer_aliases", ALIAS_COLUMNS, aliases)):
+        if found:
+            batches.append(Batch(table, columns, list(found.values()),
+                                 Batch.token_for(table, positions)))
+    return batches
+
+
 def register(app: faust.App, topics: TopicNames, writer: RetryingWriter, *, batch_size: int,
              flush_seconds: float) -> None:
     """Add the two storing agents to ``app``."""
-    normalized = app.topic(topics.normalized, key_serializer="raw", value_serializer="raw")
+    resolved = app.topic(topics.resolved, key_serializer="raw", value_serializer="raw")
     deadletter = app.topic(topics.deadletter, key_serializer="raw", value_serializer="raw")
 
-    async def store(stream: faust.StreamT[bytes], table: str, columns: tuple[str, ...],
-                    subject: str, to_row: Callable[[Mapping[str, Any], int], tuple[Any, ...]],
-                    dedup_key: Callable[[Mapping[str, Any]], Any]) -> None:
+    async def store(stream: faust.StreamT[bytes],
+                    to_batches: Callable[[Sequence[faust.EventT]], list[Batch]]) -> None:
         concrete = cast(faust.Stream[bytes], stream)
         async for taken in concrete.noack_take(batch_size, within=flush_seconds):
             # noack_take yields the events themselves (faust types them as values)
             events = cast(Sequence[faust.EventT], taken)
-            batch = _batch(table, columns, events, subject, to_row, dedup_key)
-            await writer.write(batch)  # returns only once stored; cancelled on stop
+            for batch in to_batches(events):
+                await writer.write(batch)  # returns only once stored; cancelled on stop
             for event in events:
                 await concrete.ack(event)
 
-    @app.agent(normalized, name="touchpoint.store_events")
+    @app.agent(resolved, name="touchpoint.store_events")
     async def store_events(stream: faust.StreamT[bytes]) -> None:
-        await store(stream, "touchpoint_events_raw", EVENT_COLUMNS, "event", event_row,
-                    lambda r: r["event_id"])
+        await store(stream, _resolved_batches)
 
     @app.agent(deadletter, name="touchpoint.store_deadletter")
     async def store_deadletter(stream: faust.StreamT[bytes]) -> None:
-        await store(stream, "deadletter_raw", DEADLETTER_COLUMNS, "deadletter", deadletter_row,
-                    lambda r: (r["source_topic"], r["source_partition"], r["source_offset"]))
+        await store(stream, lambda events: [_batch(
+            "deadletter_raw", DEADLETTER_COLUMNS, events, "deadletter", deadletter_row,
+            lambda r: (r["source_topic"], r["source_partition"], r["source_offset"]))])

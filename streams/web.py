@@ -1,4 +1,4 @@
-"""The worker's web views: status counters, and warehouse queries for the embedded engine.
+"""The worker's web views: status, customer lookup, and warehouse queries.
 
 chdb lets one process open a data folder, and while a worker runs that process is the
 worker; ``touchpoint query`` and the tests ask it here. Only read statements are served.
@@ -11,14 +11,19 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import faust
+from faust.exceptions import SameNode
 from faust.web import Request, Response, View
+from faust.web.exceptions import ServiceUnavailable
 
 from touchpoint.exceptions import WarehouseError
-from touchpoint.sinks.clickhouse import Warehouse
+from touchpoint.schemas.contract import hash_pii, normalize_email, normalize_phone
+from touchpoint.sinks.clickhouse import Warehouse, quote_literal
+from touchpoint.streams.identity import IdentityGraph
 
-__all__ = ["READ_ONLY", "register"]
+__all__ = ["READ_ONLY", "Identify", "register", "register_customers"]
 
 READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS)\b", re.IGNORECASE)
 
@@ -71,3 +76,94 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
+
+
+class Identify:
+    """Turns what an agent types (phone, e-mail, customer or cookie id) into identifiers."""
+
+    _PHONE = re.compile(r"^\+?[\d\s\-().]{7,}$")
+
+    def __init__(self, pii_salt: str, phone_region: str) -> None:
+        self._salt = pii_salt.encode()
+        self._region = phone_region
+
+    def candidates(self, text: str) -> list[str]:
+        """Identifiers ``text`` may be, most specific first."""
+        text = text.strip()
+        found = []
+        if "@" in text:
+            email = normalize_email(text)
+            if email:
+                found.append(f"email:{hash_pii(email, self._salt)}")
+        if self._PHONE.match(text):
+            phone = normalize_phone(text, self._region)
+            if phone:
+                found.append(f"phone:{hash_pii(phone, self._salt)}")
+        found += [f"customer_id:{text}", f"anonymous_id:{text}"]
+        return found
+
+
+def register_customers(app: faust.App, *, graph: IdentityGraph, profiles: Any,
+                       lookup: Callable[[str], dict[str, Any] | None], warehouse: Warehouse,
+                       identify: Identify) -> None:
+    """Add ``/customers/{identifier}`` and ``/profiles/{customer_id}`` (table-routed)."""
+    owner_table = app.tables["touchpoint-identity-owner"]
+
+    async def recent_touchpoints(customer_id: str) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT occurred_at, channel, type, category, stage, store_id, campaign_id, amount,"
+            " queue_wait_s, score, outcome, reason, event_id FROM touchpoint_events"
+            f" WHERE customer_id = {quote_literal(customer_id)}"
+            " ORDER BY occurred_at DESC, event_id LIMIT 20"
+        )
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(None, warehouse.query, sql)
+        except WarehouseError as exc:
+            return [{"error": f"touchpoints unavailable: {exc}"}]
+        return [{k: _jsonable(v) for k, v in row.items()} for row in result.dicts()]
+
+    async def profile_of(customer_id: str) -> dict[str, Any] | None:
+        url = app.router.key_store(profiles.name, customer_id)
+        if str(url).rstrip("/") == str(app.conf.canonical_url).rstrip("/"):
+            return lookup(customer_id)
+        async with app.http_client.get(f"{url}/profiles/{quote(customer_id, safe='')}") as rsp:
+            return await rsp.json() if rsp.status == 200 else None
+
+    @app.page("/customers/{identifier}")
+    class Customer(View):
+        """Who this is: profile, identifiers (hashed) and the last 20 touchpoints."""
+
+        async def get(self, request: Request, identifier: str) -> Response:
+            try:  # the identity graph has one partition; its owner answers
+                return await app.router.route_req(owner_table.name, "graph", self.web,
+                                                  request)
+            except SameNode:
+                pass
+            except (KeyError, ServiceUnavailable):
+                return self.json({"error": "the worker is starting or rebalancing; retry"},
+                                 status=503)
+            customer_id = next((c for c in map(graph.lookup, identify.candidates(identifier))
+                                if c), None)
+            if customer_id is None and identifier in graph.members:
+                customer_id = identifier  # a customer id, generated or CRM
+            if customer_id is None:
+                return self.json({"error": f"no customer known by {identifier!r}"}, status=404)
+            members = graph.members.get(customer_id) or {"identifiers": [], "aliases": []}
+            return self.json({
+                "customer_id": customer_id,
+                "identifiers": sorted(members["identifiers"]),
+                "merged_ids": sorted(members["aliases"]),
+                "profile": await profile_of(customer_id),
+                "touchpoints": await recent_touchpoints(customer_id),
+            })
+
+    @app.page("/profiles/{customer_id}")
+    class Profile(View):
+        """The profile of one customer, answered by the worker that holds it."""
+
+        @app.table_route(table=profiles, match_info="customer_id")  # type: ignore[arg-type]
+        async def get(self, request: Request, customer_id: str) -> Response:
+            found = lookup(customer_id)
+            if found is None:
+                return self.json({"error": f"no profile for {customer_id!r}"}, status=404)
+            return self.json(found)

@@ -67,6 +67,16 @@ def _port(raw: str) -> int:
     return value
 
 
+def _share(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a share between 0 and 1, e.g. 0.04") from None
+    if not 0 < value < 1:
+        raise ValueError("must be a share between 0 and 1, e.g. 0.04")
+    return value
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"debug", "info", "warning", "error"}:
@@ -98,6 +108,18 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_float),
     Setting("sink_max_backoff_seconds", "30",
             "Longest pause between retries while the warehouse is unreachable.", _positive_float),
+    Setting("profile_emit_seconds", "2.0",
+            "Longest a changed profile waits before it is published (per customer, at most "
+            "one update per interval).", _positive_float),
+    Setting("key_tier_share", "0.04",
+            "Share of spending customers in the `key` value tier (top by 12-month spend).",
+            _share),
+    Setting("growth_tier_share", "0.16", "Share of spending customers in the `growth` tier.",
+            _share),
+    Setting("at_risk_days", "90", "Days without a purchase before a customer is `at_risk`.",
+            _positive_int),
+    Setting("lapsed_days", "180", "Days without a purchase before a customer is `lapsed`.",
+            _positive_int),
     Setting("log_level", "info", "Log level: debug, info, warning or error.", _log_level),
 )
 
@@ -161,6 +183,11 @@ class Settings:
     sink_batch_size: int
     sink_flush_seconds: float
     sink_max_backoff_seconds: float
+    profile_emit_seconds: float
+    key_tier_share: float
+    growth_tier_share: float
+    at_risk_days: int
+    lapsed_days: int
     log_level: str
 
     @property

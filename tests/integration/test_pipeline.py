@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from touchpoint.schemas.codec import codec_for
-from touchpoint.streams.identity import provisional_customer_id
+from touchpoint.streams.identity import generated_id
 
 from .conftest import Worker
 
@@ -69,8 +69,9 @@ def test_valid_events_of_every_channel_become_exactly_these_rows(worker: Worker)
     camp, feedback = rows[f"{run}-m"], rows[f"{run}-f"]
     assert (web["channel"], web["type"], web["amount"], web["email_hash"]) == \
         ("web", "purchase", 99.5, ann)
-    # the strongest identifier decides the provisional customer: e-mail over cookie
-    assert web["customer_id"] == provisional_customer_id({"email_hash": ann})
+    # e-mail and cookie on one event are linked: one customer, the smaller generated id
+    assert web["customer_id"] == min(generated_id(f"email:{ann}"),
+                                     generated_id("anonymous_id:ck-42"))
     assert (web["category"], web["stage"]) == ("channel", "shopping")
     assert (store["customer_id"], store["store_id"], store["queue_wait_s"]) == ("C-7", "ST-03", 840)
     # 10:00 at +08:00 is 02:00 UTC
@@ -78,7 +79,7 @@ def test_valid_events_of_every_channel_become_exactly_these_rows(worker: Worker)
     assert (store["category"], store["stage"]) == ("personnel", "shopping")
     assert (call["phone_hash"], call["outcome"], call["reason"], call["transfers"]) == \
         (phone, "unresolved", "delivery", 2)
-    assert call["customer_id"] == provisional_customer_id({"phone_hash": phone})
+    assert call["customer_id"] == generated_id(f"phone:{phone}")
     assert (camp["campaign_id"], camp["email_hash"], camp["category"]) == \
         ("CMP-1", ann, "communication")
     assert camp["customer_id"] == web["customer_id"]

@@ -6,7 +6,8 @@ from click.testing import CliRunner
 from touchpoint.cli import main
 from touchpoint.settings import settings_markdown
 
-COMMANDS = ["services", "worker", "publish", "simulate", "migrate", "query", "settings", "demo"]
+COMMANDS = ["services", "worker", "publish", "simulate", "migrate", "query", "settings", "demo",
+            "customer"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

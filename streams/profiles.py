@@ -1,0 +1,443 @@
+"""Profiles: one persistent profile per resolved customer, fed by every contact.
+
+The state is a plain JSON-able dict in a changelog-backed Faust table keyed by
+customer id (RocksDB through rocksdict when installed, memory otherwise), so a
+restarted worker recovers it from Kafka.
+
+**Event time decides.** Every field is either a sum (counts, spend), a minimum or
+maximum of event times (first and last seen, last contact per channel), or a value
+chosen by event time (the latest purchase). Applying the same events in any order
+gives the same profile, so late events land as if they had come in order, and
+combining two profiles (a merge) is the same as having seen both histories.
+
+**Each event once.** Delivery is at-least-once, so an event may arrive twice after a
+crash. A profile remembers digests of its most recent event ids and ignores repeats;
+repeats come within seconds of the original, well inside that window.
+
+**Emission.** Changed profiles are published at most every
+``TOUCHPOINT_PROFILE_EMIT_SECONDS`` per customer: to ``profiles.updates`` (compacted)
+and the ``customer_profiles`` table. ``revision`` grows with every change, and the
+table keeps the highest, so an older copy can never replace a newer one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from touchpoint.schemas.codec import codec_for, subject_of
+from touchpoint.sinks.base import Batch
+from touchpoint.sinks.writer import RetryingWriter
+
+__all__ = [
+    "PROFILE_COLUMNS",
+    "SegmentRules",
+    "TierEstimator",
+    "apply_event",
+    "combine",
+    "new_profile",
+    "public_profile",
+    "register",
+]
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+RECENT_IDS = 64
+RECENT_SCORES = 10
+_CHANNELS = ("web", "store", "callcenter", "campaign", "feedback")
+
+
+def new_profile(customer_id: str) -> dict[str, Any]:
+    """An empty profile."""
+    return {
+        "customer_id": customer_id, "first_seen": None, "last_seen": None,
+        "contacts_by_channel": {}, "contacts_by_category": {}, "last_contact": {},
+        "total_spend": 0.0, "orders": 0, "returns": 0, "first_purchase_at": None,
+        "last_purchase_at": None, "spend_by_month": {},
+        "csat_sum": 0, "csat_n": 0, "review_sum": 0, "review_n": 0, "nps_sum": 0, "nps_n": 0,
+        "scores": [], "complaints": 0, "complaint_cases": [], "open_signals": 0,
+        "recent": [], "revision": 0, "merged_from": [],
+    }
+
+
+def _digest(event_id: str) -> str:
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
+def _month(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y%m")
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def apply_event(profile: dict[str, Any], event: Mapping[str, Any]) -> bool:
+    """Add one normalized event to ``profile`` in place; ``False`` if it was seen already."""
+    digest = _digest(event["event_id"])
+    if digest in profile["recent"]:
+        return False
+    profile["recent"] = [*profile["recent"], digest][-RECENT_IDS:]
+    when: int = event["occurred_at"]
+    channel, kind = event["channel"], event["type"]
+    profile["first_seen"] = _min(profile["first_seen"], when)
+    profile["last_seen"] = _max(profile["last_seen"], when)
+    _add(profile["contacts_by_channel"], channel, 1)
+    _add(profile["contacts_by_category"], event["category"], 1)
+    profile["last_contact"][channel] = _max(profile["last_contact"].get(channel), when)
+    amount = event.get("amount")
+    if kind == "purchase" and channel in ("web", "store"):
+        profile["orders"] += 1
+        profile["first_purchase_at"] = _min(profile["first_purchase_at"], when)
+        profile["last_purchase_at"] = _max(profile["last_purchase_at"], when)
+        if amount:
+            profile["total_spend"] = round(profile["total_spend"] + amount, 2)
+            _add(profile["spend_by_month"], _month(when), amount)
+    elif kind == "return" and channel == "store":
+        profile["returns"] += 1
+        if amount:
+            profile["total_spend"] = round(profile["total_spend"] - amount, 2)
+            _add(profile["spend_by_month"], _month(when), -amount)
+    elif channel == "feedback":
+        score = event.get("score")
+        if kind in ("csat", "review", "nps") and score is not None:
+            profile[f"{kind}_sum"] += score
+            profile[f"{kind}_n"] += 1
+            profile["scores"] = _latest([*profile["scores"], [when, kind, score]],
+                                        RECENT_SCORES)
+        elif kind == "complaint":
+            profile["complaints"] += 1
+            profile["complaint_cases"] = _latest(
+                [*profile["complaint_cases"], [when, event.get("case_id") or ""]], 20)
+    profile["revision"] += 1
+    return True
+
+
+def combine(into: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """Fold ``other`` (a merged-away customer's profile) into ``into``, in place."""
+    into["first_seen"] = _min(into["first_seen"], other["first_seen"])
+    into["last_seen"] = _max(into["last_seen"], other["last_seen"])
+    for name in ("contacts_by_channel", "contacts_by_category", "spend_by_month"):
+        for key, value in other[name].items():
+            _add(into[name], key, value)
+    for channel, when in other["last_contact"].items():
+        into["last_contact"][channel] = _max(into["last_contact"].get(channel), when)
+    for name in ("orders", "returns", "complaints", "csat_sum", "csat_n", "review_sum",
+                 "review_n", "nps_sum", "nps_n", "open_signals"):
+        into[name] += other[name]
+    into["total_spend"] = round(into["total_spend"] + other["total_spend"], 2)
+    into["first_purchase_at"] = _min(into["first_purchase_at"], other["first_purchase_at"])
+    into["last_purchase_at"] = _max(into["last_purchase_at"], other["last_purchase_at"])
+    into["scores"] = _latest([*into["scores"], *other["scores"]], RECENT_SCORES)
+    into["complaint_cases"] = _latest([*into["complaint_cases"], *other["complaint_cases"]], 20)
+    into["recent"] = list(dict.fromkeys([*into["recent"], *other["recent"]]))[-RECENT_IDS * 2:]
+    into["merged_from"] = sorted({*into["merged_from"], other["customer_id"],
+                                  *other["merged_from"]})
+    into["revision"] = max(into["revision"], other["revision"]) + 1
+    return into
+
+
+def _add(counter: dict[str, Any], key: str, amount: float) -> None:
+    value = counter.get(key, 0) + amount
+    counter[key] = round(value, 2) if isinstance(value, float) else value
+
+
+def _latest(items: list[list[Any]], keep: int) -> list[list[Any]]:
+    # sorted by (time, rest) so the same set always gives the same list
+    return sorted(items, key=lambda item: [item[0], *map(str, item[1:])])[-keep:]
+
+
+# --- segments ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SegmentRules:
+    """Lifecycle and value-tier rules; days and shares configurable (see settings).
+
+    Lifecycle, judged as of the customer's latest contact (event time):
+
+    - ``prospect``: no purchase yet;
+    - ``new``: first purchase within ``new_days``;
+    - ``lapsed``: no purchase for ``lapsed_days``;
+    - ``at_risk``: no purchase for ``at_risk_days``, or a formal complaint or open
+      complaint signal within ``at_risk_days``;
+    - ``loyal``: ``loyal_orders`` or more orders and a purchase within ``at_risk_days``;
+    - ``active``: everyone else.
+
+    Value tier: ``new`` before the first purchase or within ``new_days`` of it; else
+    ``key`` for the top ``key_share`` of customers by spend in the trailing 12 months,
+    ``growth`` for the next ``growth_share``, ``standard`` for the rest. The cut-offs are
+    estimated from the live spend distribution (:class:`TierEstimator`); until
+    ``min_population`` customers have spent, the fixed ``key_spend`` / ``growth_spend``
+    apply.
+    """
+
+    new_days: int = 30
+    at_risk_days: int = 90
+    lapsed_days: int = 180
+    loyal_orders: int = 5
+    key_share: float = 0.04
+    growth_share: float = 0.16
+    key_spend: float = 20_000.0
+    growth_spend: float = 5_000.0
+    min_population: int = 200
+
+    def lifecycle(self, p: Mapping[str, Any]) -> str:
+        """The lifecycle stage of a profile."""
+        if not p["orders"] or p["last_purchase_at"] is None:
+            return "prospect"
+        as_of = p["last_seen"]
+        since_purchase = (as_of - p["last_purchase_at"]) / DAY_MS
+        if (as_of - p["first_purchase_at"]) / DAY_MS <= self.new_days:
+            return "new"
+        if since_purchase > self.lapsed_days:
+            return "lapsed"
+        recent_complaint = any((as_of - c[0]) / DAY_MS <= self.at_risk_days
+                               for c in p["complaint_cases"])
+        if since_purchase > self.at_risk_days or recent_complaint or p["open_signals"]:
+            return "at_risk"
+        if p["orders"] >= self.loyal_orders:
+            return "loyal"
+        return "active"
+
+    def tier(self, p: Mapping[str, Any], cutoffs: tuple[float, float]) -> str:
+        """The value tier of a profile, given the (key, growth) spend cut-offs."""
+        if p["first_purchase_at"] is None or \
+                (p["last_seen"] - p["first_purchase_at"]) / DAY_MS <= self.new_days:
+            return "new"
+        spend = spend_12m(p)
+        key, growth = cutoffs
+        if spend >= key:
+            return "key"
+        if spend >= growth:
+            return "growth"
+        return "standard"
+
+
+def spend_12m(p: Mapping[str, Any]) -> float:
+    """Spend in the 12 calendar months up to the latest contact."""
+    if p["last_seen"] is None:
+        return 0.0
+    end = datetime.fromtimestamp(p["last_seen"] / 1000, tz=UTC)
+    first = (end.year * 12 + end.month - 1) - 11
+    start = f"{first // 12:04d}{first % 12 + 1:02d}"
+    return round(sum(v for m, v in p["spend_by_month"].items() if start <= m), 2)
+
+
+class TierEstimator:
+    """Spend cut-offs for key and growth customers, from the spend this worker has seen.
+
+    A log-scale histogram (8 buckets per doubling) of each customer's trailing spend;
+    quantiles from it are within about 9 % of the true value.
+    """
+
+    def __init__(self, rules: SegmentRules) -> None:
+        self.rules = rules
+        self._spend: dict[str, float] = {}
+        self._buckets: dict[int, int] = {}
+
+    def observe(self, customer_id: str, spend: float) -> None:
+        """Record a customer's current trailing spend (replacing the previous value)."""
+        old = self._spend.get(customer_id)
+        if old is not None:
+            self._buckets[_bucket(old)] -= 1
+        if spend > 0:
+            self._spend[customer_id] = spend
+            self._buckets[_bucket(spend)] = self._buckets.get(_bucket(spend), 0) + 1
+        else:
+            self._spend.pop(customer_id, None)
+
+    def forget(self, customer_id: str) -> None:
+        """Drop a customer (merged away)."""
+        self.observe(customer_id, 0.0)
+
+    def cutoffs(self) -> tuple[float, float]:
+        """(key, growth) spend cut-offs."""
+        population = len(self._spend)
+        if population < self.rules.min_population:
+            return self.rules.key_spend, self.rules.growth_spend
+        return (self._quantile(1 - self.rules.key_share, population),
+                self._quantile(1 - self.rules.key_share - self.rules.growth_share, population))
+
+    def _quantile(self, q: float, population: int) -> float:
+        rank = q * population
+        seen = 0
+        for bucket in sorted(self._buckets):
+            seen += self._buckets[bucket]
+            if seen >= rank:
+                return float(2 ** (bucket / 8))
+        return math.inf
+
+
+def _bucket(spend: float) -> int:
+    return math.floor(math.log2(max(spend, 1.0)) * 8)
+
+
+def public_profile(p: Mapping[str, Any], rules: SegmentRules,
+                   cutoffs: tuple[float, float]) -> dict[str, Any]:
+    """The profile as published (``profiles.updates``, API): CONTRACT §4 fields and more."""
+    satisfaction_n = p["csat_n"] + p["review_n"]
+    return {
+        "customer_id": p["customer_id"],
+        "first_seen": p["first_seen"] or 0,
+        "last_seen": p["last_seen"] or 0,
+        "lifecycle_stage": rules.lifecycle(p),
+        "value_tier": rules.tier(p, cutoffs),
+        "total_spend": float(p["total_spend"]),
+        "orders": p["orders"],
+        "contacts_by_channel": dict(p["contacts_by_channel"]),
+        "avg_satisfaction": round((p["csat_sum"] + p["review_sum"]) / satisfaction_n, 3)
+        if satisfaction_n else None,
+        "open_signals": p["open_signals"],
+        "updated_at": p["last_seen"] or 0,
+        "returns": p["returns"],
+        "spend_12m": spend_12m(p),
+        "last_purchase_at": p["last_purchase_at"],
+        "contacts_by_category": dict(p["contacts_by_category"]),
+        "last_contact": dict(p["last_contact"]),
+        "nps_avg": round(p["nps_sum"] / p["nps_n"], 3) if p["nps_n"] else None,
+        "complaints": p["complaints"],
+        "identifiers": [],
+        "revision": p["revision"],
+    }
+
+
+PROFILE_COLUMNS: tuple[str, ...] = (
+    "customer_id", "first_seen", "last_seen", "lifecycle_stage", "value_tier", "total_spend",
+    "spend_12m", "orders", "returns", "last_purchase_at", "contacts_web", "contacts_store",
+    "contacts_callcenter", "contacts_campaign", "contacts_feedback", "contacts_by_channel",
+    "avg_satisfaction", "nps_avg", "complaints", "open_signals", "merged_into",
+    "updated_at", "revision",
+)
+
+
+def profile_row(pub: Mapping[str, Any], *, merged_into: str = "",
+                map_type: bool) -> tuple[Any, ...]:
+    """One ``customer_profiles_raw`` row."""
+    contacts = pub["contacts_by_channel"]
+    by_channel: Any = ({k: int(v) for k, v in contacts.items()} if map_type
+                       else json.dumps(contacts, sort_keys=True))
+    return (
+        pub["customer_id"], pub["first_seen"], pub["last_seen"], pub["lifecycle_stage"],
+        pub["value_tier"], pub["total_spend"], pub["spend_12m"], pub["orders"],
+        pub["returns"], pub["last_purchase_at"],
+        *(int(contacts.get(c, 0)) for c in _CHANNELS), by_channel,
+        pub["avg_satisfaction"], pub["nps_avg"], pub["complaints"], pub["open_signals"],
+        merged_into, pub["updated_at"], pub["revision"],
+    )
+
+
+# --- the agent ---------------------------------------------------------------------------
+
+def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
+             writer: RetryingWriter, rules: SegmentRules, emit_seconds: float,
+             map_type: bool, partitions: int) -> Any:
+    """Add the profiles table, agent and emitter to ``app``; return the table."""
+    profiles = app.Table("touchpoint-profiles", partitions=partitions, key_type=str)
+    event_codec, merge_codec = codec_for("event"), codec_for("merge")
+    absorb_codec, profile_codec = codec_for("absorb"), codec_for("profile")
+    estimator = TierEstimator(rules)
+    dirty: set[str] = set()
+    merged: dict[str, str] = {}
+
+    @app.agent(resolved, name="touchpoint.profiles")
+    async def profile_agent(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
+            value = event.value
+            subject = subject_of(value)
+            if subject == "event":
+                state = profiles.get(key) or new_profile(key)
+                if apply_event(state, event_codec.decode(value)):
+                    profiles[key] = state
+                    dirty.add(key)
+            elif subject == "merge":
+                merge = merge_codec.decode(value)
+                state = profiles.pop(key, None)
+                if state is not None:
+                    await resolved.send(key=merge["into_id"].encode(), value=absorb_codec.encode(
+                        {"from_id": key, "into_id": merge["into_id"],
+                         "state": json.dumps(state)}))
+                merged[key] = merge["into_id"]
+                dirty.discard(key)
+            elif subject == "absorb":
+                other = json.loads(absorb_codec.decode(value)["state"])
+                if other["customer_id"] not in (profiles.get(key) or {}).get("merged_from", ()):
+                    profiles[key] = combine(profiles.get(key) or new_profile(key), other)
+                    dirty.add(key)
+
+    async def emit(keys: Iterable[str]) -> int:
+        rows, count = [], 0
+        cutoffs = estimator.cutoffs()
+        for key in keys:
+            state = profiles.get(key)
+            if state is None:
+                continue
+            estimator.observe(key, spend_12m(state))
+            pub = public_profile(state, rules, cutoffs)
+            await updates.send(key=key.encode(), value=profile_codec.encode(pub))
+            rows.append(profile_row(pub, map_type=map_type))
+            count += 1
+        for gone, into in list(merged.items()):
+            estimator.forget(gone)
+            await updates.send(key=gone.encode(), value=None)  # tombstone: compacted away
+            pub = public_profile(new_profile(gone), rules, cutoffs)
+            pub["revision"] = 2**62  # a merged-away id never comes back
+            rows.append(profile_row(pub, merged_into=into, map_type=map_type))
+            del merged[gone]
+        if rows:
+            positions = [(r[0], r[-1], 0) for r in rows]
+            await writer.write(Batch("customer_profiles_raw", PROFILE_COLUMNS, rows,
+                                     Batch.token_for("customer_profiles_raw", positions)))
+        return count
+
+    state_box: dict[str, Any] = {"everything": True}
+
+    @app.timer(interval=emit_seconds, name="touchpoint.profiles.emit")
+    async def emitter() -> None:
+        # After a start or rebalance, everything this worker holds is published once:
+        # changes made before a crash may not have been.
+        if state_box["everything"]:
+            state_box["everything"] = False
+            keys: list[str] = [k.decode() if isinstance(k, bytes) else k for k in profiles]
+        else:
+            keys = sorted(dirty)
+        dirty.clear()
+        started = time.monotonic()
+        count = await emit(keys)
+        if count:
+            log.debug("emitted %d profiles in %.2fs", count, time.monotonic() - started)
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode types sync receivers
+    async def _rebalanced(sender: Any, **kwargs: Any) -> None:
+        state_box["everything"] = True
+
+    profiles.estimator = estimator  # type: ignore[attr-defined]
+    return profiles
+
+
+def profile_lookup(profiles: Any, rules: SegmentRules) -> Callable[[str], dict[str, Any] | None]:
+    """A function returning the public profile of a customer held by this worker."""
+    def lookup(customer_id: str) -> dict[str, Any] | None:
+        state = profiles.get(customer_id)
+        if state is None:
+            return None
+        pub = public_profile(state, rules, profiles.estimator.cutoffs())
+        pub["merged_from"] = state["merged_from"]
+        pub["scores"] = state["scores"]
+        pub["complaint_cases"] = state["complaint_cases"]
+        return pub
+    return lookup

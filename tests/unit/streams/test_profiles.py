@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from touchpoint.streams.profiles import (
+    DAY_MS,
+    SegmentRules,
+    TierEstimator,
+    apply_event,
+    combine,
+    new_profile,
+    public_profile,
+    spend_12m,
+)
+
+T0 = 1_795_000_000_000
+CATEGORY = {"web": "channel", "store": "channel", "callcenter": "personnel",
+            "feedback": "brand", "campaign": "communication"}
+
+
+def ev(event_id: str, channel: str, kind: str, at: int, **fields: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "channel": channel, "type": kind, "occurred_at": at,
+            "category": CATEGORY[channel], **fields}
+
+
+EVENTS = [
+    ev("e1", "web", "page_view", T0),
+    ev("e2", "store", "purchase", T0 + DAY_MS, amount=100.0),
+    ev("e3", "web", "purchase", T0 + 2 * DAY_MS, amount=50.5),
+    ev("e4", "callcenter", "call_ended", T0 + 3 * DAY_MS),
+    ev("e5", "feedback", "csat", T0 + 4 * DAY_MS, score=2),
+    ev("e6", "feedback", "nps", T0 + 5 * DAY_MS, score=9),
+    ev("e7", "store", "return", T0 + 6 * DAY_MS, amount=20.0),
+    ev("e8", "feedback", "complaint", T0 + 7 * DAY_MS, case_id="K1"),
+    ev("e9", "feedback", "review", T0 + 8 * DAY_MS, score=5),
+]
+
+
+def build(events: list[dict[str, Any]], customer: str = "C1") -> dict[str, Any]:
+    profile = new_profile(customer)
+    for event in events:
+        apply_event(profile, event)
+    return profile
+
+
+def comparable(profile: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in profile.items() if k not in ("recent", "revision")}
+
+
+def test_counts_spend_and_times() -> None:
+    p = build(EVENTS)
+    assert (p["first_seen"], p["last_seen"]) == (T0, T0 + 8 * DAY_MS)
+    assert p["contacts_by_channel"] == {"web": 2, "store": 2, "callcenter": 1, "feedback": 4}
+    assert (p["orders"], p["returns"], p["total_spend"]) == (2, 1, 130.5)
+    assert (p["last_purchase_at"], p["first_purchase_at"]) == (T0 + 2 * DAY_MS, T0 + DAY_MS)
+    assert (p["csat_n"], p["nps_sum"], p["complaints"]) == (1, 9, 1)
+    pub = public_profile(p, SegmentRules(), (1e9, 1e9))
+    assert pub["avg_satisfaction"] == 3.5  # (csat 2 + review 5) / 2
+    assert pub["nps_avg"] == 9.0
+    assert pub["last_contact"]["feedback"] == T0 + 8 * DAY_MS
+
+
+def test_a_repeated_event_counts_once() -> None:
+    p = build(EVENTS)
+    assert apply_event(p, EVENTS[1]) is False
+    assert p["orders"] == 2
+
+
+def test_any_order_gives_the_same_profile() -> None:
+    reference = comparable(build(EVENTS))
+    rng = random.Random(3)
+    for _ in range(50):
+        assert comparable(build(rng.sample(EVENTS, len(EVENTS)))) == reference
+
+
+def test_combining_two_histories_equals_one_history() -> None:
+    whole = build(EVENTS)
+    for cut in range(len(EVENTS) + 1):
+        left, right = build(EVENTS[:cut], "C1"), build(EVENTS[cut:], "u-x")
+        merged = combine(left, right)
+        assert {k: v for k, v in comparable(merged).items() if k != "merged_from"} == \
+            {k: v for k, v in comparable(whole).items() if k != "merged_from"}
+        assert merged["merged_from"] == ["u-x"]
+        assert merged["revision"] > max(left["revision"], right["revision"]) - 1
+
+
+def test_lifecycle_stages() -> None:
+    rules = SegmentRules()
+    assert rules.lifecycle(build([ev("a", "web", "page_view", T0)])) == "prospect"
+    buy = ev("b", "store", "purchase", T0, amount=10.0)
+    assert rules.lifecycle(build([buy])) == "new"
+    later = ev("c", "web", "page_view", T0 + 60 * DAY_MS)
+    assert rules.lifecycle(build([buy, later])) == "active"
+    assert rules.lifecycle(build([buy, ev("d", "web", "page_view", T0 + 100 * DAY_MS)])) == \
+        "at_risk"
+    assert rules.lifecycle(build([buy, ev("d", "web", "page_view", T0 + 200 * DAY_MS)])) == \
+        "lapsed"
+    loyal = [ev(f"p{i}", "store", "purchase", T0 + i * 20 * DAY_MS, amount=5.0)
+             for i in range(6)]
+    assert rules.lifecycle(build(loyal)) == "loyal"
+    complaint = ev("k", "feedback", "complaint", T0 + 101 * DAY_MS)
+    assert rules.lifecycle(build([*loyal, complaint])) == "at_risk"
+
+
+def test_value_tiers_from_the_spend_distribution() -> None:
+    rules = SegmentRules(min_population=100)
+    estimator = TierEstimator(rules)
+    assert estimator.cutoffs() == (rules.key_spend, rules.growth_spend)  # too few yet
+    for i in range(1, 1001):
+        estimator.observe(f"c{i}", float(i))
+    key, growth = estimator.cutoffs()
+    assert 960 * 0.9 <= key <= 960 * 1.1
+    assert 800 * 0.9 <= growth <= 800 * 1.1
+    old = ev("b", "store", "purchase", T0, amount=990.0)
+    now = ev("n", "web", "page_view", T0 + 40 * DAY_MS)
+    assert rules.tier(build([old, now]), (key, growth)) == "key"
+    assert rules.tier(build([old]), (key, growth)) == "new"
+    small = ev("s", "store", "purchase", T0, amount=10.0)
+    assert rules.tier(build([small, now]), (key, growth)) == "standard"
+
+
+def test_spend_12m_counts_the_last_twelve_months_only() -> None:
+    events = [ev(f"m{i}", "store", "purchase", T0 + i * 30 * DAY_MS, amount=100.0)
+              for i in range(15)]
+    assert spend_12m(build(events)) == 1200.0
