@@ -36,6 +36,7 @@ class Pipeline:
     writer: RetryingWriter
     warehouse: Warehouse
     identity_stats: dict[str, int] = field(default_factory=dict)
+    profile_stats: dict[str, int] = field(default_factory=dict)
 
     def status(self) -> dict[str, Any]:
         """Counters for /status and the demo summary."""
@@ -45,6 +46,7 @@ class Pipeline:
             "rejected": dict(self.ingest_stats.rejected),
             "latest_rejections": self.ingest_stats.last_rejections,
             "identity": dict(self.identity_stats),
+            "profiles": dict(self.profile_stats),
             "sink": self.writer.stats.as_dict(),
             "warehouse": str(self.warehouse.url),
         }
@@ -102,7 +104,8 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
     table = profiles.register(
         app, resolved=resolved, updates=updates, writer=writer, rules=rules,
         emit_seconds=settings.profile_emit_seconds,
-        map_type=warehouse.capabilities.map_type, partitions=settings.topic_partitions)
+        map_type=warehouse.capabilities.map_type, partitions=settings.topic_partitions,
+        stats=pipeline.profile_stats)
     store.register(app, topics, writer, batch_size=settings.sink_batch_size,
                    flush_seconds=settings.sink_flush_seconds)
     web.register(app, status=pipeline.status, warehouse=warehouse)

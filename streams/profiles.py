@@ -344,7 +344,7 @@ def profile_row(pub: Mapping[str, Any], *, merged_into: str = "",
 
 def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
              writer: RetryingWriter, rules: SegmentRules, emit_seconds: float,
-             map_type: bool, partitions: int) -> Any:
+             map_type: bool, partitions: int, stats: dict[str, int]) -> Any:
     """Add the profiles table, agent and emitter to ``app``; return the table."""
     profiles = app.Table("touchpoint-profiles", partitions=partitions, key_type=str)
     event_codec, merge_codec = codec_for("event"), codec_for("merge")
@@ -364,6 +364,9 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
                 if apply_event(state, event_codec.decode(value)):
                     profiles[key] = state
                     dirty.add(key)
+                    stats["applied"] = stats.get("applied", 0) + 1
+                else:
+                    stats["repeats"] = stats.get("repeats", 0) + 1
             elif subject == "merge":
                 merge = merge_codec.decode(value)
                 state = profiles.pop(key, None)
@@ -373,11 +376,13 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
                          "state": json.dumps(state)}))
                 merged[key] = merge["into_id"]
                 dirty.discard(key)
+                stats["merged_away"] = stats.get("merged_away", 0) + 1
             elif subject == "absorb":
                 other = json.loads(absorb_codec.decode(value)["state"])
                 if other["customer_id"] not in (profiles.get(key) or {}).get("merged_from", ()):
                     profiles[key] = combine(profiles.get(key) or new_profile(key), other)
                     dirty.add(key)
+                    stats["absorbed"] = stats.get("absorbed", 0) + 1
 
     async def emit(keys: Iterable[str]) -> int:
         rows, count = [], 0
@@ -418,6 +423,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         dirty.clear()
         started = time.monotonic()
         count = await emit(keys)
+        stats["emitted"] = stats.get("emitted", 0) + count
         if count:
             log.debug("emitted %d profiles in %.2fs", count, time.monotonic() - started)
 
