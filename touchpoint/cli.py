@@ -225,7 +225,7 @@ def simulate(rate: float | None, duration: float | None, events: int | None, see
 def _simulate(settings: Settings, *, rate: float | None, duration: float | None,
               events: int | None, seed: int, customers: int, quiet: bool,
               start_ms: int | None = None, speedup: float = 60.0,
-              faulty: float = 0.0) -> int:
+              faulty: float = 0.0, extra: Callable[[], str] | None = None) -> int:
     import random
 
     from touchpoint.publish import Publisher
@@ -241,7 +241,7 @@ def _simulate(settings: Settings, *, rate: float | None, duration: float | None,
                 return
             publisher.publish(sim_event.channel, sim_event.event)
 
-        with _progress(events, duration, quiet) as progress:
+        with _progress(events, duration, quiet, extra) as progress:
             try:
                 return run(simulator, send, rate=rate, duration=duration, events=events,
                            progress=progress)
@@ -250,33 +250,48 @@ def _simulate(settings: Settings, *, rate: float | None, duration: float | None,
 
 
 class _Progress:
-    """A live line: events sent, rate, and how far along."""
+    """Events sent, rate, and how far along: a live line on a terminal, else a line every 10 s.
 
-    def __init__(self, events: int | None, duration: float | None, quiet: bool) -> None:
-        self.events, self.duration, self.quiet = events, duration, quiet
+    ``extra`` adds more to the line (the demo shows the worker's figures there).
+    """
+
+    def __init__(self, events: int | None, duration: float | None, quiet: bool, *,
+                 live: bool, extra: Callable[[], str] | None = None) -> None:
+        self.events, self.duration, self.quiet, self.live = events, duration, quiet, live
+        self.extra = extra
         self.started = time.monotonic()
         self.last = 0
+        self._shown = 0.0
 
     def __call__(self, sent: int) -> None:
         self.last = sent
-        if self.quiet:
+        now = time.monotonic()
+        if self.quiet or (not self.live and now - self._shown < 10):
             return
-        elapsed = max(time.monotonic() - self.started, 1e-6)
+        self._shown = now
+        elapsed = max(now - self.started, 1e-6)
         parts = [f"{sent:>9,} events", f"{sent / elapsed:>8,.0f}/s"]
         if self.events:
             parts.append(f"{100 * sent / self.events:5.1f}%")
         elif self.duration:
             parts.append(f"{min(elapsed, self.duration):5.0f}/{self.duration:.0f}s")
-        click.echo("\r" + "  ".join(parts), nl=False, err=True)
+        if self.extra is not None:
+            parts.append(self.extra())
+        line = "  ".join(parts)
+        if self.live:
+            click.echo("\r" + line + "\x1b[K", nl=False, err=True)
+        else:
+            click.echo(line, err=True)
 
     def close(self) -> None:
-        if not self.quiet:
+        if self.live and not self.quiet:
             click.echo("", err=True)
 
 
 @contextmanager
-def _progress(events: int | None, duration: float | None, quiet: bool) -> Iterator[_Progress]:
-    progress = _Progress(events, duration, quiet or not sys.stderr.isatty())
+def _progress(events: int | None, duration: float | None, quiet: bool,
+              extra: Callable[[], str] | None = None) -> Iterator[_Progress]:
+    progress = _Progress(events, duration, quiet, live=sys.stderr.isatty(), extra=extra)
     try:
         yield progress
     finally:

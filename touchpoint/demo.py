@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from datetime import time as dt_time
@@ -50,12 +51,14 @@ def run_demo(settings: Settings, *, duration: float, rate: float, seed: int) -> 
         try:
             published = _simulate(settings, rate=rate, duration=duration, events=None,
                                   seed=seed, customers=25000, quiet=False,
-                                  start_ms=_business_hours(), faulty=0.002)
+                                  start_ms=_business_hours(), faulty=0.002,
+                                  extra=_WorkerFigures(status_url))
         except KeyboardInterrupt:
             published = -1
         elapsed = time.monotonic() - began
-        status = _drain(status_url, published)
+        status = _drain(status_url, published, settings.profile_emit_seconds)
         _summary(settings, published, elapsed, status)
+        _show_a_customer(settings)
         return 0
     except KeyboardInterrupt:
         click.echo("\ninterrupted; stopping", err=True)
@@ -105,7 +108,8 @@ def _wait_for_worker(worker: subprocess.Popen[bytes], url: str, log_path: Path) 
     raise TouchpointError(f"the worker did not answer at {url} within 120 s; see {log_path}")
 
 
-def _drain(url: str, published: int, timeout: float = 120) -> dict[str, Any]:
+def _drain(url: str, published: int, emit_seconds: float,
+           timeout: float = 120) -> dict[str, Any]:
     """Wait until the worker has ingested and stored everything published."""
     click.echo("waiting for the worker to store everything published...")
     deadline = time.monotonic() + timeout
@@ -115,7 +119,12 @@ def _drain(url: str, published: int, timeout: float = 120) -> dict[str, Any]:
         ingested = sum(status.get("ingested", {}).values())
         rejected = sum(status.get("rejected", {}).values())
         stored = status.get("sink", {}).get("rows", {}).get("touchpoint_events_raw", 0)
-        if ingested + rejected >= published >= 0 and stored >= ingested:
+        profiles = status.get("profiles", {})
+        profiled = profiles.get("applied", 0) + profiles.get("repeats", 0)
+        if ingested + rejected >= published >= 0 and stored >= ingested \
+                and profiled >= ingested:
+            time.sleep(2 * emit_seconds + 0.5)  # the last changed profiles are published
+            status = _status(url) or status
             break
         time.sleep(0.5)
     else:
@@ -131,6 +140,9 @@ def _summary(settings: Settings, published: int, elapsed: float,
         settings, "SELECT channel, count() AS events FROM touchpoint_events "
                   "GROUP BY channel ORDER BY channel")
     dead = query_worker(settings, "SELECT count() FROM deadletter").rows[0][0]
+    customers = query_worker(settings, "SELECT count(), countIf(lifecycle_stage != 'prospect')"
+                                       " FROM customer_profiles").rows[0]
+    merges = query_worker(settings, "SELECT count() FROM identity_merges").rows[0][0]
     total = sum(row[1] for row in by_channel.rows)
     click.echo("")
     click.echo("=== touchpoint demo: what happened ===")
@@ -146,9 +158,51 @@ def _summary(settings: Settings, published: int, elapsed: float,
                f"{rows.get('deadletter_raw', 0):,} dead letters written by this run")
     click.echo(f"warehouse     {total:>9,}  events in touchpoint_events in all ("
                + ", ".join(f"{c} {n:,}" for c, n in by_channel.rows) + f"); {dead:,} in deadletter")
+    click.echo(f"customers     {customers[0]:>9,}  profiles ({customers[1]:,} have bought); "
+               f"{merges:,} merges of identities (e.g. a visitor who logged in)")
     click.echo(f"              {settings.warehouse}")
     click.echo("while a worker runs, ask it: touchpoint query \"SELECT type, count() FROM "
                "touchpoint_events GROUP BY type\"")
+
+
+class _WorkerFigures:
+    """What the worker has done so far, for the progress line (asked at most every 2 s)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.asked = 0.0
+        self.text = ""
+
+    def __call__(self) -> str:
+        if time.monotonic() - self.asked >= 2:
+            self.asked = time.monotonic()
+            status = _status(self.url)
+            if status is not None:
+                rows = status.get("sink", {}).get("rows", {})
+                profiles = status.get("profiles", {})
+                self.text = (f"| stored {rows.get('touchpoint_events_raw', 0):,}"
+                             f"  profiles updated {profiles.get('applied', 0):,}"
+                             f"  merges {status.get('identity', {}).get('merges', 0):,}"
+                             f"  dead letters {sum(status.get('rejected', {}).values()):,}")
+        return self.text
+
+
+def _show_a_customer(settings: Settings) -> None:
+    """Look up the busiest customer, as a call-center agent would."""
+    from touchpoint.cli import _customer_text
+
+    busiest = query_worker(settings, (
+        "SELECT customer_id FROM customer_profiles ORDER BY contacts_web + contacts_store "
+        "+ contacts_callcenter + contacts_feedback DESC, customer_id LIMIT 1")).rows
+    if not busiest:
+        return
+    customer_id = busiest[0][0]
+    url = (f"http://{settings.web_host}:{settings.web_port}/customers/"
+           + urllib.parse.quote(customer_id, safe=""))
+    with urllib.request.urlopen(url, timeout=30) as response:
+        found = json.load(response)
+    click.echo(f"\n$ touchpoint customer {customer_id}      # while a worker runs")
+    click.echo(_customer_text(found))
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:
