@@ -214,13 +214,28 @@ def worker_factory(kafka: str, clickhouse_server: str,
         return worker
 
     yield make
+    # Stop every worker while Kafka still runs (a worker whose broker is gone cannot
+    # commit and hangs in shutdown); SIGKILL what does not stop; raise only at the end.
+    running = [w for w in made if w.process is not None and w.process.poll() is None]
+    for worker in running:
+        worker.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    deadline = time.monotonic() + 60
+    stuck = []
+    for worker in running:
+        try:
+            remaining = max(deadline - time.monotonic(), 0.1)
+            worker.process.wait(timeout=remaining)  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            worker.process.kill()  # type: ignore[union-attr]
+            worker.process.wait()  # type: ignore[union-attr]
+            stuck.append(worker.settings.app_id)
     ARTIFACTS.mkdir(exist_ok=True)
     for worker in made:
-        try:
-            worker.close()
-        finally:
-            if worker.log_path.exists():
-                shutil.copy(worker.log_path, ARTIFACTS / f"{worker.settings.app_id}.log")
+        if worker._publisher is not None:
+            worker._publisher.close()
+        if worker.log_path.exists():
+            shutil.copy(worker.log_path, ARTIFACTS / f"{worker.settings.app_id}.log")
+    assert not stuck, f"workers ignored SIGTERM for 60 s and were killed: {stuck}"
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
