@@ -302,6 +302,7 @@ class EmbeddedWarehouse(Warehouse):
                     "(a running worker?): query through the worker, or stop it first"
                 ) from exc
             raise WarehouseError(f"cannot open embedded warehouse {url.path}: {exc}") from exc
+        self._dt_columns: dict[str, set[str]] = {}
         # Session-wide: 64-bit integers as JSON numbers, as clickhouse-driver returns them.
         self._run("SET output_format_json_quote_64bit_integers = 0")
 
@@ -364,11 +365,15 @@ class EmbeddedWarehouse(Warehouse):
         self._run(sql)
 
     def _datetime_columns(self, table: str) -> set[str]:
-        result = self.query(
-            f"SELECT name, type FROM system.columns WHERE database = '{self.database}' "
-            f"AND table = '{table}'"
-        )
-        return {name for name, kind in result.rows if "DateTime" in kind}
+        cached = self._dt_columns.get(table)
+        if cached is None:
+            result = self.query(
+                f"SELECT name, type FROM system.columns WHERE database = '{self.database}' "
+                f"AND table = '{table}'"
+            )
+            cached = {name for name, kind in result.rows if "DateTime" in kind}
+            self._dt_columns[table] = cached
+        return cached
 
     def close(self) -> None:
         """Close the session and release the folder for other processes."""

@@ -73,10 +73,16 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication,
         "producer_acks": -1,
+        # Batch what the stages produce (events, merges, table changelogs) for 5 ms:
+        # without it every message is a request of its own, and sending dominates.
+        "producer_linger": 0.005,
+        "producer_max_batch_size": 512 * 1024,
         "consumer_auto_offset_reset": "earliest",
         "broker_commit_every": 1000,
         "broker_commit_interval": 1.0,
-        "stream_buffer_maxsize": 8192,
+        # A smaller buffer per partition keeps a backlog on the inbound topics from
+        # starving the later stages, which share the event loop.
+        "stream_buffer_maxsize": 1024,
         "web_enabled": True,
     }
     options.update(faust_options or {})
