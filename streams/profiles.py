@@ -14,6 +14,11 @@ combining two profiles (a merge) is the same as having seen both histories.
 crash. A profile remembers digests of its most recent event ids and ignores repeats;
 repeats come within seconds of the original, well inside that window.
 
+**Merges in chains.** When A merges into B and then B into C, A's state travels to B's
+partition from A's, while "B merged into C" travels there from the identity stage:
+nothing orders the two. A merged-away id therefore keeps a marker naming the customer it
+became, and whatever still arrives for it is passed on, so no history is left behind.
+
 **Emission.** Changed profiles are published at most every
 ``TOUCHPOINT_PROFILE_EMIT_SECONDS`` per customer: to ``profiles.updates`` (compacted)
 and the ``customer_profiles`` table. ``revision`` grows with every change, and the
@@ -27,7 +32,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +44,9 @@ from touchpoint.sinks.base import Batch
 from touchpoint.sinks.writer import RetryingWriter
 
 __all__ = [
+    "MERGED_INTO",
     "PROFILE_COLUMNS",
+    "ProfileStage",
     "SegmentRules",
     "TierEstimator",
     "apply_event",
@@ -52,6 +59,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
+# The table value of a merged-away customer: {MERGED_INTO: "<the customer it became>"}.
+MERGED_INTO = "__merged_into__"
 RECENT_IDS = 64
 RECENT_SCORES = 10
 _CHANNELS = ("web", "store", "callcenter", "campaign", "feedback")
@@ -340,6 +349,71 @@ def profile_row(pub: Mapping[str, Any], *, merged_into: str = "",
     )
 
 
+class ProfileStage:
+    """What the profiles stage does with one record of ``touchpoints.resolved``.
+
+    ``handle`` updates the table and returns the records to send on (absorbed state for
+    the customer a merge led to, or records forwarded past a merged-away id); after it,
+    ``changed`` and ``merged`` say which profiles to publish and which ids are gone.
+    Kept apart from the agent so the ordering rules are tested without Kafka.
+    """
+
+    def __init__(self, table: MutableMapping[str, Any], stats: dict[str, int]) -> None:
+        self.table = table
+        self.stats = stats
+        self.changed: set[str] = set()
+        self.merged: dict[str, str] = {}
+        self._event, self._merge = codec_for("event"), codec_for("merge")
+        self._absorb = codec_for("absorb")
+
+    def _count(self, name: str) -> None:
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+    def handle(self, key: str, value: bytes) -> list[tuple[str, bytes]]:
+        """Apply one record keyed by customer ``key``; return (key, value) records to send."""
+        subject = subject_of(value)
+        current = self.table.get(key)
+        if current is not None and MERGED_INTO in current:
+            # This id was merged away. What still arrives for it (the state of a customer
+            # merged into it earlier, sent from another partition; a repeat of an old
+            # event) belongs to the customer it became: pass it on.
+            target = current[MERGED_INTO]
+            if subject == "absorb":
+                record = self._absorb.decode(value)
+                record["into_id"] = target
+                value = self._absorb.encode(record)
+            if subject in ("absorb", "event"):
+                self._count("forwarded")
+                return [(target, value)]
+            return []
+        if subject == "event":
+            state = current or new_profile(key)
+            if apply_event(state, self._event.decode(value)):
+                self.table[key] = state
+                self.changed.add(key)
+                self._count("applied")
+            else:
+                self._count("repeats")
+            return []
+        if subject == "merge":
+            into = self._merge.decode(value)["into_id"]
+            self.table[key] = {MERGED_INTO: into}
+            self.merged[key] = into
+            self._count("merged_away")
+            if current is None:
+                return []
+            state = json.dumps(current)
+            return [(into, self._absorb.encode({"from_id": key, "into_id": into,
+                                                "state": state}))]
+        if subject == "absorb":
+            other = json.loads(self._absorb.decode(value)["state"])
+            if other["customer_id"] not in (current or {}).get("merged_from", ()):
+                self.table[key] = combine(current or new_profile(key), other)
+                self.changed.add(key)
+                self._count("absorbed")
+        return []
+
+
 # --- the agent ---------------------------------------------------------------------------
 
 def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
@@ -347,49 +421,32 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
              map_type: bool, partitions: int, stats: dict[str, int]) -> Any:
     """Add the profiles table, agent and emitter to ``app``; return the table."""
     profiles = app.Table("touchpoint-profiles", partitions=partitions, key_type=str)
-    event_codec, merge_codec = codec_for("event"), codec_for("merge")
-    absorb_codec, profile_codec = codec_for("absorb"), codec_for("profile")
+    profile_codec = codec_for("profile")
     estimator = TierEstimator(rules)
     dirty: set[str] = set()
     merged: dict[str, str] = {}
+
+    stage = ProfileStage(profiles, stats)
 
     @app.agent(resolved, name="touchpoint.profiles")
     async def profile_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
-            value = event.value
-            subject = subject_of(value)
-            if subject == "event":
-                state = profiles.get(key) or new_profile(key)
-                if apply_event(state, event_codec.decode(value)):
-                    profiles[key] = state
-                    dirty.add(key)
-                    stats["applied"] = stats.get("applied", 0) + 1
-                else:
-                    stats["repeats"] = stats.get("repeats", 0) + 1
-            elif subject == "merge":
-                merge = merge_codec.decode(value)
-                state = profiles.pop(key, None)
-                if state is not None:
-                    await resolved.send(key=merge["into_id"].encode(), value=absorb_codec.encode(
-                        {"from_id": key, "into_id": merge["into_id"],
-                         "state": json.dumps(state)}))
-                merged[key] = merge["into_id"]
-                dirty.discard(key)
-                stats["merged_away"] = stats.get("merged_away", 0) + 1
-            elif subject == "absorb":
-                other = json.loads(absorb_codec.decode(value)["state"])
-                if other["customer_id"] not in (profiles.get(key) or {}).get("merged_from", ()):
-                    profiles[key] = combine(profiles.get(key) or new_profile(key), other)
-                    dirty.add(key)
-                    stats["absorbed"] = stats.get("absorbed", 0) + 1
+            for out_key, out_value in stage.handle(key, event.value):
+                await resolved.send(key=out_key.encode(), value=out_value)
+            dirty.update(stage.changed)
+            for gone, into in stage.merged.items():
+                merged[gone] = into
+                dirty.discard(gone)
+            stage.changed.clear()
+            stage.merged.clear()
 
     async def emit(keys: Iterable[str]) -> int:
         rows, count = [], 0
         cutoffs = estimator.cutoffs()
         for key in keys:
             state = profiles.get(key)
-            if state is None:
+            if state is None or MERGED_INTO in state:
                 continue
             estimator.observe(key, spend_12m(state))
             pub = public_profile(state, rules, cutoffs)
@@ -439,7 +496,7 @@ def profile_lookup(profiles: Any, rules: SegmentRules) -> Callable[[str], dict[s
     """A function returning the public profile of a customer held by this worker."""
     def lookup(customer_id: str) -> dict[str, Any] | None:
         state = profiles.get(customer_id)
-        if state is None:
+        if state is None or MERGED_INTO in state:
             return None
         pub = public_profile(state, rules, profiles.estimator.cutoffs())
         pub["merged_from"] = state["merged_from"]

@@ -124,3 +124,69 @@ def test_spend_12m_counts_the_last_twelve_months_only() -> None:
     events = [ev(f"m{i}", "store", "purchase", T0 + i * 30 * DAY_MS, amount=100.0)
               for i in range(15)]
     assert spend_12m(build(events)) == 1200.0
+
+
+# --- the stage's ordering rules, without Kafka ------------------------------------------------
+
+def _encoded(event: dict[str, Any], customer: str) -> bytes:
+    from touchpoint.schemas.codec import codec_for
+
+    full = {"ingested_at": event["occurred_at"], "customer_id": None, "anonymous_id": customer,
+            "email_hash": None, "phone_hash": None, "campaign_id": None, "stage": "site",
+            "attributes": {}, "source_topic": "t", "source_partition": 0, "source_offset": 0,
+            **event}
+    return codec_for("event").encode(_complete(full))
+
+
+def _complete(event: dict[str, Any]) -> dict[str, Any]:
+    from touchpoint.schemas.registry import default_registry
+
+    names = [f["name"] for f in default_registry().latest("event").schema["fields"]]
+    return {name: event.get(name) for name in names} | {"attributes": event["attributes"]}
+
+
+def _merge(merged: str, into: str) -> bytes:
+    from touchpoint.schemas.codec import codec_for
+
+    return codec_for("merge").encode({
+        "merged_id": merged, "into_id": into, "merged_at": T0, "event_id": "link",
+        "identifiers": [], "aliases": [], "recorded_at": T0})
+
+
+def test_a_merge_chain_loses_nothing_whatever_arrives_first() -> None:
+    from touchpoint.streams.profiles import MERGED_INTO, ProfileStage
+
+    a_events = [ev(f"a{i}", "web", "page_view", T0 + i) for i in range(5)]
+    b_events = [ev(f"b{i}", "web", "page_view", T0 + 100 + i) for i in range(3)]
+    for absorb_first in (True, False):
+        table: dict[str, Any] = {}
+        stage = ProfileStage(table, {})
+        for event in a_events:
+            assert stage.handle("A", _encoded(event, "A")) == []
+        for event in b_events:
+            stage.handle("B", _encoded(event, "B"))
+        (absorb_a,) = stage.handle("A", _merge("A", "B"))  # A's state, on its way to B
+        assert absorb_a[0] == "B" and table["A"] == {MERGED_INTO: "B"}
+        pending = []
+        if absorb_first:
+            pending += stage.handle(*absorb_a)
+            pending += stage.handle("B", _merge("B", "C"))
+        else:  # "B merged into C" overtakes A's state on B's partition
+            pending += stage.handle("B", _merge("B", "C"))
+            forwarded = stage.handle(*absorb_a)
+            assert [k for k, _ in forwarded] == ["C"]  # passed on, not left on B
+            pending += forwarded
+        for key, value in pending:
+            assert key == "C"
+            stage.handle(key, value)
+        assert table["C"]["contacts_by_channel"] == {"web": 8}, absorb_first
+        assert table["C"]["first_seen"] == T0
+        assert table["B"] == {MERGED_INTO: "C"}
+        # a late repeat keyed by a merged-away id travels the chain and counts once
+        repeat = _encoded(a_events[0], "A")
+        assert stage.handle("A", repeat) == [("B", repeat)]
+        assert stage.handle("B", repeat) == [("C", repeat)]
+        repeats = stage.stats.get("repeats", 0)
+        assert stage.handle("C", repeat) == []
+        assert stage.stats["repeats"] == repeats + 1
+        assert table["C"]["contacts_by_channel"] == {"web": 8}
