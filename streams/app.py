@@ -84,6 +84,11 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
         # starving the later stages, which share the event loop.
         "stream_buffer_maxsize": 1024,
         "web_enabled": True,
+        # The store stages hold records unacknowledged until their rows are stored, so
+        # waiting for "every record acknowledged" on stop or rebalance would wait
+        # forever. Unacknowledged records are simply not committed and are read again
+        # by the next owner; every stage is idempotent for that.
+        "stream_wait_empty": False,
     }
     options.update(faust_options or {})
     app = faust.App(settings.app_id, **options)

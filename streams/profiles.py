@@ -446,7 +446,10 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         cutoffs = estimator.cutoffs()
         for key in keys:
             state = profiles.get(key)
-            if state is None or MERGED_INTO in state:
+            if state is None:
+                continue
+            if MERGED_INTO in state:
+                merged[key] = state[MERGED_INTO]  # written below, again if need be
                 continue
             estimator.observe(key, spend_12m(state))
             pub = public_profile(state, rules, cutoffs)
