@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -146,16 +147,29 @@ def machine_facts() -> list[str]:
         with contextlib.suppress(PackageNotFoundError):
             pkgs.append(f"{name} {version(name)}")
     facts.append("packages: " + ", ".join(pkgs))
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"],
-                               capture_output=True, text=True, check=False).stdout.strip()
-        if commit:
-            facts.append(f"git: {commit}{' (+uncommitted changes)' if dirty else ''}")
-    except OSError:
-        pass
     return facts
+
+
+def code_state() -> str:
+    """The commit of the checkout, plus a fingerprint of uncommitted changes if any.
+
+    Taken when the worker starts (that is the code it imports) and again at the end, so a
+    tree edited during a long run is reported instead of silently mislabelled.
+    """
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True,
+                              check=False).stdout
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        if not commit:
+            return "unknown (not a git checkout)"
+        changes = git("diff", "HEAD") + git("status", "--porcelain", "--untracked-files=all")
+    except OSError:
+        return "unknown (git not available)"
+    if not changes.strip():
+        return commit
+    digest = hashlib.blake2b(changes.encode(), digest_size=4).hexdigest()
+    return f"{commit} + uncommitted changes (fingerprint {digest})"
 
 
 # --- Kafka ---------------------------------------------------------------------------------
@@ -292,7 +306,7 @@ class Run:
     interrupted: bool = False
     worker_died: int | None = None
     history: list[Sample] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    code: str = ""  # code_state() when the worker started
 
     def observe(self, s: Sample) -> None:
         self.last = s
@@ -336,6 +350,8 @@ def run_worker(env: dict[str, str], log_path: Path, port: int, result: Run, *,
                                    start_new_session=True)
     on_started(process)
     result.started_wall = time.time()
+    result.code = code_state()
+    log(f"  code under test: {result.code}")
     try:
         _watch(process, port, result, began=began, deadline=began + timeout, poll=poll,
                status_timeout=status_timeout, settle=settle, emit_seconds=emit_seconds)
@@ -573,6 +589,11 @@ def report(args: argparse.Namespace, kafka: Kafka, pub: tuple[int, int, float], 
     log("machine:")
     for fact in machine_facts():
         log(f"  {fact}")
+    log(f"  code under test: {r.code} (at worker start)")
+    now = code_state()
+    if r.code and now != r.code:
+        log(f"  WARNING: the source tree changed during the run (now {now}); the worker ran "
+            "the tree as it was at its start, the publisher the tree at publish time")
     log(bar)
 
 
