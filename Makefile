@@ -5,7 +5,7 @@ PYTHON   ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
 DURATION ?= 60
-RATE     ?= 500
+RATE     ?= 200
 PYTEST_ARGS ?=
 
 export TOUCHPOINT_HOME ?= $(CURDIR)/.touchpoint
@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-demo: setup  ## run the whole pipeline for DURATION seconds (default 60) at RATE events/s
+demo: setup  ## run the whole pipeline for DURATION seconds (default 60) at RATE events/s (200)
 	$(BIN)/touchpoint demo --duration $(DURATION) --rate $(RATE)
 
 clickhouse-server:  ## install Debian's clickhouse-server (18.16) when it is missing

@@ -150,26 +150,31 @@ def machine_facts() -> list[str]:
     return facts
 
 
-def code_state() -> str:
-    """The commit of the checkout, plus a fingerprint of uncommitted changes if any.
+def code_state() -> tuple[str, str]:
+    """(label, fingerprint) of the code the worker runs: everything but bench/.
 
-    Taken when the worker starts (that is the code it imports) and again at the end, so a
-    tree edited during a long run is reported instead of silently mislabelled.
+    The label is the commit plus "+ uncommitted changes" if any; the fingerprint covers
+    the committed tree and uncommitted edits outside bench/. It is taken when the worker
+    starts (that is the code it imports) and again at the end, so a tree edited during
+    a long run is reported instead of silently mislabelled.
     """
+    outside_bench = ("--", ".", ":(exclude)bench")
+
     def git(*cmd: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True,
                               check=False).stdout
     try:
         commit = git("rev-parse", "--short", "HEAD").strip()
         if not commit:
-            return "unknown (not a git checkout)"
-        changes = git("diff", "HEAD") + git("status", "--porcelain", "--untracked-files=all")
+            return "unknown (not a git checkout)", ""
+        tree = git("ls-tree", "-r", "HEAD", *outside_bench)
+        changes = git("diff", "HEAD", *outside_bench) + \
+            git("status", "--porcelain", "--untracked-files=all", *outside_bench)
     except OSError:
-        return "unknown (git not available)"
-    if not changes.strip():
-        return commit
-    digest = hashlib.blake2b(changes.encode(), digest_size=4).hexdigest()
-    return f"{commit} + uncommitted changes (fingerprint {digest})"
+        return "unknown (git not available)", ""
+    digest = hashlib.blake2b((tree + changes).encode(), digest_size=4).hexdigest()
+    label = f"{commit} + uncommitted changes" if changes.strip() else commit
+    return f"{label} (code fingerprint {digest})", digest
 
 
 # --- Kafka ---------------------------------------------------------------------------------
@@ -306,7 +311,7 @@ class Run:
     interrupted: bool = False
     worker_died: int | None = None
     history: list[Sample] = field(default_factory=list)
-    code: str = ""  # code_state() when the worker started
+    code: tuple[str, str] = ("", "")  # code_state() when the worker started
 
     def observe(self, s: Sample) -> None:
         self.last = s
@@ -351,7 +356,7 @@ def run_worker(env: dict[str, str], log_path: Path, port: int, result: Run, *,
     on_started(process)
     result.started_wall = time.time()
     result.code = code_state()
-    log(f"  code under test: {result.code}")
+    log(f"  code under test: {result.code[0]}")
     try:
         _watch(process, port, result, began=began, deadline=began + timeout, poll=poll,
                status_timeout=status_timeout, settle=settle, emit_seconds=emit_seconds)
@@ -589,11 +594,11 @@ def report(args: argparse.Namespace, kafka: Kafka, pub: tuple[int, int, float], 
     log("machine:")
     for fact in machine_facts():
         log(f"  {fact}")
-    log(f"  code under test: {r.code} (at worker start)")
+    log(f"  code under test: {r.code[0]}, at worker start")
     now = code_state()
-    if r.code and now != r.code:
-        log(f"  WARNING: the source tree changed during the run (now {now}); the worker ran "
-            "the tree as it was at its start, the publisher the tree at publish time")
+    if r.code[1] and now[1] != r.code[1]:
+        log(f"  WARNING: the code changed during the run (now {now[0]}); the worker ran the "
+            "code as it was at its start")
     log(bar)
 
 

@@ -449,7 +449,8 @@ def show_settings(markdown: bool) -> None:
 @main.command()
 @click.option("--duration", type=float, default=60, show_default=True,
               help="Seconds of simulated traffic.")
-@click.option("--rate", type=float, default=500, show_default=True, help="Events per second.")
+@click.option("--rate", type=float, default=200, show_default=True,
+              help="Events per second (a worker on 2 cores keeps up with a few hundred).")
 @click.option("--seed", type=int, default=1, show_default=True)
 def demo(duration: float, rate: float, seed: int) -> None:
     """Run the whole pipeline locally: services, a worker, and simulated traffic.
