@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -447,8 +447,3 @@ def connect(url: WarehouseURL | str) -> Warehouse:
 def quote_literal(value: str) -> str:
     """A ClickHouse string literal."""
     return "'" + _quote(value) + "'"
-
-
-def columns_of(result: QueryResult) -> Mapping[str, int]:
-    """Column index by name."""
-    return {name: i for i, name in enumerate(result.columns)}
