@@ -18,7 +18,7 @@ from touchpoint.settings import Settings
 from touchpoint.sinks.base import WarehouseSink
 from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.writer import RetryingWriter
-from touchpoint.streams import identity, ingest, profiles, store, web
+from touchpoint.streams import consumer, identity, ingest, profiles, store, web
 from touchpoint.streams.topics import TopicNames
 
 __all__ = ["Pipeline", "create_app"]
@@ -49,7 +49,15 @@ class Pipeline:
             "profiles": dict(self.profile_stats),
             "sink": self.writer.stats.as_dict(),
             "warehouse": str(self.warehouse.url),
+            "stale_acks_refused": getattr(self.app.consumer, "stale_acks", 0),
         }
+
+
+class App(faust.App):
+    """Faust's app with the generation-safe consumer of :mod:`touchpoint.streams.consumer`."""
+
+    def _new_transport(self) -> Any:
+        return consumer.Transport(self.conf.broker_consumer, self)
 
 
 def create_app(settings: Settings, warehouse: Warehouse, *,
@@ -87,11 +95,13 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
         # The store stages hold records unacknowledged until their rows are stored, so
         # waiting for "every record acknowledged" on stop or rebalance would wait
         # forever. Unacknowledged records are simply not committed and are read again
-        # by the next owner; every stage is idempotent for that.
+        # by the next owner; every stage is idempotent for that. Records of the old
+        # generation still in flight cannot be acknowledged into the new one's commits
+        # (see consumer.py).
         "stream_wait_empty": False,
     }
     options.update(faust_options or {})
-    app = faust.App(settings.app_id, **options)
+    app = App(settings.app_id, **options)
     ingest_stats = ingest.IngestStats()
     writer = RetryingWriter(
         WarehouseSink(warehouse), max_backoff=settings.sink_max_backoff_seconds

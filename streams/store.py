@@ -173,14 +173,10 @@ def register(app: faust.App, topics: TopicNames, writer: RetryingWriter, *, batc
             events = cast(Sequence[faust.EventT], taken)
             for batch in to_batches(events):
                 await writer.write(batch)  # returns only once stored; cancelled on stop
-            generation = app.consumer_generation_id
             for event in events:
-                # A record taken before a rebalance is read again by whoever owns its
-                # partition now; acknowledging it here could move the new generation's
-                # commit past records not yet stored. Its rows are stored; repeats are
-                # harmless.
-                if event.message.generation_id == generation:
-                    await concrete.ack(event)
+                # A record taken before a rebalance is not counted by the consumer
+                # (streams/consumer.py): its new owner reads and stores it again.
+                await concrete.ack(event)
 
     @app.agent(resolved, name="touchpoint.store_events")
     async def store_events(stream: faust.StreamT[bytes]) -> None:

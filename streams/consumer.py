@@ -1,0 +1,67 @@
+"""The Kafka consumer of the worker: Faust's, with acknowledgements that cannot outlive a rebalance.
+
+Faust commits, per partition, the end of the first unbroken run of acknowledged offsets.
+Two things in faust-streaming 0.15 let an acknowledgement from *before* a rebalance into that run:
+
+- on revocation it forgets the partition's committed offset, and ``Consumer.ack`` then
+  accepts any offset at all;
+- a stream skips records of an older consumer generation, and acknowledges them as it
+  skips them.
+
+With ``stream_wait_empty`` off (see ``app.py``) a stage can still be working on, or
+skipping, records of the old generation while the new one starts again from the committed
+offset. An old record's offset then joins the new generation's acknowledgements, and
+the next commit can jump past records that nobody has processed yet. The worker that
+dies before reaching them, or is rebalanced once more, loses them.
+
+This consumer accepts an acknowledgement only for a record fetched in the current
+generation, and none between revocation and the next assignment. A refused record is
+not lost: the partition's owner in the new generation reads it again from the committed
+offset, and every stage is idempotent for repeats.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP, Message
+
+__all__ = ["Consumer", "Transport"]
+
+
+class Consumer(driver.Consumer):
+    """Faust's aiokafka consumer, acknowledging only records of the current generation."""
+
+    #: Generation whose records may be acknowledged; ``None`` while partitions are revoked.
+    ack_generation: int | None = None
+    #: Acknowledgements refused because their record came from an earlier generation.
+    stale_acks: int = 0
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Refuse acknowledgements until the next assignment, then revoke as Faust does."""
+        self.ack_generation = None
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        """Accept acknowledgements of this generation, then assign as Faust does."""
+        # Before Faust's own handling: streams may resume and acknowledge from inside it.
+        self.ack_generation = generation_id
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def ack(self, message: Message) -> bool:
+        """Acknowledge ``message`` unless it was fetched in an earlier generation."""
+        generation = message.generation_id
+        if generation is not None and generation != self.ack_generation:
+            if not message.acked:
+                message.acked = True
+                self._unacked_messages.discard(message)
+                self.stale_acks += 1
+            return False
+        return bool(super().ack(message))
+
+
+class Transport(driver.Transport):
+    """The aiokafka transport with :class:`Consumer`."""
+
+    Consumer = Consumer
