@@ -18,7 +18,7 @@ from touchpoint.settings import Settings
 from touchpoint.sinks.base import WarehouseSink
 from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.writer import RetryingWriter
-from touchpoint.streams import consumer, identity, ingest, profiles, store, web
+from touchpoint.streams import complaints, consumer, identity, ingest, profiles, store, web
 from touchpoint.streams.topics import TopicNames
 
 __all__ = ["Pipeline", "create_app"]
@@ -113,6 +113,8 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
     unresolved = raw_topic(topics.unresolved, 1)
     resolved = raw_topic(topics.resolved, settings.topic_partitions)
     updates = raw_topic(topics.profiles, settings.topic_partitions)
+    signals = raw_topic(topics.signals, settings.topic_partitions)
+    signal_rules = complaints.Rules.load(settings.signal_rules or None)
     rules = profiles.SegmentRules(
         at_risk_days=settings.at_risk_days, lapsed_days=settings.lapsed_days,
         key_share=settings.key_tier_share, growth_share=settings.growth_tier_share)
@@ -123,7 +125,8 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
     graph = identity.register(app, unresolved=unresolved, resolved=resolved,
                               stats=pipeline.identity_stats)
     table = profiles.register(
-        app, resolved=resolved, updates=updates, writer=writer, rules=rules,
+        app, resolved=resolved, updates=updates, signals=signals, writer=writer, rules=rules,
+        signal_rules=signal_rules, signal_lateness_ms=settings.signal_lateness_seconds * 1000,
         emit_seconds=settings.profile_emit_seconds,
         map_type=warehouse.capabilities.map_type, partitions=settings.topic_partitions,
         stats=pipeline.profile_stats)

@@ -940,3 +940,68 @@ def _prune(state: ComplaintState, rules: Rules) -> None:
     state.sessions = dict(sessions[-limits.sessions:])
     horizon = clock - rules.score.forget_after_hours * _HOUR_MS
     state.evidence = [e for e in state.evidence if e["at"] >= horizon]
+
+
+def combine(into: ComplaintState, other: ComplaintState, *,
+            rules: Rules) -> tuple[ComplaintState, list[dict[str, Any]]]:
+    """Fold ``other`` (a customer merged into ``into``'s customer) into ``into``, in place.
+
+    Both histories count from then on: scores add (decayed to the later of the two
+    times), contacts, call issues, sessions and evidence are united. Of two signals the
+    one open (or, both open, the earlier detected) goes on under its own id with the
+    other's evidence, reasons and channels and the higher severity; the other is closed
+    as ``resolved`` at the merge, since its evidence now lives on in the survivor.
+    Returns the records to emit: the survivor's new state and the closed one.
+    """
+    at = max(into.score_at or 0, other.score_at or 0)
+    if at:
+        _decay_to(into, at, rules)
+        _decay_to(other, at, rules)
+    into.score += other.score
+    into.fresh += other.fresh
+    into.clock = max(into.clock or 0, other.clock or 0) or None
+    into.seen = list(dict.fromkeys([*into.seen, *other.seen]))[-rules.limits.recent_ids:]
+    for reason, issue in other.issues.items():
+        held = into.issues.get(reason)
+        if held is None or issue[0] > held[0]:
+            into.issues[reason] = issue
+    into.contacts = sorted([*into.contacts, *other.contacts], key=lambda c: (c[0], str(c[1:])))
+    for sid, session in other.sessions.items():
+        into.sessions.setdefault(sid, session)
+    into.evidence = sorted([*into.evidence, *other.evidence],
+                           key=lambda e: (e["at"], str(e.get("ids"))))
+    into.hopped_at = max(into.hopped_at or 0, other.hopped_at or 0) or None
+    into.outcomes = sorted([*into.outcomes, *other.outcomes],
+                           key=lambda o: (o["at"], str(o.get("event_id"))))
+    into.episodes += other.episodes
+    records: list[dict[str, Any]] = []
+    mine, theirs = into.episode, other.episode
+    if theirs is not None and (mine is None or _survives(theirs, mine)):
+        mine, theirs = theirs, mine
+        into.episode = mine
+    if mine is not None and theirs is not None and theirs.status == "open":
+        if _rank(theirs.severity) > _rank(mine.severity):
+            mine.severity, mine.escalated_at = theirs.severity, theirs.escalated_at
+        for name in ("reasons", "channels", "subjects"):
+            setattr(mine, name, sorted({*getattr(mine, name), *getattr(theirs, name)}))
+        mine.evidence_event_ids = list(dict.fromkeys(
+            [*mine.evidence_event_ids, *theirs.evidence_event_ids]))[-rules.limits.evidence_ids:]
+        mine.first_evidence_at = min(mine.first_evidence_at, theirs.first_evidence_at)
+        if theirs.service_from is not None:
+            mine.service_from = min(mine.service_from or theirs.service_from,
+                                    theirs.service_from)
+        closed = copy.deepcopy(theirs)
+        closed.status, closed.closed_at = "resolved", into.clock or closed.detected_at
+        records.append(_emit(other, closed, closed.closed_at, rules))
+    if mine is not None:
+        records.append(_emit(into, mine, into.clock or mine.detected_at, rules))
+    _prune(into, rules)
+    return into, records
+
+
+def _survives(candidate: Episode, incumbent: Episode) -> bool:
+    """Whether ``candidate`` rather than ``incumbent`` goes on after a merge."""
+    if (candidate.status == "open") != (incumbent.status == "open"):
+        return candidate.status == "open"
+    return (candidate.detected_at, candidate.signal_id) < \
+        (incumbent.detected_at, incumbent.signal_id)

@@ -32,6 +32,7 @@ from touchpoint.schemas.contract import (
     parse_occurred_at,
 )
 from touchpoint.streams.identity import strongest_identifier
+from touchpoint.streams.sentiment import score as sentiment_score
 from touchpoint.streams.topics import TopicNames
 
 __all__ = ["Accepted", "IngestStats", "Ingestor", "Rejected", "register"]
@@ -83,11 +84,15 @@ class Ingestor:
     """Turns one inbound record into :class:`Accepted` or :class:`Rejected`."""
 
     def __init__(self, *, pii_salt: str, phone_region: str, worker: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 sentiment: Callable[[str | None], float | None] | None = None) -> None:
         self._salt = pii_salt.encode()
         self._region = phone_region
         self._worker = worker or socket.gethostname()
         self._clock = clock
+        # Text is scored here, once, where the work spreads over every inbound partition;
+        # the score travels with the event to the warehouse and the complaint detector.
+        self._sentiment = sentiment or sentiment_score
         self._event_codec = codec_for("event")
         self._deadletter_codec = codec_for("deadletter")
         self._codecs = {channel: codec_for(channel) for channel in CHANNELS}
@@ -153,6 +158,8 @@ class Ingestor:
         }
         for name in _EXTRA_FIELDS:
             event[name] = record.get(name)
+        text = record.get("notes") or record.get("comment")
+        event["sentiment"] = self._sentiment(text) if text else None
         event.update(position)
         return event
 

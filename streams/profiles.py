@@ -42,6 +42,8 @@ import faust
 from touchpoint.schemas.codec import codec_for, subject_of
 from touchpoint.sinks.base import Batch
 from touchpoint.sinks.writer import RetryingWriter
+from touchpoint.streams import complaints
+from touchpoint.streams.signals import SIGNAL_KEY, Detector
 
 __all__ = [
     "MERGED_INTO",
@@ -358,19 +360,41 @@ class ProfileStage:
     Kept apart from the agent so the ordering rules are tested without Kafka.
     """
 
-    def __init__(self, table: MutableMapping[str, Any], stats: dict[str, int]) -> None:
+    def __init__(self, table: MutableMapping[str, Any], stats: dict[str, int],
+                 detector: Detector | None = None) -> None:
         self.table = table
         self.stats = stats
+        self.detector = detector
         self.changed: set[str] = set()
         self.merged: dict[str, str] = {}
+        self.signals: list[dict[str, Any]] = []  # complaint-signal records to publish
         self._event, self._merge = codec_for("event"), codec_for("merge")
         self._absorb = codec_for("absorb")
 
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
 
-    def handle(self, key: str, value: bytes) -> list[tuple[str, bytes]]:
-        """Apply one record keyed by customer ``key``; return (key, value) records to send."""
+    def handle(self, key: str, value: bytes, partition: int = 0) -> list[tuple[str, bytes]]:
+        """Apply one record keyed by customer ``key``; return (key, value) records to send.
+
+        ``partition`` is the record's partition: complaint signals of that partition's
+        customers that fell due by its event-time watermark are concluded with it.
+        """
+        sent = self._handle(key, value, partition)
+        if self.detector is not None:
+            for customer in self.detector.sweep(partition):
+                state = self.table.get(customer)
+                if state is None or MERGED_INTO in state:
+                    self.detector.forget(customer, partition)
+                    continue
+                records = self.detector.expire(state, partition)
+                if records:
+                    self.table[customer] = state
+                    self.changed.add(customer)
+                    self.signals += records
+        return sent
+
+    def _handle(self, key: str, value: bytes, partition: int) -> list[tuple[str, bytes]]:
         subject = subject_of(value)
         current = self.table.get(key)
         if current is not None and MERGED_INTO in current:
@@ -388,7 +412,10 @@ class ProfileStage:
             return []
         if subject == "event":
             state = current or new_profile(key)
-            if apply_event(state, self._event.decode(value)):
+            event = self._event.decode(value)
+            if apply_event(state, event):
+                if self.detector is not None:
+                    self.signals += self.detector.observe(state, event, partition)
                 self.table[key] = state
                 self.changed.add(key)
                 self._count("applied")
@@ -400,6 +427,8 @@ class ProfileStage:
             self.table[key] = {MERGED_INTO: into}
             self.merged[key] = into
             self._count("merged_away")
+            if self.detector is not None:
+                self.detector.forget(key, partition)
             if current is None:
                 return []
             state = json.dumps(current)
@@ -408,7 +437,11 @@ class ProfileStage:
         if subject == "absorb":
             other = json.loads(self._absorb.decode(value)["state"])
             if other["customer_id"] not in (current or {}).get("merged_from", ()):
-                self.table[key] = combine(current or new_profile(key), other)
+                state = combine(current or new_profile(key), other)
+                if self.detector is not None:
+                    self.signals += self.detector.absorb(state, other.get(SIGNAL_KEY),
+                                                         partition)
+                self.table[key] = state
                 self.changed.add(key)
                 self._count("absorbed")
         return []
@@ -417,23 +450,32 @@ class ProfileStage:
 # --- the agent ---------------------------------------------------------------------------
 
 def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
-             writer: RetryingWriter, rules: SegmentRules, emit_seconds: float,
+             signals: faust.TopicT, writer: RetryingWriter, rules: SegmentRules,
+             signal_rules: complaints.Rules, signal_lateness_ms: int, emit_seconds: float,
              map_type: bool, partitions: int, stats: dict[str, int]) -> Any:
     """Add the profiles table, agent and emitter to ``app``; return the table."""
     profiles = app.Table("touchpoint-profiles", partitions=partitions, key_type=str)
     profile_codec = codec_for("profile")
+    signal_codec = codec_for("complaint_signal")
     estimator = TierEstimator(rules)
     dirty: set[str] = set()
     merged: dict[str, str] = {}
 
-    stage = ProfileStage(profiles, stats)
+    detector = Detector(signal_rules, lambda p: rules.tier(p, estimator.cutoffs()),
+                        lateness_ms=signal_lateness_ms)
+    stage = ProfileStage(profiles, stats, detector)
 
     @app.agent(resolved, name="touchpoint.profiles")
     async def profile_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
-            for out_key, out_value in stage.handle(key, event.value):
+            for out_key, out_value in stage.handle(key, event.value, event.message.partition):
                 await resolved.send(key=out_key.encode(), value=out_value)
+            for record in stage.signals:
+                stats["signals"] = stats.get("signals", 0) + 1
+                await signals.send(key=record["customer_id"].encode(),
+                                   value=signal_codec.encode(record))
+            stage.signals.clear()
             dirty.update(stage.changed)
             for gone, into in stage.merged.items():
                 merged[gone] = into
@@ -478,6 +520,12 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         if state_box["everything"]:
             state_box["everything"] = False
             keys: list[str] = [k.decode() if isinstance(k, bytes) else k for k in profiles]
+            detector.due.clear()
+            for key in keys:
+                state = profiles.get(key)
+                if state is not None and MERGED_INTO not in state:
+                    where = app.producer.key_partition(resolved.get_topic_name(), key.encode())
+                    detector.track(state, where.partition)
         else:
             keys = sorted(dirty)
         dirty.clear()
@@ -505,5 +553,9 @@ def profile_lookup(profiles: Any, rules: SegmentRules) -> Callable[[str], dict[s
         pub["merged_from"] = state["merged_from"]
         pub["scores"] = state["scores"]
         pub["complaint_cases"] = state["complaint_cases"]
+        episode = (state.get(SIGNAL_KEY) or {}).get("episode")
+        pub["signal"] = None if episode is None else {
+            k: episode[k] for k in ("signal_id", "severity", "status", "reasons",
+                                    "detected_at", "escalated_at")}
         return pub
     return lookup

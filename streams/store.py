@@ -27,9 +27,11 @@ from touchpoint.streams.topics import TopicNames
 __all__ = [
     "DEADLETTER_COLUMNS",
     "EVENT_COLUMNS",
+    "SIGNAL_COLUMNS",
     "deadletter_row",
     "event_row",
     "register",
+    "signal_row",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,11 @@ DEADLETTER_COLUMNS: tuple[str, ...] = (
 )
 
 
+SIGNAL_COLUMNS: tuple[str, ...] = (
+    "signal_id", "customer_id", "detected_at", "first_evidence_at", "severity", "score",
+    "reasons", "evidence_event_ids", "channels", "status", "escalated_at", "emitted_at",
+    "revision",
+)
 MERGE_COLUMNS: tuple[str, ...] = (
     "merged_id", "into_id", "merged_at", "event_id", "identifiers", "aliases", "recorded_at")
 ALIAS_COLUMNS: tuple[str, ...] = ("alias", "customer_id", "version")
@@ -73,7 +80,7 @@ def event_row(event: Mapping[str, Any], version: int,
         customer_id or provisional_customer_id(event),
         *(event.get(name) or "" for name in _STRING_FIELDS),
         *(event.get(name) for name in _NULLABLE_FIELDS),
-        None,  # sentiment: scored by the signals stage
+        event.get("sentiment"),  # scored at ingest; None without text
         event["category"], event["stage"], keys, [attributes[k] for k in keys],
         event["source_topic"], event["source_partition"], event["source_offset"],
         event["ingested_at"], version,
@@ -94,6 +101,11 @@ def deadletter_row(record: Mapping[str, Any], version: int) -> tuple[Any, ...]:
         record["reason"], event_id, event_type, len(payload),
         hashlib.sha256(payload).hexdigest(), record["worker"], version,
     )
+
+
+def signal_row(record: Mapping[str, Any], version: int) -> tuple[Any, ...]:
+    """One ``complaint_signals_raw`` row; the record's revision orders its states."""
+    return (*(record[c] for c in SIGNAL_COLUMNS[:-1]), record.get("revision") or version)
 
 
 def _peek_ids(topic: str, payload: bytes) -> tuple[str, str]:
@@ -161,9 +173,10 @@ def _resolved_batches(events: Sequence[faust.EventT]) -> list[Batch]:
 
 def register(app: faust.App, topics: TopicNames, writer: RetryingWriter, *, batch_size: int,
              flush_seconds: float) -> None:
-    """Add the two storing agents to ``app``."""
+    """Add the storing agents to ``app``: events, dead letters, complaint signals."""
     resolved = app.topic(topics.resolved, key_serializer="raw", value_serializer="raw")
     deadletter = app.topic(topics.deadletter, key_serializer="raw", value_serializer="raw")
+    signals = app.topic(topics.signals, key_serializer="raw", value_serializer="raw")
 
     async def store(stream: faust.StreamT[bytes],
                     to_batches: Callable[[Sequence[faust.EventT]], list[Batch]]) -> None:
@@ -187,3 +200,9 @@ def register(app: faust.App, topics: TopicNames, writer: RetryingWriter, *, batc
         await store(stream, lambda events: [_batch(
             "deadletter_raw", DEADLETTER_COLUMNS, events, "deadletter", deadletter_row,
             lambda r: (r["source_topic"], r["source_partition"], r["source_offset"]))])
+
+    @app.agent(signals, name="touchpoint.store_signals")
+    async def store_signals(stream: faust.StreamT[bytes]) -> None:
+        await store(stream, lambda events: [_batch(
+            "complaint_signals_raw", SIGNAL_COLUMNS, events, "complaint_signal", signal_row,
+            lambda r: (r["signal_id"], r.get("revision")))])

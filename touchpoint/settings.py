@@ -50,6 +50,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_int(raw: str) -> int:
+    value = _int(raw)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
 def _positive_float(raw: str) -> float:
     try:
         value = float(raw)
@@ -120,6 +127,13 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_int),
     Setting("lapsed_days", "180", "Days without a purchase before a customer is `lapsed`.",
             _positive_int),
+    Setting("signal_rules", "",
+            "Complaint-signal rules (TOML: every threshold, weight and window). Empty: the "
+            "packaged `streams/complaints.toml`; copy it and point here to change them."),
+    Setting("signal_lateness_seconds", "60",
+            "How far event time must have passed a signal's deadline (breach, abandoned "
+            "checkout) before it is concluded, so late events of other customers can "
+            "still arrive.", _non_negative_int),
     Setting("log_level", "info", "Log level: debug, info, warning or error.", _log_level),
 )
 
@@ -188,6 +202,8 @@ class Settings:
     growth_tier_share: float
     at_risk_days: int
     lapsed_days: int
+    signal_rules: str
+    signal_lateness_seconds: int
     log_level: str
 
     @property

@@ -309,7 +309,7 @@ def test_encode_refuses_a_missing_required_field(samples: dict[str, dict[str, An
 
     assert caught.value.field == "source_offset"
     assert str(caught.value) == (
-        "'event' record (schema v1) has no 'source_offset', which is required"
+        "'event' record (schema v2) has no 'source_offset', which is required"
     )
 
 
@@ -323,7 +323,7 @@ def test_encode_refuses_a_datetime_for_epoch_milliseconds(
 
     assert caught.value.field == "ingested_at"
     assert str(caught.value) == (
-        f"'event' record (schema v1) field 'ingested_at' is {when!r} (datetime), the schema "
+        f"'event' record (schema v2) field 'ingested_at' is {when!r} (datetime), the schema "
         'wants {"type": "long", "logicalType": "timestamp-millis"}: pass epoch milliseconds '
         "as an int"
     )

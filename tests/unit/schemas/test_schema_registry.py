@@ -123,7 +123,7 @@ def test_shipped_subjects_each_have_v1_with_the_agreed_record_name() -> None:
     registry = default_registry()
 
     assert registry.subjects() == tuple(sorted(RECORD_NAMES))
-    assert len(registry) == 12  # profile has v1 and v2
+    assert len(registry) == 14  # profile, event and complaint_signal have v1 and v2
     for subject, name in RECORD_NAMES.items():
         first = registry.versions(subject)[0]
         assert (first.version, first.name, first.schema["namespace"]) == (1, name, "touchpoint")
@@ -172,6 +172,7 @@ def test_event_schema_is_the_normalized_event() -> None:
         ("stage", "string"),
         ("attributes", {"type": "map", "values": "string"}),
         *optional(EVENT_CHANNEL_FIELDS),
+        ("sentiment", ["null", "double"]),
         ("source_topic", "string"),
         ("source_partition", "int"),
         ("source_offset", "long"),
@@ -210,6 +211,7 @@ def test_output_schemas_have_the_contract_columns() -> None:
         ("status", "string"),
         ("escalated_at", OPT_TIMESTAMP),
         ("emitted_at", TIMESTAMP),
+        ("revision", "long"),
     ]
     # v2 adds optional fields after the contract's (CONTRACT §4 columns first, unchanged)
     assert fields_of(default_registry().latest("profile"))[:11] == [

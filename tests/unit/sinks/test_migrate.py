@@ -10,7 +10,8 @@ NEW = Capabilities((26, 9, 2), datetime64=True, ttl=True, dedup_token=True, map_
 def test_migrations_are_numbered_in_order() -> None:
     found = migrations()
     assert [(m.version, m.name) for m in found] == [
-        (1, "touchpoint_events"), (2, "deadletter"), (3, "customers")]
+        (1, "touchpoint_events"), (2, "deadletter"), (3, "customers"),
+        (4, "complaint_signals")]
 
 
 def test_statements_adapt_to_the_engine() -> None:

@@ -1,0 +1,138 @@
+"""Signals: early complaint signals, raised in the profiles stage and published.
+
+The detector (``complaints.py``) needs every contact of a customer in event-time order,
+which is exactly what the profiles stage has: ``touchpoints.resolved`` keyed by resolved
+customer, merges and late events already taken care of. So its state lives inside the
+customer's profile (key ``complaints``), travels with it when customers merge, and is
+recovered with it from the changelog.
+
+What is raised goes to ``signals.complaints`` (keyed by customer id) and from there,
+through the store stage, to the ``complaint_signals`` table. Signals fall due without
+any new event of their customer (a breach of the service time, a checkout abandoned).
+They are concluded by *event time*: per partition of ``touchpoints.resolved``, the newest
+event time seen there less ``TOUCHPOINT_SIGNAL_LATENESS_SECONDS`` is the watermark, and
+whenever it has moved on by a minute the customers of that partition with something
+pending are swept, while the stage handles a record of that partition (Faust tables
+change only inside the stream, in the partition of the record at hand). Event time, not
+the wall clock, so a replay raises the same signals, stamped when they fell due; in a
+live system events never stop, so the watermark follows the clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from touchpoint.streams import complaints
+from touchpoint.streams.complaints import ComplaintState
+
+__all__ = ["SIGNAL_KEY", "SWEEP_MS", "Detector"]
+
+#: Where a profile keeps its detector state.
+SIGNAL_KEY = "signal_state"
+#: How far the event-time watermark of a partition moves between sweeps of it.
+SWEEP_MS = 60_000
+
+
+class Detector:
+    """The complaint detector over profiles: observe events, expire what fell due.
+
+    ``tier_of`` gives a profile's value tier (key customers escalate sooner). Records
+    returned are ready to encode as ``complaint_signal`` (``emitted_at`` and ``revision``
+    set). ``due`` holds, per partition, the customers with something still pending.
+    """
+
+    def __init__(self, rules: complaints.Rules, tier_of: Callable[[Mapping[str, Any]], str],
+                 *, lateness_ms: int = 60_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.rules = rules
+        self.tier_of = tier_of
+        self.lateness_ms = lateness_ms
+        self.due: dict[int, set[str]] = {}
+        self._newest: dict[int, int] = {}
+        self._swept: dict[int, int] = {}
+        self._clock = clock
+        self._last_revision = 0
+
+    def watermark(self, partition: int) -> int:
+        """Event time up to which signals of ``partition`` are concluded (ms)."""
+        return max(self._newest.get(partition, 0) - self.lateness_ms, 0)
+
+    def observe(self, profile: dict[str, Any], event: Mapping[str, Any],
+                partition: int) -> list[dict[str, Any]]:
+        """Apply one new event of ``profile``'s customer; update the profile in place."""
+        state = self.state_of(profile)
+        state, records = complaints.observe(
+            state, event, rules=self.rules, value_tier=self.tier_of(profile),
+            sentiment=event.get("sentiment"))
+        self._newest[partition] = max(self._newest.get(partition, 0),
+                                      int(event["occurred_at"]))
+        self._keep(profile, state, partition)
+        return self._stamp(records)
+
+    def sweep(self, partition: int) -> list[str]:
+        """Customers of ``partition`` to :meth:`expire` now (none until the watermark moved)."""
+        watermark = self.watermark(partition)
+        if watermark - self._swept.get(partition, 0) < SWEEP_MS:
+            return []
+        self._swept[partition] = watermark
+        return sorted(self.due.get(partition, ()))
+
+    def expire(self, profile: dict[str, Any], partition: int) -> list[dict[str, Any]]:
+        """Conclude what fell due for ``profile``'s customer by the watermark."""
+        state = self.state_of(profile)
+        state, records = complaints.expire(state, self.watermark(partition), rules=self.rules)
+        self._keep(profile, state, partition)
+        return self._stamp(records)
+
+    def absorb(self, profile: dict[str, Any], other: Mapping[str, Any] | None,
+               partition: int) -> list[dict[str, Any]]:
+        """Fold a merged-away customer's detector state into ``profile``'s."""
+        if not other:
+            return []
+        state, records = complaints.combine(
+            self.state_of(profile), ComplaintState.from_dict(other), rules=self.rules)
+        self._keep(profile, state, partition)
+        return self._stamp(records)
+
+    def forget(self, customer_id: str, partition: int) -> None:
+        """A customer merged away: nothing of it can fall due here any more."""
+        self.due.get(partition, set()).discard(customer_id)
+
+    def track(self, profile: Mapping[str, Any], partition: int) -> None:
+        """Note whether ``profile`` has something pending (after a recovery)."""
+        stored = profile.get(SIGNAL_KEY)
+        if stored is not None and _pending(ComplaintState.from_dict(stored)):
+            self.due.setdefault(partition, set()).add(profile["customer_id"])
+
+    def state_of(self, profile: Mapping[str, Any]) -> ComplaintState:
+        """The detector state kept in ``profile`` (a fresh one if it has none)."""
+        stored = profile.get(SIGNAL_KEY)
+        if stored is None:
+            return ComplaintState(profile["customer_id"])
+        return ComplaintState.from_dict(stored)
+
+    def _keep(self, profile: dict[str, Any], state: ComplaintState, partition: int) -> None:
+        profile[SIGNAL_KEY] = state.to_dict()
+        profile["open_signals"] = complaints.open_signals(state)
+        due = self.due.setdefault(partition, set())
+        if _pending(state):
+            due.add(state.customer_id)
+        else:
+            due.discard(state.customer_id)
+
+    def _stamp(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for record in records:
+            now_us = int(self._clock() * 1_000_000)
+            # strictly increasing within the worker: the table keeps the highest
+            self._last_revision = max(now_us, self._last_revision + 1)
+            record["emitted_at"] = self._last_revision // 1000
+            record["revision"] = self._last_revision
+        return records
+
+
+def _pending(state: ComplaintState) -> bool:
+    episode = state.episode
+    return (episode is not None and episode.status == "open") or any(
+        session.get("checkout") is not None for session in state.sessions.values())
