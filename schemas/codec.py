@@ -89,13 +89,25 @@ class Codec:
         """Wire fingerprint (8 bytes, little-endian) of the schema ``encode`` writes."""
         return self.latest.fingerprint
 
-    def encode(self, record: Mapping[str, Any]) -> bytes:
+    def encode(self, record: Mapping[str, Any], *, check: bool = True) -> bytes:
         """Encode ``record`` with the subject's latest schema; ``EncodeError`` if it does not fit.
 
         Fields with a default may be left out. Every value must have the schema's type
         exactly: no silent float-to-int truncation, no ``datetime`` for an epoch-ms
         ``long``, no keys the schema does not have.
+
+        ``check=False`` skips that strict check (fastavro's ``validate`` is pure Python and
+        costs several times the encoding) for records the pipeline built itself from
+        checked input; what cannot be written at all still raises ``EncodeError``.
         """
+        if not check:
+            buf = BytesIO()
+            buf.write(self._header)
+            try:
+                schemaless_writer(buf, self._schema, record, disable_tuple_notation=True)
+            except Exception as exc:
+                raise self._encode_error(record, exc) from exc
+            return buf.getvalue()
         try:
             # fastavro's stub lags its Cython signature, which has disable_tuple_notation.
             fits = not (record.keys() - self._fields) and validate(  # type: ignore[call-arg]

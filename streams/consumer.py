@@ -22,8 +22,6 @@ offset, and every stage is idempotent for repeats.
 
 from __future__ import annotations
 
-from typing import Any
-
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 

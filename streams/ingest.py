@@ -110,7 +110,9 @@ class Ingestor:
         if isinstance(outcome, Rejection):
             return self._reject(outcome, key, value, position, timestamp_ms)
         kind, ident = strongest_identifier(outcome)
-        return Accepted(f"{kind}:{ident}".encode(), self._event_codec.encode(outcome), outcome)
+        # built here from a record check() accepted: the strict encode check is redundant
+        return Accepted(f"{kind}:{ident}".encode(),
+                        self._event_codec.encode(outcome, check=False), outcome)
 
     def _normalize(self, channel: str, value: bytes | None,
                    position: dict[str, Any]) -> dict[str, Any] | Rejection:

@@ -474,7 +474,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
             for record in stage.signals:
                 stats["signals"] = stats.get("signals", 0) + 1
                 await signals.send(key=record["customer_id"].encode(),
-                                   value=signal_codec.encode(record))
+                                   value=signal_codec.encode(record, check=False))
             stage.signals.clear()
             dirty.update(stage.changed)
             for gone, into in stage.merged.items():
@@ -495,7 +495,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
                 continue
             estimator.observe(key, spend_12m(state))
             pub = public_profile(state, rules, cutoffs)
-            await updates.send(key=key.encode(), value=profile_codec.encode(pub))
+            await updates.send(key=key.encode(), value=profile_codec.encode(pub, check=False))
             rows.append(profile_row(pub, map_type=map_type))
             count += 1
         for gone, into in list(merged.items()):

@@ -68,6 +68,12 @@ class Detector:
             sentiment=event.get("sentiment"))
         self._newest[partition] = max(self._newest.get(partition, 0),
                                       int(event["occurred_at"]))
+        if _pending(state):
+            # A customer whose events arrive behind the partition's event time: what is
+            # overdue by now is concluded now, not at the next sweep.
+            state, overdue = complaints.expire(state, self.watermark(partition),
+                                               rules=self.rules)
+            records += overdue
         self._keep(profile, state, partition)
         return self._stamp(records)
 

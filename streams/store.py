@@ -59,8 +59,8 @@ DEADLETTER_COLUMNS: tuple[str, ...] = (
 
 SIGNAL_COLUMNS: tuple[str, ...] = (
     "signal_id", "customer_id", "detected_at", "first_evidence_at", "severity", "score",
-    "reasons", "evidence_event_ids", "channels", "status", "escalated_at", "emitted_at",
-    "revision",
+    "reasons", "evidence_event_ids", "channels", "status", "escalated_at", "due_at",
+    "emitted_at", "revision",
 )
 MERGE_COLUMNS: tuple[str, ...] = (
     "merged_id", "into_id", "merged_at", "event_id", "identifiers", "aliases", "recorded_at")

@@ -20,6 +20,7 @@ from faust.web.exceptions import ServiceUnavailable
 
 from touchpoint.exceptions import WarehouseError
 from touchpoint.schemas.contract import hash_pii, normalize_email, normalize_phone
+from touchpoint.signals_view import SignalFilter, list_signals
 from touchpoint.sinks.clickhouse import Warehouse, quote_literal
 from touchpoint.streams.identity import IdentityGraph
 
@@ -30,7 +31,7 @@ READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS)\b", re.IGNO
 
 def register(app: faust.App, *, status: Callable[[], dict[str, Any]],
              warehouse: Warehouse) -> None:
-    """Add ``/status`` and ``/warehouse/query`` to the worker's web server."""
+    """Add ``/status``, ``/warehouse/query`` and ``/signals`` to the worker's web server."""
     started = time.time()
 
     @app.page("/status")
@@ -68,6 +69,34 @@ def register(app: faust.App, *, status: Callable[[], dict[str, Any]],
                 "columns": list(result.columns), "types": list(result.types),
                 "rows": [[_jsonable(v) for v in row] for row in result.rows],
             })
+
+
+    @app.page("/signals")
+    class Signals(View):
+        """Complaint signals, as `touchpoint signals` lists them, as JSON.
+
+        Filters: ?status= &severity= &customer= &reason= &channel= &limit= (status open
+        and severity watch or above by default).
+        """
+
+        async def get(self, request: Request) -> Response:
+            query = request.query
+            try:
+                which = SignalFilter(
+                    status=query.get("status", "open"),
+                    min_severity=query.get("severity", "watch"),
+                    customer=query.get("customer") or None, reason=query.get("reason") or None,
+                    channel=query.get("channel") or None, limit=int(query.get("limit", "50")))
+            except ValueError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            try:
+                now, signals = await asyncio.get_running_loop().run_in_executor(
+                    None, list_signals, warehouse.query, which)
+            except WarehouseError as exc:
+                return self.json({"error": str(exc)}, status=503)
+            return self.json({"now": _jsonable(now),
+                              "signals": [{k: _jsonable(v) for k, v in s.items()}
+                                          for s in signals]})
 
 
 def _jsonable(value: Any) -> Any:

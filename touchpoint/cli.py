@@ -356,6 +356,57 @@ def _table(columns: tuple[str, ...] | list[str], rows: list[Any]) -> str:
 
 
 @main.command()
+@click.option("--status", type=click.Choice(["open", "resolved", "breached", "any"]),
+              default="open", show_default=True, help="Signals in this status.")
+@click.option("--severity", type=click.Choice(["watch", "high", "critical"]), default="watch",
+              show_default=True, help="Lowest severity listed.")
+@click.option("--customer", help="Only this customer (its id now, or an id merged into it).")
+@click.option("--reason", help="Only signals with this reason code, e.g. long_wait.")
+@click.option("--channel", help="Only signals with evidence from this channel.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+def signals(status: str, severity: str, customer: str | None, reason: str | None,
+            channel: str | None, limit: int, fmt: str) -> None:
+    """List complaint signals: most severe first, then the nearest breach.
+
+    Age and time left before breach are measured on event time (the newest event in
+    the warehouse), so they read right during a replay or the demo's fast traffic too.
+    Reason codes: repeat_contact, long_wait, transfers, unresolved, abandoned,
+    low_rating, negative_text, channel_hopping, web_errors, escalated,
+    formal_complaint, cancel_request.
+    """
+    from touchpoint.signals_view import SignalFilter, list_signals, table_rows
+    from touchpoint.warehouse_client import run_query
+
+    settings = _settings()
+    which = SignalFilter(status=status, min_severity=severity, customer=customer,
+                         reason=reason, channel=channel, limit=limit)
+    with _errors():
+        now, found = list_signals(lambda sql: run_query(settings, sql), which)
+    if fmt == "json":
+        click.echo(json.dumps({"now": now, "signals": found}, default=str,
+                              ensure_ascii=False, indent=1))
+        return
+    if fmt == "csv":
+        import csv
+
+        out = csv.writer(sys.stdout)
+        out.writerow(found[0].keys() if found else ["signal_id"])
+        out.writerows([[";".join(v) if isinstance(v, list | tuple) else v for v in s.values()]
+                       for s in found])
+        return
+    if not found:
+        click.echo(f"no {'' if status == 'any' else status + ' '}signals"
+                   f"{' at ' + severity + ' or above' if severity != 'watch' else ''}")
+        return
+    columns, rows = table_rows(found)
+    click.echo(_table(columns, rows))
+    click.echo(f"\n{len(found)} signal(s); event time now {now:%Y-%m-%d %H:%M} UTC" if now
+               else f"\n{len(found)} signal(s)")
+
+
+@main.command()
 @click.argument("identifier")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 def customer(identifier: str, as_json: bool) -> None:

@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS {db}.complaint_signals_raw
     channels Array(String),
     status String,
     escalated_at Nullable({datetime}),
+    due_at Nullable({datetime}),
     emitted_at {datetime},
     revision UInt64
 )
@@ -32,7 +33,7 @@ SELECT
     if(resolved_id = '', stored_customer_id, resolved_id) AS customer_id,
     stored_customer_id,
     detected_at, first_evidence_at, severity, score, reasons, evidence_event_ids, channels,
-    status, escalated_at, emitted_at, revision
+    status, escalated_at, due_at, emitted_at, revision
 FROM
 (
     SELECT *, customer_id AS stored_customer_id FROM {db}.complaint_signals_raw FINAL

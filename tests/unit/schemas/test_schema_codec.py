@@ -343,3 +343,11 @@ def test_encode_refuses_what_is_not_a_mapping() -> None:
     assert (caught.value.field, str(caught.value)) == (
         None, "'web' record (schema v1) must be a dict, not list",
     )
+
+
+def test_unchecked_encoding_writes_the_same_bytes_and_still_refuses_the_unwritable() -> None:
+    codec = codec_for("web")
+    record = {"event_id": "e1", "type": "page_view", "occurred_at": 1, "attributes": {}}
+    assert codec.encode(record, check=False) == codec.encode(record)
+    with pytest.raises(EncodeError):
+        codec.encode({"event_id": None, "type": "page_view", "occurred_at": 1}, check=False)

@@ -211,6 +211,7 @@ def test_output_schemas_have_the_contract_columns() -> None:
         ("status", "string"),
         ("escalated_at", OPT_TIMESTAMP),
         ("emitted_at", TIMESTAMP),
+        ("due_at", OPT_TIMESTAMP),
         ("revision", "long"),
     ]
     # v2 adds optional fields after the contract's (CONTRACT §4 columns first, unchanged)

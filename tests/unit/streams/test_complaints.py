@@ -79,7 +79,7 @@ def test_each_bad_event_opens_a_watch_with_its_reason(event: dict[str, Any],
         "signal_id": f"C1:{T0}:1", "customer_id": "C1", "detected_at": T0,
         "first_evidence_at": T0, "severity": "watch", "score": score, "reasons": reasons,
         "evidence_event_ids": ["e1"], "channels": [event["channel"]], "status": "open",
-        "escalated_at": T0,
+        "escalated_at": T0, "due_at": None,  # a watch has no service deadline
     }]
     assert open_signals(state) == 1
 

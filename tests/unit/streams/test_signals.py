@@ -102,7 +102,7 @@ def test_a_merged_customer_brings_its_signal_along() -> None:
     assert carried["signal_id"] == raised[-1]["signal_id"]
     assert (carried["customer_id"], carried["status"]) == ("B", "open")
     assert table["B"]["open_signals"] == 1
-    assert "A" not in stage.detector.due.get(0, set())  # type: ignore[union-attr]
+    assert "A" not in stage.detector.due.get(0, set())
 
 
 def test_without_a_detector_the_stage_raises_nothing() -> None:
