@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +132,12 @@ class IdentityGraph:
         if not identifiers:
             raise ValueError("an event needs at least one identifier")
         known = {i: self.owner.get(i) for i in identifiers}
+        found = set(known.values())
+        if len(found) == 1 and None not in found:
+            # The common case: every identifier is known and they agree; nothing to link.
+            (customer,) = found
+            assert customer is not None
+            return Resolution(customer)
         customers = {c for c in known.values() if c is not None}
         candidates = customers | {own_id(i) for i, c in known.items() if c is None}
         event_crm = next((own_id(i) for i in identifiers if i.startswith("customer_id:")), None)
@@ -165,13 +171,76 @@ class IdentityGraph:
         return {"identifiers": list(found["identifiers"]), "aliases": list(found["aliases"])}
 
 
+class ReadThrough(MutableMapping[str, Any]):
+    """A Faust table with the entries read recently kept as Python objects.
+
+    A table read decodes JSON from RocksDB; the identity stage reads an identifier's
+    owner for every event. Only the identity agent writes these tables and it writes
+    through this mapping, so the copy stays true while this worker holds the partition;
+    it is dropped on every rebalance (the table may have been changed elsewhere) and
+    when it outgrows ``limit`` entries.
+    """
+
+    def __init__(self, table: MutableMapping[str, Any], limit: int = 500_000) -> None:
+        self.table = table
+        self.limit = limit
+        self._kept: dict[str, Any] = {}
+
+    def clear_kept(self) -> None:
+        """Forget the kept entries (after a rebalance)."""
+        self._kept.clear()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self._kept[key]
+        except KeyError:
+            pass
+        value = self.table.get(key)
+        if value is not None:
+            self._keep(key, value)
+        return default if value is None else value
+
+    def _keep(self, key: str, value: Any) -> None:
+        if len(self._kept) >= self.limit:
+            self._kept.clear()
+        self._kept[key] = value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[key] = value
+        self._keep(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._kept.pop(key, None)
+        del self.table[key]
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        self._kept.pop(key, None)
+        return self.table.pop(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT,
              stats: dict[str, int]) -> IdentityGraph:
     """Add the identity agent and its tables to ``app``; return the graph (for lookups)."""
     # keys raw (utf-8), values JSON: Faust's defaults for tables
-    owner = app.Table("touchpoint-identity-owner", partitions=1, key_type=str)
+    owner = ReadThrough(app.Table("touchpoint-identity-owner", partitions=1, key_type=str))
     members = app.Table("touchpoint-identity-members", partitions=1, key_type=str)
     graph = IdentityGraph(owner, members)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types sync receivers
+    async def _forget(sender: Any, **kwargs: Any) -> None:
+        owner.clear_kept()
     event_codec = codec_for("event")
     merge_codec = codec_for("merge")
 
