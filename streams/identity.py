@@ -239,7 +239,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT
     graph = IdentityGraph(owner, members)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types sync receivers
-    async def _forget(sender: Any, **kwargs: Any) -> None:
+    async def _forget(sender: Any, *args: Any, **kwargs: Any) -> None:
         owner.clear_kept()
     event_codec = codec_for("event")
     merge_codec = codec_for("merge")
