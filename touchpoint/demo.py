@@ -143,6 +143,9 @@ def _summary(settings: Settings, published: int, elapsed: float,
     customers = query_worker(settings, "SELECT count(), countIf(lifecycle_stage != 'prospect')"
                                        " FROM customer_profiles").rows[0]
     merges = query_worker(settings, "SELECT count() FROM identity_merges").rows[0][0]
+    signals = dict(query_worker(
+        settings, "SELECT severity, count() FROM complaint_signals WHERE status = 'open' "
+                  "GROUP BY severity").rows)
     total = sum(row[1] for row in by_channel.rows)
     click.echo("")
     click.echo("=== touchpoint demo: what happened ===")
@@ -160,6 +163,9 @@ def _summary(settings: Settings, published: int, elapsed: float,
                + ", ".join(f"{c} {n:,}" for c, n in by_channel.rows) + f"); {dead:,} in deadletter")
     click.echo(f"customers     {customers[0]:>9,}  profiles ({customers[1]:,} have bought); "
                f"{merges:,} merges of identities (e.g. a visitor who logged in)")
+    click.echo(f"signals       {sum(signals.values()):>9,}  open complaint signals ("
+               + ", ".join(f"{s} {signals.get(s, 0):,}" for s in ("critical", "high", "watch"))
+               + "); list them: touchpoint signals")
     click.echo(f"              {settings.warehouse}")
     click.echo("while a worker runs, ask it: touchpoint query \"SELECT type, count() FROM "
                "touchpoint_events GROUP BY type\"")
