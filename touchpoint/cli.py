@@ -407,6 +407,48 @@ def signals(status: str, severity: str, customer: str | None, reason: str | None
 
 
 @main.command()
+@click.argument("name", metavar="REPORT",
+                type=click.Choice(["campaigns", "touchpoints", "ads", "channels", "signals"]))
+@click.option("--since", help="Start (inclusive): a UTC day, 2026-11-01, or a time with "
+                              "offset, 2026-11-01T09:00+08:00.")
+@click.option("--until", help="End: a day (inclusive: up to its end) or a time (exclusive).")
+@click.option("--campaign", help="Only this campaign id (campaigns and ads reports).")
+@click.option("--by-tier", is_flag=True,
+              help="campaigns: one line per customer value tier as well.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format (csv and json keep raw numbers).")
+def report(name: str, since: str | None, until: str | None, campaign: str | None,
+           by_tier: bool, fmt: str) -> None:
+    r"""Print a report from the warehouse for a period of event time.
+
+    \b
+      campaigns    response per campaign, medium and variant: exposed, opened, clicked,
+                   responded, converted, revenue, response and conversion rates
+      touchpoints  scorecard per event type, category and 4S stage, ranked by the
+                   negative experiences (points lost) and their share
+      ads          web ads: impressions, clicks, unique clickers, repeat rate, dwell
+      channels     per channel: customers reached, contacts, purchases, revenue, and
+                   the campaign responses, conversions and revenue it carried
+      signals      complaint signals detected in the period, open ones first
+
+    Like `touchpoint query`, it reads a ClickHouse server directly, and the embedded
+    warehouse through the worker that holds it. docs/reports.md explains every column.
+    """
+    from touchpoint.report import build_report, parse_period, render
+    from touchpoint.warehouse_client import run_query
+
+    settings = _settings()
+    try:
+        built = build_report(name, parse_period(since, until), campaign=campaign,
+                             by_tier=by_tier)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    with _errors():
+        result = run_query(settings, built.sql)
+    click.echo(render(built, result.rows, fmt))
+
+
+@main.command()
 @click.argument("identifier")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 def customer(identifier: str, as_json: bool) -> None:
