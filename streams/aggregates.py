@@ -34,6 +34,13 @@ minute's full count is its row plus its late rows. A late cell is kept, with its
 for ``late_retain`` (1 day by default) after it opened; a later late event for that key
 opens a new late cell (a new ``batch``), so late rows never overwrite each other.
 
+**Partitions.** The stream is partitioned by customer, so an agent may keep one
+:class:`MinuteWindows` per input partition (its state moving with the partition): every
+row carries that ``part``, which is in the table's key, and the ``touchpoint_minute``
+view adds the parts up. A customer's events are all in one partition, so the parts'
+distinct customers add up exactly too. A quiet partition's minutes close when its own
+events pass them, or when :meth:`MinuteWindows.advance` is given a watermark.
+
 **What is exact.** Every event is counted once, in its minute or as late, across
 redeliveries and restarts (the state is recovered with the changelog). Which events are
 late depends on arrival order beyond ``grace``; the raw events in ``touchpoint_events``
@@ -81,8 +88,8 @@ _PURCHASES: Final = frozenset({("web", "purchase"), ("store", "purchase")})
 _BAD_OUTCOMES: Final = frozenset({"unresolved", "escalated", "abandoned"})
 
 MINUTE_COLUMNS: Final[tuple[str, ...]] = (
-    "minute", "channel", "type", "store_id", "campaign_id", "category", "stage", "events",
-    "customers", "revenue", "wait_s_sum", "wait_count", "negative", "version",
+    "minute", "channel", "type", "store_id", "campaign_id", "part", "category", "stage",
+    "events", "customers", "revenue", "wait_s_sum", "wait_count", "negative", "version",
 )
 LATE_COLUMNS: Final[tuple[str, ...]] = (*MINUTE_COLUMNS[:-1], "batch", "version")
 
@@ -207,12 +214,16 @@ class MinuteCell:
         self.negative += int(negative)
         return True
 
-    def row(self) -> dict[str, Any]:
-        """The cell's complete ``touchpoint_minute`` row; ``version`` = events counted."""
+    def row(self, part: int = 0) -> dict[str, Any]:
+        """The cell's complete ``touchpoint_minute`` row; ``version`` = events counted.
+
+        ``part`` is the input partition the cell was counted in (see
+        :class:`MinuteWindows`).
+        """
         key = self.key
         return {
             "minute": key.minute, "channel": key.channel, "type": key.type,
-            "store_id": key.store_id, "campaign_id": key.campaign_id,
+            "store_id": key.store_id, "campaign_id": key.campaign_id, "part": part,
             "category": self.category, "stage": self.stage, "events": self.events,
             "customers": len(self.customers), "revenue": self.revenue,
             "wait_s_sum": self.wait_s_sum, "wait_count": self.wait_count,
@@ -273,9 +284,10 @@ class MinuteWindows:
     ``retain_events``: how long the ids of a closed minute are kept to recognize
     redeliveries (event time, and events added since it closed);
     ``late_retain``: how long a late cell keeps collecting (see the module docstring).
+    ``part``: the input partition these windows count, written in every row.
     """
 
-    def __init__(self, *, grace: timedelta = DEFAULT_GRACE,
+    def __init__(self, *, part: int = 0, grace: timedelta = DEFAULT_GRACE,
                  retain: timedelta = DEFAULT_RETAIN,
                  retain_events: int = DEFAULT_RETAIN_EVENTS,
                  late_retain: timedelta = DEFAULT_LATE_RETAIN) -> None:
@@ -287,6 +299,7 @@ class MinuteWindows:
         ms = timedelta(milliseconds=1)
         self.grace, self.retain, self.late_retain = grace // ms, retain // ms, late_retain // ms
         self.retain_events = retain_events
+        self.part = part
         self.added = 0  # events counted (on time or late): the clock of retain_events
         self.max_time: int | None = None
         self.floor: int | None = None  # a watermark set from outside (advance)
@@ -324,7 +337,7 @@ class MinuteWindows:
             if not late_cell.add(event, negative, customer_id=customer_id):
                 return self._note(Added("duplicate"))
             self.added += 1
-            row = late_cell.row()
+            row = late_cell.row(self.part)
             version = row.pop("version")
             return self._note(Added("late", late=[{**row, "batch": batch, "version": version}]))
         cell = self.open.get(key)
@@ -348,7 +361,7 @@ class MinuteWindows:
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Provisional rows of the open minutes (a later row of the same key replaces them)."""
-        return [cell.row() for _, cell in sorted(self.open.items())]
+        return [cell.row(self.part) for _, cell in sorted(self.open.items())]
 
     def _note(self, added: Added) -> Added:
         self.stats[added.status] += 1
@@ -361,7 +374,7 @@ class MinuteWindows:
         rows = []
         for key in sorted(k for k in self.open if k.minute + MINUTE_MS <= mark):
             cell = self.open.pop(key)
-            rows.append(cell.row())
+            rows.append(cell.row(self.part))
             self.closed[key] = (self.added, cell.ids)
         for key in [k for k, (at, _) in self.closed.items()
                     if k.minute + MINUTE_MS <= mark - self.retain
@@ -384,12 +397,13 @@ class MinuteWindows:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, grace: timedelta = DEFAULT_GRACE,
+    def from_dict(cls, data: Mapping[str, Any], *, part: int = 0,
+                  grace: timedelta = DEFAULT_GRACE,
                   retain: timedelta = DEFAULT_RETAIN,
                   retain_events: int = DEFAULT_RETAIN_EVENTS,
                   late_retain: timedelta = DEFAULT_LATE_RETAIN) -> MinuteWindows:
         """The windows stored by :meth:`to_dict`, with these settings."""
-        windows = cls(grace=grace, retain=retain, retain_events=retain_events,
+        windows = cls(part=part, grace=grace, retain=retain, retain_events=retain_events,
                       late_retain=late_retain)
         windows.max_time, windows.floor = data["max_time"], data["floor"]
         windows.added = data["added"]

@@ -11,8 +11,10 @@
 -- count those from the row-level views (ad_clicks, touchpoint_events), as
 -- `touchpoint report` does (touchpoint/report.py, docs/reports.md).
 
--- One row per minute x channel x type x store x campaign (event time), complete figures;
--- version is the number of events counted. Late events are not in here (see below).
+-- One row per minute x channel x type x store x campaign (event time) and input
+-- partition (part: the stream is partitioned by customer, each partition counts its own
+-- customers), complete figures; version is the number of events counted. Late events
+-- are not in here (see below).
 CREATE TABLE IF NOT EXISTS {db}.touchpoint_minute_raw
 (
     minute {datetime},
@@ -20,6 +22,7 @@ CREATE TABLE IF NOT EXISTS {db}.touchpoint_minute_raw
     type String,
     store_id String,
     campaign_id String,
+    part UInt16,
     category String,
     stage String,
     events UInt64,
@@ -32,19 +35,31 @@ CREATE TABLE IF NOT EXISTS {db}.touchpoint_minute_raw
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(minute)
-ORDER BY (minute, channel, type, store_id, campaign_id)
+ORDER BY (minute, channel, type, store_id, campaign_id, part)
 SETTINGS index_granularity = 8192{dedup_window};
 
+-- CONTRACT §4: the parts added up (a customer is counted in one part only).
 CREATE VIEW IF NOT EXISTS {db}.touchpoint_minute AS
 SELECT
-    minute, channel, type, store_id, campaign_id, category, stage, events, customers,
-    revenue, wait_s_sum, wait_count, negative, version
-FROM {db}.touchpoint_minute_raw FINAL;
+    minute, channel, type, store_id, campaign_id,
+    any(p_category) AS category, any(p_stage) AS stage,
+    sum(p_events) AS events, sum(p_customers) AS customers, sum(p_revenue) AS revenue,
+    sum(p_wait_s_sum) AS wait_s_sum, sum(p_wait_count) AS wait_count,
+    sum(p_negative) AS negative
+FROM
+(
+    SELECT minute, channel, type, store_id, campaign_id, category AS p_category,
+        stage AS p_stage, events AS p_events, customers AS p_customers,
+        revenue AS p_revenue, wait_s_sum AS p_wait_s_sum, wait_count AS p_wait_count,
+        negative AS p_negative
+    FROM {db}.touchpoint_minute_raw FINAL
+)
+GROUP BY minute, channel, type, store_id, campaign_id;
 
 -- Events that came after their minute had closed (later than the grace period): counted
--- here, per key and minute, never lost. batch is the watermark minute at which the late
--- cell opened, so a late cell reopened later adds a row instead of replacing one.
--- A minute's full count is its touchpoint_minute row plus its late rows.
+-- here, per key, minute and part, never lost. batch is the watermark minute at which the
+-- late cell opened, so a late cell reopened later adds a row instead of replacing one.
+-- A minute's full count is its touchpoint_minute row plus its touchpoint_minute_late row.
 CREATE TABLE IF NOT EXISTS {db}.touchpoint_minute_late_raw
 (
     minute {datetime},
@@ -52,6 +67,7 @@ CREATE TABLE IF NOT EXISTS {db}.touchpoint_minute_late_raw
     type String,
     store_id String,
     campaign_id String,
+    part UInt16,
     category String,
     stage String,
     events UInt64,
@@ -65,14 +81,26 @@ CREATE TABLE IF NOT EXISTS {db}.touchpoint_minute_late_raw
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(minute)
-ORDER BY (minute, channel, type, store_id, campaign_id, batch)
+ORDER BY (minute, channel, type, store_id, campaign_id, part, batch)
 SETTINGS index_granularity = 8192{dedup_window};
 
+-- Late events per minute x channel x type x store x campaign, all parts and batches.
 CREATE VIEW IF NOT EXISTS {db}.touchpoint_minute_late AS
 SELECT
-    minute, channel, type, store_id, campaign_id, category, stage, events, customers,
-    revenue, wait_s_sum, wait_count, negative, batch, version
-FROM {db}.touchpoint_minute_late_raw FINAL;
+    minute, channel, type, store_id, campaign_id,
+    any(p_category) AS category, any(p_stage) AS stage,
+    sum(p_events) AS events, sum(p_customers) AS customers, sum(p_revenue) AS revenue,
+    sum(p_wait_s_sum) AS wait_s_sum, sum(p_wait_count) AS wait_count,
+    sum(p_negative) AS negative
+FROM
+(
+    SELECT minute, channel, type, store_id, campaign_id, category AS p_category,
+        stage AS p_stage, events AS p_events, customers AS p_customers,
+        revenue AS p_revenue, wait_s_sum AS p_wait_s_sum, wait_count AS p_wait_count,
+        negative AS p_negative
+    FROM {db}.touchpoint_minute_late_raw FINAL
+)
+GROUP BY minute, channel, type, store_id, campaign_id;
 
 -- One row per exposure (customer x campaign x send), complete and current. exposure_id
 -- is derived from the campaign and the exposure's first event, so it survives merges.

@@ -138,7 +138,7 @@ def minute_report(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     kept: dict[tuple[Any, ...], Mapping[str, Any]] = {}
     for row in rows:
         key = (row["minute"], row["channel"], row["type"], row["store_id"], row["campaign_id"],
-               row.get("batch"))
+               row["part"], row.get("batch"))
         if key not in kept or row["version"] >= kept[key]["version"]:
             kept[key] = row
     totals: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0, 0.0])

@@ -30,6 +30,8 @@ from touchpoint.report import (
 )
 from touchpoint.sinks.clickhouse import Warehouse, connect
 from touchpoint.sinks.migrate import migrate
+from touchpoint.streams.aggregates import LATE_COLUMNS, MINUTE_COLUMNS
+from touchpoint.streams.aggregates import row_values as minute_values
 from touchpoint.streams.attribution import ATTRIBUTION_COLUMNS, row_values
 
 from .campaign_helpers import FLAGS, load_warehouse
@@ -199,6 +201,7 @@ def check_reports(warehouse: Warehouse, scenario: CampaignScenario,
 
     minutes = warehouse.query(
         "SELECT minute, channel, sum(events), round(sum(revenue), 2) FROM touchpoint_minute "
+        "WHERE minute < toDateTime('2030-01-01 00:00:00', 'UTC') "
         "GROUP BY minute, channel ORDER BY minute, channel").rows
     assert [{"minute": m.astimezone(UTC).isoformat(timespec="milliseconds"), "channel": c,
              "events": n, "revenue": r} for m, c, n, r in minutes] == expected["minutes"]
@@ -214,7 +217,7 @@ def check_reports(warehouse: Warehouse, scenario: CampaignScenario,
     purchases = Counter(e["channel"] for _, e in computed["pairs"] if e["type"] == "purchase")
     assert {c: r["purchases"] for c, r in channels.items() if r["purchases"]} == purchases
 
-    scorecard = run(warehouse, "touchpoints")
+    scorecard = run(warehouse, "touchpoints", Period(None, datetime(2030, 1, 1, tzinfo=UTC)))
     assert sum(r["contacts"] for r in scorecard) == expected["events"]
     assert [r["rank"] for r in scorecard] == list(range(1, len(scorecard) + 1))
 
@@ -270,6 +273,31 @@ def test_views_read_the_latest_row_and_skip_retracted_ones(
         "WHERE campaign_id = 'CMP-WEB-11' GROUP BY anonymous").rows)
     assert web == {1: stories["anonymous_only"],
                    0: stories["anonymous_then_login"] + stories["ads_seen_twice"]}
+
+
+def test_the_minute_views_add_up_the_parts(loaded: tuple[Warehouse, dict[str, Any]]) -> None:
+    # Two input partitions counted the same minute and key (year 2030: apart from the
+    # scenario); each wrote two versions, and a late row came in a third partition.
+    warehouse, _ = loaded
+    minute = int(datetime(2030, 1, 1, 9, 0, tzinfo=UTC).timestamp() * 1000)
+    base = {"minute": minute, "channel": "store", "type": "served", "store_id": "S1",
+            "campaign_id": "", "category": "personnel", "stage": "shopping", "revenue": 0.0,
+            "wait_s_sum": 0, "wait_count": 0, "negative": 0}
+    for part, events in ((0, 4), (1, 6)):
+        for version in (events - 1, events):
+            row = {**base, "part": part, "events": version, "customers": version,
+                   "negative": 1, "version": version}
+            warehouse.insert("touchpoint_minute_raw", MINUTE_COLUMNS, [minute_values(row)])
+    late = {**base, "part": 2, "events": 1, "customers": 1, "batch": minute + 600_000,
+            "version": 1}
+    warehouse.insert("touchpoint_minute_late_raw", LATE_COLUMNS,
+                     [minute_values(late, LATE_COLUMNS)])
+    where = "WHERE minute >= toDateTime('2030-01-01 00:00:00', 'UTC')"
+    assert warehouse.query(f"SELECT events, customers, negative, category FROM "
+                           f"touchpoint_minute {where}").rows == [(10, 10, 2, "personnel")]
+    assert warehouse.query(f"SELECT events FROM touchpoint_minute_late {where}").rows == [(1,)]
+    scorecard = run(warehouse, "touchpoints", Period(datetime(2030, 1, 1, tzinfo=UTC), None))
+    assert [(r["type"], r["contacts"], r["negative"]) for r in scorecard] == [("served", 11, 2)]
 
 
 def test_signals_and_every_view_answer(loaded: tuple[Warehouse, dict[str, Any]]) -> None:

@@ -53,7 +53,7 @@ def test_a_cell_counts_once_and_sums_exactly() -> None:
     assert cell.add(ev("p3", "web", "purchase", T0, amount=5.0), False, customer_id="C2")
     assert cell.row() == {
         "minute": M0, "channel": "web", "type": "purchase", "store_id": "", "campaign_id": "",
-        "category": "channel", "stage": "shopping", "events": 4, "customers": 2,
+        "part": 0, "category": "channel", "stage": "shopping", "events": 4, "customers": 2,
         "revenue": 25.29, "wait_s_sum": 0, "wait_count": 0, "negative": 1, "version": 4,
     }
     assert tuple(cell.row()) == MINUTE_COLUMNS
@@ -127,7 +127,7 @@ def test_events_within_grace_land_in_their_minute() -> None:
 
 
 def test_events_after_their_minute_closed_are_late_not_lost() -> None:
-    windows = MinuteWindows()
+    windows = MinuteWindows(part=3)
     windows.add(ev("a", "web", "purchase", T0, amount=10.0, customer_id="C1"), negative=False)
     closed = windows.add(ev("b", "web", "page_view", T0 + 5 * MIN), negative=False).closed
     assert [r["events"] for r in closed] == [1]
@@ -137,7 +137,7 @@ def test_events_after_their_minute_closed_are_late_not_lost() -> None:
     batch = (T0 + 3 * MIN) - (T0 + 3 * MIN) % MIN
     assert late.late == [{
         "minute": M0, "channel": "web", "type": "purchase", "store_id": "", "campaign_id": "",
-        "category": "channel", "stage": "shopping", "events": 1, "customers": 1,
+        "part": 3, "category": "channel", "stage": "shopping", "events": 1, "customers": 1,
         "revenue": 2.5, "wait_s_sum": 0, "wait_count": 0, "negative": 1, "batch": batch,
         "version": 1,
     }]
@@ -194,14 +194,15 @@ def test_shuffled_within_grace_and_repeated_gives_the_same_rows() -> None:
 def test_windows_survive_json_and_continue_the_same() -> None:
     events = [ev(f"e{n}", "callcenter", "call_ended", T0 + n * 7 * SEC, queue_wait_s=n,
                  customer_id=f"C{n % 3}") for n in range(60)]
-    whole = MinuteWindows()
+    whole = MinuteWindows(part=2)
     rows_whole = [r for e in events for r in whole.add(e, negative=False).closed]
-    part = MinuteWindows()
+    part = MinuteWindows(part=2)
     rows_part = [r for e in events[:30] for r in part.add(e, negative=False).closed]
-    restored = MinuteWindows.from_dict(json.loads(json.dumps(part.to_dict())))
+    restored = MinuteWindows.from_dict(json.loads(json.dumps(part.to_dict())), part=2)
     rows_part += [r for e in events[30:] for r in restored.add(e, negative=False).closed]
     assert rows_part == rows_whole
     assert restored.snapshot() == whole.snapshot()
+    assert {r["part"] for r in rows_part} == {2}
     assert restored.stats == whole.stats
 
 
