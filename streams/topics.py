@@ -10,7 +10,7 @@ from touchpoint.exceptions import ServiceError
 from touchpoint.schemas.contract import CHANNELS
 from touchpoint.settings import Settings
 
-__all__ = ["TopicNames", "ensure_topics"]
+__all__ = ["TABLES", "TopicNames", "changelog_topic", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,26 @@ class TopicNames:
         return 1 if name == self.unresolved else default
 
 
+#: The worker's Faust tables and their partitions (None: TOUCHPOINT_TOPIC_PARTITIONS).
+TABLES: dict[str, int | None] = {
+    "touchpoint-identity-owner": 1,
+    "touchpoint-identity-members": 1,
+    "touchpoint-profiles": None,
+}
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's name for a table's changelog topic."""
+    return f"{app_id}-{table}-changelog"
+
+
 def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
     """Create missing topics with the configured partitions; return the ones created.
+
+    Besides the pipeline's topics, the tables' changelog topics are created here, before
+    the worker starts: Faust would create them itself once running, but its consumer then
+    keeps a view of the cluster without them until the next metadata refresh (minutes),
+    and a table write in between fails with "changelog topic has 0 partitions".
 
     Existing topics are left as they are (a partition count is never changed behind a
     running pipeline's back).
@@ -82,7 +100,9 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     topics = TopicNames(settings.topic_prefix)
-    wanted = list(names) if names is not None else topics.all()
+    changelogs = {changelog_topic(settings.app_id, table): partitions or settings.topic_partitions
+                  for table, partitions in TABLES.items()}
+    wanted = list(names) if names is not None else [*topics.all(), *changelogs]
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=settings.kafka_servers, client_id=f"{settings.app_id}-admin",
@@ -96,11 +116,12 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
     try:
         existing = set(admin.list_topics())
         missing = [name for name in wanted if name not in existing]
+        compacted = topics.compacted() | set(changelogs)
         new = [
             NewTopic(
-                name, topics.partitions(name, settings.topic_partitions),
+                name, changelogs.get(name) or topics.partitions(name, settings.topic_partitions),
                 settings.topic_replication,
-                topic_configs={"cleanup.policy": "compact"} if name in topics.compacted() else {},
+                topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
             )
             for name in missing
         ]
