@@ -34,9 +34,12 @@ from touchpoint.warehouse_client import query_worker
 REPO = Path(__file__).resolve().parents[2]
 TEST_HOME = REPO / ".touchpoint-test"
 ARTIFACTS = REPO / "test-artifacts"
+# The test services' ports; TOUCHPOINT_TEST_KAFKA_PORT etc. move them, so two checkouts
+# can run their suites side by side.
 PORTS = {
-    "KAFKA_PORT": "19092", "KAFKA_CONTROLLER_PORT": "19093",
-    "CLICKHOUSE_TCP_PORT": "19000", "CLICKHOUSE_HTTP_PORT": "18123",
+    name: os.environ.get(f"TOUCHPOINT_TEST_{name}", default)
+    for name, default in (("KAFKA_PORT", "19092"), ("KAFKA_CONTROLLER_PORT", "19093"),
+                          ("CLICKHOUSE_TCP_PORT", "19000"), ("CLICKHOUSE_HTTP_PORT", "18123"))
 }
 KAFKA = f"127.0.0.1:{PORTS['KAFKA_PORT']}"
 CLICKHOUSE = f"127.0.0.1:{PORTS['CLICKHOUSE_TCP_PORT']}"
