@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make demo   - install, start Kafka, run a worker and simulated traffic, print a summary
-#   make test   - install (incl. Debian's clickhouse-server), run every test on real services
+#   make test   - install (incl. Debian's clickhouse-server and chromium), run every test on real services
 PYTHON   ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export TOUCHPOINT_HOME ?= $(CURDIR)/.touchpoint
 
-.PHONY: help setup demo test unit integration lint clickhouse-server services-start services-stop bench clean
+.PHONY: help setup demo test unit integration lint clickhouse-server browser services-start services-stop bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -29,13 +29,16 @@ demo: setup  ## run the whole pipeline for DURATION seconds (default 60) at RATE
 clickhouse-server:  ## install Debian's clickhouse-server (18.16) when it is missing
 	bash deploy/local/clickhouse.sh install
 
-test: setup clickhouse-server  ## every test, against real Kafka, chdb and ClickHouse server
+browser:  ## install Debian's chromium and chromium-driver (the dashboard's browser test)
+	bash deploy/local/browser.sh install
+
+test: setup clickhouse-server browser  ## every test, against real Kafka, chdb and ClickHouse server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: setup  ## fast tests, no services
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: setup clickhouse-server  ## tests against the real services only
+integration: setup clickhouse-server browser  ## tests against the real services only
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: setup  ## ruff and mypy

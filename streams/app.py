@@ -19,6 +19,9 @@ from touchpoint.sinks.base import WarehouseSink
 from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams import complaints, consumer, identity, ingest, profiles, store, web
+from touchpoint.streams.dashboard import register as register_dashboard
+from touchpoint.streams.lag import OffsetMonitor
+from touchpoint.streams.metrics import register as register_metrics
 from touchpoint.streams.topics import TopicNames
 
 __all__ = ["Pipeline", "create_app"]
@@ -138,4 +141,9 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
     web.register_customers(
         app, graph=graph, profiles=table, lookup=profiles.profile_lookup(table, rules),
         warehouse=warehouse, identify=web.Identify(settings.pii_salt, settings.phone_region))
+    # Operations: /metrics and /health of this worker; the dashboard (/) of the whole group,
+    # from Kafka's offsets and the warehouse.
+    offsets = app.add_dependency(OffsetMonitor.for_workers(settings))
+    register_metrics(app, pipeline=pipeline, monitor=offsets)
+    register_dashboard(app, warehouse=warehouse, topics=topics, monitor=offsets)
     return pipeline

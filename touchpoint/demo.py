@@ -43,6 +43,8 @@ def run_demo(settings: Settings, *, duration: float, rate: float, seed: int) -> 
         status_url = f"http://{settings.web_host}:{settings.web_port}/status"
         _wait_for_worker(worker, status_url, log_path)
         click.echo(f"worker running; status: {status_url}  (log: {log_path})")
+        click.echo(f"live dashboard: http://{settings.web_host}:{settings.web_port}/  "
+                   "(Prometheus metrics at /metrics)")
         click.echo(f"publishing simulated traffic: {rate:.0f} events/s for {duration:.0f}s "
                    "(Ctrl-C to stop early)")
         from touchpoint.cli import _simulate
