@@ -51,7 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SEVERITIES = ("critical", "high", "watch")
 STORE_LONG_WAIT_S = 900
 CALL_LONG_WAIT_S = 300
 
