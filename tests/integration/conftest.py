@@ -216,6 +216,7 @@ def worker_factory(kafka: str, clickhouse_server: str,
             worker.start()
         return worker
 
+    make.made = made  # type: ignore[attr-defined]  # for _stop_the_test_s_own_workers
     yield make
     # Stop every worker while Kafka still runs (a worker whose broker is gone cannot
     # commit and hangs in shutdown); SIGKILL what does not stop; raise only at the end.
@@ -239,6 +240,25 @@ def worker_factory(kafka: str, clickhouse_server: str,
         if worker.log_path.exists():
             shutil.copy(worker.log_path, ARTIFACTS / f"{worker.settings.app_id}.log")
     assert not stuck, f"workers ignored SIGTERM for 60 s and were killed: {stuck}"
+
+
+@pytest.fixture(autouse=True)
+def _stop_the_test_s_own_workers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Stop the workers a test started itself once it is over.
+
+    Workers of module fixtures are made before this runs and live on for their module;
+    left running, every test's workers would share the machine's cores until the
+    session ends, and a loaded machine slows every later test.
+    """
+    if "worker_factory" not in request.fixturenames:
+        yield
+        return
+    made: list[Worker] = request.getfixturevalue("worker_factory").made
+    before = len(made)
+    yield
+    for worker in made[before:]:
+        if worker.process is not None and worker.process.poll() is None:
+            worker.stop()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
