@@ -225,6 +225,8 @@ class Dashboard:
     async def snapshot(self) -> dict[str, Any]:
         """The latest figures; the first request waits for them, later ones do not."""
         self._wanted_at = time.monotonic()
+        if self.monitor is not None:
+            self.monitor.watched()
         if not self._refreshing:
             self._refreshing = True
             self.spawn(self._refresh_while_watched())

@@ -108,18 +108,25 @@ def rates(samples: Sequence[OffsetSample], topics: Iterable[str]
 class OffsetMonitor(Service):
     """Samples end and committed offsets of ``topics`` for consumer group ``group``.
 
-    ``client_options`` go to kafka-python's clients as they are (security settings).
+    Every ``interval`` seconds while someone watches (the dashboard or a Prometheus
+    scrape called :meth:`watched` within ``watch_seconds``), every ``idle_interval``
+    otherwise, so an unwatched worker spends next to nothing on it. ``client_options``
+    go to kafka-python's clients as they are (security settings).
     """
 
     def __init__(self, *, bootstrap: Sequence[str], group: str, topics: Sequence[str],
-                 interval: float = 1.0, history_seconds: float = 300.0,
+                 interval: float = 1.0, idle_interval: float = 10.0,
+                 watch_seconds: float = 60.0, history_seconds: float = 300.0,
                  client_options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be more than 0 seconds")
+        if interval <= 0 or idle_interval < interval:
+            raise ValueError("interval must be more than 0 seconds, idle_interval at least that")
         self.bootstrap = list(bootstrap)
         self.group = group
         self.topics = list(topics)
         self.interval = interval
+        self.idle_interval = idle_interval
+        self.watch_seconds = watch_seconds
+        self._watched_at = -float("inf")
         self.samples: deque[OffsetSample] = deque(
             maxlen=max(2, int(history_seconds / interval) + 1))
         self.error: str | None = None
@@ -150,10 +157,24 @@ class OffsetMonitor(Service):
         latest = self.latest
         return latest is not None and time.time() - latest.at <= max_age
 
+    def watched(self) -> None:
+        """Someone looks at the figures: sample every ``interval`` for a while."""
+        self._watched_at = time.monotonic()
+
+    def due(self, now: float) -> bool:
+        """Whether a sample is due at monotonic time ``now``."""
+        latest = self.latest
+        if latest is None:
+            return True
+        every = self.interval if now - self._watched_at <= self.watch_seconds \
+            else self.idle_interval
+        return time.time() - latest.at >= every * 0.9
+
     @Service.task
     async def _sampling(self) -> None:
         async for _ in self.itertimer(self.interval, name="offsets.sample"):
-            await self.refresh()
+            if self.due(time.monotonic()):
+                await self.refresh()
 
     async def refresh(self) -> OffsetSample | None:
         """Take one sample now (off the event loop); ``None`` and :attr:`error` if it failed."""

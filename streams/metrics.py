@@ -324,6 +324,8 @@ def register(app: faust.App, *, pipeline: Any, monitor: OffsetMonitor | None) ->
         """The worker's metrics in Prometheus' text format."""
 
         async def get(self, request: Request) -> Response:
+            if monitor is not None:
+                monitor.watched()  # scraped: keep the lag fresh
             return self.bytes(generate_latest(registry),
                               headers={"Content-Type": CONTENT_TYPE_LATEST})
 

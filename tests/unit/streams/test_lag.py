@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -143,3 +144,16 @@ def test_for_workers_watches_the_app_group() -> None:
     monitor = OffsetMonitor.for_workers(settings)
     assert (monitor.group, monitor.bootstrap) == ("ops", ["k1:9092", "k2:9092"])
     assert monitor.topics == consumed_topics(TopicNames("x."))
+
+
+def test_sampling_is_frequent_only_while_someone_watches() -> None:
+    monitor = OffsetMonitor(bootstrap=["k:9092"], group="g", topics=["t"], interval=1,
+                            idle_interval=10, watch_seconds=60)
+    now = time.monotonic()
+    assert monitor.due(now)  # nothing sampled yet
+    monitor.samples.append(OffsetSample(at=time.time() - 2, end={}))
+    assert not monitor.due(now)  # unwatched: every 10 s
+    monitor.watched()
+    assert monitor.due(time.monotonic())
+    monitor.samples.append(OffsetSample(at=time.time(), end={}))
+    assert not monitor.due(time.monotonic())
