@@ -44,6 +44,15 @@
     Plotly.react($(id), traces, layout(extra), CONFIG);
   }
 
+  // a chart with nothing to show says so instead of drawing empty axes
+  function nothing(message) {
+    return {
+      xaxis: { visible: false }, yaxis: { visible: false },
+      annotations: [{ text: message, showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5,
+        font: { size: 12, color: "#6b7280" } }],
+    };
+  }
+
   function text(id, value) {
     const node = $(id);
     if (node.textContent !== value) node.textContent = value;
@@ -122,8 +131,9 @@
       const row = k.lag.find((r) => r.topic === t && r.partition === p);
       return row ? row.lag : null;
     }));
+    const most = Math.max(10, ...k.lag.map((r) => r.lag));
     draw("chart-lag", [{
-      type: "heatmap", z, x: partitions.map((p) => `p${p}`), y: topics, zmin: 0,
+      type: "heatmap", z, x: partitions.map((p) => `p${p}`), y: topics, zmin: 0, zmax: most,
       colorscale: [[0, "#e8f5e9"], [0.02, "#fff3cd"], [0.3, "#f9a03f"], [1, "#c62828"]],
       texttemplate: "%{z}", textfont: { size: 10 }, showscale: false, xgap: 2, ygap: 2,
       hovertemplate: "%{y} %{x}: %{z} behind<extra></extra>",
@@ -192,8 +202,8 @@
         customdata: hover, hovertemplate: "%{x}: avg %{y:.1f} min<br>%{customdata}<extra></extra>" },
       { type: "bar", x: places, y: waits.map((w) => minutes(w.p90_s)), name: "90th percentile", marker: { color: "#f58518" },
         customdata: hover, hovertemplate: "%{x}: p90 %{y:.1f} min<br>%{customdata}<extra></extra>" },
-    ], { barmode: "group", yaxis: { title: { text: "min" }, rangemode: "tozero", gridcolor: "#eef0f3" },
-      xaxis: { tickangle: -30, automargin: true } });
+    ], waits.length ? { barmode: "group", yaxis: { title: { text: "min" }, rangemode: "tozero", gridcolor: "#eef0f3" },
+      xaxis: { tickangle: -30, automargin: true } } : nothing("no queue waits in the last hour"));
   }
 
   function renderScorecard(card) {
@@ -206,9 +216,10 @@
       customdata: rows.map((r) => [r.negative, r.contacts, (100 * r.share_lost).toFixed(1)]),
       hovertemplate: `${reason}: %{x}<br>%{customdata[0]} of %{customdata[1]} contacts negative (%{customdata[2]} %)<extra></extra>`,
     }));
-    draw("chart-score", traces, { barmode: "stack", margin: { l: 150, r: 8, t: 4, b: 20 },
+    draw("chart-score", rows.length ? traces : [], rows.length ? { barmode: "stack", margin: { l: 150, r: 8, t: 4, b: 20 },
       legend: { orientation: "h", y: -0.12, yanchor: "top", x: 0, font: { size: 10 } },
-      yaxis: { automargin: true }, xaxis: { gridcolor: "#eef0f3", automargin: true } });
+      yaxis: { automargin: true }, xaxis: { gridcolor: "#eef0f3", automargin: true } }
+      : nothing("no negative experiences today"));
   }
 
   function renderCampaigns(c) {
@@ -221,7 +232,8 @@
     draw("chart-campaigns", measures.map(([key, label], i) => ({
       type: "bar", x: ids, y: rows.map((r) => r[key]), name: label, marker: { color: palette[i] },
       hovertemplate: `%{x} ${label}: %{y}<extra></extra>`,
-    })), { barmode: "group", xaxis: { tickangle: -30, automargin: true } });
+    })), rows.length ? { barmode: "group", xaxis: { tickangle: -30, automargin: true } }
+      : nothing("no campaign events today"));
     text("campaign-source", c.day_of ? `${utc(c.day_of).slice(0, 10)} · from ${c.source}` : "");
   }
 
