@@ -190,25 +190,55 @@ def _print_report(report: Any, show: int, *, published: bool) -> None:
 @click.option("--duration", type=float, help="Stop after this many seconds.")
 @click.option("--events", type=int, help="Stop after this many events.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
-@click.option("--customers", type=click.IntRange(1), default=25000, show_default=True,
-              help="Size of the simulated CRM customer population.")
+@click.option("--customers", type=click.IntRange(1),
+              help="Size of the simulated CRM customer population.  [default: 25000; "
+                   "3000 with --scenario]")
 @click.option("--start", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"]),
-              help="Event time of the first event, with offset (default: now), "
-                   "e.g. 2026-11-22T09:30+08:00.")
+              help="Event time of the first event, with offset (default: now; with "
+                   "--scenario 2026-11-02T00:00+00:00), e.g. 2026-11-22T09:30+08:00.")
 @click.option("--speedup", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Simulated seconds per wall-clock second when paced.")
 @click.option("--faulty", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of records sent broken (JSON, unknown type, no identifier, bad "
                    "time), bypassing checks, as a buggy producer would.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--scenario", type=click.Choice(["complaints"]),
+              help="Write labelled journeys with ground truth instead of live traffic: "
+                   "satisfied and noisy customers, and customers heading to a formal "
+                   "complaint or a cancel call. Needs --out.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="With --scenario: folder for events.jsonl, one <channel>.jsonl per "
+                   "channel and truth.json.")
+@click.option("--days", type=click.FloatRange(min=2),
+              help="With --scenario: days the journeys fill.  [default: 28]")
+@click.option("--publish", "publish_scenario", is_flag=True,
+              help="With --scenario: also publish the events, in event-time order.")
 def simulate(rate: float | None, duration: float | None, events: int | None, seed: int,
-             customers: int, start: Any, speedup: float, faulty: float, quiet: bool) -> None:
+             customers: int | None, start: Any, speedup: float, faulty: float, quiet: bool,
+             scenario: str | None, out: Path | None, days: float | None,
+             publish_scenario: bool) -> None:
     """Publish realistic mixed traffic for all five channels.
 
     Customers browse anonymously and later log in, visit stores and queue, call the
     call center, receive campaigns and answer surveys. The same seed and --start give
     the same events. Give --duration or --events (or both).
+
+    With --scenario complaints it writes labelled journeys instead
+    (touchpoint.scenarios): the channel files publish with `touchpoint publish -c
+    CHANNEL`, truth.json says what became of each customer. The same --seed,
+    --customers, --start and --days give the same files.
     """
+    if scenario is not None:
+        if out is None:
+            _fail("--scenario needs --out DIR, the folder for the files", 2)
+        if rate is not None or duration is not None or events is not None:
+            _fail("--rate, --duration and --events are for live traffic, not --scenario", 2)
+        _write_scenario(out, seed=seed, customers=customers or 3000, start=start,
+                        days=days or 28.0, publish=publish_scenario, quiet=quiet)
+        return
+    if out is not None or days is not None or publish_scenario:
+        _fail("--out, --days and --publish go with --scenario complaints", 2)
+    customers = customers or 25000
     if duration is None and events is None:
         _fail("give --duration SECONDS or --events N (or both)", 2)
     if start is not None and start.tzinfo is None:
@@ -220,6 +250,37 @@ def simulate(rate: float | None, duration: float | None, events: int | None, see
                          customers=customers, quiet=quiet, start_ms=start_ms,
                          speedup=speedup, faulty=faulty)
     click.echo(f"{sent} events published", err=True)
+
+
+def _write_scenario(out: Path, *, seed: int, customers: int, start: Any, days: float,
+                    publish: bool, quiet: bool) -> None:
+    """Write the labelled complaint scenario to ``out``; publish its events if asked."""
+    from datetime import UTC, datetime
+
+    from touchpoint import scenarios
+
+    if start is not None and start.tzinfo is None:
+        _fail("--start needs a UTC offset, e.g. 2026-11-02T00:00+00:00", 2)
+    settings = _settings() if publish else None  # a bad setting fails before any work
+    # A fixed origin, so the files are the same every time unless --start is given.
+    begin = start or datetime(2026, 11, 2, tzinfo=UTC)
+    made = scenarios.generate(seed=seed, customers=customers, start=begin, days=days)
+    scenarios.write(made, out)
+    counts = ", ".join(f"{n} {label}" for label, n in made.counts().items())
+    click.echo(f"{len(made.events)} events of {customers} customers ({counts}) written to "
+               f"{out}: events.jsonl, <channel>.jsonl, truth.json")
+    if settings is None:
+        return
+    from touchpoint.publish import Publisher
+
+    # In event-time order; the channels are separate topics, so a worker reads them side
+    # by side and one channel may run ahead (bench/signals_bench.py publishes in slices).
+    with _errors(), Publisher.from_settings(settings) as publisher, \
+            _progress(len(made.events), None, quiet) as progress:
+        for sent, (channel, event) in enumerate(made.events, start=1):
+            publisher.publish(channel, event)
+            progress(sent)
+    click.echo(f"{len(made.events)} events published", err=True)
 
 
 def _simulate(settings: Settings, *, rate: float | None, duration: float | None,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -61,3 +63,60 @@ def test_a_bad_setting_is_one_error_line(monkeypatch, tmp_path) -> None:
     assert result.exit_code == 1
     assert result.output.strip() == "Error: TOUCHPOINT_TOPIC_PARTITIONS='zero' is invalid: " \
                                     "must be a whole number"
+
+
+def test_simulate_scenario_writes_the_labelled_files(tmp_path, monkeypatch) -> None:
+    from datetime import UTC, datetime
+
+    from touchpoint.scenarios import generate, load_events, load_truth, write
+
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    out = tmp_path / "scenario"
+    result = CliRunner().invoke(main, ["simulate", "--scenario", "complaints", "--out",
+                                       str(out), "--customers", "40", "--seed", "3",
+                                       "--days", "10"])
+    assert result.exit_code == 0, result.output
+    expected = generate(seed=3, customers=40, start=datetime(2026, 11, 2, tzinfo=UTC),
+                        days=10.0)
+    write(expected, tmp_path / "expected")
+    names = ["callcenter.jsonl", "campaign.jsonl", "events.jsonl", "feedback.jsonl",
+             "store.jsonl", "truth.json", "web.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    for name in names:
+        assert (out / name).read_bytes() == (tmp_path / "expected" / name).read_bytes(), name
+    assert len(load_truth(out)) == 40
+    assert list(load_events(out)) == expected.events
+    assert f"{len(expected.events)} events of 40 customers (" in result.output
+
+
+def test_simulate_scenario_start_moves_the_journeys(tmp_path, monkeypatch) -> None:
+    from touchpoint.scenarios import load_truth
+
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    out = tmp_path / "scenario"
+    result = CliRunner().invoke(main, ["simulate", "--scenario", "complaints", "--out",
+                                       str(out), "--customers", "5",
+                                       "--start", "2027-03-01T00:00+00:00"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "truth.json").read_text())
+    assert data["start"] == "2027-03-01T00:00:00.000+00:00"
+    assert data["days"] == 28.0
+    assert len(load_truth(out)) == 5
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--scenario", "complaints"], "Error: --scenario needs --out DIR, the folder for the files"),
+    (["--scenario", "complaints", "--out", "x", "--events", "10"],
+     "Error: --rate, --duration and --events are for live traffic, not --scenario"),
+    (["--out", "x", "--events", "10"],
+     "Error: --out, --days and --publish go with --scenario complaints"),
+    (["--publish", "--events", "10"],
+     "Error: --out, --days and --publish go with --scenario complaints"),
+])
+def test_simulate_scenario_options_go_together(tmp_path, monkeypatch, args, message) -> None:
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["simulate", *args])
+    assert result.exit_code == 2
+    assert result.output.strip() == message
+    assert not (tmp_path / "x").exists()
