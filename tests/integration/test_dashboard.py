@@ -258,13 +258,18 @@ def test_two_workers_show_the_whole_group(worker_factory: WorkerFactory) -> None
     one, two = _until("both dashboards show both workers and the signal", both_see_it)
     assert one["signals"]["counts"] == two["signals"]["counts"]
     assert one["waits"] == two["waits"]
-    # Prometheus: each worker reports the lag of its own partitions; together, all of them
-    owned = []
-    for w in (first, second):
-        metrics = _samples(_get(w, "/metrics")[1].decode())
-        owned.append({k for k in metrics if k.startswith("touchpoint_consumer_lag{")})
-    assert owned[0] and owned[1] and not owned[0] & owned[1]
-    assert len(owned[0] | owned[1]) == 25
+    # Prometheus: each worker reports the lag of its own partitions; together, all of them.
+    # A worker samples offsets once someone scrapes it, so its first answer may be empty.
+    def lag_series() -> list[set[str]] | None:
+        owned = []
+        for w in (first, second):
+            metrics = _samples(_get(w, "/metrics")[1].decode())
+            owned.append({k for k in metrics if k.startswith("touchpoint_consumer_lag{")})
+        return owned if owned[0] and owned[1] and len(owned[0] | owned[1]) == 25 else None
+
+    owned = _until("both workers report the lag of their own partitions", lag_series,
+                   timeout=30)
+    assert not owned[0] & owned[1]
 
 
 # --- in a browser -----------------------------------------------------------------------------
