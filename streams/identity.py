@@ -19,6 +19,13 @@ keyed by the resolved customer id, so all of one customer's state lives in one
 partition downstream. When a link merges customers, a merge record keyed by the
 merged-away id is published first; it reaches that customer's partition after all of
 its earlier events, and the profiles stage moves the state over (see ``profiles.py``).
+
+**Replays.** After a crash or a rebalance the stage reads again from its last commit,
+with tables that already hold what it did since. A replayed event that caused a merge
+publishes that merge again (remembered with the event's id; downstream a repeated merge
+does nothing), so a merge is never lost with a worker. A replayed event whose customer
+has aliases goes out naming them, and the profiles stage applies it only once their
+states are folded in: it may have been counted on one of them the first time.
 """
 
 from __future__ import annotations
@@ -28,13 +35,15 @@ import logging
 import time
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
 
 from touchpoint.schemas.codec import codec_for
+from touchpoint.streams.outbox import Outbox
 
 __all__ = [
+    "AWAIT_HEADER",
     "GENERATED_PREFIX",
     "IdentityGraph",
     "Merge",
@@ -103,23 +112,33 @@ class Merge:
 
 @dataclass(frozen=True)
 class Resolution:
-    """Who an event belongs to, and the merges its identifiers caused."""
+    """Who an event belongs to, and the merges its identifiers caused.
+
+    ``aliases`` are the ids merged into the customer so far: the event may have been
+    counted on one of them before (a replay), so the profiles stage applies it only once
+    all of them are folded in (see ``profiles.py``). ``repeated`` are merges this same
+    event caused when it was first resolved (it is being replayed): they are published
+    again, in case the first publication was lost with the worker.
+    """
 
     customer_id: str
     merges: tuple[Merge, ...] = ()
     conflicts: tuple[str, ...] = field(default=())  # identifiers kept by another CRM id
+    aliases: tuple[str, ...] = ()
+    repeated: tuple[Merge, ...] = ()
 
 
 class IdentityGraph:
     """Union of identifiers into customers, over two key-value stores.
 
     ``owner`` maps identifier → customer id; ``members`` maps customer id →
-    ``{"identifiers": [...], "aliases": [...]}`` (aliases: ids merged into it earlier).
+    ``{"identifiers": [...], "aliases": [...], "merges": {...}}`` (aliases: ids merged
+    into it earlier; merges: for each of them, the merge and the event that caused it).
     Faust tables in the worker, plain dicts in unit tests.
     """
 
     def __init__(self, owner: MutableMapping[str, str],
-                 members: MutableMapping[str, dict[str, list[str]]]) -> None:
+                 members: MutableMapping[str, dict[str, Any]]) -> None:
         self.owner = owner
         self.members = members
 
@@ -127,8 +146,8 @@ class IdentityGraph:
         """The customer an identifier belongs to, if it has been seen."""
         return self.owner.get(identifier)
 
-    def resolve(self, identifiers: Sequence[str]) -> Resolution:
-        """Resolve an event's identifiers (strongest first), linking them."""
+    def resolve(self, identifiers: Sequence[str], event_id: str = "") -> Resolution:
+        """Resolve the identifiers (strongest first) of event ``event_id``, linking them."""
         if not identifiers:
             raise ValueError("an event needs at least one identifier")
         known = {i: self.owner.get(i) for i in identifiers}
@@ -137,7 +156,14 @@ class IdentityGraph:
             # The common case: every identifier is known and they agree; nothing to link.
             (customer,) = found
             assert customer is not None
-            return Resolution(customer)
+            group = self.members.get(customer)
+            if not group or not group["aliases"]:
+                return Resolution(customer)
+            repeated = tuple(
+                Merge(merged, m["into_id"], tuple(m["identifiers"]), tuple(m["aliases"]))
+                for merged, m in (group.get("merges") or {}).items()
+                if event_id and m["event_id"] == event_id)
+            return Resolution(customer, aliases=tuple(group["aliases"]), repeated=repeated)
         customers = {c for c in known.values() if c is not None}
         candidates = customers | {own_id(i) for i, c in known.items() if c is None}
         event_crm = next((own_id(i) for i in identifiers if i.startswith("customer_id:")), None)
@@ -158,17 +184,23 @@ class IdentityGraph:
                 self.owner[identifier] = target
             target_members["identifiers"].extend(moved["identifiers"])
             target_members["aliases"].extend([merged, *moved["aliases"]])
+            target_members["merges"].update(moved.get("merges") or {})
+            target_members["merges"][merged] = {
+                "into_id": target, "event_id": event_id,
+                "identifiers": list(moved["identifiers"]), "aliases": list(moved["aliases"])}
             merges.append(Merge(merged, target, tuple(moved["identifiers"]),
                                 tuple(moved["aliases"])))
         if merges or any(c is None for c in known.values()):
             self.members[target] = target_members  # write back: tables persist on set
-        return Resolution(target, tuple(merges), tuple(conflicts))
+        return Resolution(target, tuple(merges), tuple(conflicts),
+                          aliases=tuple(target_members["aliases"]))
 
-    def _members(self, customer: str) -> dict[str, list[str]]:
+    def _members(self, customer: str) -> dict[str, Any]:
         found = self.members.get(customer)
         if found is None:
-            return {"identifiers": [], "aliases": []}
-        return {"identifiers": list(found["identifiers"]), "aliases": list(found["aliases"])}
+            return {"identifiers": [], "aliases": [], "merges": {}}
+        return {"identifiers": list(found["identifiers"]), "aliases": list(found["aliases"]),
+                "merges": dict(found.get("merges") or {})}
 
 
 class ReadThrough(MutableMapping[str, Any]):
@@ -230,39 +262,73 @@ class ReadThrough(MutableMapping[str, Any]):
         return len(self.table)
 
 
+#: Records one identity batch takes at most, and how long it waits to fill one (seconds).
+BATCH_RECORDS = 1000
+BATCH_WITHIN = 0.02
+#: Kafka header on ``touchpoints.resolved`` events: the customer's aliases (comma-separated)
+#: that the profiles stage must have folded in before it applies the event.
+AWAIT_HEADER = "touchpoint-await"
+
+
 def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT,
              stats: dict[str, int]) -> IdentityGraph:
     """Add the identity agent and its tables to ``app``; return the graph (for lookups)."""
     # keys raw (utf-8), values JSON: Faust's defaults for tables
     owner = ReadThrough(app.Table("touchpoint-identity-owner", partitions=1, key_type=str))
-    members = app.Table("touchpoint-identity-members", partitions=1, key_type=str)
+    members = ReadThrough(app.Table("touchpoint-identity-members", partitions=1, key_type=str))
     graph = IdentityGraph(owner, members)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types sync receivers
     async def _forget(sender: Any, *args: Any, **kwargs: Any) -> None:
         owner.clear_kept()
+        members.clear_kept()
     event_codec = codec_for("event")
     merge_codec = codec_for("merge")
+    outbox = Outbox(app)
+    resolved_name = resolved.get_topic_name()
+
+    async def publish(merge: Merge, event: Mapping[str, Any]) -> None:
+        record = {
+            "merged_id": merge.merged_id, "into_id": merge.into_id,
+            "merged_at": event["occurred_at"], "event_id": event["event_id"],
+            "identifiers": list(merge.identifiers), "aliases": list(merge.aliases),
+            "recorded_at": int(time.time() * 1000),
+        }
+        await outbox.send(resolved_name, merge.merged_id.encode(), merge_codec.encode(record))
 
     @app.agent(unresolved, name="touchpoint.identity")
     async def identity(stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
-            event = event_codec.decode(value)
-            resolution = graph.resolve(identifiers_of(event))
-            for merge in resolution.merges:
-                stats["merges"] = stats.get("merges", 0) + 1
-                record = {
-                    "merged_id": merge.merged_id, "into_id": merge.into_id,
-                    "merged_at": event["occurred_at"], "event_id": event["event_id"],
-                    "identifiers": list(merge.identifiers), "aliases": list(merge.aliases),
-                    "recorded_at": int(time.time() * 1000),
-                }
-                await resolved.send(key=merge.merged_id.encode(),
-                                    value=merge_codec.encode(record))
-            if resolution.conflicts:
-                log.info("event %s: %s stay with another CRM customer than %s",
-                         event["event_id"], len(resolution.conflicts), resolution.customer_id)
-            stats["resolved"] = stats.get("resolved", 0) + 1
-            await resolved.send(key=resolution.customer_id.encode(), value=value)
+        # In batches (the tables have one partition, so Faust's changelog partition does
+        # not depend on which record is current); outputs are delivered before the batch
+        # is acknowledged (see outbox.py).
+        concrete = cast(faust.Stream[bytes], stream)
+        async for events in concrete.take_events(BATCH_RECORDS, within=BATCH_WITHIN):
+            for message in events:
+                # A table write needs "the current event" (Faust sends its changelog to
+                # that event's partition). take_events fills its batch in another task,
+                # so this task has none: set it (a contextvar) for every record.
+                concrete._set_current_event(message)
+                value = message.value
+                event = event_codec.decode(value)
+                resolution = graph.resolve(identifiers_of(event), event["event_id"])
+                for merge in resolution.merges:
+                    stats["merges"] = stats.get("merges", 0) + 1
+                    await publish(merge, event)
+                for merge in resolution.repeated:
+                    # A replay of the event that caused this merge: publish it again (the
+                    # first copy may have died with the worker); downstream, a repeat is
+                    # a no-op.
+                    stats["merges_repeated"] = stats.get("merges_repeated", 0) + 1
+                    await publish(merge, event)
+                if resolution.conflicts:
+                    log.info("event %s: %s stay with another CRM customer than %s",
+                             event["event_id"], len(resolution.conflicts),
+                             resolution.customer_id)
+                stats["resolved"] = stats.get("resolved", 0) + 1
+                headers = ([(AWAIT_HEADER, ",".join(resolution.aliases).encode())]
+                           if resolution.aliases else None)
+                await outbox.send(resolved_name, resolution.customer_id.encode(), value,
+                                  headers)
+            await outbox.delivered()
 
     return graph

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -32,6 +32,7 @@ from touchpoint.schemas.contract import (
     parse_occurred_at,
 )
 from touchpoint.streams.identity import strongest_identifier
+from touchpoint.streams.outbox import Outbox
 from touchpoint.streams.sentiment import score as sentiment_score
 from touchpoint.streams.topics import TopicNames
 
@@ -188,26 +189,35 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
+#: Records one ingest batch takes at most, and how long it waits to fill one (seconds).
+BATCH_RECORDS = 1000
+BATCH_WITHIN = 0.02
+
+
 def register(app: faust.App, topics: TopicNames, ingestor: Ingestor, stats: IngestStats) -> None:
     """Add the ingest agent to ``app``: every inbound topic in, normalized and dead letters out."""
     channel_of = topics.inbound
     source = app.topic(*channel_of, key_serializer="raw", value_serializer="raw")
-    unresolved = app.topic(topics.unresolved, key_serializer="raw", value_serializer="raw",
-                           partitions=1)
-    deadletter = app.topic(topics.deadletter, key_serializer="raw", value_serializer="raw")
+    outbox = Outbox(app)
 
     @app.agent(source, name="touchpoint.ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            outcome = ingestor.process(
-                channel_of[message.topic], event.key, event.value, topic=message.topic,
-                partition=message.partition, offset=message.offset,
-                timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-            )
-            if isinstance(outcome, Accepted):
-                stats.accepted[outcome.event["channel"]] += 1
-                await unresolved.send(key=outcome.key, value=outcome.value)
-            else:
-                stats.note_rejection(outcome.record)
-                await deadletter.send(key=event.key, value=outcome.value)
+        # In batches: outputs go to the producer directly and are delivered before the
+        # batch is acknowledged (see outbox.py).
+        batches = cast(faust.Stream[bytes], stream).take_events(BATCH_RECORDS,
+                                                                within=BATCH_WITHIN)
+        async for events in batches:
+            for event in events:
+                message = event.message
+                outcome = ingestor.process(
+                    channel_of[message.topic], event.key, event.value, topic=message.topic,
+                    partition=message.partition, offset=message.offset,
+                    timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+                )
+                if isinstance(outcome, Accepted):
+                    stats.accepted[outcome.event["channel"]] += 1
+                    await outbox.send(topics.unresolved, outcome.key, outcome.value)
+                else:
+                    stats.note_rejection(outcome.record)
+                    await outbox.send(topics.deadletter, event.key, outcome.value)
+            await outbox.delivered()

@@ -14,6 +14,15 @@ combining two profiles (a merge) is the same as having seen both histories.
 crash. A profile remembers digests of its most recent event ids and ignores repeats;
 repeats come within seconds of the original, well inside that window.
 
+**Replays after a merge.** When the identity stage replays events after a crash or a
+rebalance, an event first counted on an anonymous customer X may come back resolved to
+the customer C that X has since been merged into, and reach C before X's state does.
+Counting it then, and again inside X's state, would count it twice. So every event of a
+customer with aliases carries them (``identity.AWAIT_HEADER``), and C holds such an event
+until each of those aliases has been folded in; then it is applied, and a repeat is
+recognized by its id like any other. Every merge sends X's state on, even an empty one,
+so a held event always gets released.
+
 **Merges in chains.** When A merges into B and then B into C, A's state travels to B's
 partition from A's, while "B merged into C" travels there from the identity stage:
 nothing orders the two. A merged-away id therefore keeps a marker naming the customer it
@@ -35,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
 
@@ -43,6 +52,7 @@ from touchpoint.schemas.codec import codec_for, subject_of
 from touchpoint.sinks.base import Batch
 from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams import complaints
+from touchpoint.streams.identity import AWAIT_HEADER
 from touchpoint.streams.signals import SIGNAL_KEY, Detector
 
 __all__ = [
@@ -50,6 +60,7 @@ __all__ = [
     "PROFILE_COLUMNS",
     "ProfileStage",
     "SegmentRules",
+    "Send",
     "TierEstimator",
     "apply_event",
     "combine",
@@ -158,6 +169,8 @@ def combine(into: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
     into["recent"] = list(dict.fromkeys([*into["recent"], *other["recent"]]))[-RECENT_IDS * 2:]
     into["merged_from"] = sorted({*into["merged_from"], other["customer_id"],
                                   *other["merged_from"]})
+    if other.get("held"):  # events the merged-away customer was still holding
+        into["held"] = [*into.get("held", []), *other["held"]]
     into["revision"] = max(into["revision"], other["revision"]) + 1
     return into
 
@@ -351,6 +364,14 @@ def profile_row(pub: Mapping[str, Any], *, merged_into: str = "",
     )
 
 
+class Send(NamedTuple):
+    """A record the profiles stage sends on to ``touchpoints.resolved``."""
+
+    key: str
+    value: bytes
+    awaiting: tuple[str, ...] = ()  # for events: aliases to fold in before applying
+
+
 class ProfileStage:
     """What the profiles stage does with one record of ``touchpoints.resolved``.
 
@@ -374,13 +395,16 @@ class ProfileStage:
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
 
-    def handle(self, key: str, value: bytes, partition: int = 0) -> list[tuple[str, bytes]]:
-        """Apply one record keyed by customer ``key``; return (key, value) records to send.
+    def handle(self, key: str, value: bytes, partition: int = 0,
+               awaiting: Iterable[str] = ()) -> list[Send]:
+        """Apply one record keyed by customer ``key``; return the records to send on.
 
         ``partition`` is the record's partition: complaint signals of that partition's
         customers that fell due by its event-time watermark are concluded with it.
+        ``awaiting`` (events only) are the aliases the customer must have folded in
+        before the event is applied; until then it is held.
         """
-        sent = self._handle(key, value, partition)
+        sent = self._handle(key, value, partition, tuple(awaiting))
         if self.detector is not None:
             for customer in self.detector.sweep(partition):
                 state = self.table.get(customer)
@@ -394,7 +418,8 @@ class ProfileStage:
                     self.signals += records
         return sent
 
-    def _handle(self, key: str, value: bytes, partition: int) -> list[tuple[str, bytes]]:
+    def _handle(self, key: str, value: bytes, partition: int,
+                awaiting: tuple[str, ...]) -> list[Send]:
         subject = subject_of(value)
         current = self.table.get(key)
         if current is not None and MERGED_INTO in current:
@@ -408,19 +433,15 @@ class ProfileStage:
                 value = self._absorb.encode(record)
             if subject in ("absorb", "event"):
                 self._count("forwarded")
-                return [(target, value)]
+                return [Send(target, value, awaiting)]
             return []
         if subject == "event":
             state = current or new_profile(key)
             event = self._event.decode(value)
-            if apply_event(state, event):
-                if self.detector is not None:
-                    self.signals += self.detector.observe(state, event, partition)
+            if awaiting and not set(awaiting).issubset(state["merged_from"]):
+                self._hold(key, state, event, awaiting)
+            elif self._apply(key, state, event, partition):
                 self.table[key] = state
-                self.changed.add(key)
-                self._count("applied")
-            else:
-                self._count("repeats")
             return []
         if subject == "merge":
             into = self._merge.decode(value)["into_id"]
@@ -429,11 +450,11 @@ class ProfileStage:
             self._count("merged_away")
             if self.detector is not None:
                 self.detector.forget(key, partition)
-            if current is None:
-                return []
-            state = json.dumps(current)
-            return [(into, self._absorb.encode({"from_id": key, "into_id": into,
-                                                "state": state}))]
+            # Sent even when this id has no profile: the customer it became may hold
+            # events until it knows this id is folded in.
+            state = json.dumps(current or new_profile(key))
+            return [Send(into, self._absorb.encode({"from_id": key, "into_id": into,
+                                                    "state": state}))]
         if subject == "absorb":
             other = json.loads(self._absorb.decode(value)["state"])
             if other["customer_id"] not in (current or {}).get("merged_from", ()):
@@ -441,10 +462,48 @@ class ProfileStage:
                 if self.detector is not None:
                     self.signals += self.detector.absorb(state, other.get(SIGNAL_KEY),
                                                          partition)
+                self._release(key, state, partition)
                 self.table[key] = state
                 self.changed.add(key)
                 self._count("absorbed")
         return []
+
+    def _apply(self, key: str, state: dict[str, Any], event: Mapping[str, Any],
+               partition: int) -> bool:
+        if not apply_event(state, event):
+            self._count("repeats")
+            return False
+        if self.detector is not None:
+            self.signals += self.detector.observe(state, event, partition)
+        self.changed.add(key)
+        self._count("applied")
+        return True
+
+    def _hold(self, key: str, state: dict[str, Any], event: dict[str, Any],
+              awaiting: tuple[str, ...]) -> None:
+        held = state.setdefault("held", [])
+        if any(e["event_id"] == event["event_id"] for _, e in held):
+            self._count("repeats")
+            return
+        held.append([list(awaiting), event])
+        self.table[key] = state
+        self._count("held")
+
+    def _release(self, key: str, state: dict[str, Any], partition: int) -> None:
+        """Apply the held events whose awaited aliases are all folded in now."""
+        held = state.pop("held", None)
+        if not held:
+            return
+        folded = set(state["merged_from"])
+        waiting = []
+        for awaiting, event in held:
+            if folded.issuperset(awaiting):
+                self._apply(key, state, event, partition)
+                self._count("released")
+            else:
+                waiting.append([awaiting, event])
+        if waiting:
+            state["held"] = waiting
 
 
 # --- the agent ---------------------------------------------------------------------------
@@ -469,8 +528,11 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
     async def profile_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
-            for out_key, out_value in stage.handle(key, event.value, event.message.partition):
-                await resolved.send(key=out_key.encode(), value=out_value)
+            awaiting = _awaited(event.message.headers)
+            for out in stage.handle(key, event.value, event.message.partition, awaiting):
+                headers = ([(AWAIT_HEADER, ",".join(out.awaiting).encode())]
+                           if out.awaiting else None)
+                await resolved.send(key=out.key.encode(), value=out.value, headers=headers)
             for record in stage.signals:
                 stats["signals"] = stats.get("signals", 0) + 1
                 await signals.send(key=record["customer_id"].encode(),
@@ -541,6 +603,17 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
 
     profiles.estimator = estimator  # type: ignore[attr-defined]
     return profiles
+
+
+def _awaited(headers: Any) -> tuple[str, ...]:
+    """The aliases named by a record's await header (see ``identity.AWAIT_HEADER``)."""
+    if not headers:
+        return ()
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        if name == AWAIT_HEADER and value:
+            return tuple(value.decode().split(","))
+    return ()
 
 
 def profile_lookup(profiles: Any, rules: SegmentRules) -> Callable[[str], dict[str, Any] | None]:

@@ -26,13 +26,37 @@ def test_an_anonymous_visitor_who_logs_in_becomes_the_crm_customer() -> None:
     anonymous = g.resolve(["anonymous_id:ck-1"])
     assert anonymous.customer_id == generated_id("anonymous_id:ck-1")
     assert not is_crm(anonymous.customer_id)
-    login = g.resolve(["customer_id:C1", "anonymous_id:ck-1"])
+    login = g.resolve(["customer_id:C1", "anonymous_id:ck-1"], "login-1")
     assert login.customer_id == "C1"
-    assert login.merges == (Merge(anonymous.customer_id, "C1", ("anonymous_id:ck-1",), ()),)
+    merge = Merge(anonymous.customer_id, "C1", ("anonymous_id:ck-1",), ())
+    assert login.merges == (merge,)
     assert g.resolve(["anonymous_id:ck-1"]).customer_id == "C1"
-    assert g.members["C1"] == {"identifiers": ["customer_id:C1", "anonymous_id:ck-1"],
-                               "aliases": [anonymous.customer_id]}
+    assert g.members["C1"] == {
+        "identifiers": ["customer_id:C1", "anonymous_id:ck-1"],
+        "aliases": [anonymous.customer_id],
+        "merges": {anonymous.customer_id: {"into_id": "C1", "event_id": "login-1",
+                                           "identifiers": ["anonymous_id:ck-1"],
+                                           "aliases": []}},
+    }
     assert anonymous.customer_id not in g.members
+
+
+def test_events_of_a_merged_customer_name_its_aliases_and_a_replayed_link_repeats_its_merge(
+) -> None:
+    g = graph()
+    anonymous = g.resolve(["anonymous_id:ck-1"], "view-1").customer_id
+    g.resolve(["customer_id:C1", "anonymous_id:ck-1"], "login-1")
+    later = g.resolve(["anonymous_id:ck-1"], "view-2")
+    # the profiles stage holds this event until the anonymous profile is folded into C1
+    assert (later.customer_id, later.aliases, later.merges, later.repeated) == (
+        "C1", (anonymous,), (), ())
+    # replaying the login (after a crash) links nothing new but publishes its merge again
+    replayed = g.resolve(["customer_id:C1", "anonymous_id:ck-1"], "login-1")
+    assert replayed.merges == ()
+    assert replayed.repeated == (Merge(anonymous, "C1", ("anonymous_id:ck-1",), ()),)
+    # a customer never merged with anyone: nothing to wait for
+    alone = g.resolve(["customer_id:C2"], "buy-1")
+    assert (alone.aliases, alone.repeated) == ((), ())
 
 
 def test_two_anonymous_ids_become_one_customer_with_the_smaller_id() -> None:

@@ -169,14 +169,14 @@ def test_a_merge_chain_loses_nothing_whatever_arrives_first() -> None:
         assert absorb_a[0] == "B" and table["A"] == {MERGED_INTO: "B"}
         pending = []
         if absorb_first:
-            pending += stage.handle(*absorb_a)
+            pending += stage.handle(absorb_a.key, absorb_a.value)
             pending += stage.handle("B", _merge("B", "C"))
         else:  # "B merged into C" overtakes A's state on B's partition
             pending += stage.handle("B", _merge("B", "C"))
-            forwarded = stage.handle(*absorb_a)
-            assert [k for k, _ in forwarded] == ["C"]  # passed on, not left on B
+            forwarded = stage.handle(absorb_a.key, absorb_a.value)
+            assert [s.key for s in forwarded] == ["C"]  # passed on, not left on B
             pending += forwarded
-        for key, value in pending:
+        for key, value, _ in pending:
             assert key == "C"
             stage.handle(key, value)
         assert table["C"]["contacts_by_channel"] == {"web": 8}, absorb_first
@@ -184,9 +184,65 @@ def test_a_merge_chain_loses_nothing_whatever_arrives_first() -> None:
         assert table["B"] == {MERGED_INTO: "C"}
         # a late repeat keyed by a merged-away id travels the chain and counts once
         repeat = _encoded(a_events[0], "A")
-        assert stage.handle("A", repeat) == [("B", repeat)]
-        assert stage.handle("B", repeat) == [("C", repeat)]
+        assert stage.handle("A", repeat) == [("B", repeat, ())]
+        assert stage.handle("B", repeat) == [("C", repeat, ())]
         repeats = stage.stats.get("repeats", 0)
         assert stage.handle("C", repeat) == []
         assert stage.stats["repeats"] == repeats + 1
         assert table["C"]["contacts_by_channel"] == {"web": 8}
+
+
+def test_a_replayed_event_that_overtakes_its_merged_state_counts_once() -> None:
+    # The two-worker race: e1 was counted on anonymous X; X merged into C; after a
+    # rebalance the identity stage replays e1, now resolved to C, and it reaches C before
+    # X's state does.
+    from touchpoint.streams.profiles import ProfileStage
+
+    e1 = ev("e1", "web", "page_view", T0)
+    e2 = ev("e2", "store", "purchase", T0 + 60_000, amount=30.0)  # new, after the merge
+    table: dict[str, Any] = {}
+    stage = ProfileStage(table, {})
+    stage.handle("X", _encoded(e1, "X"))
+    (absorb,) = stage.handle("X", _merge("X", "C"))
+    assert stage.handle("C", _encoded(e1, "C"), awaiting=("X",)) == []
+    assert stage.handle("C", _encoded(e2, "C"), awaiting=("X",)) == []
+    assert table["C"]["contacts_by_channel"] == {}  # both held until X is folded in
+    assert stage.stats["held"] == 2
+    stage.handle(absorb.key, absorb.value)
+    assert table["C"]["contacts_by_channel"] == {"web": 1, "store": 1}
+    assert table["C"]["total_spend"] == 30.0
+    assert "held" not in table["C"]
+    assert (stage.stats["released"], stage.stats["repeats"]) == (2, 1)
+
+
+def test_a_merge_of_a_customer_without_a_profile_still_releases_held_events() -> None:
+    from touchpoint.streams.profiles import ProfileStage
+
+    table: dict[str, Any] = {}
+    stage = ProfileStage(table, {})
+    stage.handle("C", _encoded(ev("e1", "web", "page_view", T0), "C"), awaiting=("X",))
+    (absorb,) = stage.handle("X", _merge("X", "C"))  # X never had an event of its own
+    assert absorb.key == "C"
+    stage.handle(absorb.key, absorb.value)
+    assert table["C"]["contacts_by_channel"] == {"web": 1}
+    assert table["C"]["merged_from"] == ["X"]
+
+
+def test_held_events_travel_with_a_merge_and_are_released_where_they_land() -> None:
+    from touchpoint.streams.profiles import ProfileStage
+
+    table: dict[str, Any] = {}
+    stage = ProfileStage(table, {})
+    stage.handle("X", _encoded(ev("e1", "web", "page_view", T0), "X"))
+    (x_state,) = stage.handle("X", _merge("X", "C"))
+    stage.handle("C", _encoded(ev("e1", "web", "page_view", T0), "C"), awaiting=("X",))
+    (c_state,) = stage.handle("C", _merge("C", "D"))  # C (still holding e1) joins D
+    stage.handle(c_state.key, c_state.value)
+    assert table["D"]["contacts_by_channel"] == {}
+    forwarded = stage.handle(x_state.key, x_state.value)  # X's state reaches C: passed on
+    assert [(s.key, s.awaiting) for s in forwarded] == [("D", ())]
+    stage.handle(forwarded[0].key, forwarded[0].value)
+    assert table["D"]["contacts_by_channel"] == {"web": 1}
+    # an event still arriving for C, awaiting X, is passed on with what it awaits
+    late = _encoded(ev("e2", "web", "page_view", T0 + 5), "C")
+    assert stage.handle("C", late, awaiting=("X",)) == [("D", late, ("X",))]

@@ -95,7 +95,7 @@ def test_a_merged_customer_brings_its_signal_along() -> None:
     raised = feed(stage, "A", [call("a1", T0), call("a2", T0 + HOUR)])
     assert raised and table["A"]["open_signals"] == 1
     feed(stage, "B", [page("b1", T0 + 2 * HOUR)])
-    [(into, absorb)] = stage.handle("A", _merge("A", "B"))
+    [(into, absorb, _)] = stage.handle("A", _merge("A", "B"))
     assert into == "B" and table["A"] == {MERGED_INTO: "B"}
     stage.handle(into, absorb)
     [carried] = stage.signals
