@@ -209,6 +209,13 @@ class WebErrorRules:
 
 
 @dataclass(frozen=True)
+class FeedbackRules:
+    """``[feedback]``: ratings and comments as the customer's verdict on a bad contact."""
+
+    window_hours: float
+
+
+@dataclass(frozen=True)
 class PredictedRule:
     """``[predicted.<kind>]``: a predicted outcome's points and the severity it forces."""
 
@@ -253,6 +260,7 @@ class LimitRules:
     contacts: int
     sessions: int
     outcomes: int
+    incidents: int
 
 
 @dataclass(frozen=True)
@@ -273,6 +281,7 @@ class Rules:
     negative_text: TextRules
     channel_hopping: HoppingRules
     web_errors: WebErrorRules
+    feedback: FeedbackRules
     predicted: Mapping[str, PredictedRule]
     resolution: ResolutionRules
     episode: EpisodeRules
@@ -350,6 +359,7 @@ class Rules:
                 raise _KeyProblem("channel_hopping.contact_types",
                                   f"has {name!r}: write channel:type, e.g. store:return")
         _positive("web_errors.abandon_after_minutes", self.web_errors.abandon_after_minutes)
+        _positive("feedback.window_hours", self.feedback.window_hours)
         for limit in fields(self.limits):
             if getattr(self.limits, limit.name) < 1:
                 raise _KeyProblem(f"limits.{limit.name}", "must be 1 or more")
@@ -457,6 +467,9 @@ class ComplaintState:
     issues: dict[str, list[Any]] = field(default_factory=dict)
     # [at, channel, bad, service contact] for channel hopping
     contacts: list[list[Any]] = field(default_factory=list)
+    # recent bad contacts and the points they and the ratings about them earned:
+    # [at, channel, points] (before the tier multiplier)
+    incidents: list[list[Any]] = field(default_factory=list)
     hopped_at: int | None = None
     # tracker session -> {"at", "checkout", "errors", "points"}
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -489,6 +502,8 @@ class ComplaintState:
         for name in ("seen", "contacts", "evidence", "outcomes"):
             if name in values:
                 values[name] = list(values[name])
+        if "incidents" in values:
+            values["incidents"] = [list(i) for i in values["incidents"]]
         if "issues" in values:
             values["issues"] = {k: list(v) for k, v in values["issues"].items()}
         if "sessions" in values:
@@ -603,6 +618,7 @@ def _assess(state: ComplaintState, event: Mapping[str, Any], at: int, rules: Rul
         _web(state, event, kind, found, rules)
     if sentiment is not None and sentiment <= rules.negative_text.threshold:
         found.add("negative_text", rules.negative_text.weight)
+    _incident(state, event, found, rules)
     hop = rules.channel_hopping
     url = str(event.get("url") or "")
     service = f"{channel}:{kind}" in hop.contact_types or (
@@ -676,6 +692,38 @@ def _feedback(event: Mapping[str, Any], kind: str, found: _Finding, rules: Rules
         found.add("low_rating", rating.weight)
     elif score >= rating.good:
         found.resolving = True
+
+
+def _incident(state: ComplaintState, event: Mapping[str, Any], found: _Finding,
+              rules: Rules) -> None:
+    """Weigh a rating or comment as the verdict on the bad contact it is about.
+
+    A low rating or an angry comment soon after a bad contact is mostly the customer's
+    verdict on that same contact, not a second bad experience: together they are one
+    bad contact, worth at most ``max_event_points`` (like any one event), however many
+    surveys and reviews follow it. Feedback matches the latest bad contact within
+    ``[feedback] window_hours`` before it on its ``about_channel`` (any channel when it
+    names none); feedback that matches none is an incident of its own, which later
+    feedback about the same channel shares.
+    """
+    raw = found.points
+    if raw <= 0:
+        return
+    cap = rules.score.max_event_points
+    if found.channel != "feedback":
+        state.incidents.append([found.at, found.channel, min(raw, cap)])
+        return
+    about = event.get("about_channel") or None
+    window = rules.feedback.window_hours * _HOUR_MS
+    incident = next((i for i in reversed(state.incidents)
+                     if i[0] <= found.at <= i[0] + window
+                     and (about is None or i[1] == about)), None)
+    if incident is None:
+        state.incidents.append([found.at, about or "feedback", min(raw, cap)])
+        return
+    allowed = max(0.0, min(cap, incident[2] + raw) - incident[2])
+    incident[2] += allowed
+    found.items = [(reason, points * allowed / raw) for reason, points in found.items]
 
 
 def _web(state: ComplaintState, event: Mapping[str, Any], kind: str, found: _Finding,
@@ -964,6 +1012,8 @@ def _prune(state: ComplaintState, rules: Rules) -> None:
     state.sessions = dict(sessions[-limits.sessions:])
     horizon = clock - rules.score.forget_after_hours * _HOUR_MS
     state.evidence = [e for e in state.evidence if e["at"] >= horizon]
+    verdicts = clock - rules.feedback.window_hours * _HOUR_MS
+    state.incidents = [i for i in state.incidents if i[0] >= verdicts][-limits.incidents:]
 
 
 def combine(into: ComplaintState, other: ComplaintState, *,
@@ -990,6 +1040,8 @@ def combine(into: ComplaintState, other: ComplaintState, *,
         if held is None or issue[0] > held[0]:
             into.issues[reason] = issue
     into.contacts = sorted([*into.contacts, *other.contacts], key=lambda c: (c[0], str(c[1:])))
+    into.incidents = sorted([*into.incidents, *other.incidents],
+                            key=lambda i: (i[0], str(i[1:])))
     for sid, session in other.sessions.items():
         into.sessions.setdefault(sid, session)
     into.evidence = sorted([*into.evidence, *other.evidence],

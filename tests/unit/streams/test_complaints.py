@@ -267,7 +267,8 @@ def test_ten_bad_events_make_one_signal() -> None:
 def test_escalation_times_are_those_of_the_tipping_events() -> None:
     _, records = run([
         call("e1", T0, outcome="unresolved"),                 # 1.5: watch
-        rating("e2", T0 + 10 * MIN, "csat", 1),               # 2.0 + 1.0, capped 2.5: high
+        # about another channel, so not a verdict on e1: 2.0 + 1.0, capped 2.5: high
+        rating("e2", T0 + 10 * MIN, "csat", 1) | {"about_channel": "web"},
         ev("e3", "web", "page_view", T0 + 20 * MIN),          # nothing
         call("e4", T0 + 3 * HOUR, outcome="unresolved"),      # 1.5 + 1.0 repeat: critical
     ], sentiments={"e2": -0.9})
@@ -519,3 +520,43 @@ def test_missing_or_broken_rules_file(tmp_path: Path) -> None:
     broken.write_text("[score\nhalf_life_hours = 1", encoding="utf-8")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         Rules.load(broken)
+
+
+# --- feedback as the verdict on a bad contact ----------------------------------------------
+
+def test_ratings_about_a_bad_contact_count_with_it_as_one_bad_contact() -> None:
+    about_store = {"about_channel": "store"}
+    state, records = run([
+        ev("v1", "store", "served", T0, queue_wait_s=2400, store_id="S1"),    # long wait 1.0
+        rating("r1", T0 + 2 * HOUR, "csat", 1) | about_store,                 # 2.0 -> tops up 1.5
+        rating("r2", T0 + 8 * HOUR, "review", 1) | about_store,               # nothing left
+    ])
+    # one bad visit and what the customer said about it: at most max_event_points
+    half_life = RULES.score.half_life_hours
+    expected = (1.0 * 0.5 ** (2 / half_life) + 1.5) * 0.5 ** (6 / half_life)
+    assert state.score == pytest.approx(expected, abs=0.01)
+    assert {r["severity"] for r in records} == {"watch"}  # opened, then evidence updates
+    # the ratings still join the signal as evidence, with their reason
+    assert state.episode is not None
+    assert state.episode.reasons == ["long_wait", "low_rating"]
+    assert state.episode.evidence_event_ids == ["v1", "r1", "r2"]
+
+
+def test_a_rating_about_another_channel_or_after_the_window_counts_in_full() -> None:
+    window = RULES.feedback.window_hours * HOUR
+    wait = ev("v1", "store", "served", T0, queue_wait_s=2400, store_id="S1")
+    other = rating("r1", T0 + HOUR, "csat", 1) | {"about_channel": "web"}
+    late = rating("r2", T0 + int(window) + HOUR, "csat", 1) | {"about_channel": "store"}
+    state, _ = run([wait, other])
+    assert state.score == pytest.approx(1.0 + 2.0, abs=0.01)
+    state, _ = run([wait, late])
+    decayed = 1.0 * 0.5 ** ((window + HOUR) / (RULES.score.half_life_hours * HOUR))
+    assert state.score == pytest.approx(decayed + 2.0, abs=0.01)
+
+
+def test_low_ratings_about_one_channel_without_a_bad_contact_share_one_cap() -> None:
+    state, _ = run([rating("r1", T0, "csat", 1) | {"about_channel": "callcenter"},
+                    rating("r2", T0 + HOUR, "review", 1) | {"about_channel": "callcenter"}])
+    # 2.0, then the second tops the pair up to max_event_points (2.5), not 4.0
+    first = 2.0 * 0.5 ** (1 / RULES.score.half_life_hours)
+    assert state.score == pytest.approx(first + 0.5, abs=0.01)
