@@ -229,12 +229,6 @@ def test_a_worker_killed_mid_stream_recovers_and_ends_with_the_same_profiles(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN DEFECT (issue 3, open): 1 of 3 runs on 2026-11-23 counted one web contact twice "
-    "(C000030: 12 vs 11). Suspected: after a rebalance the identity stage re-resolves an "
-    "event already applied to an anonymous profile to the customer that profile was merged "
-    "into, and it can reach that customer before the absorbed state that already counts it. "
-    "Profiles deduplicate by event id, but an absorbed state's counts cannot be."))
 def test_two_workers_in_one_group_give_the_same_profiles_as_one(
         worker_factory: WorkerFactory, reference: tuple[Worker, list[tuple[Any, ...]]]) -> None:
     first, expected = reference
