@@ -40,7 +40,7 @@ from typing import Any, cast
 import faust
 
 from touchpoint.schemas.codec import codec_for
-from touchpoint.streams.outbox import Outbox
+from touchpoint.streams.outbox import Outbox, make_current
 
 __all__ = [
     "AWAIT_HEADER",
@@ -304,10 +304,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT
         concrete = cast(faust.Stream[bytes], stream)
         async for events in concrete.take_events(BATCH_RECORDS, within=BATCH_WITHIN):
             for message in events:
-                # A table write needs "the current event" (Faust sends its changelog to
-                # that event's partition). take_events fills its batch in another task,
-                # so this task has none: set it (a contextvar) for every record.
-                concrete._set_current_event(message)
+                make_current(message)  # for the tables' changelog (see outbox.py)
                 value = message.value
                 event = event_codec.decode(value)
                 resolution = graph.resolve(identifiers_of(event), event["event_id"])

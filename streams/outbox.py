@@ -15,12 +15,14 @@ before delivery).
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 
-__all__ = ["Outbox"]
+__all__ = ["Outbox", "make_current"]
 
 
 class Outbox:
@@ -47,3 +49,16 @@ class Outbox:
         if pending:
             await asyncio.gather(*pending)
         return len(pending)
+
+
+def make_current(event: faust.EventT) -> None:
+    """Make ``event`` "the current event" for table writes in this task only.
+
+    A table write sends its changelog record to the partition of Faust's current event,
+    a context variable. ``take_events`` fills its batches in a task of its own, so the
+    task working on a batch has none. Only the context variable is set here, not the
+    stream's ``current_event`` attribute (``Stream._set_current_event`` sets both): the
+    batch-filling task reads that attribute for the record it is adding, and would take
+    the record set here instead, adding one record twice and losing another.
+    """
+    _current_event.set(weakref.ref(event))
