@@ -160,8 +160,16 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
                         await writer.write(Batch(name, columns, rows,
                                                  Batch.token_for_rows(name, rows)))
                 # A table write goes to the changelog partition of "the current event";
-                # noack_take fills batches in another task, so set it (see identity.py).
+                # noack_take fills batches in another task, so set it for the write (see
+                # identity.py). And put the stream's back at once, with no await between:
+                # that task, waiting for this batch to be consumed, reads
+                # `stream.current_event` to know which event it is adding next; left
+                # pointing at ours, it would add ours again and lose its own.
+                previous = concrete.current_event
                 concrete._set_current_event(group[-1])
-                table[str(partition)] = stage.state()
+                try:
+                    table[str(partition)] = stage.state()
+                finally:
+                    concrete._set_current_event(previous)
             for event in events:
                 await concrete.ack(event)
