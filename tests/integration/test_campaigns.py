@@ -42,7 +42,12 @@ RAW_SQL = {
                "store_id, campaign_id, part",
     "late": "SELECT * FROM touchpoint_minute_late_raw FINAL ORDER BY minute, channel, type, "
             "store_id, campaign_id, part, batch",
-    "exposures": "SELECT * FROM campaign_attribution_raw FINAL ORDER BY exposure_id",
+    # every column but version: a replay may write an exposure again at another version
+    "exposures": "SELECT exposure_id, campaign_id, medium, variant, customer_id, value_tier, "
+                 "exposed_at, last_exposed_at, delivered, opened, clicked, responded_at, "
+                 "response_channel, response_type, response_event_id, converted_at, "
+                 "conversion_channel, conversions, revenue, model, retracted "
+                 "FROM campaign_attribution_raw FINAL ORDER BY exposure_id",
 }
 
 
