@@ -37,6 +37,19 @@ class Batch:
             digest.update(f"|{topic}:{partition}:{offset}".encode())
         return digest.hexdigest()
 
+    @staticmethod
+    def token_for_rows(table: str, rows: Sequence[Sequence[Any]]) -> str:
+        """Deterministic token from the rows themselves (complete, versioned rows).
+
+        For tables whose rows are recomputed state rather than copies of source
+        records: the same rows give the same token (a repeat may be dropped, harmlessly),
+        different rows never share one.
+        """
+        digest = hashlib.sha256(table.encode())
+        for row in sorted(repr(tuple(row)) for row in rows):
+            digest.update(b"|" + row.encode())
+        return digest.hexdigest()
+
 
 class Sink(ABC):
     """Somewhere batches of rows are stored."""

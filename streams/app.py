@@ -1,8 +1,9 @@
 """The Faust application: built from settings, with every stage wired in flow order.
 
 inbound topics ─▶ ingest ─▶ touchpoints.unresolved ─▶ identity ─▶ touchpoints.resolved
-│                                               ├─▶ store (warehouse)
+│     └─▶ minutes (touchpoint_minute)           ├─▶ store (warehouse)
 └─▶ touchpoints.deadletter ─▶ store             └─▶ profiles ─▶ profiles.updates
+                                                     (+ campaign attribution)
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import faust
@@ -18,7 +20,18 @@ from touchpoint.settings import Settings
 from touchpoint.sinks.base import WarehouseSink
 from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.writer import RetryingWriter
-from touchpoint.streams import complaints, consumer, identity, ingest, profiles, store, web
+from touchpoint.streams import (
+    attribution,
+    campaigns,
+    complaints,
+    consumer,
+    identity,
+    ingest,
+    minutes,
+    profiles,
+    store,
+    web,
+)
 from touchpoint.streams.dashboard import register as register_dashboard
 from touchpoint.streams.lag import OffsetMonitor
 from touchpoint.streams.metrics import register as register_metrics
@@ -40,6 +53,7 @@ class Pipeline:
     warehouse: Warehouse
     identity_stats: dict[str, int] = field(default_factory=dict)
     profile_stats: dict[str, int] = field(default_factory=dict)
+    minute_stats: dict[str, int] = field(default_factory=dict)
 
     def status(self) -> dict[str, Any]:
         """Counters for /status and the demo summary."""
@@ -50,6 +64,7 @@ class Pipeline:
             "latest_rejections": self.ingest_stats.last_rejections,
             "identity": dict(self.identity_stats),
             "profiles": dict(self.profile_stats),
+            "minutes": dict(self.minute_stats),
             "sink": self.writer.stats.as_dict(),
             "warehouse": str(self.warehouse.url),
             "stale_acks_refused": getattr(self.app.consumer, "stale_acks", 0),
@@ -129,12 +144,21 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
     ingest.register(app, topics, ingestor, ingest_stats)
     graph = identity.register(app, unresolved=unresolved, resolved=resolved,
                               stats=pipeline.identity_stats)
+    attributor = campaigns.Attributor(
+        model=attribution.model_for(settings.attribution_model),
+        window=timedelta(days=settings.attribution_window_days))
     table = profiles.register(
         app, resolved=resolved, updates=updates, signals=signals, writer=writer, rules=rules,
         signal_rules=signal_rules, signal_lateness_ms=settings.signal_lateness_seconds * 1000,
         emit_seconds=settings.profile_emit_seconds,
         map_type=warehouse.capabilities.map_type, partitions=settings.topic_partitions,
-        stats=pipeline.profile_stats)
+        stats=pipeline.profile_stats, attribution=attributor)
+    # exposures record the customer's value tier, by the cut-offs the profiles estimate
+    attributor.tier_of = lambda p: rules.tier(p, table.estimator.cutoffs())
+    minutes.register(app, unresolved=unresolved, writer=writer, rules=signal_rules,
+                     grace=timedelta(seconds=settings.aggregate_grace_seconds),
+                     batch_size=settings.sink_batch_size,
+                     flush_seconds=settings.sink_flush_seconds, stats=pipeline.minute_stats)
     store.register(app, topics, writer, batch_size=settings.sink_batch_size,
                    flush_seconds=settings.sink_flush_seconds)
     web.register(app, status=pipeline.status, warehouse=warehouse)

@@ -52,6 +52,8 @@ from touchpoint.schemas.codec import codec_for, subject_of
 from touchpoint.sinks.base import Batch
 from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams import complaints
+from touchpoint.streams.attribution import ATTRIBUTION_COLUMNS
+from touchpoint.streams.campaigns import ATTRIBUTION_KEY, Attributor
 from touchpoint.streams.identity import AWAIT_HEADER
 from touchpoint.streams.signals import SIGNAL_KEY, Detector
 
@@ -382,10 +384,12 @@ class ProfileStage:
     """
 
     def __init__(self, table: MutableMapping[str, Any], stats: dict[str, int],
-                 detector: Detector | None = None) -> None:
+                 detector: Detector | None = None,
+                 attribution: Attributor | None = None) -> None:
         self.table = table
         self.stats = stats
         self.detector = detector
+        self.attribution = attribution
         self.changed: set[str] = set()
         self.merged: dict[str, str] = {}
         self.signals: list[dict[str, Any]] = []  # complaint-signal records to publish
@@ -462,6 +466,8 @@ class ProfileStage:
                 if self.detector is not None:
                     self.signals += self.detector.absorb(state, other.get(SIGNAL_KEY),
                                                          partition)
+                if self.attribution is not None:
+                    self.attribution.absorb(state, other.get(ATTRIBUTION_KEY))
                 self._release(key, state, partition)
                 self.table[key] = state
                 self.changed.add(key)
@@ -475,6 +481,8 @@ class ProfileStage:
             return False
         if self.detector is not None:
             self.signals += self.detector.observe(state, event, partition)
+        if self.attribution is not None:
+            self.attribution.observe(state, event)
         self.changed.add(key)
         self._count("applied")
         return True
@@ -511,8 +519,14 @@ class ProfileStage:
 def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
              signals: faust.TopicT, writer: RetryingWriter, rules: SegmentRules,
              signal_rules: complaints.Rules, signal_lateness_ms: int, emit_seconds: float,
-             map_type: bool, partitions: int, stats: dict[str, int]) -> Any:
-    """Add the profiles table, agent and emitter to ``app``; return the table."""
+             map_type: bool, partitions: int, stats: dict[str, int],
+             attribution: Attributor | None = None) -> Any:
+    """Add the profiles table, agent and emitter to ``app``; return the table.
+
+    With ``attribution``, campaign attribution runs on every applied event and merge
+    (``campaigns.py``), and the emitter writes the exposure rows of the customers it
+    publishes.
+    """
     profiles = app.Table("touchpoint-profiles", partitions=partitions, key_type=str)
     profile_codec = codec_for("profile")
     signal_codec = codec_for("complaint_signal")
@@ -522,7 +536,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
 
     detector = Detector(signal_rules, lambda p: rules.tier(p, estimator.cutoffs()),
                         lateness_ms=signal_lateness_ms)
-    stage = ProfileStage(profiles, stats, detector)
+    stage = ProfileStage(profiles, stats, detector, attribution)
 
     @app.agent(resolved, name="touchpoint.profiles")
     async def profile_agent(stream: faust.StreamT[bytes]) -> None:
@@ -547,6 +561,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
 
     async def emit(keys: Iterable[str]) -> int:
         rows, count = [], 0
+        exposures: list[tuple[Any, ...]] = []
         cutoffs = estimator.cutoffs()
         for key in keys:
             state = profiles.get(key)
@@ -559,6 +574,8 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
             pub = public_profile(state, rules, cutoffs)
             await updates.send(key=key.encode(), value=profile_codec.encode(pub, check=False))
             rows.append(profile_row(pub, map_type=map_type))
+            if attribution is not None:
+                exposures += attribution.rows(state)
             count += 1
         for gone, into in list(merged.items()):
             estimator.forget(gone)
@@ -571,6 +588,10 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
             positions = [(r[0], r[-1], 0) for r in rows]
             await writer.write(Batch("customer_profiles_raw", PROFILE_COLUMNS, rows,
                                      Batch.token_for("customer_profiles_raw", positions)))
+        if exposures:
+            await writer.write(Batch("campaign_attribution_raw", ATTRIBUTION_COLUMNS, exposures,
+                                     Batch.token_for_rows("campaign_attribution_raw",
+                                                          exposures)))
         return count
 
     state_box: dict[str, Any] = {"everything": True}

@@ -76,6 +76,7 @@ TABLES: dict[str, int | None] = {
     "touchpoint-identity-owner": 1,
     "touchpoint-identity-members": 1,
     "touchpoint-profiles": None,
+    "touchpoint-minutes": 1,
 }
 
 

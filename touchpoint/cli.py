@@ -202,13 +202,15 @@ def _print_report(report: Any, show: int, *, published: bool) -> None:
               help="Share of records sent broken (JSON, unknown type, no identifier, bad "
                    "time), bypassing checks, as a buggy producer would.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--scenario", type=click.Choice(["complaints"]),
-              help="Write labelled journeys with ground truth instead of live traffic: "
-                   "satisfied and noisy customers, and customers heading to a formal "
-                   "complaint or a cancel call. Needs --out.")
+@click.option("--scenario", type=click.Choice(["complaints", "campaigns"]),
+              help="Write a scenario with known truth instead of live traffic. "
+                   "complaints: satisfied and noisy customers, and customers heading to a "
+                   "formal complaint or a cancel call (truth.json); campaigns: customers "
+                   "answering campaigns, with the exact campaign and per-minute reports "
+                   "they must give (expected.json). Needs --out.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="With --scenario: folder for events.jsonl, one <channel>.jsonl per "
-                   "channel and truth.json.")
+                   "channel and truth.json (expected.json for campaigns).")
 @click.option("--days", type=click.FloatRange(min=2),
               help="With --scenario: days the journeys fill.  [default: 28]")
 @click.option("--publish", "publish_scenario", is_flag=True,
@@ -233,11 +235,18 @@ def simulate(rate: float | None, duration: float | None, events: int | None, see
             _fail("--scenario needs --out DIR, the folder for the files", 2)
         if rate is not None or duration is not None or events is not None:
             _fail("--rate, --duration and --events are for live traffic, not --scenario", 2)
+        if scenario == "campaigns":
+            if days is not None:
+                _fail("--days is for --scenario complaints (campaign stories span two "
+                      "weeks)", 2)
+            _write_campaign_scenario(out, seed=seed, customers=customers or 120, start=start,
+                                     publish=publish_scenario, quiet=quiet)
+            return
         _write_scenario(out, seed=seed, customers=customers or 3000, start=start,
                         days=days or 28.0, publish=publish_scenario, quiet=quiet)
         return
     if out is not None or days is not None or publish_scenario:
-        _fail("--out, --days and --publish go with --scenario complaints", 2)
+        _fail("--out, --days and --publish go with --scenario", 2)
     customers = customers or 25000
     if duration is None and events is None:
         _fail("give --duration SECONDS or --events N (or both)", 2)
@@ -275,6 +284,35 @@ def _write_scenario(out: Path, *, seed: int, customers: int, start: Any, days: f
 
     # In event-time order; the channels are separate topics, so a worker reads them side
     # by side and one channel may run ahead (bench/signals_bench.py publishes in slices).
+    with _errors(), Publisher.from_settings(settings) as publisher, \
+            _progress(len(made.events), None, quiet) as progress:
+        for sent, (channel, event) in enumerate(made.events, start=1):
+            publisher.publish(channel, event)
+            progress(sent)
+    click.echo(f"{len(made.events)} events published", err=True)
+
+
+def _write_campaign_scenario(out: Path, *, seed: int, customers: int, start: Any,
+                             publish: bool, quiet: bool) -> None:
+    """Write the campaign scenario and its expected reports to ``out``; publish if asked."""
+    from datetime import UTC, datetime
+
+    from touchpoint import campaign_scenario
+
+    if start is not None and start.tzinfo is None:
+        _fail("--start needs a UTC offset, e.g. 2026-11-02T00:00+00:00", 2)
+    settings = _settings() if publish else None  # a bad setting fails before any work
+    begin = start or datetime(2026, 11, 2, tzinfo=UTC)
+    made = campaign_scenario.generate(seed=seed, customers=customers, start=begin)
+    made.write(out)
+    exposures = sum(c["exposed"] for c in made.expected["campaigns"])
+    click.echo(f"{len(made.events)} events of {customers} customers ({exposures} campaign "
+               f"exposures) written to {out}: events.jsonl, <channel>.jsonl, expected.json")
+    if settings is None:
+        return
+    from touchpoint.publish import Publisher
+
+    # In publish order (event time, a few events up to 90 s late: within the grace).
     with _errors(), Publisher.from_settings(settings) as publisher, \
             _progress(len(made.events), None, quiet) as progress:
         for sent, (channel, event) in enumerate(made.events, start=1):

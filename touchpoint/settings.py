@@ -91,6 +91,13 @@ def _log_level(raw: str) -> str:
     return value
 
 
+def _attribution_model(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"last_touch", "first_touch", "linear"}:
+        raise ValueError("must be one of last_touch, first_touch, linear")
+    return value
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("home", ".touchpoint",
             "Local folder for service data, logs, worker state and the embedded warehouse."),
@@ -134,6 +141,16 @@ SETTINGS: tuple[Setting, ...] = (
             "How far event time must have passed a signal's deadline (breach, abandoned "
             "checkout) before it is concluded, so late events of other customers can "
             "still arrive.", _non_negative_int),
+    Setting("aggregate_grace_seconds", "120",
+            "Grace period of the per-minute aggregates: a minute is final once events "
+            "this much later (event time) have arrived; events of a final minute count "
+            "as late (`touchpoint_minute_late`).", _non_negative_int),
+    Setting("attribution_window_days", "7",
+            "Campaign attribution window: days after an exposure in which the customer's "
+            "touchpoints and purchases are credited to it.", _positive_int),
+    Setting("attribution_model", "last_touch",
+            "Campaign attribution model: `last_touch`, `first_touch` or `linear` "
+            "(streams/attribution.py).", _attribution_model),
     Setting("log_level", "info", "Log level: debug, info, warning or error.", _log_level),
 )
 
@@ -204,6 +221,9 @@ class Settings:
     lapsed_days: int
     signal_rules: str
     signal_lateness_seconds: int
+    aggregate_grace_seconds: int
+    attribution_window_days: int
+    attribution_model: str
     log_level: str
 
     @property

@@ -109,9 +109,9 @@ def test_simulate_scenario_start_moves_the_journeys(tmp_path, monkeypatch) -> No
     (["--scenario", "complaints", "--out", "x", "--events", "10"],
      "Error: --rate, --duration and --events are for live traffic, not --scenario"),
     (["--out", "x", "--events", "10"],
-     "Error: --out, --days and --publish go with --scenario complaints"),
+     "Error: --out, --days and --publish go with --scenario"),
     (["--publish", "--events", "10"],
-     "Error: --out, --days and --publish go with --scenario complaints"),
+     "Error: --out, --days and --publish go with --scenario"),
 ])
 def test_simulate_scenario_options_go_together(tmp_path, monkeypatch, args, message) -> None:
     monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
@@ -120,3 +120,19 @@ def test_simulate_scenario_options_go_together(tmp_path, monkeypatch, args, mess
     assert result.exit_code == 2
     assert result.output.strip() == message
     assert not (tmp_path / "x").exists()
+
+
+def test_simulate_campaign_scenario_writes_events_and_expected_report(tmp_path, monkeypatch
+                                                                      ) -> None:
+    from touchpoint.campaign_scenario import load_expected
+
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    out = tmp_path / "campaigns"
+    result = CliRunner().invoke(main, ["simulate", "--scenario", "campaigns", "--out",
+                                       str(out), "--customers", "30", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    expected = load_expected(out)
+    lines = (out / "events.jsonl").read_text().splitlines()
+    assert len(lines) == expected["events"] and expected["seed"] == 4
+    assert sum(len((out / f"{ch}.jsonl").read_text().splitlines())
+               for ch in expected["channels"]) == expected["events"]
