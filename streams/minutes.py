@@ -58,6 +58,7 @@ from touchpoint.streams.aggregates import (
     row_values,
 )
 from touchpoint.streams.identity import provisional_customer_id
+from touchpoint.streams.outbox import make_current
 
 __all__ = ["MINUTE_TABLE", "MinuteStage", "register"]
 
@@ -159,17 +160,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
                     if rows:
                         await writer.write(Batch(name, columns, rows,
                                                  Batch.token_for_rows(name, rows)))
-                # A table write goes to the changelog partition of "the current event";
-                # noack_take fills batches in another task, so set it for the write (see
-                # identity.py). And put the stream's back at once, with no await between:
-                # that task, waiting for this batch to be consumed, reads
-                # `stream.current_event` to know which event it is adding next; left
-                # pointing at ours, it would add ours again and lose its own.
-                previous = concrete.current_event
-                concrete._set_current_event(group[-1])
-                try:
-                    table[str(partition)] = stage.state()
-                finally:
-                    concrete._set_current_event(previous)
+                make_current(group[-1])  # for the table's changelog (see outbox.py)
+                table[str(partition)] = stage.state()
             for event in events:
                 await concrete.ack(event)
