@@ -35,7 +35,7 @@ from touchpoint.streams import (
 from touchpoint.streams.dashboard import register as register_dashboard
 from touchpoint.streams.lag import OffsetMonitor
 from touchpoint.streams.metrics import register as register_metrics
-from touchpoint.streams.topics import TopicNames
+from touchpoint.streams.topics import LARGE_RECORD_BYTES, TopicNames
 
 __all__ = ["Pipeline", "create_app"]
 
@@ -103,6 +103,8 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
         # without it every message is a request of its own, and sending dominates.
         "producer_linger": 0.005,
         "producer_max_batch_size": 512 * 1024,
+        # the minutes stage's window state is one large changelog record (topics.py)
+        "producer_max_request_size": LARGE_RECORD_BYTES,
         "consumer_auto_offset_reset": "earliest",
         "broker_commit_every": 1000,
         "broker_commit_interval": 1.0,

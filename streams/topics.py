@@ -10,7 +10,7 @@ from touchpoint.exceptions import ServiceError
 from touchpoint.schemas.contract import CHANNELS
 from touchpoint.settings import Settings
 
-__all__ = ["TABLES", "TopicNames", "changelog_topic", "ensure_topics"]
+__all__ = ["LARGE_RECORD_BYTES", "TABLES", "TopicNames", "changelog_topic", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,14 @@ TABLES: dict[str, int | None] = {
 }
 
 
+#: Largest record, in bytes, on the changelog of a table that keeps one large value per key:
+#: the minutes stage stores all its windows (with the ids of the events they counted) as
+#: one value, about 1 MB per 200 events/s of traffic (``streams/minutes.py``), beyond
+#: Kafka's default limit of 1 MB. The producer's request limit follows it (``app.py``).
+LARGE_RECORD_BYTES = 64 * 1024 * 1024
+_LARGE_VALUE_TABLES = frozenset({"touchpoint-minutes"})
+
+
 def changelog_topic(app_id: str, table: str) -> str:
     """Faust's name for a table's changelog topic."""
     return f"{app_id}-{table}-changelog"
@@ -118,11 +126,18 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
         existing = set(admin.list_topics())
         missing = [name for name in wanted if name not in existing]
         compacted = topics.compacted() | set(changelogs)
+        large = {changelog_topic(settings.app_id, table) for table in _LARGE_VALUE_TABLES}
+
+        def configs(name: str) -> dict[str, str]:
+            found = {"cleanup.policy": "compact"} if name in compacted else {}
+            if name in large:
+                found["max.message.bytes"] = str(LARGE_RECORD_BYTES)
+            return found
+
         new = [
             NewTopic(
                 name, changelogs.get(name) or topics.partitions(name, settings.topic_partitions),
-                settings.topic_replication,
-                topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
+                settings.topic_replication, topic_configs=configs(name),
             )
             for name in missing
         ]

@@ -26,3 +26,28 @@ def test_every_table_changelog_is_created_ahead_with_its_partitions(tmp_path: Pa
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def test_the_minutes_changelog_takes_records_larger_than_kafkas_default(tmp_path: Path) -> None:
+    from touchpoint.streams.topics import LARGE_RECORD_BYTES, ensure_topics
+
+    settings = load_settings({"TOUCHPOINT_HOME": str(tmp_path), "TOUCHPOINT_PII_SALT": "s",
+                              "TOUCHPOINT_APP_ID": "tp-x"})
+    admin = mock.MagicMock()
+    admin.list_topics.return_value = []
+    with mock.patch("kafka.KafkaAdminClient", return_value=admin):
+        ensure_topics(settings)
+    created = {call.args[0][0].name: call.args[0][0] for call in admin.create_topics.call_args_list}
+    minutes = created[changelog_topic("tp-x", "touchpoint-minutes")]
+    assert minutes.topic_configs == {"cleanup.policy": "compact",
+                                     "max.message.bytes": str(LARGE_RECORD_BYTES)}
+    profiles = created[changelog_topic("tp-x", "touchpoint-profiles")]
+    assert profiles.topic_configs == {"cleanup.policy": "compact"}
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = create_app(settings, mock.MagicMock(), faust_options={"loop": loop}).app
+        assert app.conf.producer_max_request_size == LARGE_RECORD_BYTES
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
