@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -278,18 +278,11 @@ def _write_scenario(out: Path, *, seed: int, customers: int, start: Any, days: f
     counts = ", ".join(f"{n} {label}" for label, n in made.counts().items())
     click.echo(f"{len(made.events)} events of {customers} customers ({counts}) written to "
                f"{out}: events.jsonl, <channel>.jsonl, truth.json")
-    if settings is None:
-        return
-    from touchpoint.publish import Publisher
-
-    # In event-time order; the channels are separate topics, so a worker reads them side
-    # by side and one channel may run ahead (bench/signals_bench.py publishes in slices).
-    with _errors(), Publisher.from_settings(settings) as publisher, \
-            _progress(len(made.events), None, quiet) as progress:
-        for sent, (channel, event) in enumerate(made.events, start=1):
-            publisher.publish(channel, event)
-            progress(sent)
-    click.echo(f"{len(made.events)} events published", err=True)
+    if settings is not None:
+        # In event-time order; the channels are separate topics, so a worker reads them
+        # side by side and one channel may run ahead (bench/signals_bench.py publishes
+        # in slices).
+        _publish_events(settings, made.events, quiet=quiet)
 
 
 def _write_campaign_scenario(out: Path, *, seed: int, customers: int, start: Any,
@@ -308,17 +301,22 @@ def _write_campaign_scenario(out: Path, *, seed: int, customers: int, start: Any
     exposures = sum(c["exposed"] for c in made.expected["campaigns"])
     click.echo(f"{len(made.events)} events of {customers} customers ({exposures} campaign "
                f"exposures) written to {out}: events.jsonl, <channel>.jsonl, expected.json")
-    if settings is None:
-        return
+    if settings is not None:
+        # In publish order (event time, a few events up to 90 s late: within the grace).
+        _publish_events(settings, made.events, quiet=quiet)
+
+
+def _publish_events(settings: Settings, events: Sequence[tuple[str, dict[str, Any]]], *,
+                    quiet: bool) -> None:
+    """Publish (channel, event) pairs in the order given, with progress."""
     from touchpoint.publish import Publisher
 
-    # In publish order (event time, a few events up to 90 s late: within the grace).
     with _errors(), Publisher.from_settings(settings) as publisher, \
-            _progress(len(made.events), None, quiet) as progress:
-        for sent, (channel, event) in enumerate(made.events, start=1):
+            _progress(len(events), None, quiet) as progress:
+        for sent, (channel, event) in enumerate(events, start=1):
             publisher.publish(channel, event)
             progress(sent)
-    click.echo(f"{len(made.events)} events published", err=True)
+    click.echo(f"{len(events)} events published", err=True)
 
 
 def _simulate(settings: Settings, *, rate: float | None, duration: float | None,
