@@ -26,18 +26,25 @@ __all__ = ["Outbox", "make_current"]
 
 
 class Outbox:
-    """Records sent through the app's producer; :meth:`delivered` waits for all of them."""
+    """Records sent through the app's producer; :meth:`delivered` waits for all of them.
+
+    The app's sensors hear of every record as they do for ``topic.send()`` (sent, then
+    acknowledged or failed), so ``/metrics`` counts these records too.
+    """
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
-        self._pending: list[Awaitable[Any]] = []
+        self._pending: list[tuple[Awaitable[Any], Any]] = []
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: list[tuple[str, bytes]] | None = None) -> None:
         """Hand one record to the producer (batched by it; not yet delivered)."""
-        future = await self._app.producer.send(topic, key, value, partition=None,
-                                               timestamp=None, headers=headers)
-        self._pending.append(future)
+        producer = self._app.producer
+        state = self._app.sensors.on_send_initiated(
+            producer, topic, None, len(key or b""), len(value or b""))  # type: ignore[arg-type]
+        future = await producer.send(topic, key, value, partition=None, timestamp=None,
+                                     headers=headers)
+        self._pending.append((future, state))
 
     async def delivered(self) -> int:
         """Wait until every record sent since the last call is in Kafka; return how many.
@@ -46,8 +53,20 @@ class Outbox:
         not acknowledged and is processed again by the partition's next owner.
         """
         pending, self._pending = self._pending, []
-        if pending:
-            await asyncio.gather(*pending)
+        if not pending:
+            return 0
+        results = await asyncio.gather(*(future for future, _ in pending),
+                                       return_exceptions=True)
+        producer, sensors = self._app.producer, self._app.sensors
+        failure: BaseException | None = None
+        for (_, state), result in zip(pending, results, strict=True):
+            if isinstance(result, BaseException):
+                sensors.on_send_error(producer, result, state)
+                failure = failure or result
+            else:
+                sensors.on_send_completed(producer, state, result)
+        if failure is not None:
+            raise failure
         return len(pending)
 
 
