@@ -683,8 +683,11 @@ def plant(customer_id: str, kind: str, at_ms: int, gap_ms: int) -> Tip:
 
     ``call``: an unresolved call, then another unresolved call about the same reason
     (1.5 points, then 1.5 + a repeat contact's 1.0: about 4 against ``high`` at 3).
-    ``rating``: a CSAT of 2 (1.5), then a review of 1 with an angry comment (2.0 + 1.0
-    for negative text, capped at 2.5). Both stay on one topic with one key, in order.
+    ``rating``: a CSAT of 2 about the call center (1.5), then a review of 1 about the web
+    shop with an angry comment (2.0 + 1.0 for negative text, capped at 2.5): two
+    separate bad experiences. (Two ratings about the same channel within the feedback
+    window are one verdict on one contact, capped together, and stay a watch.) Both stay
+    on one topic with one key, in order.
     """
     def ids() -> str:
         return str(uuid.uuid4())
@@ -703,7 +706,7 @@ def plant(customer_id: str, kind: str, at_ms: int, gap_ms: int) -> Tip:
                             "about_channel": "callcenter"})
     tip = ("feedback", {"event_id": ids(), "type": "review", "occurred_at": at_ms + gap_ms,
                         "customer_id": customer_id, "score": 1,
-                        "about_channel": "callcenter",
+                        "about_channel": "web",
                         "comment": "Terrible service, still no refund. Very disappointed."})
     return Tip(customer_id, kind, history, tip)
 
