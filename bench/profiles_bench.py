@@ -640,25 +640,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true",
                         help="leave Kafka running and keep the folder (data, worker log)")
     args = parser.parse_args(argv)
+    refuse_reserved_ports(parser, args)
+    if args.events < 1 or args.customers < 1:
+        parser.error("--events and --customers must be 1 or more")
+    return args
+
+
+def refuse_reserved_ports(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Stop with a usage error when --kafka-port or --kafka-controller-port is reserved."""
     for name in ("kafka_port", "kafka_controller_port"):
         if getattr(args, name) in RESERVED_PORTS:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} is reserved for "
                          "other engineers' brokers; pick another port")
-    if args.events < 1 or args.customers < 1:
-        parser.error("--events and --customers must be 1 or more")
-    return args
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Ctrl-C or SIGTERM while the worker runs: stop watching and print a PARTIAL report
-    # (also when started in the background, where the shell ignores SIGINT for us).
+def interrupt_on_signals() -> None:
+    """Ctrl-C or SIGTERM raise KeyboardInterrupt: stop watching, print a PARTIAL report.
+
+    Also when started in the background, where the shell ignores SIGINT for us.
+    """
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    interrupt_on_signals()
     sys.path.insert(0, str(REPO))
     from touchpoint.settings import load_settings
 

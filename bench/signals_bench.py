@@ -64,7 +64,6 @@ import hashlib
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -1194,10 +1193,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     common.add_argument("--keep", action="store_true",
                         help="leave Kafka running and keep the folder (data, worker logs)")
     args = parser.parse_args(argv)
-    for name in ("kafka_port", "kafka_controller_port"):
-        if getattr(args, name) in pb.RESERVED_PORTS:
-            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} is reserved for "
-                         "other engineers' brokers; pick another port")
+    pb.refuse_reserved_ports(parser, args)
     if args.customers < 1 or args.days < 2 or args.slice_hours <= 0:
         parser.error("--customers must be 1 or more, --days 2 or more, --slice-hours above 0")
     if args.rate <= 0 or args.duration <= 0 or args.tips < 1 or args.gap <= 0:
@@ -1207,14 +1203,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    pb.interrupt_on_signals()
     made_home = args.home is None
     base = Path(tempfile.mkdtemp(prefix="signals-bench-")) if made_home \
         else args.home.expanduser().resolve()

@@ -197,7 +197,9 @@ class OffsetMonitor(Service):
 
         consumer, admin = self._clients()
         now = time.time()
-        if now - self._partitions_at > 30 or not self._partitions:
+        # Partitions change rarely: list them every 30 s, and at every sample while a
+        # topic has none listed yet (the client's metadata may not have had it at first).
+        if now - self._partitions_at > 30 or len(self._partitions) < len(self.topics):
             self._partitions = {}
             for topic in self.topics:
                 found = consumer.partitions_for_topic(topic)

@@ -267,16 +267,20 @@ class TierEstimator:
     """Spend cut-offs for key and growth customers, from the spend this worker has seen.
 
     A log-scale histogram (8 buckets per doubling) of each customer's trailing spend;
-    quantiles from it are within about 9 % of the true value.
+    quantiles from it are within about 9 % of the true value. The cut-offs are read for
+    every event (the detector's and attribution's value tier) but change only when the
+    emitter observes spend, so they are kept until then.
     """
 
     def __init__(self, rules: SegmentRules) -> None:
         self.rules = rules
         self._spend: dict[str, float] = {}
         self._buckets: dict[int, int] = {}
+        self._cutoffs: tuple[float, float] | None = None
 
     def observe(self, customer_id: str, spend: float) -> None:
         """Record a customer's current trailing spend (replacing the previous value)."""
+        self._cutoffs = None
         old = self._spend.get(customer_id)
         if old is not None:
             self._buckets[_bucket(old)] -= 1
@@ -292,6 +296,11 @@ class TierEstimator:
 
     def cutoffs(self) -> tuple[float, float]:
         """(key, growth) spend cut-offs."""
+        if self._cutoffs is None:
+            self._cutoffs = self._compute()
+        return self._cutoffs
+
+    def _compute(self) -> tuple[float, float]:
         population = len(self._spend)
         if population < self.rules.min_population:
             return self.rules.key_spend, self.rules.growth_spend

@@ -157,3 +157,14 @@ def test_sampling_is_frequent_only_while_someone_watches() -> None:
     assert monitor.due(time.monotonic())
     monitor.samples.append(OffsetSample(at=time.time(), end={}))
     assert not monitor.due(time.monotonic())
+
+
+def test_a_topic_missing_from_the_first_listing_joins_at_the_next_sample() -> None:
+    monitor = OffsetMonitor(bootstrap=["k:9092"], group="g", topics=["t.a", "t.b"])
+    consumer = FakeConsumer()
+    monitor._clients = lambda: (consumer, Admin3())  # type: ignore[method-assign]
+    assert {tp for tp in monitor.sample().end} == {("t.a", 0), ("t.a", 1)}
+    consumer.partitions_for_topic = lambda topic: {0, 1}  # type: ignore[method-assign]
+    # within the 30 s refresh: listed again because t.b had no partitions
+    assert {tp for tp in monitor.sample().end} == {("t.a", 0), ("t.a", 1), ("t.b", 0),
+                                                   ("t.b", 1)}
