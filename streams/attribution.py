@@ -74,7 +74,7 @@ import copy
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any, ClassVar, Final
 
@@ -228,14 +228,31 @@ class AttributionState:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The state as plain JSON-able data (for the changelog-backed table)."""
-        return asdict(self)
+        """The state as plain JSON-able data (for the changelog-backed table).
+
+        It shares its lists and dicts with this object: hand it over and drop the object
+        (the profiles stage runs this per event; ``asdict`` copied every touchpoint).
+        """
+        return {name: getattr(self, name) for name in _STATE_FIELDS}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AttributionState:
-        """The state stored by :meth:`to_dict` (unknown keys ignored, missing defaulted)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in copy.deepcopy(dict(data)).items() if k in known})
+        """The state stored by :meth:`to_dict` (unknown keys ignored, missing defaulted).
+
+        Copies the containers the rules change (they append, filter and replace items,
+        never change an item in place), so ``data`` stays as it was.
+        """
+        values = {k: v for k, v in data.items() if k in _STATE_FIELDS}
+        for name in ("exposures", "touchpoints"):
+            if name in values:
+                values[name] = list(values[name])
+        for name in ("closed", "rows"):
+            if name in values:
+                values[name] = dict(values[name])
+        return cls(**values)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(AttributionState))
 
 
 def exposure_id(campaign_id: str, first_event_id: str) -> str:
@@ -404,7 +421,8 @@ def _refresh(state: AttributionState, model: AttributionModel, window: int,
     assert state.clock is not None
     _bound(state)
     groups = _group(state.exposures, window)
-    _credit(groups, state, model, window)
+    if groups or state.closed:  # else no exposure can claim a touchpoint: nothing to credit
+        _credit(groups, state, model, window)
     out: list[dict[str, Any]] = []
     current = set()
     for group in groups:
