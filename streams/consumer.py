@@ -25,7 +25,7 @@ from __future__ import annotations
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 
-__all__ = ["Consumer", "Transport"]
+__all__ = ["Consumer", "Transport", "is_current"]
 
 
 class Consumer(driver.Consumer):
@@ -63,3 +63,17 @@ class Transport(driver.Transport):
     """The aiokafka transport with :class:`Consumer`."""
 
     Consumer = Consumer
+
+
+def is_current(app: object, message: Message) -> bool:
+    """Whether ``message`` was fetched in the consumer's current generation.
+
+    ``False`` from the moment its partition is revoked. A stage working through a batch
+    checks this before each record and stops when it turns false: the partition's next
+    owner reads the rest again from the committed offset, and a stale owner that went on
+    would write its tables' changelogs and send outputs interleaved with the new owner's.
+    """
+    consumer = getattr(app, "consumer", None)
+    if not isinstance(consumer, Consumer) or message.generation_id is None:
+        return True  # not our consumer (unit tests), or a record without a generation
+    return message.generation_id == consumer.ack_generation

@@ -13,8 +13,8 @@ Two different CRM ids are two customers and are never merged; an identifier both
 claim stays with the customer that claimed it first (the only order-dependent case).
 
 **How it runs.** Resolution needs one view of all identifiers, so it reads one
-ordered log (``touchpoints.unresolved``, one partition) and keeps its graph in two
-changelog-backed tables. It forwards each event unchanged to ``touchpoints.resolved``
+ordered log (``touchpoints.unresolved``, one partition) and keeps its graph in one
+changelog-backed table. It forwards each event unchanged to ``touchpoints.resolved``
 keyed by the resolved customer id, so all of one customer's state lives in one
 partition downstream. When a link merges customers, a merge record keyed by the
 merged-away id is published first; it reaches that customer's partition after all of
@@ -26,6 +26,15 @@ publishes that merge again (remembered with the event's id; downstream a repeate
 does nothing), so a merge is never lost with a worker. A replayed event whose customer
 has aliases goes out naming them, and the profiles stage applies it only once their
 states are folded in: it may have been counted on one of them the first time.
+
+**Crashes between writes.** Resolving one event may write several entries, and a crash
+can keep any prefix of them. Owners and groups share one table, hence one changelog in
+write order (:class:`Keyspace`); a customer's group, with its new aliases, is written
+before any identifier is pointed at it, and a merged-away group is dropped last. So a
+replayed event that finds its identifiers pointing at a customer also finds the aliases
+it may have been counted under, and replaying the event that caused a merge finishes
+it. A stage that loses its partition mid-batch stops at once (``consumer.is_current``),
+so two workers never write the graph at the same time.
 """
 
 from __future__ import annotations
@@ -40,12 +49,15 @@ from typing import Any, cast
 import faust
 
 from touchpoint.schemas.codec import codec_for
+from touchpoint.streams.consumer import is_current
 from touchpoint.streams.outbox import Outbox, make_current
 
 __all__ = [
     "AWAIT_HEADER",
     "GENERATED_PREFIX",
+    "TABLE",
     "IdentityGraph",
+    "Keyspace",
     "Merge",
     "Resolution",
     "generated_id",
@@ -159,10 +171,7 @@ class IdentityGraph:
             group = self.members.get(customer)
             if not group or not group["aliases"]:
                 return Resolution(customer)
-            repeated = tuple(
-                Merge(merged, m["into_id"], tuple(m["identifiers"]), tuple(m["aliases"]))
-                for merged, m in (group.get("merges") or {}).items()
-                if event_id and m["event_id"] == event_id)
+            repeated = self._repeated(customer, group, event_id)
             return Resolution(customer, aliases=tuple(group["aliases"]), repeated=repeated)
         customers = {c for c in known.values() if c is not None}
         candidates = customers | {own_id(i) for i, c in known.items() if c is None}
@@ -172,28 +181,67 @@ class IdentityGraph:
 
         conflicts = [i for i, c in known.items() if c is not None and c != target and is_crm(c)]
         merging = sorted(c for c in customers if c != target and not is_crm(c))
+        # The group as it will be, written first: the changelog may keep any prefix of
+        # this record's writes (a crash), and an identifier that already names the target
+        # must find the aliases it came with there (see test_identity's crash test).
         target_members = self._members(target)
-        for identifier, customer in known.items():
-            if customer is None:
-                self.owner[identifier] = target
-                target_members["identifiers"].append(identifier)
+        repeated = self._repeated(target, target_members, event_id, skip=merging)
+        identifiers_now = dict.fromkeys(target_members["identifiers"])
+        aliases_now = dict.fromkeys(target_members["aliases"])
+        fresh = [i for i, c in known.items() if c is None]
+        identifiers_now.update(dict.fromkeys(fresh))
         merges = []
         for merged in merging:
-            moved = self.members.pop(merged, None) or {"identifiers": [], "aliases": []}
-            for identifier in moved["identifiers"]:
-                self.owner[identifier] = target
-            target_members["identifiers"].extend(moved["identifiers"])
-            target_members["aliases"].extend([merged, *moved["aliases"]])
+            moved = self.members.get(merged) or {"identifiers": [], "aliases": []}
+            identifiers_now.update(dict.fromkeys(moved["identifiers"]))
+            aliases_now.update(dict.fromkeys([merged, *moved["aliases"]]))
             target_members["merges"].update(moved.get("merges") or {})
             target_members["merges"][merged] = {
                 "into_id": target, "event_id": event_id,
                 "identifiers": list(moved["identifiers"]), "aliases": list(moved["aliases"])}
             merges.append(Merge(merged, target, tuple(moved["identifiers"]),
                                 tuple(moved["aliases"])))
-        if merges or any(c is None for c in known.values()):
+        target_members["identifiers"] = list(identifiers_now)
+        target_members["aliases"] = list(aliases_now)
+        if merges or fresh:
             self.members[target] = target_members  # write back: tables persist on set
+        for identifier in fresh:
+            self.owner[identifier] = target
+        for merge in merges:
+            self._finish(target, merge)
         return Resolution(target, tuple(merges), tuple(conflicts),
-                          aliases=tuple(target_members["aliases"]))
+                          aliases=tuple(target_members["aliases"]), repeated=repeated)
+
+    def _repeated(self, customer: str, group: Mapping[str, Any], event_id: str,
+                  skip: Sequence[str] = ()) -> tuple[Merge, ...]:
+        """The merges event ``event_id`` caused before (it is being replayed), finished.
+
+        Finishing them again completes a merge whose writes a crash cut short.
+        """
+        if not event_id:
+            return ()
+        repeated = tuple(
+            Merge(merged, m["into_id"], tuple(m["identifiers"]), tuple(m["aliases"]))
+            for merged, m in (group.get("merges") or {}).items()
+            if m["event_id"] == event_id and merged not in skip)
+        for merge in repeated:
+            self._finish(customer, merge)
+        return repeated
+
+    def _finish(self, customer: str, merge: Merge) -> None:
+        """Point the merged-away customer's identifiers at ``customer``, its group now.
+
+        Idempotent, and run again when the event that caused the merge is replayed: that
+        completes a merge whose writes a crash cut short. Only identifiers still naming a
+        merged-away id move (the customer may have been merged on since; an identifier
+        that already names it, or its successor, stays).
+        """
+        gone = {merge.merged_id, *merge.aliases}
+        for identifier in merge.identifiers:
+            if self.owner.get(identifier) in gone:
+                self.owner[identifier] = customer
+        if self.members.get(merge.merged_id) is not None:
+            self.members.pop(merge.merged_id, None)
 
     def _members(self, customer: str) -> dict[str, Any]:
         found = self.members.get(customer)
@@ -201,6 +249,44 @@ class IdentityGraph:
             return {"identifiers": [], "aliases": [], "merges": {}}
         return {"identifiers": list(found["identifiers"]), "aliases": list(found["aliases"]),
                 "merges": dict(found.get("merges") or {})}
+
+
+class Keyspace(MutableMapping[str, Any]):
+    """The entries of one kind in a shared table: key ``k`` is stored as ``prefix + k``.
+
+    The identity graph keeps owners and groups in one table so that both go to one
+    changelog partition, in the order they were written: whatever prefix of it a crash
+    leaves, a replay finds a graph it can continue from (see ``IdentityGraph.resolve``).
+    Two tables would be two changelogs, restored each to its own point.
+    """
+
+    def __init__(self, table: MutableMapping[str, Any], prefix: str) -> None:
+        self.table = table
+        self.prefix = prefix
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key`` in this keyspace, else ``default``."""
+        return self.table.get(self.prefix + key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.table[self.prefix + key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[self.prefix + key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[self.prefix + key]
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        """Remove ``key`` from this keyspace; its value, else ``default``."""
+        return self.table.pop(self.prefix + key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        size = len(self.prefix)
+        return (key[size:] for key in self.table if key.startswith(self.prefix))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class ReadThrough(MutableMapping[str, Any]):
@@ -262,6 +348,8 @@ class ReadThrough(MutableMapping[str, Any]):
         return len(self.table)
 
 
+#: The Faust table of the identity graph (owners and groups, see :class:`Keyspace`).
+TABLE = "touchpoint-identity"
 #: Records one identity batch takes at most, and how long it waits to fill one (seconds).
 BATCH_RECORDS = 1000
 BATCH_WITHIN = 0.02
@@ -273,15 +361,14 @@ AWAIT_HEADER = "touchpoint-await"
 def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT,
              stats: dict[str, int]) -> IdentityGraph:
     """Add the identity agent and its tables to ``app``; return the graph (for lookups)."""
-    # keys raw (utf-8), values JSON: Faust's defaults for tables
-    owner = ReadThrough(app.Table("touchpoint-identity-owner", partitions=1, key_type=str))
-    members = ReadThrough(app.Table("touchpoint-identity-members", partitions=1, key_type=str))
-    graph = IdentityGraph(owner, members)
+    # keys raw (utf-8), values JSON: Faust's defaults for tables. One table, one changelog
+    # (see Keyspace): "o:<identifier>" -> customer id, "m:<customer id>" -> its group.
+    table = ReadThrough(app.Table(TABLE, partitions=1, key_type=str), limit=1_000_000)
+    graph = IdentityGraph(Keyspace(table, "o:"), Keyspace(table, "m:"))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types sync receivers
     async def _forget(sender: Any, *args: Any, **kwargs: Any) -> None:
-        owner.clear_kept()
-        members.clear_kept()
+        table.clear_kept()
     event_codec = codec_for("event")
     merge_codec = codec_for("merge")
     outbox = Outbox(app)
@@ -304,6 +391,11 @@ def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT
         concrete = cast(faust.Stream[bytes], stream)
         async for events in concrete.take_events(BATCH_RECORDS, within=BATCH_WITHIN):
             for message in events:
+                if not is_current(app, message.message):
+                    # Revoked mid-batch: leave the rest to the partition's next owner,
+                    # or this worker's tables and outputs would interleave with its.
+                    stats["batches_abandoned"] = stats.get("batches_abandoned", 0) + 1
+                    break
                 make_current(message)  # for the tables' changelog (see outbox.py)
                 value = message.value
                 event = event_codec.decode(value)

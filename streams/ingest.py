@@ -31,6 +31,7 @@ from touchpoint.schemas.contract import (
     normalize_phone,
     parse_occurred_at,
 )
+from touchpoint.streams.consumer import is_current
 from touchpoint.streams.identity import strongest_identifier
 from touchpoint.streams.outbox import Outbox
 from touchpoint.streams.sentiment import score as sentiment_score
@@ -209,6 +210,8 @@ def register(app: faust.App, topics: TopicNames, ingestor: Ingestor, stats: Inge
         async for events in batches:
             for event in events:
                 message = event.message
+                if not is_current(app, message):
+                    break  # revoked mid-batch: the partition's next owner reads the rest
                 outcome = ingestor.process(
                     channel_of[message.topic], event.key, event.value, topic=message.topic,
                     partition=message.partition, offset=message.offset,

@@ -54,6 +54,7 @@ from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams import complaints
 from touchpoint.streams.attribution import ATTRIBUTION_COLUMNS
 from touchpoint.streams.campaigns import ATTRIBUTION_KEY, Attributor
+from touchpoint.streams.consumer import is_current
 from touchpoint.streams.identity import AWAIT_HEADER
 from touchpoint.streams.signals import SIGNAL_KEY, Detector
 
@@ -550,6 +551,8 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
     @app.agent(resolved, name="touchpoint.profiles")
     async def profile_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
+            if not is_current(app, event.message):
+                continue  # revoked meanwhile: the partition's next owner reads it again
             key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
             awaiting = _awaited(event.message.headers)
             for out in stage.handle(key, event.value, event.message.partition, awaiting):

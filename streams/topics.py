@@ -73,8 +73,7 @@ class TopicNames:
 
 #: The worker's Faust tables and their partitions (None: TOUCHPOINT_TOPIC_PARTITIONS).
 TABLES: dict[str, int | None] = {
-    "touchpoint-identity-owner": 1,
-    "touchpoint-identity-members": 1,
+    "touchpoint-identity": 1,
     "touchpoint-profiles": None,
     "touchpoint-minutes": 1,
 }

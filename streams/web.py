@@ -22,6 +22,7 @@ from touchpoint.exceptions import WarehouseError
 from touchpoint.schemas.contract import hash_pii, normalize_email, normalize_phone
 from touchpoint.signals_view import SignalFilter, list_signals
 from touchpoint.sinks.clickhouse import Warehouse, quote_literal
+from touchpoint.streams.identity import TABLE as IDENTITY_TABLE
 from touchpoint.streams.identity import IdentityGraph
 
 __all__ = ["READ_ONLY", "Identify", "register", "register_customers"]
@@ -136,7 +137,7 @@ def register_customers(app: faust.App, *, graph: IdentityGraph, profiles: Any,
                        lookup: Callable[[str], dict[str, Any] | None], warehouse: Warehouse,
                        identify: Identify) -> None:
     """Add ``/customers/{identifier}`` and ``/profiles/{customer_id}`` (table-routed)."""
-    owner_table = app.tables["touchpoint-identity-owner"]
+    owner_table = app.tables[IDENTITY_TABLE]
 
     async def recent_touchpoints(customer_id: str) -> list[dict[str, Any]]:
         sql = (
