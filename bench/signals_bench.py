@@ -784,7 +784,7 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
     worker.start()
     settings = worker.settings
     result.group = settings.app_id
-    topics = TopicNames(settings.topic_prefix)
+    topics = TopicNames.of(settings)
     bootstrap = settings.kafka_servers
     stop = threading.Event()
     sent = [0]

@@ -290,7 +290,7 @@ def subject_of(data: bytes | None) -> str | None:
     """The subject a single-object record was written as, or ``None`` if unknown.
 
     Topics that carry more than one kind of record (events and merges on
-    ``touchpoints.resolved``) dispatch on this before decoding.
+    ``<app_id>-resolved``) dispatch on this before decoding.
     """
     if not data or len(data) < HEADER_SIZE or data[:2] != MARKER:
         return None

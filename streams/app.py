@@ -1,9 +1,9 @@
 """The Faust application: built from settings, with every stage wired in flow order.
 
-inbound topics ─▶ ingest ─▶ touchpoints.unresolved ─▶ identity ─▶ touchpoints.resolved
-│     └─▶ minutes (touchpoint_minute)           ├─▶ store (warehouse)
-└─▶ touchpoints.deadletter ─▶ store             └─▶ profiles ─▶ profiles.updates
-                                                     (+ campaign attribution)
+inbound topics ─▶ ingest ─▶ <app_id>-unresolved ─▶ identity ─▶ <app_id>-resolved
+│     └─▶ minutes (touchpoint_minute)        ├─▶ store (warehouse)
+└─▶ touchpoints.deadletter ─▶ store          └─▶ profiles ─▶ profiles.updates
+                                                  (+ campaign attribution)
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class App(faust.App):
 def create_app(settings: Settings, warehouse: Warehouse, *,
                faust_options: dict[str, Any] | None = None) -> Pipeline:
     """Build the Faust app for ``settings`` writing into ``warehouse`` (already migrated)."""
-    topics = TopicNames(settings.topic_prefix)
+    topics = TopicNames.of(settings)
     datadir = settings.home / "worker" / f"{settings.app_id}-{settings.web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
     # RocksDB (through rocksdict) keeps tables on disk; memory works everywhere.

@@ -13,8 +13,8 @@ Two different CRM ids are two customers and are never merged; an identifier both
 claim stays with the customer that claimed it first (the only order-dependent case).
 
 **How it runs.** Resolution needs one view of all identifiers, so it reads one
-ordered log (``touchpoints.unresolved``, one partition) and keeps its graph in one
-changelog-backed table. It forwards each event unchanged to ``touchpoints.resolved``
+ordered log (``<app_id>-unresolved``, one partition) and keeps its graph in one
+changelog-backed table. It forwards each event unchanged to ``<app_id>-resolved``
 keyed by the resolved customer id, so all of one customer's state lives in one
 partition downstream. When a link merges customers, a merge record keyed by the
 merged-away id is published first; it reaches that customer's partition after all of
@@ -353,7 +353,7 @@ TABLE = "touchpoint-identity"
 #: Records one identity batch takes at most, and how long it waits to fill one (seconds).
 BATCH_RECORDS = 1000
 BATCH_WITHIN = 0.02
-#: Kafka header on ``touchpoints.resolved`` events: the customer's aliases (comma-separated)
+#: Kafka header on ``<app_id>-resolved`` events: the customer's aliases (comma-separated)
 #: that the profiles stage must have folded in before it applies the event.
 AWAIT_HEADER = "touchpoint-await"
 

@@ -145,7 +145,7 @@ class OffsetMonitor(Service):
     def for_workers(cls, settings: Settings, **kwargs: Any) -> OffsetMonitor:
         """A monitor of the workers' group (``TOUCHPOINT_APP_ID``) and the topics it reads."""
         return cls(bootstrap=settings.kafka_servers, group=settings.app_id,
-                   topics=consumed_topics(TopicNames(settings.topic_prefix)), **kwargs)
+                   topics=consumed_topics(TopicNames.of(settings)), **kwargs)
 
     @property
     def latest(self) -> OffsetSample | None:

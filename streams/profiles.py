@@ -377,7 +377,7 @@ def profile_row(pub: Mapping[str, Any], *, merged_into: str = "",
 
 
 class Send(NamedTuple):
-    """A record the profiles stage sends on to ``touchpoints.resolved``."""
+    """A record the profiles stage sends on to ``<app_id>-resolved``."""
 
     key: str
     value: bytes
@@ -385,7 +385,7 @@ class Send(NamedTuple):
 
 
 class ProfileStage:
-    """What the profiles stage does with one record of ``touchpoints.resolved``.
+    """What the profiles stage does with one record of ``<app_id>-resolved``.
 
     ``handle`` updates the table and returns the records to send on (absorbed state for
     the customer a merge led to, or records forwarded past a merged-away id); after it,

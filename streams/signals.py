@@ -1,7 +1,7 @@
 """Signals: early complaint signals, raised in the profiles stage and published.
 
 The detector (``complaints.py``) needs every contact of a customer in event-time order,
-which is exactly what the profiles stage has: ``touchpoints.resolved`` keyed by resolved
+which is exactly what the profiles stage has: ``<app_id>-resolved`` keyed by resolved
 customer, merges and late events already taken care of. So its state lives inside the
 customer's profile (key ``complaints``), travels with it when customers merge, and is
 recovered with it from the changelog.
@@ -9,7 +9,7 @@ recovered with it from the changelog.
 What is raised goes to ``signals.complaints`` (keyed by customer id) and from there,
 through the store stage, to the ``complaint_signals`` table. Signals fall due without
 any new event of their customer (a breach of the service time, a checkout abandoned).
-They are concluded by *event time*: per partition of ``touchpoints.resolved``, the newest
+They are concluded by *event time*: per partition of ``<app_id>-resolved``, the newest
 event time seen there less ``TOUCHPOINT_SIGNAL_LATENESS_SECONDS`` is the watermark, and
 whenever it has moved on by a minute the customers of that partition with something
 pending are swept, while the stage handles a record of that partition (Faust tables

@@ -71,7 +71,7 @@ def event_row(event: Mapping[str, Any], version: int,
               customer_id: str | None = None) -> tuple[Any, ...]:
     """One ``touchpoint_events_raw`` row, values in :data:`EVENT_COLUMNS` order.
 
-    ``customer_id`` is the resolved customer (the key on ``touchpoints.resolved``).
+    ``customer_id`` is the resolved customer (the key on ``<app_id>-resolved``).
     """
     attributes = event.get("attributes") or {}
     keys = sorted(attributes)
@@ -140,7 +140,7 @@ def _batch(table: str, columns: tuple[str, ...], events: Sequence[faust.EventT],
 
 
 def _resolved_batches(events: Sequence[faust.EventT]) -> list[Batch]:
-    """Events, merges and aliases from one batch of ``touchpoints.resolved`` records."""
+    """Events, merges and aliases from one batch of ``<app_id>-resolved`` records."""
     event_codec, merge_codec = codec_for("event"), codec_for("merge")
     version = time.time_ns() // 1000
     rows: dict[str, tuple[Any, ...]] = {}

@@ -17,9 +17,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TopicNames:
-    """Every topic the pipeline reads or writes, with the configured prefix applied."""
+    """Every topic the pipeline reads or writes, with the configured prefix applied.
+
+    The contract's topics (inbound, dead letters, signals, profiles) are shared by whoever
+    uses the prefix. The stages' own topics between them (``<app_id>-unresolved``,
+    ``<app_id>-resolved``) belong to one consumer group, like Faust's changelogs: a second
+    group on the same inbound topics (a replay into a fresh warehouse, a blue/green
+    deployment) must never read the first one's merges, hand-overs and forwarded events,
+    which are made against that group's own state.
+    """
 
     prefix: str = ""
+    app_id: str = "touchpoint"
+
+    @classmethod
+    def of(cls, settings: Settings) -> TopicNames:
+        """The topics of the workers configured by ``settings``."""
+        return cls(settings.topic_prefix, settings.app_id)
 
     def channel(self, channel: str) -> str:
         """Inbound topic of a channel, e.g. ``touchpoints.web``."""
@@ -40,12 +54,12 @@ class TopicNames:
     @property
     def unresolved(self) -> str:
         """Valid events after ingest, in one ordered log for identity resolution."""
-        return f"{self.prefix}touchpoints.unresolved"
+        return f"{self.prefix}{self.app_id}-unresolved"
 
     @property
     def resolved(self) -> str:
         """Events keyed by resolved customer id, with merge and absorb records."""
-        return f"{self.prefix}touchpoints.resolved"
+        return f"{self.prefix}{self.app_id}-resolved"
 
     @property
     def signals(self) -> str:
@@ -107,7 +121,7 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    topics = TopicNames(settings.topic_prefix)
+    topics = TopicNames.of(settings)
     changelogs = {changelog_topic(settings.app_id, table): partitions or settings.topic_partitions
                   for table, partitions in TABLES.items()}
     wanted = list(names) if names is not None else [*topics.all(), *changelogs]

@@ -105,7 +105,7 @@ class Worker:
 
     @property
     def topics(self) -> TopicNames:
-        return TopicNames(self.settings.topic_prefix)
+        return TopicNames.of(self.settings)
 
     @property
     def backend(self) -> str:

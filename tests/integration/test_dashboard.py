@@ -172,10 +172,11 @@ def test_kafka_figures_cover_every_partition_of_the_group(
     kafka = figures[1]["kafka"]
     partitions = worker.settings.topic_partitions
     expected = {(f"touchpoints.{c}", p) for c in
-                ("web", "store", "callcenter", "campaign", "feedback", "deadletter", "resolved")
+                ("web", "store", "callcenter", "campaign", "feedback", "deadletter")
                 for p in range(partitions)}
-    expected |= {("signals.complaints", p) for p in range(partitions)}
-    expected |= {("touchpoints.unresolved", 0)}
+    expected |= {(t, p) for t in (f"{worker.settings.app_id}-resolved", "signals.complaints")
+                 for p in range(partitions)}
+    expected |= {(f"{worker.settings.app_id}-unresolved", 0)}
     assert {(r["topic"], r["partition"]) for r in kafka["lag"]} == expected
     assert kafka["members"] == 1 and kafka["group"] == worker.settings.app_id
     assert set(kafka["rates"]["channels"]) == {"web", "store", "callcenter", "campaign",

@@ -8,7 +8,7 @@ from unittest import mock
 
 from touchpoint.settings import load_settings
 from touchpoint.streams.app import create_app
-from touchpoint.streams.topics import TABLES, changelog_topic
+from touchpoint.streams.topics import TABLES, TopicNames, changelog_topic
 
 
 def test_every_table_changelog_is_created_ahead_with_its_partitions(tmp_path: Path) -> None:
@@ -51,3 +51,12 @@ def test_the_minutes_changelog_takes_records_larger_than_kafkas_default(tmp_path
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def test_the_topics_between_stages_belong_to_the_group_and_the_contract_s_are_shared() -> None:
+    one, other = TopicNames("p.", "live"), TopicNames("p.", "replay")
+    assert (one.unresolved, one.resolved) == ("p.live-unresolved", "p.live-resolved")
+    assert {one.unresolved, one.resolved}.isdisjoint(other.all())
+    shared = [*one.inbound, one.deadletter, one.signals, one.profiles]
+    assert shared == [*other.inbound, other.deadletter, other.signals, other.profiles]
+    assert TopicNames().resolved == "touchpoint-resolved"
