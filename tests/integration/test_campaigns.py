@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from touchpoint.campaign_scenario import CampaignScenario, generate
 
-from .conftest import Worker, WorkerFactory
+from .conftest import KAFKA, Worker, WorkerFactory
 
 pytestmark = pytest.mark.integration
 
@@ -116,6 +117,17 @@ def _publish(worker: Worker, scenario: CampaignScenario, start: int = 0,
     return done
 
 
+def _end_offsets(topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
+    consumer = KafkaConsumer(bootstrap_servers=KAFKA)
+    try:
+        partitions = [TopicPartition(t, p) for t in topics
+                      for p in consumer.partitions_for_topic(t) or ()]
+        return {(tp.topic, tp.partition): offset
+                for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
 def _rows(worker: Worker, sql: str) -> list[tuple[Any, ...]]:
     return [tuple(float(v) if isinstance(v, float) else v for v in row)
             for row in worker.query(sql).rows]
@@ -181,21 +193,24 @@ def test_a_kill_mid_stream_and_a_full_replay_change_no_figure(
     first.stop()
 
     # A second worker in a consumer group of its own reads every input topic from the
-    # start again (its ingest and identity publish every event a second time), writing
-    # into the same database.
+    # start again, through topics between stages of its own, writing into the same
+    # database. The first group's own topics are left alone.
+    own = (first.topics.unresolved, first.topics.resolved)
+    ends = _end_offsets(own)
     replay = worker_factory("clickhouse", **{
         "TOUCHPOINT_TOPIC_PREFIX": first.settings.topic_prefix,
         "TOUCHPOINT_CLICKHOUSE_URL": first.settings.clickhouse_url,
         "TOUCHPOINT_APP_ID": f"tp-replay-{uuid.uuid4().hex[:8]}",
         "TOUCHPOINT_PROFILE_EMIT_SECONDS": "1"})
-    # it has read every record: the first run's copies and its own
-    read = 2 * scenario.expected["events"]
+    assert not {replay.topics.unresolved, replay.topics.resolved} & set(own)
+    read = scenario.expected["events"]
     deadline = time.monotonic() + 120
     while (sum((replay.status() or {}).get("minutes", {}).values()) < read
            or (replay.status() or {}).get("identity", {}).get("resolved", 0) < read):
         assert time.monotonic() < deadline, replay.status()
         time.sleep(0.5)
     _settled(replay, scenario)
+    assert _end_offsets(own) == ends
     # Until two emission rounds of the replay's profiles change nothing more; then not a
     # stored row may differ from the first run's.
     pause = 2 * replay.settings.profile_emit_seconds + 1
