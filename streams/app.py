@@ -1,9 +1,9 @@
 """The Faust application: built from settings, with every stage wired in flow order.
 
-inbound topics ─▶ ingest ─▶ <app_id>-unresolved ─▶ identity ─▶ <app_id>-resolved
-│     └─▶ minutes (touchpoint_minute)        ├─▶ store (warehouse)
-└─▶ touchpoints.deadletter ─▶ store          └─▶ profiles ─▶ profiles.updates
-                                                  (+ campaign attribution)
+inbound topics ─▶ ingest ─▶ touchpoints.unresolved ─▶ identity ─▶ <app_id>-resolved
+│     └─▶ minutes (touchpoint_minute)           ├─▶ store (warehouse)
+└─▶ touchpoints.deadletter ─▶ store             └─▶ profiles ─▶ profiles.updates
+                                                     (+ campaign attribution)
 """
 
 from __future__ import annotations

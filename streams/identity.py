@@ -13,7 +13,7 @@ Two different CRM ids are two customers and are never merged; an identifier both
 claim stays with the customer that claimed it first (the only order-dependent case).
 
 **How it runs.** Resolution needs one view of all identifiers, so it reads one
-ordered log (``<app_id>-unresolved``, one partition) and keeps its graph in one
+ordered log (``touchpoints.unresolved``, one partition) and keeps its graph in one
 changelog-backed table. It forwards each event unchanged to ``<app_id>-resolved``
 keyed by the resolved customer id, so all of one customer's state lives in one
 partition downstream. When a link merges customers, a merge record keyed by the

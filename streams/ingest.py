@@ -3,7 +3,7 @@
 Per record: decode (Avro single-object, writer schema found by fingerprint), check the
 contract (CONTRACT §2), normalize (e-mail and phone hashed with the PII salt, event time
 in epoch ms, category and 4S stage from the contract table), then publish to
-the one ordered log identity resolution reads (``<app_id>-unresolved``). Anything
+the one ordered log identity resolution reads (``touchpoints.unresolved``). Anything
 that fails goes to the dead-letter topic with the original bytes, where it came from,
 and why. No record stops the worker: even an unexpected error becomes a dead letter.
 """

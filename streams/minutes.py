@@ -3,7 +3,7 @@
 The cells, windows and rows are in ``aggregates.py`` (pure). This stage feeds them and
 stores what they return, exactly once for readers:
 
-**Input: the one ordered log.** It reads ``<app_id>-unresolved``, the events after
+**Input: the one ordered log.** It reads ``touchpoints.unresolved``, the events after
 ingest in one partition, rather than ``<app_id>-resolved``. On ``resolved`` one event
 can appear under two customers in two partitions (the identity stage, replaying after a
 crash, re-resolves an anonymous visitor's event to the customer they have since merged

@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 class TopicNames:
     """Every topic the pipeline reads or writes, with the configured prefix applied.
 
-    The contract's topics (inbound, dead letters, signals, profiles) are shared by whoever
-    uses the prefix. The stages' own topics between them (``<app_id>-unresolved``,
-    ``<app_id>-resolved``) belong to one consumer group, like Faust's changelogs: a second
+    The contract's topics (inbound, dead letters, signals, profiles) and
+    ``touchpoints.unresolved`` (normalized events in one ordered log: a replaying group
+    reads the same events in the same order) are shared by whoever uses the prefix.
+    ``<app_id>-resolved`` belongs to one consumer group, like Faust's changelogs: a second
     group on the same inbound topics (a replay into a fresh warehouse, a blue/green
     deployment) must never read the first one's merges, hand-overs and forwarded events,
     which are made against that group's own state.
@@ -54,7 +55,7 @@ class TopicNames:
     @property
     def unresolved(self) -> str:
         """Valid events after ingest, in one ordered log for identity resolution."""
-        return f"{self.prefix}{self.app_id}-unresolved"
+        return f"{self.prefix}touchpoints.unresolved"
 
     @property
     def resolved(self) -> str:

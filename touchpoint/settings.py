@@ -115,8 +115,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("phone_region", "CN",
             "Region assumed for phone numbers written without a country code (ISO 3166 code)."),
     Setting("app_id", "touchpoint", "Faust application id: the consumer group of the workers, "
-            "and the name of its own topics (`<app_id>-unresolved`, `<app_id>-resolved`) "
-            "and table changelogs."),
+            "and the name of its own topic (`<app_id>-resolved`) and table changelogs."),
     Setting("web_host", "127.0.0.1", "Address the worker's web server binds to."),
     Setting("web_port", "6066", "Port of the worker's web server (one per worker).", _port),
     Setting("sink_batch_size", "5000", "Rows per warehouse insert, at most.", _positive_int),

@@ -176,7 +176,7 @@ def test_kafka_figures_cover_every_partition_of_the_group(
                 for p in range(partitions)}
     expected |= {(t, p) for t in (f"{worker.settings.app_id}-resolved", "signals.complaints")
                  for p in range(partitions)}
-    expected |= {(f"{worker.settings.app_id}-unresolved", 0)}
+    expected |= {("touchpoints.unresolved", 0)}
     assert {(r["topic"], r["partition"]) for r in kafka["lag"]} == expected
     assert kafka["members"] == 1 and kafka["group"] == worker.settings.app_id
     assert set(kafka["rates"]["channels"]) == {"web", "store", "callcenter", "campaign",

@@ -200,9 +200,9 @@ def test_kafka_figures_name_topics_without_the_prefix() -> None:
                                     ("p.touchpoints.deadletter", 0): 0}),
         OffsetSample(at=101.0, end={("p.touchpoints.web", 0): 30,
                                     ("p.touchpoints.deadletter", 0): 1,
-                                    ("p.touchpoint-unresolved", 0): 8},
+                                    ("p.touchpoints.unresolved", 0): 8},
                      committed={("p.touchpoints.web", 0): 25,
-                                ("p.touchpoint-unresolved", 0): 8}, members=3),
+                                ("p.touchpoints.unresolved", 0): 8}, members=3),
     ]
     kafka = Dashboard(Warehouse({}), topics, Monitor(samples)).kafka_figures()  # type: ignore[arg-type]
     assert kafka["ok"] and kafka["members"] == 3 and kafka["group"] == "g"
@@ -210,7 +210,7 @@ def test_kafka_figures_name_topics_without_the_prefix() -> None:
     assert kafka["rates"]["channels"]["web"] == [20.0]
     assert kafka["rates"]["channels"]["feedback"] == [0.0]
     assert kafka["rates"]["deadletter"] == [1.0]
-    assert kafka["lag_by_topic"] == {"touchpoints.deadletter": 1, "touchpoint-unresolved": 0,
+    assert kafka["lag_by_topic"] == {"touchpoints.deadletter": 1, "touchpoints.unresolved": 0,
                                      "touchpoints.web": 5}
 
 

@@ -54,7 +54,7 @@ def test_the_group_consumes_every_stage_topic_but_the_changelogs() -> None:
     assert consumed_topics(topics) == [
         "p.touchpoints.web", "p.touchpoints.store", "p.touchpoints.callcenter",
         "p.touchpoints.campaign", "p.touchpoints.feedback", "p.touchpoints.deadletter",
-        "p.touchpoint-unresolved", "p.touchpoint-resolved", "p.signals.complaints"]
+        "p.touchpoints.unresolved", "p.touchpoint-resolved", "p.signals.complaints"]
 
 
 class FakeConsumer:
@@ -144,7 +144,8 @@ def test_for_workers_watches_the_app_group() -> None:
     monitor = OffsetMonitor.for_workers(settings)
     assert (monitor.group, monitor.bootstrap) == ("ops", ["k1:9092", "k2:9092"])
     assert monitor.topics == consumed_topics(TopicNames("x.", "ops"))
-    assert {"x.ops-unresolved", "x.ops-resolved", "x.touchpoints.web"} <= set(monitor.topics)
+    assert {"x.touchpoints.unresolved", "x.ops-resolved", "x.touchpoints.web"} <= \
+        set(monitor.topics)
 
 
 def test_sampling_is_frequent_only_while_someone_watches() -> None:
