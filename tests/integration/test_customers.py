@@ -19,8 +19,9 @@ import pytest
 
 from touchpoint.simulate import Simulator
 from touchpoint.streams.identity import generated_id
+from touchpoint.streams.lag import OffsetMonitor, partition_lag
 
-from .conftest import Worker, WorkerFactory
+from .conftest import KAFKA, Worker, WorkerFactory
 
 pytestmark = pytest.mark.integration
 
@@ -174,17 +175,36 @@ def _profiles(worker: Worker) -> list[tuple[Any, ...]]:
     return worker.query(f"{PROFILE_SQL} ORDER BY customer_id").rows
 
 
+def _lag(worker: Worker) -> int:
+    """Records of the group's stage topics not yet processed and committed."""
+    topics = [worker.topics.unresolved, worker.topics.resolved]
+    monitor = OffsetMonitor(bootstrap=[KAFKA], group=worker.settings.app_id, topics=topics)
+    try:
+        sample = monitor.sample()
+    finally:
+        monitor._close_clients()
+    if len({topic for topic, _ in sample.end}) < len(topics):
+        return -1  # not every topic listed yet: unknown
+    return sum(row["lag"] for row in partition_lag(sample))
+
+
 def _settled(worker: Worker, events: int, timeout: float = 180) -> list[tuple[Any, ...]]:
-    """Profiles once every event is stored and two emission rounds changed nothing."""
+    """Profiles once every event is stored, the group has committed every record of its
+    stage topics, and two emission rounds after that changed nothing.
+
+    (Two equal snapshots alone are not enough: a rebalance can pause the profiles stage for
+    longer than two emission rounds.)
+    """
     worker.wait_for("SELECT count() FROM touchpoint_events", events, timeout=timeout)
     previous, deadline = None, time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = _profiles(worker)
-        if current == previous and current:
+        if current == previous and current and _lag(worker) == 0:
             return current
         previous = current
         time.sleep(2 * worker.settings.profile_emit_seconds + 1)
-    pytest.fail(f"profiles did not settle within {timeout}s\n{worker.log_tail()}")
+    pytest.fail(f"profiles did not settle within {timeout}s (lag {_lag(worker)})\n"
+                f"{worker.log_tail()}")
 
 
 EVENTS = 4000
