@@ -67,6 +67,19 @@ def test_a_repeated_event_counts_once() -> None:
     assert p["orders"] == 2
 
 
+def test_a_copy_long_after_the_original_still_counts_once() -> None:
+    # a second group's ingest appends the whole history to the ordered log again: the
+    # copy of a busy customer's first event comes after hundreds of newer ones
+    views = [ev(f"v{n}", "web", "page_view", T0 + n) for n in range(300)]
+    p = build(views)
+    assert [apply_event(p, e) for e in views[:3]] == [False, False, False]
+    other = build([ev(f"x{n}", "web", "page_view", T0 + n) for n in range(200)], "X")
+    combine(p, other)
+    assert apply_event(p, ev("x0", "web", "page_view", T0)) is False
+    assert apply_event(p, views[0]) is False
+    assert p["contacts_by_channel"] == {"web": 500}
+
+
 def test_any_order_gives_the_same_profile() -> None:
     reference = comparable(build(EVENTS))
     rng = random.Random(3)
