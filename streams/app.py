@@ -68,6 +68,7 @@ class Pipeline:
             "sink": self.writer.stats.as_dict(),
             "warehouse": str(self.warehouse.url),
             "stale_acks_refused": getattr(self.app.consumer, "stale_acks", 0),
+            "batches_abandoned": getattr(self.app.consumer, "batches_abandoned", 0),
         }
 
 

@@ -22,10 +22,15 @@ offset, and every stage is idempotent for repeats.
 
 from __future__ import annotations
 
-from faust.transport.drivers import aiokafka as driver
-from faust.types import TP, Message
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
-__all__ = ["Consumer", "Transport", "is_current"]
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP, EventT, Message
+
+__all__ = ["Consumer", "Transport", "is_current", "while_current"]
+
+E = TypeVar("E", bound=EventT)
 
 
 class Consumer(driver.Consumer):
@@ -35,6 +40,8 @@ class Consumer(driver.Consumer):
     ack_generation: int | None = None
     #: Acknowledgements refused because their record came from an earlier generation.
     stale_acks: int = 0
+    #: Batches left unfinished because their partition was revoked (:func:`while_current`).
+    batches_abandoned: int = 0
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Refuse acknowledgements until the next assignment, then revoke as Faust does."""
@@ -77,3 +84,18 @@ def is_current(app: object, message: Message) -> bool:
     if not isinstance(consumer, Consumer) or message.generation_id is None:
         return True  # not our consumer (unit tests), or a record without a generation
     return message.generation_id == consumer.ack_generation
+
+
+def while_current(app: object, events: Iterable[E]) -> Iterator[E]:
+    """The events of a batch, up to the first whose partition was revoked since it came.
+
+    Checked as each event is taken, so a revocation while the stage works on the batch
+    stops it at the next record; the partition's next owner reads the rest again.
+    """
+    for event in events:
+        if not is_current(app, event.message):
+            consumer = getattr(app, "consumer", None)
+            if isinstance(consumer, Consumer):
+                consumer.batches_abandoned += 1
+            return
+        yield event

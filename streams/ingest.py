@@ -31,7 +31,7 @@ from touchpoint.schemas.contract import (
     normalize_phone,
     parse_occurred_at,
 )
-from touchpoint.streams.consumer import is_current
+from touchpoint.streams.consumer import while_current
 from touchpoint.streams.identity import strongest_identifier
 from touchpoint.streams.outbox import Outbox
 from touchpoint.streams.sentiment import score as sentiment_score
@@ -208,10 +208,8 @@ def register(app: faust.App, topics: TopicNames, ingestor: Ingestor, stats: Inge
         batches = cast(faust.Stream[bytes], stream).take_events(BATCH_RECORDS,
                                                                 within=BATCH_WITHIN)
         async for events in batches:
-            for event in events:
+            for event in while_current(app, events):  # stops if revoked mid-batch
                 message = event.message
-                if not is_current(app, message):
-                    break  # revoked mid-batch: the partition's next owner reads the rest
                 outcome = ingestor.process(
                     channel_of[message.topic], event.key, event.value, topic=message.topic,
                     partition=message.partition, offset=message.offset,

@@ -93,3 +93,25 @@ def test_faust_alone_would_commit_past_them(consumer: Consumer) -> None:
     assign(consumer, 7)
     driver.Consumer.ack(consumer, message(140, 6))
     assert consumer._new_offset(PARTITION) == 141
+
+
+def test_a_batch_stops_at_the_first_record_after_its_partition_was_revoked(
+        consumer: Consumer) -> None:
+    from types import SimpleNamespace
+
+    from touchpoint.streams.consumer import is_current, while_current
+
+    app = consumer.app
+    assign(consumer, 5)
+    batch = [SimpleNamespace(message=message(n, 5)) for n in range(4)]
+    taken = []
+    for event in while_current(app, batch):
+        taken.append(event.message.offset)
+        if len(taken) == 2:
+            revoke(consumer)  # while the stage works on the second record
+    assert taken == [0, 1]
+    assert consumer.batches_abandoned == 1
+    assert not is_current(app, message(9, 5))
+    assign(consumer, 6)  # the next generation: its records are current, old ones not
+    assert is_current(app, message(9, 6)) and not is_current(app, message(9, 5))
+    assert [e.message.offset for e in while_current(app, batch)] == []
