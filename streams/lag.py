@@ -185,7 +185,7 @@ class OffsetMonitor(Service):
             if self.error is None:
                 log.warning("cannot read offsets from Kafka: %s", exc)
             self.error = f"{type(exc).__name__}: {exc}"
-            await loop.run_in_executor(self._executor, self._close_clients)
+            await loop.run_in_executor(self._executor, self.close_clients)
             return None
         self.error = None
         self.samples.append(sample)
@@ -260,7 +260,8 @@ class OffsetMonitor(Service):
             log.debug("cannot describe group %s: %s", self.group, exc)
             return None
 
-    def _close_clients(self) -> None:
+    def close_clients(self) -> None:
+        """Close the Kafka clients (made again at the next sample)."""
         for client in (self._consumer, self._admin):
             if client is not None:
                 try:
@@ -273,5 +274,5 @@ class OffsetMonitor(Service):
     async def on_stop(self) -> None:
         """Close the clients and the thread."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close_clients)
+        await loop.run_in_executor(self._executor, self.close_clients)
         self._executor.shutdown(wait=False)

@@ -28,6 +28,7 @@ import pytest
 from touchpoint.publish import Publisher
 from touchpoint.settings import Settings, load_settings
 from touchpoint.sinks.clickhouse import QueryResult, connect
+from touchpoint.streams.lag import OffsetMonitor, OffsetSample
 from touchpoint.streams.topics import TopicNames, ensure_topics
 from touchpoint.warehouse_client import query_worker
 
@@ -186,6 +187,15 @@ class Worker:
 
 
 WorkerFactory = Callable[..., Worker]
+
+
+def offsets(group: str, topics: list[str]) -> OffsetSample:
+    """One reading of ``topics``' end offsets and ``group``'s commits, as the dashboard's."""
+    monitor = OffsetMonitor(bootstrap=[KAFKA], group=group, topics=topics)
+    try:
+        return monitor.sample()
+    finally:
+        monitor.close_clients()
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from touchpoint.campaign_scenario import CampaignScenario, generate
 
-from .conftest import KAFKA, Worker, WorkerFactory
+from .conftest import Worker, WorkerFactory, offsets
 
 pytestmark = pytest.mark.integration
 
@@ -117,17 +116,6 @@ def _publish(worker: Worker, scenario: CampaignScenario, start: int = 0,
     return done
 
 
-def _end_offsets(topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
-    consumer = KafkaConsumer(bootstrap_servers=KAFKA)
-    try:
-        partitions = [TopicPartition(t, p) for t in topics
-                      for p in consumer.partitions_for_topic(t) or ()]
-        return {(tp.topic, tp.partition): offset
-                for tp, offset in consumer.end_offsets(partitions).items()}
-    finally:
-        consumer.close()
-
-
 def _rows(worker: Worker, sql: str) -> list[tuple[Any, ...]]:
     return [tuple(float(v) if isinstance(v, float) else v for v in row)
             for row in worker.query(sql).rows]
@@ -195,8 +183,8 @@ def test_a_kill_mid_stream_and_a_full_replay_change_no_figure(
     # A second worker in a consumer group of its own reads every input topic from the
     # start again (its ingest publishes every event to the shared ordered log a second
     # time), writing into the same database. The first group's own topic is left alone.
-    own = (first.topics.resolved,)
-    ends = _end_offsets(own)
+    own = [first.topics.resolved]
+    ends = offsets(first.settings.app_id, own).end
     replay = worker_factory("clickhouse", **{
         "TOUCHPOINT_TOPIC_PREFIX": first.settings.topic_prefix,
         "TOUCHPOINT_CLICKHOUSE_URL": first.settings.clickhouse_url,
@@ -211,7 +199,7 @@ def test_a_kill_mid_stream_and_a_full_replay_change_no_figure(
         assert time.monotonic() < deadline, replay.status()
         time.sleep(0.5)
     _settled(replay, scenario)
-    assert _end_offsets(own) == ends
+    assert offsets(first.settings.app_id, own).end == ends
     # Until two emission rounds of the replay's profiles change nothing more; then not a
     # stored row may differ from the first run's.
     pause = 2 * replay.settings.profile_emit_seconds + 1

@@ -19,9 +19,9 @@ import pytest
 
 from touchpoint.simulate import Simulator
 from touchpoint.streams.identity import generated_id
-from touchpoint.streams.lag import OffsetMonitor, partition_lag
+from touchpoint.streams.lag import partition_lag
 
-from .conftest import KAFKA, Worker, WorkerFactory
+from .conftest import Worker, WorkerFactory, offsets
 
 pytestmark = pytest.mark.integration
 
@@ -178,11 +178,7 @@ def _profiles(worker: Worker) -> list[tuple[Any, ...]]:
 def _lag(worker: Worker) -> int:
     """Records of the group's stage topics not yet processed and committed."""
     topics = [worker.topics.unresolved, worker.topics.resolved]
-    monitor = OffsetMonitor(bootstrap=[KAFKA], group=worker.settings.app_id, topics=topics)
-    try:
-        sample = monitor.sample()
-    finally:
-        monitor._close_clients()
+    sample = offsets(worker.settings.app_id, topics)
     if len({topic for topic, _ in sample.end}) < len(topics):
         return -1  # not every topic listed yet: unknown
     return sum(row["lag"] for row in partition_lag(sample))
