@@ -189,11 +189,20 @@ class Worker:
 WorkerFactory = Callable[..., Worker]
 
 
-def offsets(group: str, topics: list[str]) -> OffsetSample:
-    """One reading of ``topics``' end offsets and ``group``'s commits, as the dashboard's."""
+def offsets(group: str, topics: list[str], timeout: float = 15) -> OffsetSample:
+    """One reading of ``topics``' end offsets and ``group``'s commits, as the dashboard's.
+
+    A new client may not have a topic's partitions at first: read again (within
+    ``timeout``) until every topic has some.
+    """
     monitor = OffsetMonitor(bootstrap=[KAFKA], group=group, topics=topics)
+    deadline = time.monotonic() + timeout
     try:
-        return monitor.sample()
+        sample = monitor.sample()
+        while {t for t, _ in sample.end} != set(topics) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            sample = monitor.sample()
+        return sample
     finally:
         monitor.close_clients()
 

@@ -185,6 +185,7 @@ def test_a_kill_mid_stream_and_a_full_replay_change_no_figure(
     # time), writing into the same database. The first group's own topic is left alone.
     own = [first.topics.resolved]
     ends = offsets(first.settings.app_id, own).end
+    assert ends, "the first group's resolved topic has partitions"
     replay = worker_factory("clickhouse", **{
         "TOUCHPOINT_TOPIC_PREFIX": first.settings.topic_prefix,
         "TOUCHPOINT_CLICKHOUSE_URL": first.settings.clickhouse_url,
