@@ -164,6 +164,26 @@ def _digest(event_id: str) -> str:
     return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
 
 
+_DIGEST_CHARS: Final = 16
+
+
+def _pack(ids: set[str]) -> str:
+    """Event-id digests as one string, for the changelog.
+
+    The windows remember tens of thousands of digests (closed minutes keep theirs to
+    recognize redeliveries), and the minutes stage stores them with every batch: one
+    string encodes as JSON about four times faster, and restores faster, than a list.
+    """
+    return "".join(ids)
+
+
+def _unpack(packed: str | list[str]) -> set[str]:
+    """The digests stored by :func:`_pack` (or as a list, as stored before it)."""
+    if isinstance(packed, list):
+        return set(packed)
+    return {packed[i:i + _DIGEST_CHARS] for i in range(0, len(packed), _DIGEST_CHARS)}
+
+
 @dataclass
 class MinuteCell:
     """The figures of one key in one minute, and the events that made them."""
@@ -233,17 +253,17 @@ class MinuteCell:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data."""
         return {"key": list(self.key), "category": self.category, "stage": self.stage,
-                "events": self.events, "customers": sorted(self.customers),
+                "events": self.events, "customers": list(self.customers),
                 "revenue_fixed": self.revenue_fixed, "wait_s_sum": self.wait_s_sum,
                 "wait_count": self.wait_count, "negative": self.negative,
-                "ids": sorted(self.ids)}
+                "ids": _pack(self.ids)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MinuteCell:
         """The cell stored by :meth:`to_dict`."""
         return cls(MinuteKey(*data["key"]), data["category"], data["stage"], data["events"],
                    set(data["customers"]), data["revenue_fixed"], data["wait_s_sum"],
-                   data["wait_count"], data["negative"], set(data["ids"]))
+                   data["wait_count"], data["negative"], _unpack(data["ids"]))
 
 
 def _kind(event: Mapping[str, Any]) -> tuple[str, str]:
@@ -390,7 +410,7 @@ class MinuteWindows:
         return {
             "max_time": self.max_time, "floor": self.floor, "added": self.added,
             "open": [cell.to_dict() for _, cell in sorted(self.open.items())],
-            "closed": [[list(key), at, sorted(ids)]
+            "closed": [[list(key), at, _pack(ids)]
                        for key, (at, ids) in sorted(self.closed.items())],
             "late": [[batch, cell.to_dict()] for _, (batch, cell) in sorted(self.late.items())],
             "stats": dict(self.stats),
@@ -410,7 +430,7 @@ class MinuteWindows:
         for item in data["open"]:
             cell = MinuteCell.from_dict(item)
             windows.open[cell.key] = cell
-        windows.closed = {MinuteKey(*key): (at, set(ids)) for key, at, ids in data["closed"]}
+        windows.closed = {MinuteKey(*key): (at, _unpack(ids)) for key, at, ids in data["closed"]}
         for batch, item in data["late"]:
             cell = MinuteCell.from_dict(item)
             windows.late[cell.key] = (batch, cell)

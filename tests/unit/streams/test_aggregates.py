@@ -206,6 +206,28 @@ def test_windows_survive_json_and_continue_the_same() -> None:
     assert restored.stats == whole.stats
 
 
+def test_windows_stored_with_listed_ids_still_restore() -> None:
+    # Windows stored before the digests were packed into one string list them; a worker
+    # upgraded over such a changelog must still recognize those events as repeats.
+    events = [ev(f"e{n}", "web", "page_view", T0 + n * 20 * SEC) for n in range(30)]
+    windows = MinuteWindows()
+    for e in events:
+        windows.add(e, negative=False)
+    data = json.loads(json.dumps(windows.to_dict()))
+    assert all(isinstance(item["ids"], str) for item in data["open"])
+    assert data["closed"], "some minutes closed"
+
+    def listed(packed: str) -> list[str]:
+        return [packed[i:i + 16] for i in range(0, len(packed), 16)]
+    for item in data["open"]:
+        item["ids"] = listed(item["ids"])
+    for entry in data["closed"]:
+        entry[2] = listed(entry[2])
+    restored = MinuteWindows.from_dict(data)
+    assert restored.snapshot() == windows.snapshot()
+    assert {restored.add(e, negative=False).status for e in events} == {"duplicate"}
+
+
 def test_closed_minutes_of_a_quiet_stream_are_remembered_for_retain_events() -> None:
     # Hours between events: a redelivery after a restart is far behind in event time.
     windows = MinuteWindows(retain_events=2)
