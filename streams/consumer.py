@@ -28,7 +28,7 @@ from typing import TypeVar
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, EventT, Message
 
-__all__ = ["Consumer", "Transport", "is_current", "while_current"]
+__all__ = ["Consumer", "Transport", "is_current", "only_current"]
 
 E = TypeVar("E", bound=EventT)
 
@@ -40,7 +40,7 @@ class Consumer(driver.Consumer):
     ack_generation: int | None = None
     #: Acknowledgements refused because their record came from an earlier generation.
     stale_acks: int = 0
-    #: Batches left unfinished because their partition was revoked (:func:`while_current`).
+    #: Batches with records skipped because their partition was revoked (:func:`only_current`).
     batches_abandoned: int = 0
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
@@ -86,16 +86,23 @@ def is_current(app: object, message: Message) -> bool:
     return message.generation_id == consumer.ack_generation
 
 
-def while_current(app: object, events: Iterable[E]) -> Iterator[E]:
-    """The events of a batch, up to the first whose partition was revoked since it came.
+def only_current(app: object, events: Iterable[E]) -> Iterator[E]:
+    """The events of a batch fetched in the consumer's current generation, in order.
 
     Checked as each event is taken, so a revocation while the stage works on the batch
-    stops it at the next record; the partition's next owner reads the rest again.
+    stops it at the next record; the partition's next owner reads the rest again. A
+    batch can also *start* with records of the previous generation, followed by current
+    ones: Faust checks the generation as a record enters the batch buffer, and one
+    record may wait at the buffer's door through a whole rebalance. Those are skipped and
+    the current ones processed. (Stopping there instead would lose the current ones:
+    ``take_events`` acknowledges every record of a batch once the stage is done with it.)
     """
+    skipped = False
     for event in events:
-        if not is_current(app, event.message):
+        if is_current(app, event.message):
+            yield event
+        elif not skipped:
+            skipped = True
             consumer = getattr(app, "consumer", None)
             if isinstance(consumer, Consumer):
                 consumer.batches_abandoned += 1
-            return
-        yield event

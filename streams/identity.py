@@ -33,7 +33,7 @@ write order (:class:`Keyspace`); a customer's group, with its new aliases, is wr
 before any identifier is pointed at it, and a merged-away group is dropped last. So a
 replayed event that finds its identifiers pointing at a customer also finds the aliases
 it may have been counted under, and replaying the event that caused a merge finishes
-it. A stage that loses its partition mid-batch stops at once (``consumer.while_current``),
+it. A stage that loses its partition mid-batch stops at once (``consumer.only_current``),
 so two workers never write the graph at the same time.
 """
 
@@ -49,7 +49,7 @@ from typing import Any, cast
 import faust
 
 from touchpoint.schemas.codec import codec_for
-from touchpoint.streams.consumer import while_current
+from touchpoint.streams.consumer import only_current
 from touchpoint.streams.outbox import Outbox, make_current
 
 __all__ = [
@@ -392,7 +392,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT
         async for events in concrete.take_events(BATCH_RECORDS, within=BATCH_WITHIN):
             # revoked mid-batch, it stops: this worker's tables and outputs would
             # otherwise interleave with the partition's next owner's
-            for message in while_current(app, events):
+            for message in only_current(app, events):
                 make_current(message)  # for the tables' changelog (see outbox.py)
                 value = message.value
                 event = event_codec.decode(value)

@@ -31,7 +31,7 @@ from touchpoint.schemas.contract import (
     normalize_phone,
     parse_occurred_at,
 )
-from touchpoint.streams.consumer import while_current
+from touchpoint.streams.consumer import only_current
 from touchpoint.streams.identity import strongest_identifier
 from touchpoint.streams.outbox import Outbox
 from touchpoint.streams.sentiment import score as sentiment_score
@@ -208,7 +208,7 @@ def register(app: faust.App, topics: TopicNames, ingestor: Ingestor, stats: Inge
         batches = cast(faust.Stream[bytes], stream).take_events(BATCH_RECORDS,
                                                                 within=BATCH_WITHIN)
         async for events in batches:
-            for event in while_current(app, events):  # stops if revoked mid-batch
+            for event in only_current(app, events):  # none of an earlier generation
                 message = event.message
                 outcome = ingestor.process(
                     channel_of[message.topic], event.key, event.value, topic=message.topic,

@@ -64,7 +64,7 @@ from touchpoint.streams.aggregates import (
     minute_key,
     row_values,
 )
-from touchpoint.streams.consumer import is_current
+from touchpoint.streams.consumer import is_current, only_current
 from touchpoint.streams.identity import provisional_customer_id
 from touchpoint.streams.outbox import make_current
 
@@ -208,8 +208,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
         async for taken in concrete.noack_take(batch_size, within=flush_seconds):
             # Records fetched before a rebalance are dropped: the partition's owner now
             # reads them again, in order, from the committed offset.
-            events = [e for e in cast(Sequence[faust.EventT], taken)
-                      if is_current(app, e.message)]
+            events = list(only_current(app, cast(Sequence[faust.EventT], taken)))
             async with lock:
                 by_partition: dict[int, list[faust.EventT]] = {}
                 for event in events:
