@@ -71,6 +71,7 @@ __all__ = [
     "Episode",
     "Rules",
     "expire",
+    "next_due",
     "observe",
     "open_signals",
     "to_millis",
@@ -942,25 +943,42 @@ def _record_outcome(state: ComplaintState, found: _Finding, rules: Rules) -> Non
     }], key=lambda o: (o["at"], o["event_id"]))[-rules.limits.outcomes:]
 
 
+def next_due(state: ComplaintState, *, rules: Rules) -> int | None:
+    """Event time at which :func:`expire` first has something to conclude, if ever.
+
+    ``None`` when nothing is pending (no open signal, no checkout in progress). Before
+    this time ``expire`` changes nothing, so a caller holding many customers only needs
+    to expire those whose time the watermark has passed.
+    """
+    due = _due(state, rules)
+    return min(due)[0] if due else None
+
+
+def _due(state: ComplaintState, rules: Rules) -> list[tuple[int, int, str]]:
+    """What will fall due, and when: (event time, 0 checkout / 1 breach / 2 fade, session)."""
+    abandon = int(rules.web_errors.abandon_after_minutes * _MINUTE_MS)
+    due: list[tuple[int, int, str]] = [
+        (s["at"] + abandon, 0, sid) for sid, s in state.sessions.items()
+        if s["checkout"] is not None]
+    ep = state.episode
+    if ep is not None and ep.status == "open":
+        if ep.service_from is not None:
+            due.append((ep.service_from + int(rules.service.hours * _HOUR_MS), 1, ""))
+        else:
+            due.append((max(_fade_time(state, rules), _held_until(state, ep, rules),
+                            ep.detected_at), 2, ""))
+    return due
+
+
 def _advance(state: ComplaintState, now: int, rules: Rules) -> list[dict[str, Any]]:
     """Conclude, in event-time order, what falls due by ``now``."""
     records: list[dict[str, Any]] = []
-    abandon = int(rules.web_errors.abandon_after_minutes * _MINUTE_MS)
     while True:
-        due: list[tuple[int, int, str]] = [
-            (s["at"] + abandon, 0, sid) for sid, s in state.sessions.items()
-            if s["checkout"] is not None]
-        ep = state.episode
-        if ep is not None and ep.status == "open":
-            if ep.service_from is not None:
-                due.append((ep.service_from + int(rules.service.hours * _HOUR_MS), 1, ""))
-            else:
-                due.append((max(_fade_time(state, rules), _held_until(state, ep, rules),
-                                ep.detected_at), 2, ""))
-        due = [d for d in due if d[0] <= now]
+        due = [d for d in _due(state, rules) if d[0] <= now]
         if not due:
             return records
         when, what, sid = min(due)
+        ep = state.episode
         if what == 0:
             session = state.sessions[sid]
             errors, session["checkout"], session["errors"] = session["errors"], None, []

@@ -617,7 +617,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         if state_box["everything"]:
             state_box["everything"] = False
             keys: list[str] = [k.decode() if isinstance(k, bytes) else k for k in profiles]
-            detector.due.clear()
+            detector.reset()
             for key in keys:
                 state = profiles.get(key)
                 if state is not None and MERGED_INTO not in state:

@@ -20,6 +20,7 @@ live system events never stop, so the watermark follows the clock.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,7 +41,9 @@ class Detector:
 
     ``tier_of`` gives a profile's value tier (key customers escalate sooner). Records
     returned are ready to encode as ``complaint_signal`` (``emitted_at`` and ``revision``
-    set). ``due`` holds, per partition, the customers with something still pending.
+    set). ``due`` holds, per partition, the customers with something still pending and
+    the event time it falls due (``complaints.next_due``); a sweep visits only those
+    whose time the watermark has passed, not every customer with an open signal.
     """
 
     def __init__(self, rules: complaints.Rules, tier_of: Callable[[Mapping[str, Any]], str],
@@ -49,7 +52,10 @@ class Detector:
         self.rules = rules
         self.tier_of = tier_of
         self.lateness_ms = lateness_ms
-        self.due: dict[int, set[str]] = {}
+        self.due: dict[int, dict[str, int]] = {}
+        # per partition, (due time, customer) in a heap; an entry whose time no longer
+        # matches ``due`` is stale (the state changed since) and skipped when popped
+        self._queue: dict[int, list[tuple[int, str]]] = {}
         self._newest: dict[int, int] = {}
         self._swept: dict[int, int] = {}
         self._clock = clock
@@ -68,7 +74,8 @@ class Detector:
             sentiment=event.get("sentiment"))
         self._newest[partition] = max(self._newest.get(partition, 0),
                                       int(event["occurred_at"]))
-        if _pending(state):
+        due = complaints.next_due(state, rules=self.rules)
+        if due is not None and due <= self.watermark(partition):
             # A customer whose events arrive behind the partition's event time: what is
             # overdue by now is concluded now, not at the next sweep.
             state, overdue = complaints.expire(state, self.watermark(partition),
@@ -83,7 +90,14 @@ class Detector:
         if watermark - self._swept.get(partition, 0) < SWEEP_MS:
             return []
         self._swept[partition] = watermark
-        return sorted(self.due.get(partition, ()))
+        queue, due = self._queue.get(partition), self.due.get(partition, {})
+        ready = set()
+        while queue and queue[0][0] <= watermark:
+            when, customer = heapq.heappop(queue)
+            if due.get(customer) == when:
+                del due[customer]  # scheduled again by expire() if still pending
+                ready.add(customer)
+        return sorted(ready)
 
     def expire(self, profile: dict[str, Any], partition: int) -> list[dict[str, Any]]:
         """Conclude what fell due for ``profile``'s customer by the watermark."""
@@ -104,13 +118,18 @@ class Detector:
 
     def forget(self, customer_id: str, partition: int) -> None:
         """A customer merged away: nothing of it can fall due here any more."""
-        self.due.get(partition, set()).discard(customer_id)
+        self.due.get(partition, {}).pop(customer_id, None)
+
+    def reset(self) -> None:
+        """Forget every pending customer (before :meth:`track` after a rebalance)."""
+        self.due.clear()
+        self._queue.clear()
 
     def track(self, profile: Mapping[str, Any], partition: int) -> None:
         """Note whether ``profile`` has something pending (after a recovery)."""
         stored = profile.get(SIGNAL_KEY)
-        if stored is not None and _pending(ComplaintState.from_dict(stored)):
-            self.due.setdefault(partition, set()).add(profile["customer_id"])
+        if stored is not None:
+            self._schedule(ComplaintState.from_dict(stored), partition)
 
     def state_of(self, profile: Mapping[str, Any]) -> ComplaintState:
         """The detector state kept in ``profile`` (a fresh one if it has none)."""
@@ -122,11 +141,20 @@ class Detector:
     def _keep(self, profile: dict[str, Any], state: ComplaintState, partition: int) -> None:
         profile[SIGNAL_KEY] = state.to_dict()
         profile["open_signals"] = complaints.open_signals(state)
-        due = self.due.setdefault(partition, set())
-        if _pending(state):
-            due.add(state.customer_id)
-        else:
-            due.discard(state.customer_id)
+        self._schedule(state, partition)
+
+    def _schedule(self, state: ComplaintState, partition: int) -> None:
+        due = self.due.setdefault(partition, {})
+        when = complaints.next_due(state, rules=self.rules)
+        if when is None:
+            due.pop(state.customer_id, None)
+        elif due.get(state.customer_id) != when:
+            due[state.customer_id] = when
+            queue = self._queue.setdefault(partition, [])
+            heapq.heappush(queue, (when, state.customer_id))
+            if len(queue) > 2 * len(due) + 1024:  # mostly stale entries: rebuild
+                queue[:] = [(t, c) for c, t in due.items()]
+                heapq.heapify(queue)
 
     def _stamp(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for record in records:
@@ -137,8 +165,3 @@ class Detector:
             record["revision"] = self._last_revision
         return records
 
-
-def _pending(state: ComplaintState) -> bool:
-    episode = state.episode
-    return (episode is not None and episode.status == "open") or any(
-        session.get("checkout") is not None for session in state.sessions.values())

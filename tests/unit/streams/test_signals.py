@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from touchpoint.schemas.codec import codec_for
-from touchpoint.streams.complaints import Rules
+from touchpoint.streams import complaints
+from touchpoint.streams.complaints import ComplaintState, Rules, next_due
 from touchpoint.streams.profiles import MERGED_INTO, ProfileStage
-from touchpoint.streams.signals import SIGNAL_KEY, Detector
+from touchpoint.streams.signals import SIGNAL_KEY, SWEEP_MS, Detector
 
 from .test_profiles import _encoded, _merge
 
@@ -88,6 +91,48 @@ def test_a_breach_waits_for_the_lateness_allowance() -> None:
     assert feed(stage, "C2", [page("p1", due + 30_000)]) == []
     [breach] = feed(stage, "C2", [page("p2", due + 10 * 60_000)])
     assert (breach["status"], breach["customer_id"]) == ("breached", "C1")
+
+
+def test_a_sweep_visits_only_customers_whose_time_has_come() -> None:
+    # Many customers have an open signal at any time; concluding them must not cost a
+    # look at each of them every minute of event time.
+    stage, table = stage_with_detector()
+    for n in range(50):
+        feed(stage, f"C{n}", [call(f"c{n}a", T0 + n * 60_000),
+                              call(f"c{n}b", T0 + HOUR + n * 60_000, outcome="escalated")])
+    detector = stage.detector
+    assert detector is not None
+    [(first_due, first)] = [min((t, c) for c, t in detector.due[0].items())]
+    assert first == "C0"
+    assert next_due(detector.state_of(table["C0"]), rules=RULES) == first_due
+    looked: list[str] = []
+    real_expire = detector.expire
+    detector.expire = lambda profile, partition: (  # type: ignore[method-assign]
+        looked.append(profile["customer_id"]) or real_expire(profile, partition))
+    feed(stage, "X", [page("x1", T0 + 3 * HOUR)])  # the watermark moves; nothing due
+    assert looked == []
+    # just past C0's and C1's time (each signal a minute after the one before)
+    feed(stage, "X", [page("x2", first_due + 60_000 + 60_000 + 1)])
+    assert looked == ["C0", "C1"]
+    assert [table[c]["open_signals"] for c in ("C0", "C1", "C2")] == [0, 0, 1]
+    assert "C0" not in detector.due[0] and "C2" in detector.due[0]
+
+
+def test_the_due_queue_stays_bounded_as_due_times_move(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    detector = Detector(RULES, lambda profile: "standard")
+    times = iter(range(T0, T0 + 10_000))
+    # a customer whose due time moves with every change of its state
+    monkeypatch.setattr(complaints, "next_due", lambda state, rules: next(times))
+    state = ComplaintState("C1")
+    for _ in range(5000):
+        detector._schedule(state, 0)
+    assert detector.due[0] == {"C1": T0 + 4999}
+    assert len(detector._queue[0]) <= 2 * 1 + 1024  # stale entries were dropped
+    detector._newest[0] = T0 + 4998 + detector.lateness_ms
+    assert detector.sweep(0) == []
+    detector._newest[0] = T0 + 4999 + detector.lateness_ms + SWEEP_MS
+    assert detector.sweep(0) == ["C1"]
 
 
 def test_a_merged_customer_brings_its_signal_along() -> None:
