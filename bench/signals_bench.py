@@ -3,9 +3,10 @@
 Not a test: it prints figures and asserts nothing about them. Like ``profiles_bench.py``
 (whose helpers it uses) it starts its own single-node Kafka (``deploy/local/kafka.sh``),
 here on ports 39192/39193 so both benchmarks can run side by side, under a temporary
-folder, and runs one ``touchpoint worker`` subprocess per measurement, each with its own
-topic prefix, consumer group and embedded warehouse (chdb). Ports 9092 and 19092 (other
-engineers' brokers) are never touched.
+folder, and runs ``touchpoint worker`` subprocesses: one per measurement (``--workers N``:
+N for a latency measurement), each measurement with its own topic prefix, consumer group
+and embedded warehouse (chdb). Ports 9092 and 19092 (other engineers' brokers) are never
+touched.
 
 QUALITY (``quality``): the labelled scenario of ``touchpoint.scenarios`` (default seed 7,
 3,000 customers over 28 days) goes through the broker and the worker, and the signals
@@ -48,9 +49,26 @@ the measurement is repeated with a fresh worker at a rate it sustains (default: 
 the best rate it applied events at, at least 50/s), and the report says so. A tip not
 matched within the drain timeout counts as "more than the timeout" in the percentiles.
 
+  Also printed: the CPU seconds over the phase of the worker(s), this process and the
+  Kafka broker (``/proc/<pid>/stat`` utime+stime at the start of publishing and at the
+  end of the phase), and how the cores were shared while publishing only: workers,
+  broker, this process (the load generator) and what was left for other jobs or idle.
+
+  ``--workers N`` (default 1) measures N workers in one consumer group, as a deployment
+  scales out: the same app id, topics and settings, each with its own web port, log file
+  (``worker-lat2000-1.log``, ...) and chdb folder (only one process may open one; the
+  latency phase reads no warehouse). Faust spreads the partitions over them; they start
+  together, and the phase waits until each answers ``/status``, the group has applied a
+  first event and no member is recovering or rebalancing (``/health``). Every figure
+  taken from ``/status`` (ingested, resolved, applied: backlog, throughput) is summed
+  over the N workers, a sample counting only when all of them answered; so are CPU
+  seconds and schedstat waits; peak RSS is listed per worker. The fallback measures with
+  N fresh workers too. With one worker the output is as it was before ``--workers``.
+
     .venv/bin/python bench/signals_bench.py                  # quality, then latency
     .venv/bin/python bench/signals_bench.py quality --customers 500 --days 14   # smoke
     .venv/bin/python bench/signals_bench.py latency --rate 2000 --duration 60
+    .venv/bin/python bench/signals_bench.py latency --rate 2000 --duration 60 --workers 2
 
 Kafka and the workers are stopped and the folder removed at the end unless --keep.
 Ctrl-C or SIGTERM stops early, printing what was measured so far.
@@ -69,10 +87,13 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,10 +147,16 @@ class Worker:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     startup: float | None = None
+    launched: float = 0.0  # time.monotonic() at launch()
 
     @classmethod
     def make(cls, base: Path, *, kafka_port: int, partitions: int, run_tag: str,
-             name: str) -> Worker:
+             name: str, member: int | None = None, port: int | None = None) -> Worker:
+        """The worker ``name``, or with ``member`` k the k-th worker of group ``name``.
+
+        Members of one group share the topics, app id (consumer group), home and PII salt;
+        each has its own web port, log file and chdb folder (one process per folder).
+        """
         home = base / name
         home.mkdir(parents=True, exist_ok=True)
         settings_env = {
@@ -139,11 +166,13 @@ class Worker:
             "TOUCHPOINT_TOPIC_PARTITIONS": str(partitions),
             "TOUCHPOINT_PII_SALT": "bench",
         }
-        env = pb.worker_env(settings_env, home, f"chdb://{home / 'chdb'}", pb.free_port(),
-                            f"{run_tag}-{name}")
+        label = name if member is None else f"{name}-{member}"
+        chdb = home / ("chdb" if member is None else f"chdb-{member}")
+        env = pb.worker_env(settings_env, home, f"chdb://{chdb}",
+                            pb.free_port() if port is None else port, f"{run_tag}-{name}")
         from touchpoint.settings import load_settings
 
-        return cls(name, env, load_settings(env), base / f"worker-{name}.log")
+        return cls(label, env, load_settings(env), base / f"worker-{label}.log")
 
     @property
     def port(self) -> int:
@@ -151,18 +180,27 @@ class Worker:
 
     def start(self, timeout: float = 180.0) -> None:
         """Start the worker and wait until its web server answers."""
+        self.launch()
+        self.wait_answering(timeout)
+
+    def launch(self) -> None:
+        """Start the worker process (registered in STARTED, so it is stopped at the end)."""
         with self.log_path.open("ab") as fh:
-            began = time.monotonic()
+            self.launched = time.monotonic()
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "touchpoint.cli", "worker"], env=self.env,
                 cwd=str(CODE.root), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         STARTED.append(self)
-        while time.monotonic() - began < timeout:
+
+    def wait_answering(self, timeout: float = 180.0) -> None:
+        """Wait until the launched worker's web server answers /status."""
+        assert self.process is not None, "launch() first"
+        while time.monotonic() - self.launched < timeout:
             if self.process.poll() is not None:
                 raise SystemExit(f"worker {self.name} exited at start ({self.process.returncode})"
                                  f":\n{self.log_tail()}")
             if self.status(timeout=2) is not None:
-                self.startup = time.monotonic() - began
+                self.startup = time.monotonic() - self.launched
                 return
             time.sleep(0.3)
         raise SystemExit(f"worker {self.name} did not answer within {timeout:.0f} s:\n"
@@ -170,6 +208,21 @@ class Worker:
 
     def status(self, timeout: float = 5.0) -> dict[str, Any] | None:
         return pb.get_status(self.port, timeout)
+
+    def progress(self, timeout: float = 5.0) -> Progress | None:
+        body = self.status(timeout)
+        return None if body is None else Progress.of(body)
+
+    def healthy(self, timeout: float = 5.0) -> bool | None:
+        """/health: True ready, False recovering or rebalancing, None no such page or answer."""
+        url = f"http://127.0.0.1:{self.port}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout):
+                return True
+        except urllib.error.HTTPError as exc:
+            return False if exc.code == 503 else None
+        except OSError:
+            return None
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -232,19 +285,111 @@ class Progress:
                    int(prof.get("applied", 0)) + int(prof.get("repeats", 0)),
                    int(prof.get("signals", 0)))
 
+    @classmethod
+    def total(cls, parts: Iterable[Progress]) -> Progress:
+        """The counters of several workers of one group, summed."""
+        parts = list(parts)
+        return cls(*(sum(getattr(p, f.name) for p in parts) for f in fields(cls)))
+
     def done(self, published: int) -> bool:
         return self.taken >= published and self.applied >= self.ingested
 
 
-def wait_processed(worker: Worker, published: int, *, timeout: float,
+@dataclass
+class Group:
+    """Workers of one consumer group, as a deployment scales out; Faust spreads the partitions.
+
+    One worker is a group of one, named and laid out as a lone worker.
+    """
+
+    name: str
+    workers: list[Worker]
+
+    @classmethod
+    def make(cls, base: Path, *, kafka_port: int, partitions: int, run_tag: str, name: str,
+             size: int) -> Group:
+        if size == 1:
+            return cls(name, [Worker.make(base, kafka_port=kafka_port, partitions=partitions,
+                                          run_tag=run_tag, name=name)])
+        ports: set[int] = set()
+        while len(ports) < size:  # free_port() twice in a row may give the same port
+            ports.add(pb.free_port())
+        return cls(name, [Worker.make(base, kafka_port=kafka_port, partitions=partitions,
+                                      run_tag=run_tag, name=name, member=member, port=port)
+                          for member, port in enumerate(sorted(ports), start=1)])
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    @property
+    def settings(self) -> Settings:
+        """The group's settings (the members differ only in web port and chdb folder)."""
+        return self.workers[0].settings
+
+    @property
+    def startup(self) -> float:
+        """Seconds until the slowest member answered /status."""
+        return max(w.startup or 0.0 for w in self.workers)
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Start every member at once, then wait until each answers /status."""
+        for worker in self.workers:
+            worker.launch()
+        for worker in self.workers:
+            worker.wait_answering(timeout)
+
+    def progress(self, timeout: float = 5.0) -> Progress | None:
+        """The group's counters; None unless every member answered (a partial sum misleads)."""
+        parts = [w.progress(timeout) for w in self.workers]
+        if any(p is None for p in parts):
+            return None
+        return Progress.total(p for p in parts if p is not None)
+
+    def alive(self) -> bool:
+        return self.dead() is None
+
+    def dead(self) -> Worker | None:
+        """The first member that is not running, if any."""
+        return next((w for w in self.workers if not w.alive()), None)
+
+    def wait_healthy(self, timeout: float) -> bool:
+        """Wait until no member is recovering or rebalancing (/health), or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not all(w.healthy() is not False for w in self.workers):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds of the members so far; None if one is unreadable."""
+        values = [None if w.process is None else pb.proc_cpu_seconds(w.process.pid)
+                  for w in self.workers]
+        return None if None in values else sum(v or 0.0 for v in values)
+
+    def schedstat(self) -> tuple[float, float] | None:
+        """Every member's :meth:`Worker.schedstat`, summed; None if one is unreadable."""
+        values = [w.schedstat() for w in self.workers]
+        if any(v is None for v in values):
+            return None
+        return (sum(v[0] for v in values if v is not None),
+                sum(v[1] for v in values if v is not None))
+
+    def stop(self) -> list[str]:
+        """Stop every member at once: one stopping alone would hand its partitions over."""
+        with ThreadPoolExecutor(max_workers=len(self.workers)) as pool:
+            return list(pool.map(Worker.stop, self.workers))
+
+
+def wait_processed(worker: Worker | Group, published: int, *, timeout: float,
                    poll: float = 0.1) -> Progress | None:
-    """Wait until the worker has applied every published event to a profile."""
+    """Wait until the worker (or every worker of a group) applied every published event."""
     deadline = time.monotonic() + timeout
     last: Progress | None = None
     while True:
-        body = worker.status(timeout=10)
-        if body is not None:
-            last = Progress.of(body)
+        now = worker.progress(timeout=10)
+        if now is not None:
+            last = now
             if last.done(published):
                 return last
         if time.monotonic() > deadline or not worker.alive():
@@ -738,6 +883,32 @@ def check_plants(settings: Settings) -> str:
     return "; ".join(found)
 
 
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU seconds of this process, the broker and the workers so far, at one moment.
+
+    ``since`` turns two marks into what was used between them (``at``: wall seconds).
+    """
+
+    at: float  # time.monotonic()
+    bench: float  # time.process_time(): this process, every thread
+    broker: float | None  # None: no broker pid, or its /proc entry unreadable
+    workers: float | None  # every worker of the group, summed
+
+    @classmethod
+    def take(cls, broker_pid: int | None, group: Group) -> CpuMark:
+        return cls(time.monotonic(), time.process_time(),
+                   None if broker_pid is None else pb.proc_cpu_seconds(broker_pid),
+                   group.cpu_seconds())
+
+    def since(self, start: CpuMark) -> CpuMark:
+        def minus(end: float | None, begin: float | None) -> float | None:
+            return None if end is None or begin is None else end - begin
+
+        return CpuMark(self.at - start.at, self.bench - start.bench,
+                       minus(self.broker, start.broker), minus(self.workers, start.workers))
+
+
 @dataclass
 class PhaseResult:
     """What one latency measurement saw."""
@@ -745,6 +916,7 @@ class PhaseResult:
     rate: float
     duration: float
     customers: int
+    workers: int = 1
     group: str = ""
     sent: int = 0
     publish_s: float = 0.0
@@ -754,35 +926,52 @@ class PhaseResult:
     throughput: float | None = None  # events/s applied to profiles while publishing
     drain_throughput: float | None = None  # events/s applied after publishing ended
     drain_waited: float = 0.0
-    worker_cpu: float | None = None
-    worker_hwm: int | None = None
-    stopped: str = ""
+    worker_cpu: float | None = None  # every worker, summed
+    worker_hwm: int | None = None  # the highest of the workers
+    stopped: str = ""  # how the (first) worker stopped
+    members: list[tuple[str, float | None, int | None, str]] = field(default_factory=list)
+    # ^ per worker: name, CPU seconds, peak RSS, how it stopped
     interrupted: bool = False
     signal_records: int = 0
     wall: float = 0.0  # seconds from the start of publishing to the end of the phase
     bench_cpu: float = 0.0  # CPU seconds of this process (simulator, publishers, reader)
     load: tuple[str, str] = ("", "")
-    sched: tuple[float, float] | None = None  # worker: (ran, waited for a CPU) in the phase
+    sched: tuple[float, float] | None = None  # workers: (ran, waited for a CPU) in the phase
+    cpu_phase: CpuMark | None = None  # used from the start of publishing to the phase's end
+    cpu_publishing: CpuMark | None = None  # used while publishing only
 
     @property
     def kept_up(self) -> bool:
         return self.backlog_at_end is not None and self.backlog_at_end <= 2 * self.rate
 
 
+def workers_text(n: int) -> str:
+    """", 2 workers" in headers; nothing for one worker (its output predates --workers)."""
+    return "" if n == 1 else f", {n} workers"
+
+
 def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: float,
-                      name: str) -> PhaseResult:
+                      name: str, broker_pid: int | None) -> PhaseResult:
     from touchpoint.exceptions import ContractError
     from touchpoint.publish import Publisher
     from touchpoint.simulate import Simulator, run
     from touchpoint.streams.topics import TopicNames
 
-    result = PhaseResult(rate=rate, duration=args.duration, customers=args.sim_customers)
-    worker = Worker.make(base, kafka_port=args.kafka_port, partitions=args.partitions,
-                         run_tag=run_tag, name=name)
-    log(f"LATENCY at {rate:,.0f} events/s: starting worker (port {worker.port}, "
-        f"log {worker.log_path}) ...")
-    worker.start()
-    settings = worker.settings
+    result = PhaseResult(rate=rate, duration=args.duration, customers=args.sim_customers,
+                         workers=args.workers)
+    group = Group.make(base, kafka_port=args.kafka_port, partitions=args.partitions,
+                       run_tag=run_tag, name=name, size=args.workers)
+    if len(group) == 1:
+        worker = group.workers[0]
+        log(f"LATENCY at {rate:,.0f} events/s: starting worker (port {worker.port}, "
+            f"log {worker.log_path}) ...")
+    else:
+        log(f"LATENCY at {rate:,.0f} events/s{workers_text(len(group))}: starting them in "
+            f"consumer group {group.settings.app_id} ...")
+        for worker in group.workers:
+            log(f"  worker {worker.name}: port {worker.port}, log {worker.log_path}")
+    group.start()
+    settings = group.settings
     result.group = settings.app_id
     topics = TopicNames.of(settings)
     bootstrap = settings.kafka_servers
@@ -797,10 +986,19 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
     # worker's partition assignment.
     with Publisher.from_settings(settings) as warm:
         warm.publish("web", time_passes(int(time.time() * 1000), 1, f"{run_tag}w")[0][1])
-    if wait_processed(worker, 1, timeout=120) is None:
-        raise SystemExit(f"the worker did not apply a first event in 120 s:\n"
-                         f"{worker.log_tail()}")
-    log(f"  worker ready after {worker.startup:.1f} s (first event applied)")
+    if wait_processed(group, 1, timeout=120) is None:
+        raise SystemExit(("the worker" if len(group) == 1 else "the workers")
+                         + " did not apply a first event in 120 s:\n"
+                         + "\n".join(w.log_tail() for w in group.workers))
+    if len(group) == 1:
+        log(f"  worker ready after {group.startup:.1f} s (first event applied)")
+    else:
+        # Members that joined late rebalance the group: let that end before measuring.
+        settled = group.wait_healthy(timeout=120)
+        log(f"  {len(group)} workers ready after {group.startup:.1f} s (each answered "
+            "/status; first event applied by the group; "
+            + ("no rebalance under way, /health)" if settled else
+               "WARNING: still recovering or rebalancing after 120 s, /health)"))
     reader = SignalReader(bootstrap, topics.signals)
     probe = LagProbe(bootstrap, settings.app_id, {
         "inbound": [topics.channel(c) for c in ("web", "store", "callcenter", "campaign",
@@ -832,7 +1030,23 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
     def sim_now_ms() -> int:
         return sim_start_ms + int((time.time() - began[0]) * speedup * 1000)
 
+    publishers_left = [2]  # background() and planter()
+
+    def publisher_done() -> None:
+        """Each publishing thread's last act: the last one marks the CPU used so far."""
+        with lock:
+            publishers_left[0] -= 1
+            last = publishers_left[0] == 0
+        if last:
+            result.cpu_publishing = CpuMark.take(broker_pid, group).since(cpu_began)
+
     def background() -> None:
+        try:
+            publish_background()
+        finally:
+            publisher_done()
+
+    def publish_background() -> None:
         simulator = Simulator(seed=args.sim_seed, customers=args.sim_customers,
                               start_ms=sim_start_ms, speedup=speedup)
         with Publisher.from_settings(settings, create_topics=False) as publisher:
@@ -854,6 +1068,12 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
         # leaving the block flushed the producer: everything sent is acknowledged
 
     def planter() -> None:
+        try:
+            plant_tips()
+        finally:
+            publisher_done()
+
+    def plant_tips() -> None:
         # linger 0: a tip goes out at once, not with the next batch
         with Publisher.from_settings(settings, create_topics=False,
                                      producer_config={"linger_ms": 0}) as publisher:
@@ -891,8 +1111,8 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
                 plants_sent[0] += 1
 
     result.load = (load_text(), "")
-    sched_began = worker.schedstat()
-    cpu_began = time.process_time()
+    sched_began = group.schedstat()
+    cpu_began = CpuMark.take(broker_pid, group)
     began_mono = time.monotonic()
     began[0] = time.time()
     threads = [threading.Thread(target=read_signals, name="signals", daemon=True),
@@ -907,12 +1127,11 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
     try:
         while True:
             tick = time.monotonic()
-            body = worker.status(timeout=3)
+            progress = group.progress(timeout=3)
             lag = probe.lag()
             elapsed = tick - began_mono
             published = sent[0] + plants_sent[0] + 1  # + the warm-up event
-            if body is not None:
-                progress = Progress.of(body)
+            if progress is not None:
                 result.samples.append((elapsed, published, progress.applied, lag))
                 if applied_at_start is None and elapsed >= args.warmup:
                     applied_at_start = (elapsed, progress.applied)
@@ -927,14 +1146,15 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
                         f"  applied {progress.applied:>9,}  backlog "
                         f"{published - progress.applied:>8,}  {lag_text}  tips "
                         f"{matched}/{len(tips)}")
-            if not worker.alive():
-                log(f"  the worker died:\n{worker.log_tail()}")
+            dead = group.dead()
+            if dead is not None:
+                who = "the worker" if len(group) == 1 else f"worker {dead.name}"
+                log(f"  {who} died:\n{dead.log_tail()}")
                 break
             publishing = threads[1].is_alive() or threads[2].is_alive()
             if not publishing and drain_from is None:
                 drain_from = tick
-                if body is not None:
-                    progress = Progress.of(body)
+                if progress is not None:
                     result.backlog_at_end = published - progress.applied
                     applied_at_end = (elapsed, progress.applied)
                 log(f"  publishing done at {elapsed:.1f} s; waiting up to "
@@ -954,14 +1174,20 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
             thread.join(timeout=30)
         reader.close()
         probe.close()
-        result.worker_cpu, result.worker_hwm = worker.cpu_rss()
+        figures = [(w.name, *w.cpu_rss()) for w in group.workers]
         result.wall = time.monotonic() - began_mono
-        result.bench_cpu = time.process_time() - cpu_began
+        result.cpu_phase = CpuMark.take(broker_pid, group).since(cpu_began)
+        result.bench_cpu = result.cpu_phase.bench
         result.load = (result.load[0], load_text())
-        sched_end = worker.schedstat()
+        sched_end = group.schedstat()
         if sched_began is not None and sched_end is not None:
             result.sched = (sched_end[0] - sched_began[0], sched_end[1] - sched_began[1])
-        result.stopped = worker.stop()
+        stopped = group.stop()
+        result.members = [(*figure, how) for figure, how in zip(figures, stopped, strict=True)]
+        cpus = [cpu for _, cpu, _, _ in result.members]
+        result.worker_cpu = None if None in cpus else sum(cpu or 0.0 for cpu in cpus)
+        result.worker_hwm = max((hwm or 0 for _, _, hwm, _ in result.members), default=0) or None
+        result.stopped = stopped[0]
     result.sent = sent[0]
     result.tips = sorted(tips.values(), key=lambda t: t.customer_id)
     result.signal_records = signal_records[0]
@@ -991,7 +1217,8 @@ def report_latency(result: PhaseResult, args: argparse.Namespace, note: str = ""
     waited = f"{result.drain_waited:.0f} s after publishing ended"
     log("")
     log("=" * 78)
-    log(f"signals benchmark: LATENCY at {result.rate:,.0f} events/s{note}")
+    log(f"signals benchmark: LATENCY at {result.rate:,.0f} events/s"
+        f"{workers_text(result.workers)}{note}")
     log("=" * 78)
     achieved = result.sent / result.publish_s if result.publish_s else 0.0
     log(f"background traffic    {result.sent:,} simulated events in {result.publish_s:.1f} s = "
@@ -1025,10 +1252,13 @@ def report_latency(result: PhaseResult, args: argparse.Namespace, note: str = ""
                 f"{percentile(delivery, 50):.3f} s, p99 {percentile(delivery, 99):.3f} s")
             severities = Counter(t.severity for t in matched)
             log(f"  severity reached    {dict(severities)}")
+    alone = result.workers == 1
+    together = "" if alone else f" (the {result.workers} workers together)"
     backlog = [(t, pub - applied) for t, pub, applied, _ in result.samples]
     if backlog:
         peak = max(backlog, key=lambda x: x[1])
-        log(f"worker backlog        published - applied to profiles: at end of publishing "
+        log(f"{'worker backlog' if alone else 'workers backlog':<22}published - applied to "
+            f"profiles{together}: at end of publishing "
             f"{result.backlog_at_end if result.backlog_at_end is not None else 'n/a'}, "
             f"max {peak[1]:,} (t={peak[0]:.0f} s)")
         picks = [backlog[min(len(backlog) - 1, round(i * (len(backlog) - 1) / 6))]
@@ -1044,36 +1274,72 @@ def report_latency(result: PhaseResult, args: argparse.Namespace, note: str = ""
             f"{lags[-1][1]['inbound']:,}; unresolved+resolved max "
             f"{internal[1]['internal']:,}, last {lags[-1][1]['internal']:,}")
     if result.throughput is not None:
-        log(f"worker throughput     {result.throughput:,.0f} events/s applied to profiles "
+        log(f"{'worker throughput' if alone else 'workers throughput':<22}"
+            f"{result.throughput:,.0f} events/s applied to profiles{together} "
             "between the end of warm-up and the end of publishing"
             + ("" if result.drain_throughput is None else
                f"; {result.drain_throughput:,.0f} events/s after it (draining the backlog)"))
     log(f"kept up               {'yes' if result.kept_up else 'NO'} (backlog at the end of "
         f"publishing {'<=' if result.kept_up else '>'} 2 s of traffic)")
     wall = max(result.wall, 1e-9)
-    log(f"worker                CPU {result.worker_cpu or 0:,.0f} s (incl. start-up) over "
-        f"{wall:,.0f} s of the phase (~{100 * (result.worker_cpu or 0) / wall:.0f}% of a core), "
-        f"peak RSS {(result.worker_hwm or 0) / MIB:,.0f} MiB; {result.stopped}")
+    if alone:
+        log(f"worker                CPU {result.worker_cpu or 0:,.0f} s (incl. start-up) over "
+            f"{wall:,.0f} s of the phase (~{100 * (result.worker_cpu or 0) / wall:.0f}% of a "
+            f"core), peak RSS {(result.worker_hwm or 0) / MIB:,.0f} MiB; {result.stopped}")
+    else:
+        log(f"workers               {result.workers} in consumer group {result.group}: CPU "
+            f"{result.worker_cpu or 0:,.0f} s in all (incl. start-up) over {wall:,.0f} s of the "
+            f"phase (~{100 * (result.worker_cpu or 0) / wall:.0f}% of a core)")
+        for name, cpu, hwm, stopped in result.members:
+            log(f"  {name:<20}CPU {cpu or 0:,.0f} s, peak RSS {(hwm or 0) / MIB:,.0f} MiB; "
+                f"{stopped}")
     log(f"this process          CPU {result.bench_cpu:,.0f} s (simulator, publishers, signal "
         f"reader: ~{100 * result.bench_cpu / wall:.0f}% of a core); {result.signal_records:,} "
         "signal records read in all")
+    phase = result.cpu_phase
+    if phase is not None and phase.broker is not None:
+        log(f"kafka broker          CPU {phase.broker:,.0f} s over {wall:,.0f} s of the phase "
+            f"(~{100 * phase.broker / wall:.0f}% of a core; /proc/<pid>/stat utime+stime)")
+    else:
+        log("kafka broker          CPU n/a (its pid or /proc entry was not readable)")
+    log(cpu_sharing(result.cpu_publishing, alone))
     log(f"machine               {result.load[0]} at the start, {result.load[1]} at the end; "
         "2 cores shared with other jobs")
     if result.sched is not None:
-        log(f"                      in the phase the worker's threads ran {result.sched[0]:,.0f} s "
-            f"on a CPU and waited {result.sched[1]:,.0f} s runnable for one (schedstat: CPU "
-            "contention)")
+        whose = "worker's" if alone else "workers'"
+        log(f"                      in the phase the {whose} threads "
+            f"ran {result.sched[0]:,.0f} s on a CPU and waited {result.sched[1]:,.0f} s "
+            "runnable for one (schedstat: CPU contention)")
     if result.interrupted:
         log("INTERRUPTED: figures are partial")
     log("=" * 78)
 
 
-def run_latency(args: argparse.Namespace, base: Path, run_tag: str) -> int:
+def cpu_sharing(used: CpuMark | None, alone: bool) -> str:
+    """How the cores were shared while publishing: workers, broker, this process, the rest."""
+    label = "CPU while publishing  "
+    if used is None or used.at <= 0:
+        return f"{label}n/a (publishing did not end)"
+    cores = os.cpu_count() or 1
+    parts = []
+    for name, seconds in (("the worker" if alone else "the workers", used.workers),
+                          ("the Kafka broker", used.broker),
+                          ("this process (load generator)", used.bench)):
+        parts.append(f"{name} n/a" if seconds is None else
+                     f"{name} {seconds:,.1f} s (~{100 * seconds / used.at:.0f}% of a core)")
+    known = sum(v for v in (used.workers, used.broker, used.bench) if v is not None)
+    return (f"{label}{used.at:,.1f} s x {cores} cores = {used.at * cores:,.1f} CPU-s: "
+            + ", ".join(parts) + f"; {used.at * cores - known:,.1f} CPU-s left (other jobs, "
+            "idle)")
+
+
+def run_latency(args: argparse.Namespace, base: Path, run_tag: str, kafka: pb.Kafka) -> int:
     from touchpoint.settings import load_settings
 
     settings = load_settings({"TOUCHPOINT_HOME": str(base)})
     log(f"LATENCY: plants checked against the pure detector: {check_plants(settings)}")
-    first = run_latency_phase(args, base, run_tag, args.rate, f"lat{int(args.rate)}")
+    first = run_latency_phase(args, base, run_tag, args.rate, f"lat{int(args.rate)}",
+                              kafka.pid)
     report_latency(first, args)
     if first.kept_up or first.interrupted or args.fallback_rate == 0:
         return 0
@@ -1083,11 +1349,13 @@ def run_latency(args: argparse.Namespace, base: Path, run_tag: str) -> int:
     else:
         rate = max(50.0, math.floor(0.6 * capacity / 50) * 50)
     log("")
-    log(f"The worker did not keep up with {args.rate:,.0f} events/s: measuring again with a "
-        f"fresh worker at {rate:,.0f} events/s"
+    who, fresh, it = (("The worker", "a fresh worker", "it") if args.workers == 1 else
+                      (f"The {args.workers} workers", f"{args.workers} fresh workers", "they"))
+    log(f"{who} did not keep up with {args.rate:,.0f} events/s: measuring again with "
+        f"{fresh} at {rate:,.0f} events/s"
         + ("" if args.fallback_rate is not None else
-           f" (60 % of the {capacity:,.0f} events/s it applied at best, at least 50)"))
-    second = run_latency_phase(args, base, run_tag, rate, f"lat{int(rate)}")
+           f" (60 % of the {capacity:,.0f} events/s {it} applied at best, at least 50)"))
+    second = run_latency_phase(args, base, run_tag, rate, f"lat{int(rate)}", kafka.pid)
     report_latency(second, args, note=f" (fallback: {args.rate:,.0f} events/s was not "
                                       "sustained)")
     return 0
@@ -1134,12 +1402,14 @@ def parse_start(text: str) -> datetime:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Early complaint signals through a real Kafka broker and one touchpoint "
-                    "worker: QUALITY (the labelled scenario's recall, lead time, precision and "
-                    "false alarms, overall, by channel mix, tier and journey) and LATENCY "
-                    "(publish of a tipping event -> its signal on signals.complaints, under "
-                    "steady background traffic). Starts its own Kafka on 127.0.0.1:39192 "
-                    "(controller 39193). Prints figures; asserts nothing.",
+        description="Early complaint signals through a real Kafka broker and touchpoint "
+                    "workers: QUALITY (one worker; the labelled scenario's recall, lead time, "
+                    "precision and false alarms, overall, by channel mix, tier and journey) "
+                    "and LATENCY (one worker, or --workers N in one consumer group; publish "
+                    "of a tipping event -> its signal on signals.complaints, under steady "
+                    "background traffic, with the CPU of workers, broker and this process). "
+                    "Starts its own Kafka on 127.0.0.1:39192 (controller 39193). Prints "
+                    "figures; asserts nothing.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("which", nargs="?", choices=("all", "quality", "latency"),
                         default="all", help="which benchmark to run")
@@ -1174,6 +1444,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                               "(default: 60%% of the best rate it applied events at, while "
                               "publishing or draining, rounded down to 50s, at least 50; "
                               "0: do not)")
+    latency.add_argument("--workers", type=int, default=1,
+                         help="touchpoint workers in the measured consumer group (same app id "
+                              "and settings, each its own web port, log and chdb folder; Faust "
+                              "spreads the --partitions over them); the fallback uses as many. "
+                              "Counts, CPU and schedstat are summed over them")
     latency.add_argument("--sim-customers", type=int, default=100_000,
                          help="simulated CRM customers of the background traffic")
     latency.add_argument("--sim-seed", type=int, default=1, help="background simulator seed")
@@ -1200,6 +1475,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--rate, --duration and --gap must be above 0, --tips 1 or more")
     if args.duration <= args.warmup + args.gap:
         parser.error("--duration must be longer than --warmup plus --gap")
+    if args.workers < 1:
+        parser.error("--workers must be 1 or more")
     return args
 
 
@@ -1229,7 +1506,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.which in ("all", "quality"):
             status = max(status, run_quality(args, base, run_tag))
         if args.which in ("all", "latency"):
-            status = max(status, run_latency(args, base, run_tag))
+            status = max(status, run_latency(args, base, run_tag, kafka))
         log("")
         log("machine:")
         for fact in pb.machine_facts():
