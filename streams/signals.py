@@ -74,14 +74,15 @@ class Detector:
             sentiment=event.get("sentiment"))
         self._newest[partition] = max(self._newest.get(partition, 0),
                                       int(event["occurred_at"]))
-        due = complaints.next_due(state, rules=self.rules)
-        if due is not None and due <= self.watermark(partition):
+        due = self._next_due(state)
+        watermark = self.watermark(partition)
+        if due is not None and due <= watermark:
             # A customer whose events arrive behind the partition's event time: what is
             # overdue by now is concluded now, not at the next sweep.
-            state, overdue = complaints.expire(state, self.watermark(partition),
-                                               rules=self.rules)
+            state, overdue = complaints.expire(state, watermark, rules=self.rules)
             records += overdue
-        self._keep(profile, state, partition)
+            due = self._next_due(state)
+        self._keep(profile, state, partition, due)
         return self._stamp(records)
 
     def sweep(self, partition: int) -> list[str]:
@@ -103,7 +104,7 @@ class Detector:
         """Conclude what fell due for ``profile``'s customer by the watermark."""
         state = self.state_of(profile)
         state, records = complaints.expire(state, self.watermark(partition), rules=self.rules)
-        self._keep(profile, state, partition)
+        self._keep(profile, state, partition, self._next_due(state))
         return self._stamp(records)
 
     def absorb(self, profile: dict[str, Any], other: Mapping[str, Any] | None,
@@ -113,7 +114,7 @@ class Detector:
             return []
         state, records = complaints.combine(
             self.state_of(profile), ComplaintState.from_dict(other), rules=self.rules)
-        self._keep(profile, state, partition)
+        self._keep(profile, state, partition, self._next_due(state))
         return self._stamp(records)
 
     def forget(self, customer_id: str, partition: int) -> None:
@@ -129,7 +130,8 @@ class Detector:
         """Note whether ``profile`` has something pending (after a recovery)."""
         stored = profile.get(SIGNAL_KEY)
         if stored is not None:
-            self._schedule(ComplaintState.from_dict(stored), partition)
+            state = ComplaintState.from_dict(stored)
+            self._schedule(state.customer_id, partition, self._next_due(state))
 
     def state_of(self, profile: Mapping[str, Any]) -> ComplaintState:
         """The detector state kept in ``profile`` (a fresh one if it has none)."""
@@ -138,20 +140,25 @@ class Detector:
             return ComplaintState(profile["customer_id"])
         return ComplaintState.from_dict(stored)
 
-    def _keep(self, profile: dict[str, Any], state: ComplaintState, partition: int) -> None:
+    def _keep(self, profile: dict[str, Any], state: ComplaintState, partition: int,
+              when: int | None) -> None:
+        """Store ``state`` in ``profile``; ``when`` is its ``complaints.next_due``."""
         profile[SIGNAL_KEY] = state.to_dict()
         profile["open_signals"] = complaints.open_signals(state)
-        self._schedule(state, partition)
+        self._schedule(state.customer_id, partition, when)
 
-    def _schedule(self, state: ComplaintState, partition: int) -> None:
+    def _next_due(self, state: ComplaintState) -> int | None:
+        return complaints.next_due(state, rules=self.rules)
+
+    def _schedule(self, customer_id: str, partition: int, when: int | None) -> None:
+        """Note that ``customer_id`` next falls due at event time ``when`` (None: never)."""
         due = self.due.setdefault(partition, {})
-        when = complaints.next_due(state, rules=self.rules)
         if when is None:
-            due.pop(state.customer_id, None)
-        elif due.get(state.customer_id) != when:
-            due[state.customer_id] = when
+            due.pop(customer_id, None)
+        elif due.get(customer_id) != when:
+            due[customer_id] = when
             queue = self._queue.setdefault(partition, [])
-            heapq.heappush(queue, (when, state.customer_id))
+            heapq.heappush(queue, (when, customer_id))
             if len(queue) > 2 * len(due) + 1024:  # mostly stale entries: rebuild
                 queue[:] = [(t, c) for c, t in due.items()]
                 heapq.heapify(queue)
