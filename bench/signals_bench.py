@@ -926,9 +926,6 @@ class PhaseResult:
     throughput: float | None = None  # events/s applied to profiles while publishing
     drain_throughput: float | None = None  # events/s applied after publishing ended
     drain_waited: float = 0.0
-    worker_cpu: float | None = None  # every worker, summed
-    worker_hwm: int | None = None  # the highest of the workers
-    stopped: str = ""  # how the (first) worker stopped
     members: list[tuple[str, float | None, int | None, str]] = field(default_factory=list)
     # ^ per worker: name, CPU seconds, peak RSS, how it stopped
     interrupted: bool = False
@@ -943,6 +940,22 @@ class PhaseResult:
     @property
     def kept_up(self) -> bool:
         return self.backlog_at_end is not None and self.backlog_at_end <= 2 * self.rate
+
+    @property
+    def worker_cpu(self) -> float | None:
+        """CPU seconds of every worker, summed; None if one was unreadable."""
+        cpus = [cpu for _, cpu, _, _ in self.members]
+        return None if not cpus or None in cpus else sum(cpu or 0.0 for cpu in cpus)
+
+    @property
+    def worker_hwm(self) -> int | None:
+        """The highest peak RSS of the workers."""
+        return max((hwm or 0 for _, _, hwm, _ in self.members), default=0) or None
+
+    @property
+    def stopped(self) -> str:
+        """How the (first) worker stopped."""
+        return self.members[0][3] if self.members else ""
 
 
 def workers_text(n: int) -> str:
@@ -1184,10 +1197,6 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
             result.sched = (sched_end[0] - sched_began[0], sched_end[1] - sched_began[1])
         stopped = group.stop()
         result.members = [(*figure, how) for figure, how in zip(figures, stopped, strict=True)]
-        cpus = [cpu for _, cpu, _, _ in result.members]
-        result.worker_cpu = None if None in cpus else sum(cpu or 0.0 for cpu in cpus)
-        result.worker_hwm = max((hwm or 0 for _, _, hwm, _ in result.members), default=0) or None
-        result.stopped = stopped[0]
     result.sent = sent[0]
     result.tips = sorted(tips.values(), key=lambda t: t.customer_id)
     result.signal_records = signal_records[0]
