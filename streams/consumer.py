@@ -89,12 +89,12 @@ def is_current(app: object, message: Message) -> bool:
 def only_current(app: object, events: Iterable[E]) -> Iterator[E]:
     """The events of a batch fetched in the consumer's current generation, in order.
 
-    Checked as each event is taken, so a revocation while the stage works on the batch
-    stops it at the next record; the partition's next owner reads the rest again. A
-    batch can also *start* with records of the previous generation, followed by current
-    ones: Faust checks the generation as a record enters the batch buffer, and one
-    record may wait at the buffer's door through a whole rebalance. Those are skipped and
-    the current ones processed. (Stopping there instead would lose the current ones:
+    Checked as each event is taken, so after a revocation while the stage works on the
+    batch the rest is skipped; the partition's next owner reads it again. A batch can
+    also *start* with records of the previous generation, followed by current ones: Faust
+    checks the generation as a record enters the batch buffer, and one record may wait at
+    the buffer's door through a whole rebalance. Those are skipped and the current ones
+    processed. (Stopping there instead would lose the current ones:
     ``take_events`` acknowledges every record of a batch once the stage is done with it.)
     """
     skipped = False

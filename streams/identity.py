@@ -33,8 +33,8 @@ write order (:class:`Keyspace`); a customer's group, with its new aliases, is wr
 before any identifier is pointed at it, and a merged-away group is dropped last. So a
 replayed event that finds its identifiers pointing at a customer also finds the aliases
 it may have been counted under, and replaying the event that caused a merge finishes
-it. A stage that loses its partition mid-batch stops at once (``consumer.only_current``),
-so two workers never write the graph at the same time.
+it. A stage that loses its partition mid-batch handles none of its records after that
+(``consumer.only_current``), so two workers never write the graph at the same time.
 """
 
 from __future__ import annotations
@@ -390,7 +390,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT
         # is acknowledged (see outbox.py).
         concrete = cast(faust.Stream[bytes], stream)
         async for events in concrete.take_events(BATCH_RECORDS, within=BATCH_WITHIN):
-            # revoked mid-batch, it stops: this worker's tables and outputs would
+            # revoked mid-batch, it handles no more of it: this worker's tables and outputs would
             # otherwise interleave with the partition's next owner's
             for message in only_current(app, events):
                 make_current(message)  # for the tables' changelog (see outbox.py)
