@@ -15,6 +15,8 @@ from datetime import timedelta
 from typing import Any
 
 import faust
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from touchpoint.settings import Settings
 from touchpoint.sinks.base import WarehouseSink
@@ -69,6 +71,7 @@ class Pipeline:
             "warehouse": str(self.warehouse.url),
             "stale_acks_refused": getattr(self.app.consumer, "stale_acks", 0),
             "batches_abandoned": getattr(self.app.consumer, "batches_abandoned", 0),
+            "records_refetched": getattr(self.app.consumer, "records_refetched", 0),
         }
 
 
@@ -77,6 +80,12 @@ class App(faust.App):
 
     def _new_transport(self) -> Any:
         return consumer.Transport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        """Flow control that keeps stream buffers on resume (:class:`consumer.FlowControl`)."""
+        return consumer.FlowControl(lambda: getattr(self.tables, "_changelog_queue", None),
+                                    loop=self.loop)
 
 
 def create_app(settings: Settings, warehouse: Warehouse, *,

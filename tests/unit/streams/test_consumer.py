@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -120,3 +121,184 @@ def test_a_batch_yields_only_records_of_the_current_generation(consumer: Consume
              *(SimpleNamespace(message=message(n, 6)) for n in (1, 2, 3))]
     assert [e.message.offset for e in only_current(app, mixed)] == [1, 2, 3]
     assert consumer.batches_abandoned == 3
+
+
+# --- delivery: the consumer's own loop over fetched batches --------------------------
+
+OTHER = TP(TOPIC, 1)
+
+
+class Fetcher:
+    """What ``_drain_messages`` needs of Faust's fetcher service: whether it stopped."""
+
+    def __init__(self) -> None:
+        self._stopped = asyncio.Event()
+
+
+def record(tp: TP, offset: int, generation: int = 2) -> Message:
+    return Message(tp.topic, tp.partition, offset, 0.0, 0, {}, b"k", b"v", None,
+                   generation_id=generation)
+
+
+def drain(consumer: Consumer, batches: list[list[Message]], on_delivery: Any = None,
+          *, loop: Any = None) -> list[tuple[int, int]]:
+    """Run ``consumer``'s delivery loop (or ``loop``) over ``batches``; what it delivered."""
+    fetcher = Fetcher()
+    delivered: list[tuple[int, int]] = []
+    queue = list(batches)
+
+    async def getmany(timeout: float) -> Any:
+        if not queue:
+            fetcher._stopped.set()
+            return
+        for message in queue.pop(0):
+            yield message.tp, message
+
+    async def callback(message: Message) -> None:
+        delivered.append((message.partition, message.offset))
+        if on_delivery is not None:
+            await on_delivery(message)
+
+    consumer.app.consumer_generation_id = 2
+    with mock.patch.object(consumer, "getmany", getmany), \
+            mock.patch.object(consumer, "callback", callback):
+        # the consumer's own loop: the one its services (wait_first) run on
+        consumer.loop.run_until_complete(
+            (loop or type(consumer)._drain_messages)(consumer, fetcher))
+    return delivered
+
+
+@pytest.fixture
+def seeking(consumer: Consumer) -> Iterator[tuple[Consumer, mock.AsyncMock]]:
+    """``consumer`` whose partitions 0 (committed at 7) and 1 (never committed) are assigned."""
+    assign(consumer, 2)
+    with mock.patch.object(driver.Consumer, "seek_to_committed",
+                           mock.AsyncMock(return_value={PARTITION: 7, OTHER: None})), \
+            mock.patch.object(consumer, "assignment", return_value={PARTITION, OTHER}), \
+            mock.patch.object(consumer, "_seek", mock.AsyncMock()) as seek:
+        yield consumer, seek
+
+
+def stale_batch() -> list[Message]:
+    # Fetched before recovery's seek: partition 0 from 120 on, partition 1 from 0 on.
+    return [record(tp, offset) for n in range(4)
+            for tp, offset in ((PARTITION, 120 + n), (OTHER, n))]
+
+
+def test_a_seek_during_delivery_ends_the_stale_batch_and_loses_nothing(
+        seeking: tuple[Consumer, mock.AsyncMock]) -> None:
+    consumer, seek = seeking
+
+    async def recovery_seeks_meanwhile(message: Message) -> None:
+        if (message.partition, message.offset) == (0, 121):
+            await consumer.perform_seek()
+
+    delivered = drain(consumer, [stale_batch()], recovery_seeks_meanwhile)
+    assert delivered == [(0, 120), (1, 0), (0, 121)], "nothing of the batch after the seek"
+    # Partition 0 goes back to its committed offset 7 (below its first undelivered record,
+    # 122); partition 1, which the seek did not move, to its first undelivered record.
+    assert sorted(seek.await_args_list) == [mock.call(PARTITION, 7), mock.call(OTHER, 1)]
+    assert consumer._read_offset[PARTITION] == 7, "not the record delivered during the seek"
+    assert not consumer._gap[PARTITION], "no offsets taken for acknowledged"
+    assert consumer.records_refetched == 5
+
+    # What the client fetches next starts at the committed offset, and is delivered.
+    assert drain(consumer, [[record(PARTITION, 7), record(PARTITION, 8)]]) == [(0, 7), (0, 8)]
+
+
+def test_faust_alone_would_never_deliver_the_records_fetched_again(
+        seeking: tuple[Consumer, mock.AsyncMock]) -> None:
+    consumer, _ = seeking
+
+    async def recovery_seeks_meanwhile(message: Message) -> None:
+        if (message.partition, message.offset) == (0, 121):
+            await consumer.perform_seek()
+
+    delivered = drain(consumer, [stale_batch(), [record(PARTITION, 7)]],
+                      recovery_seeks_meanwhile, loop=driver.Consumer._drain_messages)
+    # Faust delivers the rest of the stale batch, its read offset is then past the
+    # committed one, and record 7 fetched again is dropped: never processed.
+    assert (0, 122) in delivered and (0, 7) not in delivered
+    assert consumer._read_offset[PARTITION] == 123
+
+
+def test_a_delivery_that_does_not_wait_needs_no_tasks(consumer: Consumer) -> None:
+    assign(consumer, 2)
+    with mock.patch.object(consumer, "wait_first", side_effect=AssertionError("a task")):
+        delivered = drain(consumer, [[record(PARTITION, n) for n in range(3)]])
+    assert delivered == [(0, 0), (0, 1), (0, 2)]
+    assert consumer._read_offset[PARTITION] == 2
+
+
+def test_a_delivery_that_waits_is_finished_where_it_waited(consumer: Consumer) -> None:
+    assign(consumer, 2)
+    finished: list[int] = []
+
+    async def full_buffer(message: Message) -> None:
+        await asyncio.sleep(0.01)  # the stream's buffer is full for a moment
+        finished.append(message.offset)
+
+    assert drain(consumer, [[record(PARTITION, n) for n in range(3)]], full_buffer) == [
+        (0, 0), (0, 1), (0, 2)]
+    assert finished == [0, 1, 2]
+
+
+def test_a_rebalance_interrupts_a_waiting_delivery_and_the_rest_of_the_batch(
+        consumer: Consumer) -> None:
+    assign(consumer, 2)
+
+    async def rebalance_while_waiting(message: Message) -> None:
+        if message.offset == 1:
+            consumer.stop_flow()  # the revocation, while this delivery waits
+            await asyncio.sleep(10)
+
+    delivered = drain(consumer, [[record(PARTITION, n) for n in range(4)]],
+                      rebalance_while_waiting)
+    assert delivered == [(0, 0), (0, 1)]
+    assert consumer._read_offset[PARTITION] == 0, "the interrupted record is not read"
+
+
+def test_resuming_flow_keeps_stream_buffers_and_empties_the_changelog_buffer(
+        consumer: Consumer) -> None:
+    app = consumer.app
+    stream_buffer = app.FlowControlQueue(maxsize=10, clear_on_resume=True)
+    stream_buffer.put_nowait("record delivered after the seek")
+    changelog = app.tables.changelog_queue
+    changelog.put_nowait("changelog record of an earlier recovery")
+    app.flow_control.resume()
+    assert stream_buffer.qsize() == 1
+    assert changelog.qsize() == 0
+
+
+def test_no_fetch_starts_while_a_seek_is_under_way(consumer: Consumer) -> None:
+    # A batch fetched before the seek lands would be stale without anyone noticing.
+    assign(consumer, 2)
+    order: list[str] = []
+    seek_may_finish = asyncio.Event()
+
+    async def slow_seek(self: Consumer) -> dict[TP, int]:
+        order.append("seek starts")
+        await seek_may_finish.wait()
+        order.append("seek lands")
+        return {PARTITION: 7}
+
+    async def getmany(timeout: float) -> Any:
+        order.append("fetch")
+        fetcher._stopped.set()
+        return
+        yield
+
+    fetcher = Fetcher()
+
+    async def scenario() -> None:
+        seeking = asyncio.ensure_future(consumer.perform_seek())
+        await asyncio.sleep(0)  # the seek is under way
+        draining = asyncio.ensure_future(consumer._drain_messages(fetcher))
+        await asyncio.sleep(0.05)
+        seek_may_finish.set()
+        await asyncio.gather(seeking, draining)
+
+    with mock.patch.object(driver.Consumer, "seek_to_committed", slow_seek), \
+            mock.patch.object(consumer, "getmany", getmany):
+        consumer.loop.run_until_complete(scenario())
+    assert order == ["seek starts", "seek lands", "fetch"]
