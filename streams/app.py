@@ -116,6 +116,9 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
         # the minutes stage's window state is one large changelog record (topics.py)
         "producer_max_request_size": LARGE_RECORD_BYTES,
         "consumer_auto_offset_reset": "earliest",
+        # Faust's 60 s would hold a killed worker's partitions, unprocessed, for a minute
+        # (also against its own restart, which waits for the group to drop it).
+        "broker_session_timeout": settings.session_timeout_seconds,
         "broker_commit_every": 1000,
         "broker_commit_interval": 1.0,
         # Faust pauses a partition whose stream buffer is nearly full and fetches it

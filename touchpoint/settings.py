@@ -84,6 +84,15 @@ def _share(raw: str) -> float:
     return value
 
 
+def _session_timeout(raw: str) -> float:
+    value = _positive_float(raw)
+    # the broker refuses less than group.min.session.timeout.ms (6 s by default), and
+    # Faust more than its request timeout (90 s)
+    if not 6 <= value <= 90:
+        raise ValueError("must be between 6 and 90 seconds")
+    return value
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"debug", "info", "warning", "error"}:
@@ -118,6 +127,10 @@ SETTINGS: tuple[Setting, ...] = (
             "and the name of its own topic (`<app_id>-resolved`) and table changelogs."),
     Setting("web_host", "127.0.0.1", "Address the worker's web server binds to."),
     Setting("web_port", "6066", "Port of the worker's web server (one per worker).", _port),
+    Setting("session_timeout_seconds", "10",
+            "How long the consumer group waits for a worker that stopped answering "
+            "(killed, hung, cut off) before its partitions go to the others, or to its "
+            "own restart. Workers heartbeat every 3 s.", _session_timeout),
     Setting("sink_batch_size", "5000", "Rows per warehouse insert, at most.", _positive_int),
     Setting("sink_flush_seconds", "1.0", "Longest wait before a partial batch is written.",
             _positive_float),
@@ -212,6 +225,7 @@ class Settings:
     app_id: str
     web_host: str
     web_port: int
+    session_timeout_seconds: float
     sink_batch_size: int
     sink_flush_seconds: float
     sink_max_backoff_seconds: float
