@@ -185,15 +185,21 @@ def stale_batch() -> list[Message]:
             for tp, offset in ((PARTITION, 120 + n), (OTHER, n))]
 
 
-def test_a_seek_during_delivery_ends_the_stale_batch_and_loses_nothing(
-        seeking: tuple[Consumer, mock.AsyncMock]) -> None:
-    consumer, seek = seeking
+def seek_while_delivering_121(consumer: Consumer) -> Any:
+    """A delivery callback: recovery seeks to the committed offsets while 121 is delivered."""
 
     async def recovery_seeks_meanwhile(message: Message) -> None:
         if (message.partition, message.offset) == (0, 121):
             await consumer.perform_seek()
 
-    delivered = drain(consumer, [stale_batch()], recovery_seeks_meanwhile)
+    return recovery_seeks_meanwhile
+
+
+def test_a_seek_during_delivery_ends_the_stale_batch_and_loses_nothing(
+        seeking: tuple[Consumer, mock.AsyncMock]) -> None:
+    consumer, seek = seeking
+
+    delivered = drain(consumer, [stale_batch()], seek_while_delivering_121(consumer))
     assert delivered == [(0, 120), (1, 0), (0, 121)], "nothing of the batch after the seek"
     # Partition 0 goes back to its committed offset 7 (below its first undelivered record,
     # 122); partition 1, which the seek did not move, to its first undelivered record.
@@ -210,12 +216,8 @@ def test_faust_alone_would_never_deliver_the_records_fetched_again(
         seeking: tuple[Consumer, mock.AsyncMock]) -> None:
     consumer, _ = seeking
 
-    async def recovery_seeks_meanwhile(message: Message) -> None:
-        if (message.partition, message.offset) == (0, 121):
-            await consumer.perform_seek()
-
     delivered = drain(consumer, [stale_batch(), [record(PARTITION, 7)]],
-                      recovery_seeks_meanwhile, loop=driver.Consumer._drain_messages)
+                      seek_while_delivering_121(consumer), loop=driver.Consumer._drain_messages)
     # Faust delivers the rest of the stale batch, its read offset is then past the
     # committed one, and record 7 fetched again is dropped: never processed.
     assert (0, 122) in delivered and (0, 7) not in delivered
