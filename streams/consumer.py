@@ -149,7 +149,9 @@ class Consumer(driver.Consumer):
                     continue
                 async for tp, message in fetched:
                     if self._seek_epoch != epoch:
-                        await self._reposition(generation, [(tp, message)], fetched)
+                        # A seek started since the fetch: this record and the rest are
+                        # stale (the record delivered meanwhile kept no read offset).
+                        await self._reposition(generation, tp, message, fetched)
                         break
                     since_yield += 1
                     if since_yield > 100:  # let other tasks run through a long batch
@@ -168,12 +170,8 @@ class Consumer(driver.Consumer):
                         # A rebalance stopped the flow: the next assignment positions
                         # every partition at its committed offset again.
                         break
-                    if self._seek_epoch != epoch:
-                        # The seek landed while this record was delivered; its read
-                        # offset is the seek's now, and the rest of the batch is stale.
-                        await self._reposition(generation, [], fetched)
-                        break
-                    read_offset[tp] = offset
+                    if self._seek_epoch == epoch:  # else its read offset is the seek's
+                        read_offset[tp] = offset
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -204,24 +202,22 @@ class Consumer(driver.Consumer):
         outcome = await self.wait_first(resumed, self.suspend_flow.wait())
         return resumed in outcome.done
 
-    async def _reposition(self, generation: int, taken: list[tuple[TP, Message]],
+    async def _reposition(self, generation: int, tp: TP, message: Message,
                           rest: Any) -> None:
         """Put each partition with undelivered records of a stale batch where none is skipped.
 
-        ``taken`` and what is left of ``rest`` (the batch's iterator) were fetched before
-        a seek to the committed offsets, or while it ran, so the client's position may
-        already be past them. A partition the seek moved goes to the lower of its first
-        undelivered record and the seek's offset (records between the two are delivered
-        again; every stage is idempotent for repeats); any other, to its first
-        undelivered record.
+        ``message`` (of ``tp``) and what is left of ``rest`` (the batch's iterator) were
+        fetched before a seek to the committed offsets, or while it ran, so the client's
+        position may already be past them. A partition the seek moved goes to the lower
+        of its first undelivered record and the seek's offset (records between the two
+        are delivered again; every stage is idempotent for repeats); any other, to its
+        first undelivered record.
         """
-        first: dict[TP, int] = {}
-        for tp, message in taken:
-            first.setdefault(tp, message.offset)
+        first = {tp: message.offset}
+        self.records_refetched += 1
         async for tp, message in rest:
             first.setdefault(tp, message.offset)
             self.records_refetched += 1
-        self.records_refetched += len(taken)
         await self._seek_idle.wait()
         if self.app.consumer_generation_id != generation:
             return  # a rebalance since: the new assignment positions every partition
