@@ -66,6 +66,25 @@ class QueryResult:
         return self.rows[0][0]
 
 
+#: Epoch milliseconds written as Unix time text: those with ten-digit seconds (2001-09-09
+#: to 2286-11-20). ClickHouse reads shorter digit strings as calendar forms (YYYYMMDD...).
+_UNIX_TEXT_LOW, _UNIX_TEXT_HIGH = 10**12, 10**13
+
+
+def _epoch_text_ms(epoch_ms: int) -> str:
+    """Epoch milliseconds as ``DateTime64(3)`` input text: ``"<seconds>.<millis>"``."""
+    if _UNIX_TEXT_LOW <= epoch_ms < _UNIX_TEXT_HIGH:
+        return f"{epoch_ms // 1000}.{epoch_ms % 1000:03d}"
+    return format_datetime(epoch_ms)
+
+
+def _epoch_text_s(epoch_ms: int) -> str:
+    """Epoch milliseconds as ``DateTime`` input text: whole seconds."""
+    if _UNIX_TEXT_LOW <= epoch_ms < _UNIX_TEXT_HIGH:
+        return str(epoch_ms // 1000)
+    return format_datetime(epoch_ms)
+
+
 def format_datetime(epoch_ms: int) -> str:
     """Epoch milliseconds as ClickHouse's text form (UTC), which every version reads."""
     moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
@@ -302,7 +321,8 @@ class EmbeddedWarehouse(Warehouse):
                     "(a running worker?): query through the worker, or stop it first"
                 ) from exc
             raise WarehouseError(f"cannot open embedded warehouse {url.path}: {exc}") from exc
-        self._dt_columns: dict[str, set[str]] = {}
+        #: per table, its date-time columns: whether each is a DateTime64
+        self._dt_columns: dict[str, dict[str, bool]] = {}
         # Session-wide: 64-bit integers as JSON numbers, as clickhouse-driver returns them.
         self._run("SET output_format_json_quote_64bit_integers = 0")
 
@@ -342,36 +362,46 @@ class EmbeddedWarehouse(Warehouse):
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
                dedup_token: str | None = None) -> None:
-        """Insert as JSONEachRow; date-time columns formatted from epoch ms."""
+        """Insert as JSONCompactEachRow; date-time columns as epoch seconds text.
+
+        A row is a JSON array in ``columns`` order (no per-row dict of names), and a time
+        is ``"<seconds>.<millis>"`` (integer seconds for ``DateTime``), which ClickHouse
+        reads as a Unix time: about a tenth of the cost of formatting a calendar date.
+        """
         if not rows:
             return
         kinds = self._datetime_columns(table)
-        dt_index = [i for i, name in enumerate(columns) if name in kinds]
+        dt_index = [(i, _epoch_text_ms if kinds[name] else _epoch_text_s)
+                    for i, name in enumerate(columns) if name in kinds]
+        dumps = json.JSONEncoder(ensure_ascii=False).encode
         lines = []
-        dumps = json.dumps
-        for row in rows:
-            values = list(row)
-            for i in dt_index:
-                if values[i] is not None:
-                    values[i] = format_datetime(values[i])
-            lines.append(dumps(dict(zip(columns, values, strict=True)), ensure_ascii=False))
+        if dt_index:
+            for row in rows:
+                values = list(row)
+                for i, to_text in dt_index:
+                    if values[i] is not None:
+                        values[i] = to_text(values[i])
+                lines.append(dumps(values))
+        else:
+            lines = [dumps(list(row)) for row in rows]
         settings = ""
         if dedup_token:
             settings = f" SETTINGS insert_deduplication_token='{_quote(dedup_token)}'"
         sql = (
             f"INSERT INTO {self.database}.{table} ({', '.join(columns)}){settings} "
-            "FORMAT JSONEachRow\n" + "\n".join(lines)
+            "FORMAT JSONCompactEachRow\n" + "\n".join(lines)
         )
         self._run(sql)
 
-    def _datetime_columns(self, table: str) -> set[str]:
+    def _datetime_columns(self, table: str) -> dict[str, bool]:
         cached = self._dt_columns.get(table)
         if cached is None:
             result = self.query(
                 f"SELECT name, type FROM system.columns WHERE database = '{self.database}' "
                 f"AND table = '{table}'"
             )
-            cached = {name for name, kind in result.rows if "DateTime" in kind}
+            cached = {name: "DateTime64" in kind for name, kind in result.rows
+                      if "DateTime" in kind}
             self._dt_columns[table] = cached
         return cached
 
