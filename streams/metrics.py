@@ -183,6 +183,10 @@ class MetricsSensor(Sensor):
         """A record was acknowledged by the broker."""
         self.metrics.messages_out[metadata.topic] += 1
 
+    def on_records_sent(self, topic: str, count: int) -> None:
+        """``count`` records sent in batches (``outbox.py``) were acknowledged."""
+        self.metrics.messages_out[topic] += count
+
 
 class _Collector(Collector):
     """Turns the worker's counters into Prometheus samples when scraped."""

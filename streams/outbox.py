@@ -5,46 +5,68 @@ before aiokafka sees it (channel, future and callback objects), and a stage that
 it for every record spends more time there than in its own work (``bench/``: a bare
 Faust hop ran 955 records/s with ``send``, 1,441/s batched through this path). The
 stages that can work in batches (ingest, identity: their tables have one partition, so
-Faust's changelog partition does not depend on which record is current) hand their
-records to the producer directly and wait once per batch until Kafka has all of them.
-Only then does the batch's stream acknowledge its input, so an acknowledged record's
-outputs are always in Kafka (stronger than a plain ``send``, which is acknowledged
-before delivery).
+Faust's changelog partition does not depend on which record is current) put their
+records into aiokafka batches directly and wait once per batch of input until Kafka has
+all of them. Only then does the batch's stream acknowledge its input, so an
+acknowledged record's outputs are always in Kafka (stronger than a plain ``send``,
+which is acknowledged before delivery).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import weakref
-from collections.abc import Awaitable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 from faust.streams import _current_event
 
 __all__ = ["Outbox", "make_current"]
 
+_partitioner = DefaultPartitioner()
+
 
 class Outbox:
-    """Records sent through the app's producer; :meth:`delivered` waits for all of them.
+    """Records sent in batches per partition; :meth:`delivered` waits for all of them.
 
-    The app's sensors hear of every record as they do for ``topic.send()`` (sent, then
-    acknowledged or failed), so ``/metrics`` counts these records too.
+    Records go into one aiokafka ``BatchBuilder`` per partition, and a builder goes to
+    the producer when it is full or when :meth:`delivered` is called: one future per
+    batch, not one per record (with aiokafka's per-record send, partitioner and future,
+    and Faust's sensor calls, sending cost more than ingest's own work). The partition
+    is aiokafka's default (murmur2 of the key, as for ``send``), remembered per key.
+
+    The app's sensors that count sent records per topic (``on_records_sent``, see
+    ``metrics.py``) hear of these records once per delivered batch.
     """
+
+    #: Keys whose partition is remembered, per topic, before that memory starts over.
+    KEYS_REMEMBERED = 100_000
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
-        self._pending: list[tuple[Awaitable[Any], Any]] = []
+        self._open: dict[tuple[str, int], Any] = {}  # (topic, partition) -> BatchBuilder
+        self._open_counts: Counter[tuple[str, int]] = Counter()
+        self._shipped: list[tuple[str, int, Awaitable[Any]]] = []  # topic, records, future
+        self._partitions: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+        self._counters: list[Callable[[str, int], None]] | None = None
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Hand one record to the producer (batched by it; not yet delivered)."""
-        producer = self._app.producer
-        state = self._app.sensors.on_send_initiated(
-            producer, topic, None, len(key or b""), len(value or b""))  # type: ignore[arg-type]
-        future = await producer.send(topic, key, value, partition=None, timestamp=None,
-                                     headers=headers)
-        self._pending.append((future, state))
+        """Add one record to its partition's batch (not yet delivered)."""
+        producer = self._app.producer._ensure_producer()
+        tp = (topic, await self._partition(producer, topic, key))
+        builder = self._open.get(tp)
+        if builder is None:
+            builder = self._open[tp] = producer.create_batch()
+        if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+            await self._ship(producer, tp)  # full: it goes now, the record starts the next
+            builder = self._open[tp] = producer.create_batch()
+            builder.append(timestamp=None, key=key, value=value, headers=headers)
+        self._open_counts[tp] += 1
 
     async def delivered(self) -> int:
         """Wait until every record sent since the last call is in Kafka; return how many.
@@ -52,22 +74,60 @@ class Outbox:
         A failed delivery (after the producer's own retries) raises: the batch is then
         not acknowledged and is processed again by the partition's next owner.
         """
-        pending, self._pending = self._pending, []
-        if not pending:
+        if self._open:
+            producer = self._app.producer._ensure_producer()
+            for tp in list(self._open):
+                await self._ship(producer, tp)
+        shipped, self._shipped = self._shipped, []
+        if not shipped:
             return 0
-        results = await asyncio.gather(*(future for future, _ in pending),
+        results = await asyncio.gather(*(future for _, _, future in shipped),
                                        return_exceptions=True)
-        producer, sensors = self._app.producer, self._app.sensors
+        sent: Counter[str] = Counter()
         failure: BaseException | None = None
-        for (_, state), result in zip(pending, results, strict=True):
+        for (topic, count, _), result in zip(shipped, results, strict=True):
             if isinstance(result, BaseException):
-                sensors.on_send_error(producer, result, state)
                 failure = failure or result
             else:
-                sensors.on_send_completed(producer, state, result)
+                sent[topic] += count
+        for counter in self._sensor_counters():
+            for topic, count in sent.items():
+                counter(topic, count)
         if failure is not None:
             raise failure
-        return len(pending)
+        return sum(count for _, count, _ in shipped)
+
+    async def _ship(self, producer: Any, tp: tuple[str, int]) -> None:
+        builder = self._open.pop(tp)
+        count = self._open_counts.pop(tp)
+        topic, partition = tp
+        future = await producer.send_batch(builder, topic, partition=partition)
+        self._shipped.append((topic, count, future))
+
+    async def _partition(self, producer: Any, topic: str, key: bytes | None) -> int:
+        known = self._partitions.get(topic)
+        if known is None:
+            # Topics are created with their partitions before a worker starts and never
+            # repartitioned under it (topics.py), so the list is read once.
+            known = self._partitions[topic] = (sorted(await producer.partitions_for(topic)),
+                                               {})
+        partitions, by_key = known
+        if len(partitions) == 1:
+            return partitions[0]
+        if key is None:
+            return random.choice(partitions)
+        partition = by_key.get(key)
+        if partition is None:
+            if len(by_key) >= self.KEYS_REMEMBERED:
+                by_key.clear()
+            partition = by_key[key] = _partitioner(key, partitions, partitions)
+        return partition
+
+    def _sensor_counters(self) -> list[Callable[[str, int], None]]:
+        if self._counters is None:
+            self._counters = [sensor.on_records_sent for sensor in self._app.sensors
+                              if hasattr(sensor, "on_records_sent")]
+        return self._counters
 
 
 def make_current(event: faust.EventT) -> None:
