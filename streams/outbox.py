@@ -19,7 +19,7 @@ import random
 import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
@@ -57,7 +57,7 @@ class Outbox:
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: list[tuple[str, bytes]] | None = None) -> None:
         """Add one record to its partition's batch (not yet delivered)."""
-        producer = self._app.producer._ensure_producer()
+        producer = self._producer()
         tp = (topic, await self._partition(producer, topic, key))
         builder = self._open.get(tp)
         if builder is None:
@@ -75,7 +75,7 @@ class Outbox:
         not acknowledged and is processed again by the partition's next owner.
         """
         if self._open:
-            producer = self._app.producer._ensure_producer()
+            producer = self._producer()
             for tp in list(self._open):
                 await self._ship(producer, tp)
         shipped, self._shipped = self._shipped, []
@@ -96,6 +96,10 @@ class Outbox:
         if failure is not None:
             raise failure
         return sum(count for _, count, _ in shipped)
+
+    def _producer(self) -> Any:
+        """The app's aiokafka producer, under Faust's (batches are aiokafka's API)."""
+        return cast(Any, self._app.producer)._ensure_producer()
 
     async def _ship(self, producer: Any, tp: tuple[str, int]) -> None:
         builder = self._open.pop(tp)
