@@ -59,6 +59,7 @@ from touchpoint.streams.attribution import ATTRIBUTION_COLUMNS
 from touchpoint.streams.campaigns import ATTRIBUTION_KEY, Attributor
 from touchpoint.streams.consumer import is_current
 from touchpoint.streams.identity import AWAIT_HEADER
+from touchpoint.streams.outbox import Outbox
 from touchpoint.streams.signals import SIGNAL_KEY, Detector
 
 __all__ = [
@@ -549,6 +550,9 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
     detector = Detector(signal_rules, lambda p: rules.tier(p, estimator.cutoffs()),
                         lateness_ms=signal_lateness_ms)
     stage = ProfileStage(profiles, stats, detector, attribution)
+    updates_name = updates.get_topic_name()
+    # batched per partition, waited for once per emit (outbox.py)
+    update_box = Outbox(app)
 
     @app.agent(resolved, name="touchpoint.profiles")
     async def profile_agent(stream: faust.StreamT[bytes]) -> None:
@@ -577,6 +581,8 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         rows, count = [], 0
         exposures: list[tuple[Any, ...]] = []
         cutoffs = estimator.cutoffs()
+        published: list[str] = []
+        tombstones: dict[str, str] = {}
         for key in keys:
             state = profiles.get(key)
             if state is None:
@@ -586,18 +592,28 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
                 continue
             estimator.observe(key, spend_12m(state))
             pub = public_profile(state, rules, cutoffs)
-            await updates.send(key=key.encode(), value=profile_codec.encode(pub, check=False))
+            await update_box.send(updates_name, key.encode(),
+                                  profile_codec.encode(pub, check=False))
+            published.append(key)
             rows.append(profile_row(pub, map_type=map_type))
             if attribution is not None:
                 exposures += attribution.rows(state)
             count += 1
         for gone, into in list(merged.items()):
             estimator.forget(gone)
-            await updates.send(key=gone.encode(), value=None)  # tombstone: compacted away
+            await update_box.send(updates_name, gone.encode(), None)  # tombstone: compacted
             pub = public_profile(new_profile(gone), rules, cutoffs)
             pub["revision"] = 2**62  # a merged-away id never comes back
             rows.append(profile_row(pub, merged_into=into, map_type=map_type))
+            tombstones[gone] = into
             del merged[gone]
+        try:
+            await update_box.delivered()
+        except Exception as exc:  # the producer has spent its retries
+            log.warning("%s: %d profile records not delivered (%s); sent again at the next "
+                        "emit", updates_name, len(published) + len(tombstones), exc)
+            dirty.update(published)
+            merged.update(tombstones)
         if rows:
             positions = [(r[0], r[-1], 0) for r in rows]
             await writer.write(Batch("customer_profiles_raw", PROFILE_COLUMNS, rows,

@@ -16,12 +16,14 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
+from touchpoint.schemas.codec import codec_for
 from touchpoint.simulate import Simulator
 from touchpoint.streams.identity import generated_id
 from touchpoint.streams.lag import partition_lag
 
-from .conftest import Worker, WorkerFactory, offsets
+from .conftest import KAFKA, Worker, WorkerFactory, offsets
 
 pytestmark = pytest.mark.integration
 
@@ -141,6 +143,58 @@ def test_two_anonymous_visitors_linked_by_email_are_one_profile(worker: Worker) 
     assert worker.scalar(f"SELECT count() FROM customer_profiles WHERE customer_id IN ({ids})") == 1
     worker.wait_for(f"SELECT uniqExact(customer_id) FROM touchpoint_events "
                     f"WHERE event_id LIKE '{tag}-%'", 1)
+
+
+def _profile_records(worker: Worker, keys: set[str]) -> dict[str, list[dict[str, Any] | None]]:
+    """Records of ``keys`` on the worker's profiles.updates topic, in order (None: tombstone)."""
+    consumer = KafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
+    topic = worker.topics.profiles
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        codec = codec_for("profile")
+        found: dict[str, list[dict[str, Any] | None]] = {key: [] for key in keys}
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            for records in consumer.poll(timeout_ms=1000).values():
+                for record in records:
+                    key = record.key.decode()
+                    if key in found:
+                        found[key].append(
+                            None if record.value is None else codec.decode(record.value))
+        return found
+    finally:
+        consumer.close()
+
+
+def test_the_profiles_topic_carries_the_latest_profile_and_a_tombstone_per_merge(
+        worker: Worker) -> None:
+    tag = uuid.uuid4().hex[:8]
+    cookie, crm = f"ckt-{tag}", f"C-t-{tag}"
+    anonymous = generated_id(f"anonymous_id:{cookie}")
+    send = worker.publisher.publish
+    send("web", {"event_id": f"{tag}-1", "type": "page_view", "occurred_at": T0,
+                 "anonymous_id": cookie})
+    worker.publisher.flush()
+    _profile(worker, anonymous, contacts_web=1)  # the cookie is a customer of its own first
+    send("web", {"event_id": f"{tag}-2", "type": "login", "occurred_at": T0 + 60_000,
+                 "anonymous_id": cookie, "customer_id": crm})
+    send("store", {"event_id": f"{tag}-3", "type": "purchase", "occurred_at": T0 + DAY,
+                   "customer_id": crm, "store_id": "S", "amount": 99.5})
+    worker.publisher.flush()
+    _profile(worker, crm, contacts_web=2, orders=1)
+    deadline = time.monotonic() + 30
+    while True:
+        records = _profile_records(worker, {crm, anonymous})
+        latest = records[crm][-1] if records[crm] else None
+        if latest and latest["orders"] == 1 and records[anonymous][-1:] == [None]:
+            break
+        assert time.monotonic() < deadline, records
+        time.sleep(0.5)
+    assert (latest["contacts_by_channel"], latest["total_spend"], latest["first_seen"]) == \
+        ({"web": 2, "store": 1}, 99.5, T0)
+    assert records[anonymous][0] is not None  # published while it stood alone, then removed
 
 
 def test_late_events_land_as_if_in_order(worker: Worker) -> None:
