@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from touchpoint.publish import Publisher
 from touchpoint.settings import Settings, load_settings
@@ -205,6 +206,23 @@ def offsets(group: str, topics: list[str], timeout: float = 15) -> OffsetSample:
         return sample
     finally:
         monitor.close_clients()
+
+
+def topic_records(topic: str) -> list[Any]:
+    """Every record on ``topic`` now, partition by partition, each in order."""
+    consumer = KafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        found: list[Any] = []
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            for records in consumer.poll(timeout_ms=1000).values():
+                found += records
+        return found
+    finally:
+        consumer.close()
 
 
 @pytest.fixture(scope="session")

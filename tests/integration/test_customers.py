@@ -16,14 +16,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from touchpoint.schemas.codec import codec_for
 from touchpoint.simulate import Simulator
 from touchpoint.streams.identity import generated_id
 from touchpoint.streams.lag import partition_lag
 
-from .conftest import KAFKA, Worker, WorkerFactory, offsets
+from .conftest import Worker, WorkerFactory, offsets, topic_records
 
 pytestmark = pytest.mark.integration
 
@@ -147,25 +146,13 @@ def test_two_anonymous_visitors_linked_by_email_are_one_profile(worker: Worker) 
 
 def _profile_records(worker: Worker, keys: set[str]) -> dict[str, list[dict[str, Any] | None]]:
     """Records of ``keys`` on the worker's profiles.updates topic, in order (None: tombstone)."""
-    consumer = KafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
-    topic = worker.topics.profiles
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        codec = codec_for("profile")
-        found: dict[str, list[dict[str, Any] | None]] = {key: [] for key in keys}
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            for records in consumer.poll(timeout_ms=1000).values():
-                for record in records:
-                    key = record.key.decode()
-                    if key in found:
-                        found[key].append(
-                            None if record.value is None else codec.decode(record.value))
-        return found
-    finally:
-        consumer.close()
+    codec = codec_for("profile")
+    found: dict[str, list[dict[str, Any] | None]] = {key: [] for key in keys}
+    for record in topic_records(worker.topics.profiles):
+        key = record.key.decode()
+        if key in found:
+            found[key].append(None if record.value is None else codec.decode(record.value))
+    return found
 
 
 def test_the_profiles_topic_carries_the_latest_profile_and_a_tombstone_per_merge(

@@ -11,11 +11,10 @@ import uuid
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from touchpoint.schemas.codec import codec_for
 
-from .conftest import KAFKA, Worker
+from .conftest import Worker, topic_records
 
 pytestmark = pytest.mark.integration
 
@@ -151,21 +150,8 @@ def _latest(worker: Worker, run: str, name: str, **expected: Any) -> list[dict[s
 
 def _published_signals(worker: Worker) -> list[dict[str, Any]]:
     """Every record on the worker's signals.complaints topic, decoded."""
-    consumer = KafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
-    topic = worker.topics.signals
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        codec = codec_for("complaint_signal")
-        found = []
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            for records in consumer.poll(timeout_ms=1000).values():
-                found += [codec.decode(record.value) for record in records]
-        return found
-    finally:
-        consumer.close()
+    codec = codec_for("complaint_signal")
+    return [codec.decode(record.value) for record in topic_records(worker.topics.signals)]
 
 
 @pytest.mark.parametrize(("name", "reason"), [
