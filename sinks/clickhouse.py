@@ -375,15 +375,12 @@ class EmbeddedWarehouse(Warehouse):
                     for i, name in enumerate(columns) if name in kinds]
         dumps = json.JSONEncoder(ensure_ascii=False).encode
         lines = []
-        if dt_index:
-            for row in rows:
-                values = list(row)
-                for i, to_text in dt_index:
-                    if values[i] is not None:
-                        values[i] = to_text(values[i])
-                lines.append(dumps(values))
-        else:
-            lines = [dumps(list(row)) for row in rows]
+        for row in rows:
+            values = list(row)
+            for i, to_text in dt_index:
+                if values[i] is not None:
+                    values[i] = to_text(values[i])
+            lines.append(dumps(values))
         settings = ""
         if dedup_token:
             settings = f" SETTINGS insert_deduplication_token='{_quote(dedup_token)}'"

@@ -49,7 +49,6 @@ class Outbox:
     def __init__(self, app: faust.App) -> None:
         self._app = app
         self._open: dict[tuple[str, int], Any] = {}  # (topic, partition) -> BatchBuilder
-        self._open_counts: Counter[tuple[str, int]] = Counter()
         self._shipped: list[tuple[str, int, Awaitable[Any]]] = []  # topic, records, future
         self._partitions: dict[str, tuple[list[int], dict[bytes, int]]] = {}
         self._counters: list[Callable[[str, int], None]] | None = None
@@ -66,7 +65,6 @@ class Outbox:
             await self._ship(producer, tp)  # full: it goes now, the record starts the next
             builder = self._open[tp] = producer.create_batch()
             builder.append(timestamp=None, key=key, value=value, headers=headers)
-        self._open_counts[tp] += 1
 
     async def delivered(self) -> int:
         """Wait until every record sent since the last call is in Kafka; return how many.
@@ -103,7 +101,7 @@ class Outbox:
 
     async def _ship(self, producer: Any, tp: tuple[str, int]) -> None:
         builder = self._open.pop(tp)
-        count = self._open_counts.pop(tp)
+        count = builder.record_count()  # before shipping: the producer may add to it
         topic, partition = tp
         future = await producer.send_batch(builder, topic, partition=partition)
         self._shipped.append((topic, count, future))
