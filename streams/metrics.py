@@ -33,6 +33,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from touchpoint.sinks.base import Batch, Sink
+from touchpoint.streams import memory
 from touchpoint.streams.lag import OffsetMonitor, consumed_topics, partition_lag
 
 __all__ = [
@@ -198,6 +199,7 @@ class _Collector(Collector):
         self.monitor = monitor
         self.assignment = assignment
         self.consumed = list(consumed)
+        self.pauses = memory.pauses()
 
     def collect(self) -> Iterator[Metric]:
         m, p = self.metrics, self.pipeline
@@ -251,6 +253,21 @@ class _Collector(Collector):
                 family.add_metric([name], n)
             yield family
         yield from self._lag()
+        yield from self._collector()
+
+    def _collector(self) -> Iterator[Metric]:
+        pauses = self.pauses
+        collections = CounterMetricFamily(
+            "touchpoint_gc_collections", "Python garbage collections, per generation.",
+            labels=["generation"])
+        seconds = CounterMetricFamily(
+            "touchpoint_gc_pause_seconds", "Time spent in Python garbage collections (nothing "
+            "else runs meanwhile), per generation.", labels=["generation"])
+        for generation in range(3):
+            collections.add_metric([str(generation)], pauses.collections[generation])
+            seconds.add_metric([str(generation)], pauses.seconds[generation])
+        yield collections
+        yield seconds
 
     def _assigned(self) -> set[tuple[str, int]]:
         try:

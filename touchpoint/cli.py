@@ -100,6 +100,9 @@ def worker(web_port: int | None, log_level: str | None) -> None:
         pipeline = _prepare_worker(settings)
     from faust.worker import Worker
 
+    from touchpoint.streams import memory
+
+    memory.tune()
     click.echo(f"touchpoint worker: {settings.kafka_bootstrap} -> {pipeline.warehouse.url}; "
                f"status at http://{settings.web_host}:{settings.web_port}/status", err=True)
     try:

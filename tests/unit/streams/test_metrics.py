@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from types import SimpleNamespace
 from typing import Any
@@ -10,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from touchpoint.exceptions import WarehouseUnavailable
 from touchpoint.sinks.base import Batch, Sink
 from touchpoint.sinks.writer import WriterStats
+from touchpoint.streams import memory
 from touchpoint.streams.ingest import IngestStats
 from touchpoint.streams.lag import OffsetSample
 from touchpoint.streams.metrics import (
@@ -148,6 +150,14 @@ def test_a_scrape_shows_the_worker_counters() -> None:
     assert samples['touchpoint_profiles_records_total{outcome="repeats"}'] == 1
     assert samples['touchpoint_event_to_stored_seconds_bucket{le="+Inf"}'] == 0
     assert not any(k.startswith("touchpoint_consumer_lag{") for k in samples)
+
+
+def test_a_scrape_shows_garbage_collector_pauses() -> None:
+    memory.pauses()  # measured from here on (a worker starts it with its metrics)
+    gc.collect(2)
+    samples = _scrape(Metrics())
+    assert samples['touchpoint_gc_collections_total{generation="2"}'] >= 1
+    assert samples['touchpoint_gc_pause_seconds_total{generation="2"}'] > 0
 
 
 def test_lag_is_reported_for_the_partitions_this_worker_owns() -> None:
