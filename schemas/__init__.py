@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from .codec import HEADER_SIZE, MARKER, Codec, codec_for, subjects
+from .codec import HEADER_SIZE, MARKER, PACKED_MARKER, Codec, codec_for, subjects
 from .registry import Registry, SchemaVersion, default_registry
 
 __all__ = [
     "HEADER_SIZE",
     "MARKER",
+    "PACKED_MARKER",
     "Codec",
     "Registry",
     "SchemaVersion",

@@ -13,10 +13,20 @@ records fails loudly with ``EncodeError`` naming the field that does not fit.
 Timestamps are plain ``int`` epoch milliseconds both ways: the codec works with Avro's
 physical types (see ``touchpoint.schemas.registry``), because fastavro has no per-call
 switch for logical-type conversion and we do not change its global tables.
+
+Between its own stages the pipeline writes a faster form, :meth:`Codec.pack`: the same
+header with the marker ``C3 4A`` ("J"), then the record as JSON without its null fields.
+For the 42-field normalized event, fastavro took ~13 us to write and ~13 us to read it,
+and a worker wrote it once and read it four times (identity, minutes, profiles, store);
+packed, ~1.4 us and ~1.7 us, at ~1.9x the bytes. ``decode`` reads both forms, and a
+packed record of an older version is resolved to the latest as an Avro one would be
+(new fields take their defaults). Channel systems never see it: inbound, dead-letter,
+signal and profile records stay Avro.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -24,6 +34,7 @@ from functools import cache
 from io import BytesIO
 from typing import Any, Final
 
+import orjson
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.validation import validate
@@ -35,6 +46,7 @@ from .registry import Registry, SchemaVersion, default_registry, format_fingerpr
 __all__ = [
     "HEADER_SIZE",
     "MARKER",
+    "PACKED_MARKER",
     "Codec",
     "codec_for",
     "subject_of",
@@ -43,6 +55,8 @@ __all__ = [
 
 MARKER: Final = b"\xc3\x01"
 """The two bytes every single-object encoded Avro value starts with."""
+PACKED_MARKER: Final = b"\xc3J"
+"""The two bytes a packed record (:meth:`Codec.pack`) starts with."""
 HEADER_SIZE: Final = 10
 """Marker (2 bytes) plus writer-schema fingerprint (8 bytes)."""
 
@@ -74,6 +88,15 @@ class Codec:
         for version in registry.versions(subject):
             entry = (version.parsed, latest.parsed, version)
             self._readers.setdefault(version.fingerprint, entry)
+        self._packed_header = PACKED_MARKER + latest.fingerprint
+        fields = latest.schema["fields"]
+        #: latest fields whose default is null: the ones ``pack`` leaves out when null
+        self._nulls = {f["name"]: None for f in fields if "default" in f and f["default"] is None}
+        #: every latest field with its default (_MISSING: required), to resolve old versions
+        self._defaults = {f["name"]: f.get("default", _MISSING) for f in fields}
+        # a null field without a null default would come back as its default: not packable
+        self._packable = all(
+            f["name"] in self._nulls or not _nullable(f["type"]) for f in fields)
 
     def __repr__(self) -> str:
         """Show the subject and the version the codec writes."""
@@ -125,13 +148,31 @@ class Codec:
             raise self._encode_error(record, exc) from exc
         return buf.getvalue()
 
+    def pack(self, record: Mapping[str, Any]) -> bytes:
+        """The pipeline's own form of a record it built from checked input (see the module).
+
+        Not checked against the schema, like ``encode(check=False)``; what JSON cannot
+        hold (bytes, datetimes, non-text map keys) raises ``EncodeError``.
+        """
+        if not self._packable:
+            raise EncodeError(f"'{self.subject}' records have a nullable field with a non-null "
+                              "default, which the packed form cannot leave out: use encode")
+        try:
+            body = orjson.dumps({k: v for k, v in record.items() if v is not None},
+                                option=orjson.OPT_PASSTHROUGH_DATETIME)
+        except (TypeError, AttributeError) as exc:  # orjson.JSONEncodeError is a TypeError
+            raise self._encode_error(record, exc) from exc
+        return self._packed_header + body
+
     def decode(self, data: bytes | None) -> dict[str, Any]:
-        """Decode a single-object encoded value into a record of the subject's latest version.
+        """Decode a single-object encoded (or packed) value into a record of the latest version.
 
         Raises ``DecodeError`` (a ``DecodeError``) with ``code`` ``undecodable``,
         ``unknown_schema``, ``wrong_subject`` or ``incompatible_schema`` and a message
         saying what to fix. ``None`` (a Kafka tombstone) is ``undecodable``.
         """
+        if data and data[:2] == PACKED_MARKER:
+            return self._unpack(data)
         if not data or data[:2] != MARKER:
             raise self._header_error(data)
         entry = self._readers.get(data[2:HEADER_SIZE])
@@ -167,6 +208,44 @@ class Codec:
             )
         return record
 
+    def _unpack(self, data: bytes) -> dict[str, Any]:
+        entry = self._readers.get(data[2:HEADER_SIZE])
+        if entry is None:
+            raise self._header_error(data)
+        version = entry[2]
+        try:
+            loaded = orjson.loads(data[HEADER_SIZE:])
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(
+                f"body of a packed '{self.subject}' v{version.version} record is not JSON "
+                f"({_describe(exc)}): the value is truncated or corrupt", code="undecodable",
+            ) from exc
+        if not isinstance(loaded, dict):
+            raise DecodeError(f"body of a packed '{self.subject}' v{version.version} record "
+                              "is not a JSON object: the value is corrupt", code="undecodable")
+        if entry[1] is None:  # the latest version: normally only null fields are left out
+            record = dict(self._nulls)
+            record.update(loaded)
+            if len(record) == len(self._defaults):
+                return record
+        record = {}
+        for name, default in self._defaults.items():
+            if name in loaded:
+                record[name] = loaded[name]
+            elif default is not _MISSING:
+                record[name] = copy.deepcopy(default)  # a default {} must not be shared
+            elif entry[1] is None:
+                raise DecodeError(
+                    f"packed '{self.subject}' v{version.version} record has no '{name}', "
+                    "which is required: the value is corrupt", code="undecodable")
+            else:
+                raise DecodeError(
+                    f"a packed '{self.subject}' v{version.version} record cannot be read as "
+                    f"v{self.latest.version}: it has no '{name}', which has no default; fix "
+                    "the schema versions (python -m touchpoint.schemas.compat) and replay",
+                    code="incompatible_schema")
+        return record
+
     def _header_error(self, data: bytes | None) -> DecodeError:
         """Explain why ``data`` has no usable single-object header for this subject."""
         if not data:
@@ -175,7 +254,7 @@ class Codec:
                 f"record; {_PUBLISH_HINT}",
                 code="undecodable",
             )
-        if data[:2] != MARKER and not MARKER.startswith(data):
+        if data[:2] not in (MARKER, PACKED_MARKER) and not MARKER.startswith(data):
             return DecodeError(_not_single_object(data), code="undecodable")
         if len(data) < HEADER_SIZE:
             return DecodeError(
@@ -259,6 +338,11 @@ def _not_single_object(data: bytes) -> str:
     )
 
 
+def _nullable(schema: Any) -> bool:
+    """Whether a field of this Avro type can be null."""
+    return schema == "null" or (isinstance(schema, list) and "null" in schema)
+
+
 def _bytes(count: int) -> str:
     """Say ``1 byte`` or ``N bytes``."""
     return f"{count} byte" if count == 1 else f"{count} bytes"
@@ -287,12 +371,12 @@ def subjects() -> tuple[str, ...]:
 
 
 def subject_of(data: bytes | None) -> str | None:
-    """The subject a single-object record was written as, or ``None`` if unknown.
+    """The subject a single-object (or packed) record was written as, or ``None`` if unknown.
 
     Topics that carry more than one kind of record (events and merges on
     ``<app_id>-resolved``) dispatch on this before decoding.
     """
-    if not data or len(data) < HEADER_SIZE or data[:2] != MARKER:
+    if not data or len(data) < HEADER_SIZE or data[:2] not in (MARKER, PACKED_MARKER):
         return None
     found = default_registry().by_fingerprint(bytes(data[2:HEADER_SIZE]))
     return None if found is None else found.subject

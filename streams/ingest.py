@@ -112,9 +112,10 @@ class Ingestor:
         if isinstance(outcome, Rejection):
             return self._reject(outcome, key, value, position, timestamp_ms)
         kind, ident = strongest_identifier(outcome)
-        # built here from a record check() accepted: the strict encode check is redundant
+        # built here from a record check() accepted: packed for the later stages, unchecked
+        # (schemas/codec.py)
         return Accepted(f"{kind}:{ident}".encode(),
-                        self._event_codec.encode(outcome, check=False), outcome)
+                        self._event_codec.pack(outcome), outcome)
 
     def _normalize(self, channel: str, value: bytes | None,
                    position: dict[str, Any]) -> dict[str, Any] | Rejection:

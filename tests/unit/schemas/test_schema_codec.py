@@ -14,7 +14,8 @@ import avro.schema
 import pytest
 
 from touchpoint.exceptions import DecodeError, EncodeError, SchemaError
-from touchpoint.schemas import HEADER_SIZE, MARKER, Codec, codec_for, subjects
+from touchpoint.schemas import HEADER_SIZE, MARKER, PACKED_MARKER, Codec, codec_for, subjects
+from touchpoint.schemas.codec import subject_of
 from touchpoint.schemas.registry import default_registry, physical_schema
 
 ALL_SUBJECTS = (
@@ -351,3 +352,101 @@ def test_unchecked_encoding_writes_the_same_bytes_and_still_refuses_the_unwritab
     assert codec.encode(record, check=False) == codec.encode(record)
     with pytest.raises(EncodeError):
         codec.encode({"event_id": None, "type": "page_view", "occurred_at": 1}, check=False)
+
+
+# --- the packed form between the pipeline's stages ---------------------------------------------
+
+# a dead letter carries the rejected payload as bytes, which JSON cannot hold
+PACKABLE = tuple(s for s in ALL_SUBJECTS if codec_for(s)._packable and s != "deadletter")
+
+
+@pytest.mark.parametrize("subject", PACKABLE)
+def test_a_packed_record_reads_back_as_its_avro_form_does(
+        subject: str, samples: dict[str, dict[str, Any]]) -> None:
+    codec = codec_for(subject)
+    record = samples[subject]
+
+    packed = codec.pack(record)
+
+    assert packed[:HEADER_SIZE] == PACKED_MARKER + codec.fingerprint
+    assert codec.decode(packed) == codec.decode(codec.encode(record)) == full(subject, record)
+    assert subject_of(packed) == subject
+
+
+def test_the_normalized_event_is_packable_and_leaves_its_null_fields_out(
+        samples: dict[str, dict[str, Any]]) -> None:
+    record = full("event", samples["event"])
+    packed = codec_for("event").pack(record)
+    body = json.loads(packed[HEADER_SIZE:])
+    assert body == {k: v for k, v in record.items() if v is not None}
+    assert any(v is None for v in record.values())
+
+
+def test_a_packed_record_of_an_older_version_takes_the_new_fields_defaults(
+        schema_dir: Any) -> None:
+    first = {"type": "record", "name": "thing", "fields": [
+        {"name": "id", "type": "string"}, {"name": "gone", "type": ["null", "int"],
+                                           "default": None}]}
+    second = {"type": "record", "name": "thing", "fields": [
+        {"name": "id", "type": "string"}, {"name": "n", "type": "int", "default": 7},
+        {"name": "note", "type": ["null", "string"], "default": None}]}
+    schema_dir.write("thing", 1, first)
+    schema_dir.write("thing", 2, second)
+    registry = schema_dir.load()
+    old = Codec("thing", registry=registry)
+    old_packed = PACKED_MARKER + registry.versions("thing")[0].fingerprint + b'{"id":"a","gone":3}'
+
+    assert old.decode(old_packed) == {"id": "a", "n": 7, "note": None}
+    assert old.decode(old.pack({"id": "b", "n": 1, "note": None})) == {
+        "id": "b", "n": 1, "note": None}
+
+
+def test_a_packed_record_of_an_older_version_without_a_required_field_is_incompatible(
+        schema_dir: Any) -> None:
+    schema_dir.write("thing", 1, {"type": "record", "name": "thing", "fields": [
+        {"name": "id", "type": "string"}]})
+    schema_dir.write("thing", 2, {"type": "record", "name": "thing", "fields": [
+        {"name": "id", "type": "string"}, {"name": "n", "type": "int"}]})
+    registry = schema_dir.load()
+    codec = Codec("thing", registry=registry)
+    data = PACKED_MARKER + registry.versions("thing")[0].fingerprint + b'{"id":"a"}'
+    error = decode_error(codec, data)
+    assert error.code == "incompatible_schema"
+    assert "no 'n', which has no default" in str(error)
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    (b'{"event_id": "e', "is not JSON"),
+    (b"[1, 2]", "is not a JSON object"),
+])
+def test_a_corrupt_packed_body_is_undecodable(body: bytes, says: str) -> None:
+    codec = codec_for("event")
+    error = decode_error(codec, PACKED_MARKER + codec.fingerprint + body)
+    assert error.code == "undecodable"
+    assert says in str(error)
+
+
+def test_a_packed_record_of_another_subject_or_unknown_schema_is_named_as_such() -> None:
+    merge = codec_for("merge")
+    other = PACKED_MARKER + merge.fingerprint + b"{}"
+    assert decode_error(codec_for("event"), other).code == "wrong_subject"
+    unknown = PACKED_MARKER + b"\x00" * 8 + b"{}"
+    assert decode_error(codec_for("event"), unknown).code == "unknown_schema"
+    assert subject_of(unknown) is None
+
+
+def test_pack_refuses_what_json_cannot_hold(samples: dict[str, dict[str, Any]]) -> None:
+    record = dict(samples["event"], occurred_at=datetime(2026, 1, 1, tzinfo=UTC))
+    with pytest.raises(EncodeError) as caught:
+        codec_for("event").pack(record)
+    assert caught.value.field == "occurred_at"
+    with pytest.raises(EncodeError, match="not JSON serializable: bytes"):
+        codec_for("deadletter").pack(dict(samples["deadletter"], payload=b"\xc3\x01"))
+
+
+def test_pack_refuses_a_subject_whose_null_fields_have_other_defaults(schema_dir: Any) -> None:
+    schema_dir.write("odd", 1, {"type": "record", "name": "odd", "fields": [
+        {"name": "x", "type": ["string", "null"], "default": "none"}]})
+    codec = Codec("odd", registry=schema_dir.load())
+    with pytest.raises(EncodeError, match="cannot leave out"):
+        codec.pack({"x": None})
