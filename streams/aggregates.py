@@ -396,9 +396,15 @@ class MinuteWindows:
             cell = self.open.pop(key)
             rows.append(cell.row(self.part))
             self.closed[key] = (self.added, cell.ids)
-        for key in [k for k, (at, _) in self.closed.items()
-                    if k.minute + MINUTE_MS <= mark - self.retain
-                    and self.added - at > self.retain_events]:
+        # Minutes close in time order, so ``closed`` is in order of minute and of ``at``:
+        # what can go is a prefix (this runs for every event; a full scan cost more than
+        # counting the event).
+        expired = []
+        for key, (at, _) in self.closed.items():
+            if key.minute + MINUTE_MS > mark - self.retain or self.added - at <= self.retain_events:
+                break
+            expired.append(key)
+        for key in expired:
             del self.closed[key]
         for key in [k for k, (batch, _) in self.late.items()
                     if batch <= mark - self.late_retain]:
