@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import threading
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from touchpoint.exceptions import WarehouseError, WarehouseUnavailable
 from touchpoint.settings import WarehouseURL
@@ -69,6 +72,24 @@ class QueryResult:
 #: Epoch milliseconds written as Unix time text: those with ten-digit seconds (2001-09-09
 #: to 2286-11-20). ClickHouse reads shorter digit strings as calendar forms (YYYYMMDD...).
 _UNIX_TEXT_LOW, _UNIX_TEXT_HIGH = 10**12, 10**13
+
+
+_dumps_stdlib = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _json_row(values: list[Any]) -> bytes:
+    """One JSONCompactEachRow line: orjson (~10x the standard library's speed).
+
+    What orjson does not write as the standard library does (integers beyond 64 bits,
+    NaN and infinities, which it would write as null) goes through the standard library.
+    """
+    try:
+        line = orjson.dumps(values, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return _dumps_stdlib(values).encode()
+    if b"null" in line and any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        return _dumps_stdlib(values).encode()
+    return line
 
 
 def _epoch_text_ms(epoch_ms: int) -> str:
@@ -373,20 +394,19 @@ class EmbeddedWarehouse(Warehouse):
         kinds = self._datetime_columns(table)
         dt_index = [(i, _epoch_text_ms if kinds[name] else _epoch_text_s)
                     for i, name in enumerate(columns) if name in kinds]
-        dumps = json.JSONEncoder(ensure_ascii=False).encode
         lines = []
         for row in rows:
             values = list(row)
             for i, to_text in dt_index:
                 if values[i] is not None:
                     values[i] = to_text(values[i])
-            lines.append(dumps(values))
+            lines.append(_json_row(values))
         settings = ""
         if dedup_token:
             settings = f" SETTINGS insert_deduplication_token='{_quote(dedup_token)}'"
         sql = (
             f"INSERT INTO {self.database}.{table} ({', '.join(columns)}){settings} "
-            "FORMAT JSONCompactEachRow\n" + "\n".join(lines)
+            "FORMAT JSONCompactEachRow\n" + b"\n".join(lines).decode()
         )
         self._run(sql)
 

@@ -33,3 +33,22 @@ def test_times_read_back_exactly_in_datetime64_and_as_whole_seconds_in_datetime(
          'quote " and 中文')
         for i, ms in enumerate(TIMES_MS)
     ]
+
+
+def test_values_json_writes_differently_read_back_as_the_standard_library_wrote_them(
+        tmp_path: Path) -> None:
+    # orjson writes these unlike json (or not at all): the insert must not change them
+    values = [(0, 2**64 - 1, float("nan"), {"k": 1.5}, "\U0001f600 中文 \\ \n"),
+              (1, 0, float("inf"), {}, ""),
+              (2, 7, -0.25, {"a": -1.0, "b": 2.0}, "\u2028")]
+    with connect(f"chdb://{tmp_path}?database=edges") as warehouse:
+        warehouse.execute("CREATE DATABASE IF NOT EXISTS edges")
+        warehouse.execute(
+            "CREATE TABLE edges.values (id Int64, big UInt64, x Float64, "
+            "m Map(String, Float64), s String) ENGINE = MergeTree ORDER BY id")
+        warehouse.insert("values", ["id", "big", "x", "m", "s"], values)
+        result = warehouse.query(
+            "SELECT id, big, toString(x), m, s FROM edges.values ORDER BY id")
+    assert result.rows == [(0, 2**64 - 1, "nan", {"k": 1.5}, "\U0001f600 中文 \\ \n"),
+                           (1, 0, "inf", {}, ""),
+                           (2, 7, "-0.25", {"a": -1.0, "b": 2.0}, "\u2028")]
