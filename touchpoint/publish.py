@@ -71,13 +71,21 @@ class Publisher:
 
         Raises :class:`ContractError` when the event breaks the contract; nothing is sent.
         """
+        value, key = self.encode(channel, event)
+        self.send_raw(channel, value, key)
+
+    def encode(self, channel: str, event: Mapping[str, Any]) -> tuple[bytes, bytes]:
+        """Check and encode one event as :meth:`publish` sends it: (value, message key).
+
+        For senders that prepare records ahead and send them another way. Raises
+        :class:`ContractError` when the event breaks the contract.
+        """
         problem = check(channel, event, strict=True)
         if problem is not None:
             raise ContractError(problem.reason, problem.code)
         record = {name: event.get(name) for name in (*COMMON_FIELDS, *CHANNELS[channel].fields)}
         record["attributes"] = dict(event.get("attributes") or {})
-        value = self._codecs[channel].encode(record)
-        self.send_raw(channel, value, routing_key(event, self._region))
+        return self._codecs[channel].encode(record), routing_key(event, self._region)
 
     def send_raw(self, channel: str, value: bytes, key: bytes | None = None) -> None:
         """Send bytes as they are to a channel's topic, unchecked (bridges and tests)."""
