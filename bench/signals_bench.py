@@ -968,25 +968,20 @@ def workers_text(n: int) -> str:
 
 def prepare_background(args: argparse.Namespace, settings: Settings, rate: float,
                        sim_start_ms: int, speedup: float
-                       ) -> list[tuple[str, bytes, bytes] | None] | None:
+                       ) -> list[tuple[str, bytes, bytes] | None]:
     """The background traffic of the phase, simulated, checked and encoded ahead.
 
     The same events ``touchpoint.simulate.run`` would send at ``rate`` for
     ``--duration`` seconds (event times follow the schedule, not the clock), encoded as
     ``Publisher.publish`` encodes them: (topic, key, value), or None where the contract
     refuses the event. Done before the phase so the load generator's CPU while it
-    publishes is the sending alone (see ``--live-publisher``). None if the code under
-    test cannot encode without sending.
+    publishes is the sending alone (see ``--live-publisher``).
     """
     from touchpoint.exceptions import ContractError
     from touchpoint.publish import Publisher
     from touchpoint.simulate import Simulator
     from touchpoint.streams.topics import TopicNames
 
-    if not hasattr(Publisher, "encode"):  # --code of a commit before Publisher.encode
-        log("  the code under test has no Publisher.encode: background events are encoded "
-            "as they are sent (--live-publisher)")
-        return None
     began = time.monotonic()
     topics = TopicNames.of(settings)
     simulator = Simulator(seed=args.sim_seed, customers=args.sim_customers,
@@ -994,9 +989,10 @@ def prepare_background(args: argparse.Namespace, settings: Settings, rate: float
     count = int(rate * args.duration)
     records: list[tuple[str, bytes, bytes] | None] = []
     with Publisher.from_settings(settings, create_topics=False) as publisher:
+        encode = getattr(publisher, "encode", None) or _publisher_encode(settings)
         for sim_event in itertools.islice(simulator.events(rate=rate), count):
             try:
-                value, key = publisher.encode(sim_event.channel, sim_event.event)
+                value, key = encode(sim_event.channel, sim_event.event)
             except ContractError:
                 records.append(None)
                 continue
@@ -1004,6 +1000,24 @@ def prepare_background(args: argparse.Namespace, settings: Settings, rate: float
     log(f"  prepared {count:,} background events in {time.monotonic() - began:.1f} s "
         "(simulated, checked, encoded; sent with aiokafka during the phase)")
     return records
+
+
+def _publisher_encode(settings: Settings) -> Callable[[str, Mapping[str, Any]],
+                                                      tuple[bytes, bytes]]:
+    """``Publisher.encode`` for a ``--code`` commit from before it existed (same steps)."""
+    from touchpoint.exceptions import ContractError
+    from touchpoint.schemas.codec import codec_for
+    from touchpoint.schemas.contract import CHANNELS, COMMON_FIELDS, check, routing_key
+
+    def encode(channel: str, event: Mapping[str, Any]) -> tuple[bytes, bytes]:
+        problem = check(channel, event, strict=True)
+        if problem is not None:
+            raise ContractError(problem.reason, problem.code)
+        record = {name: event.get(name) for name in (*COMMON_FIELDS, *CHANNELS[channel].fields)}
+        record["attributes"] = dict(event.get("attributes") or {})
+        return codec_for(channel).encode(record), routing_key(event, settings.phone_region)
+
+    return encode
 
 
 def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: float,
