@@ -25,7 +25,6 @@ from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams import (
     attribution,
     campaigns,
-    changelog,
     complaints,
     consumer,
     identity,
@@ -77,18 +76,10 @@ class Pipeline:
 
 
 class App(faust.App):
-    """Faust's app with the generation-safe consumer of :mod:`touchpoint.streams.consumer`.
-
-    Its tables batch their changelogs (:mod:`touchpoint.streams.changelog`).
-    """
+    """Faust's app with the generation-safe consumer of :mod:`touchpoint.streams.consumer`."""
 
     def _new_transport(self) -> Any:
         return consumer.Transport(self.conf.broker_consumer, self)
-
-    @cached_property
-    def changelogs(self) -> changelog.ChangelogBatches:
-        """The tables' changelog records, batched (:mod:`touchpoint.streams.changelog`)."""
-        return changelog.ChangelogBatches(self)
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -143,8 +134,6 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
         # generation still in flight cannot be acknowledged into the new one's commits
         # (see consumer.py).
         "stream_wait_empty": False,
-        # tables send their changelogs in batches (changelog.py)
-        "Table": changelog.Table,
     }
     options.update(faust_options or {})
     app = App(settings.app_id, **options)
