@@ -25,6 +25,7 @@ from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams import (
     attribution,
     campaigns,
+    changelog,
     complaints,
     consumer,
     identity,
@@ -76,10 +77,18 @@ class Pipeline:
 
 
 class App(faust.App):
-    """Faust's app with the generation-safe consumer of :mod:`touchpoint.streams.consumer`."""
+    """Faust's app with the generation-safe consumer of :mod:`touchpoint.streams.consumer`.
+
+    Its tables batch their changelogs (:mod:`touchpoint.streams.changelog`).
+    """
 
     def _new_transport(self) -> Any:
         return consumer.Transport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def changelogs(self) -> changelog.ChangelogBatches:
+        """The tables' changelog records, batched (:mod:`touchpoint.streams.changelog`)."""
+        return changelog.ChangelogBatches(self)
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -134,6 +143,8 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
         # generation still in flight cannot be acknowledged into the new one's commits
         # (see consumer.py).
         "stream_wait_empty": False,
+        # tables send their changelogs in batches (changelog.py)
+        "Table": changelog.Table,
     }
     options.update(faust_options or {})
     app = App(settings.app_id, **options)

@@ -51,6 +51,8 @@ from faust.types import TP, EventT, Message
 from mode import Service, ServiceT
 from mode.utils.queues import FlowControlEvent
 
+from touchpoint.streams import changelog
+
 __all__ = ["Consumer", "FlowControl", "Transport", "is_current", "only_current"]
 
 E = TypeVar("E", bound=EventT)
@@ -281,9 +283,10 @@ class FlowControl(FlowControlEvent):
 
 
 class Transport(driver.Transport):
-    """The aiokafka transport with :class:`Consumer`."""
+    """The aiokafka transport with :class:`Consumer`, and a producer that ships changelogs."""
 
     Consumer = Consumer
+    Producer = changelog.Producer
 
 
 def is_current(app: object, message: Message) -> bool:

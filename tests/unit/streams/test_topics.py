@@ -7,6 +7,7 @@ from pathlib import Path
 from unittest import mock
 
 from touchpoint.settings import load_settings
+from touchpoint.streams import changelog
 from touchpoint.streams.app import create_app
 from touchpoint.streams.topics import TABLES, TopicNames, changelog_topic
 
@@ -23,6 +24,7 @@ def test_every_table_changelog_is_created_ahead_with_its_partitions(tmp_path: Pa
         for name, table in tables.items():
             assert table.changelog_topic.get_topic_name() == changelog_topic("tp-x", name)
             assert table.partitions == (TABLES[name] or settings.topic_partitions)
+            assert isinstance(table, changelog.Table)  # changelogs in batches
     finally:
         asyncio.set_event_loop(None)
         loop.close()
