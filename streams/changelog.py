@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from functools import partial
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
+
+from touchpoint.streams.outbox import aiokafka_producer, sent_counters
 
 __all__ = ["LINGER", "ChangelogBatches", "Producer", "Table"]
 
@@ -39,44 +40,46 @@ log = logging.getLogger(__name__)
 LINGER = 0.005
 
 
+class _Batch(NamedTuple):
+    """An open changelog batch: its builder, its table, and the generation it began in."""
+
+    builder: Any  # aiokafka BatchBuilder
+    table: Any
+    generation: int | None
+
+
 class ChangelogBatches:
     """The changelog records of an app's tables, batched per changelog partition."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
-        # (topic, partition) -> (BatchBuilder, the consumer generation it was started in)
-        self._open: dict[tuple[str, int], tuple[Any, int | None]] = {}
-        self._ready: deque[tuple[str, int, Any, int | None]] = deque()  # full, oldest first
-        self._tables: dict[str, Any] = {}  # changelog topic -> table
+        self._open: dict[tuple[str, int], _Batch] = {}  # (topic, partition) -> open batch
+        self._ready: deque[tuple[str, int, _Batch]] = deque()  # full ones, oldest first
         self._lock: asyncio.Lock | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Future[None] | None = None  # held: the loop keeps weak refs only
         self._failure: BaseException | None = None
-        self._counters: list[Callable[[str, int], None]] | None = None
 
-    def add(self, table: Any, partition: int, key: Any, value: Any,
-            value_serializer: Any = None) -> None:
+    def add(self, table: Any, partition: int, key: Any, value: Any) -> None:
         """Add a change of ``table`` (``value`` None: a deletion) to its partition's batch."""
         topic = table.changelog_topic
         name = topic.get_topic_name()
-        self._tables[name] = table
         key_bytes, _ = topic.prepare_key(key, table.key_serializer)
         value_bytes = None
         if value is not None:
-            value_bytes, _ = topic.prepare_value(value, value_serializer or
-                                                 table.value_serializer)
+            value_bytes, _ = topic.prepare_value(value, table.value_serializer)
         tp = (name, partition)
         generation = self._generation()
-        opened = self._open.get(tp)
-        if opened is None or opened[1] != generation:
-            if opened is not None:  # started before a rebalance: it goes first, as it is
-                self._ready.append((name, partition, *opened))
-            opened = self._open[tp] = (self._producer().create_batch(), generation)
-        builder = opened[0]
-        if builder.append(timestamp=None, key=key_bytes, value=value_bytes, headers=[]) is None:
-            self._ready.append((name, partition, *opened))  # full: it goes first
-            opened = self._open[tp] = (self._producer().create_batch(), generation)
-            opened[0].append(timestamp=None, key=key_bytes, value=value_bytes, headers=[])
+        batch = self._open.get(tp)
+        if batch is None or batch.generation != generation:
+            if batch is not None:  # started before a rebalance: it goes first, as it is
+                self._ready.append((name, partition, batch))
+            batch = self._open[tp] = self._new(table, generation)
+        if batch.builder.append(timestamp=None, key=key_bytes, value=value_bytes,
+                                headers=[]) is None:
+            self._ready.append((name, partition, batch))  # full: it goes first
+            batch = self._open[tp] = self._new(table, generation)
+            batch.builder.append(timestamp=None, key=key_bytes, value=value_bytes, headers=[])
         if self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(LINGER, self._ship_soon)
@@ -93,16 +96,16 @@ class ChangelogBatches:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self._ready.extend((topic, partition, builder, generation) for (topic, partition),
-                               (builder, generation) in self._open.items())
+            self._ready.extend((topic, partition, batch)
+                               for (topic, partition), batch in self._open.items())
             self._open.clear()
             while self._ready:
-                topic, partition, builder, generation = self._ready[0]
-                count = builder.record_count()  # before shipping: the producer may add
-                future = await self._producer().send_batch(builder, topic, partition=partition)
+                topic, partition, batch = self._ready[0]
+                count = batch.builder.record_count()  # before shipping: the producer may add
+                future = await aiokafka_producer(self._app).send_batch(
+                    batch.builder, topic, partition=partition)
                 self._ready.popleft()
-                future.add_done_callback(
-                    partial(self._delivered, topic, partition, count, generation))
+                future.add_done_callback(partial(self._delivered, topic, partition, count, batch))
         failure, self._failure = self._failure, None
         if failure is not None:
             raise failure
@@ -120,7 +123,7 @@ class ChangelogBatches:
             self._failure = self._failure or exc
             log.error("table changelog records not delivered: %s", exc)
 
-    def _delivered(self, topic: str, partition: int, count: int, generation: int | None,
+    def _delivered(self, topic: str, partition: int, count: int, batch: _Batch,
                    future: asyncio.Future[Any]) -> None:
         if future.cancelled():
             self._failure = self._failure or asyncio.CancelledError()
@@ -131,9 +134,9 @@ class ChangelogBatches:
             log.error("%d changelog records of %s[%d] not delivered: %s", count, topic,
                       partition, exc)
             return
-        for counter in self._sensor_counters():
+        for counter in sent_counters(self._app):
             counter(topic, count)
-        if generation is None or generation != self._generation():
+        if batch.generation is None or batch.generation != self._generation():
             # Written before a rebalance (or while partitions were revoked). The partition's
             # next owner may have written to the changelog since, and a persisted offset at
             # this batch would skip those records when this worker recovers the partition
@@ -143,20 +146,14 @@ class ChangelogBatches:
         last = future.result().offset + count - 1
         # where this partition's recovery starts reading the changelog (Faust's own callback
         # does the same per record)
-        self._tables[topic].data.set_persisted_offset(TP(topic, partition), last)
+        batch.table.data.set_persisted_offset(TP(topic, partition), last)
 
-    def _producer(self) -> Any:
-        return cast(Any, self._app.producer)._ensure_producer()
+    def _new(self, table: Any, generation: int | None) -> _Batch:
+        return _Batch(aiokafka_producer(self._app).create_batch(), table, generation)
 
     def _generation(self) -> int | None:
         """The consumer generation whose partitions this worker owns; None while revoked."""
         return cast(int | None, getattr(self._app.consumer, "ack_generation", None))
-
-    def _sensor_counters(self) -> list[Callable[[str, int], None]]:
-        if self._counters is None:
-            self._counters = [sensor.on_records_sent for sensor in self._app.sensors
-                              if hasattr(sensor, "on_records_sent")]
-        return self._counters
 
 
 class Table(faust.Table):

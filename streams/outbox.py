@@ -25,7 +25,7 @@ import faust
 from aiokafka.partitioner import DefaultPartitioner
 from faust.streams import _current_event
 
-__all__ = ["Outbox", "make_current"]
+__all__ = ["Outbox", "aiokafka_producer", "make_current", "sent_counters"]
 
 _partitioner = DefaultPartitioner()
 
@@ -51,12 +51,11 @@ class Outbox:
         self._open: dict[tuple[str, int], Any] = {}  # (topic, partition) -> BatchBuilder
         self._shipped: list[tuple[str, int, Awaitable[Any]]] = []  # topic, records, future
         self._partitions: dict[str, tuple[list[int], dict[bytes, int]]] = {}
-        self._counters: list[Callable[[str, int], None]] | None = None
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: list[tuple[str, bytes]] | None = None) -> None:
         """Add one record to its partition's batch (not yet delivered)."""
-        producer = self._producer()
+        producer = aiokafka_producer(self._app)
         tp = (topic, await self._partition(producer, topic, key))
         builder = self._open.get(tp)
         if builder is None:
@@ -73,7 +72,7 @@ class Outbox:
         not acknowledged and is processed again by the partition's next owner.
         """
         if self._open:
-            producer = self._producer()
+            producer = aiokafka_producer(self._app)
             for tp in list(self._open):
                 await self._ship(producer, tp)
         shipped, self._shipped = self._shipped, []
@@ -88,16 +87,12 @@ class Outbox:
                 failure = failure or result
             else:
                 sent[topic] += count
-        for counter in self._sensor_counters():
+        for counter in sent_counters(self._app):
             for topic, count in sent.items():
                 counter(topic, count)
         if failure is not None:
             raise failure
         return sum(count for _, count, _ in shipped)
-
-    def _producer(self) -> Any:
-        """The app's aiokafka producer, under Faust's (batches are aiokafka's API)."""
-        return cast(Any, self._app.producer)._ensure_producer()
 
     async def _ship(self, producer: Any, tp: tuple[str, int]) -> None:
         builder = self._open.pop(tp)
@@ -125,11 +120,16 @@ class Outbox:
             partition = by_key[key] = _partitioner(key, partitions, partitions)
         return partition
 
-    def _sensor_counters(self) -> list[Callable[[str, int], None]]:
-        if self._counters is None:
-            self._counters = [sensor.on_records_sent for sensor in self._app.sensors
-                              if hasattr(sensor, "on_records_sent")]
-        return self._counters
+
+def aiokafka_producer(app: faust.App) -> Any:
+    """The app's aiokafka producer, under Faust's (batches are aiokafka's API)."""
+    return cast(Any, app.producer)._ensure_producer()
+
+
+def sent_counters(app: faust.App) -> list[Callable[[str, int], None]]:
+    """The sensors counting records sent in batches (``on_records_sent``, ``metrics.py``)."""
+    return [sensor.on_records_sent for sensor in app.sensors
+            if hasattr(sensor, "on_records_sent")]
 
 
 def make_current(event: faust.EventT) -> None:

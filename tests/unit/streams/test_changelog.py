@@ -71,8 +71,7 @@ def env() -> Iterator[_Env]:
     table = app.Table("things", partitions=2, key_type=str)
     assert isinstance(table, changelog.Table)
     producer = _Producer()
-    batches = app.changelogs
-    batches._producer = lambda: producer
+    app.producer._ensure_producer = lambda: producer
     persisted: list[tuple[TP, int]] = []
     table.data.set_persisted_offset = lambda tp, offset: persisted.append((tp, offset))
     sent: dict[str, int] = {}
