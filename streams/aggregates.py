@@ -297,6 +297,9 @@ class Added:
     late: list[dict[str, Any]] = field(default_factory=list)
 
 
+_NEVER = 1 << 62  # later than any epoch-ms time
+
+
 class MinuteWindows:
     """Open minutes, the event-time watermark, closed minutes and late cells.
 
@@ -326,14 +329,19 @@ class MinuteWindows:
         self.open: dict[MinuteKey, MinuteCell] = {}
         self.closed: dict[MinuteKey, tuple[int, set[str]]] = {}  # key -> (added at close, ids)
         self.late: dict[MinuteKey, tuple[int, MinuteCell]] = {}  # key -> (batch, cell)
+        # The earliest open minute and the earliest late batch (_NEVER: none), so that an
+        # event that closes nothing does not scan ``open`` and ``late`` (it runs per event).
+        self._first_open = self._first_late = _NEVER
         self.stats: dict[str, int] = {"counted": 0, "late": 0, "duplicate": 0}
 
     @property
     def watermark(self) -> int | None:
         """Event time up to which minutes are closed: latest event time - grace."""
-        marks = [m for m in (None if self.max_time is None else self.max_time - self.grace,
-                             self.floor) if m is not None]
-        return max(marks) if marks else None
+        floor = self.floor
+        if self.max_time is None:
+            return floor
+        mark = self.max_time - self.grace
+        return mark if floor is None or mark > floor else floor
 
     def is_closed(self, minute: int) -> bool:
         """Whether the minute starting at ``minute`` (epoch ms) has closed."""
@@ -353,6 +361,7 @@ class MinuteWindows:
                 mark = self.watermark
                 assert mark is not None
                 current = self.late[key] = (mark - mark % MINUTE_MS, MinuteCell(key))
+                self._first_late = min(self._first_late, current[0])
             batch, late_cell = current
             if not late_cell.add(event, negative, customer_id=customer_id):
                 return self._note(Added("duplicate"))
@@ -363,6 +372,7 @@ class MinuteWindows:
         cell = self.open.get(key)
         if cell is None:
             cell = self.open[key] = MinuteCell(key)
+            self._first_open = min(self._first_open, key.minute)
         if not cell.add(event, negative, customer_id=customer_id):
             return self._note(Added("duplicate"))
         self.added += 1
@@ -392,10 +402,12 @@ class MinuteWindows:
         if mark is None:
             return []
         rows = []
-        for key in sorted(k for k in self.open if k.minute + MINUTE_MS <= mark):
-            cell = self.open.pop(key)
-            rows.append(cell.row(self.part))
-            self.closed[key] = (self.added, cell.ids)
+        if self._first_open + MINUTE_MS <= mark:
+            for key in sorted(k for k in self.open if k.minute + MINUTE_MS <= mark):
+                cell = self.open.pop(key)
+                rows.append(cell.row(self.part))
+                self.closed[key] = (self.added, cell.ids)
+            self._first_open = min((k.minute for k in self.open), default=_NEVER)
         # Minutes close in time order, so ``closed`` is in order of minute and of ``at``:
         # what can go is a prefix (this runs for every event; a full scan cost more than
         # counting the event).
@@ -406,9 +418,11 @@ class MinuteWindows:
             expired.append(key)
         for key in expired:
             del self.closed[key]
-        for key in [k for k, (batch, _) in self.late.items()
-                    if batch <= mark - self.late_retain]:
-            del self.late[key]
+        if self._first_late <= mark - self.late_retain:
+            for key in [k for k, (batch, _) in self.late.items()
+                        if batch <= mark - self.late_retain]:
+                del self.late[key]
+            self._first_late = min((batch for batch, _ in self.late.values()), default=_NEVER)
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -440,5 +454,7 @@ class MinuteWindows:
         for batch, item in data["late"]:
             cell = MinuteCell.from_dict(item)
             windows.late[cell.key] = (batch, cell)
+        windows._first_open = min((k.minute for k in windows.open), default=_NEVER)
+        windows._first_late = min((b for b, _ in windows.late.values()), default=_NEVER)
         windows.stats.update(data.get("stats") or {})
         return windows

@@ -243,3 +243,35 @@ def test_settings_are_checked() -> None:
         MinuteWindows(grace=timedelta(seconds=-1))
     with pytest.raises(ConfigError, match="retain_events must be 0 or more"):
         MinuteWindows(retain_events=-1)
+
+
+class _ScanEveryTime(MinuteWindows):
+    """The windows with the scan shortcut off: ``_close`` looks at every open and late cell."""
+
+    def _close(self) -> list[dict[str, Any]]:
+        self._first_open = self._first_late = -(1 << 62)
+        return super()._close()
+
+
+def test_closing_only_when_due_gives_what_scanning_every_event_gives() -> None:
+    # Events mostly in order with some far behind (late cells), watermark pushes from
+    # outside and a restore midway: the shortcut must close, forget and expire the same.
+    rng = random.Random(11)
+    settings = {"grace": timedelta(seconds=30), "retain": timedelta(minutes=3),
+                "retain_events": 5, "late_retain": timedelta(minutes=4)}
+    fast, slow = MinuteWindows(**settings), _ScanEveryTime(**settings)
+    at = T0
+    for n in range(3000):
+        if n == 1500:
+            fast = MinuteWindows.from_dict(json.loads(json.dumps(fast.to_dict())), **settings)
+        at += rng.randint(0, 4 * SEC)
+        when = at - rng.choice((0, 0, 0, rng.randint(0, 20 * MIN)))
+        event = ev(f"e{rng.randint(0, 2500)}", rng.choice(("web", "store")), "visit", when)
+        if rng.random() < 0.01:
+            assert fast.advance(at + MIN) == slow.advance(at + MIN)
+        got, want = fast.add(event, negative=False), slow.add(event, negative=False)
+        assert got == want, n
+        assert (fast.open.keys(), fast.closed.keys(), fast.late.keys()) == \
+            (slow.open.keys(), slow.closed.keys(), slow.late.keys()), n
+    assert fast.stats == slow.stats
+    assert fast.stats["late"] > 100 and fast.stats["duplicate"] > 0
