@@ -17,9 +17,10 @@ is not used) or from a small customer-service lexicon, then negation (不/没/�
 degree adverbs (很/太/有点…) and contrast (但是/不过…) adjust it, and the sum is
 squashed into [-1, 1] as VADER's compound score is.
 
-Loading takes about a second (jieba's dictionary), so the analyzers are built once, on
-first use, and shared: ``Sentiment`` instances are immutable after construction and
-safe to call from several threads or tasks.
+Loading takes about a second (jieba's dictionary), so the analyzers are built once and
+shared: ``Sentiment`` instances are immutable after construction and safe to call from
+several threads or tasks. ``touchpoint worker`` builds them before it starts consuming;
+elsewhere they are built on first use.
 """
 
 from __future__ import annotations

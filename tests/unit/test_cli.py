@@ -136,3 +136,35 @@ def test_simulate_campaign_scenario_writes_events_and_expected_report(tmp_path, 
     assert len(lines) == expected["events"] and expected["seed"] == 4
     assert sum(len((out / f"{ch}.jsonl").read_text().splitlines())
                for ch in expected["channels"]) == expected["events"]
+
+
+def test_worker_loads_the_text_analyzers_before_it_starts_consuming(tmp_path,
+                                                                     monkeypatch) -> None:
+    # Loaded lazily, jieba's dictionary (~0.6 s) stalled every stage at the first note.
+    import types
+
+    import faust.worker
+
+    from touchpoint import cli
+    from touchpoint.streams import memory, sentiment
+
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    monkeypatch.setattr(sentiment, "_shared", None)
+    order: list[str] = []
+    monkeypatch.setattr(memory, "tune", lambda: order.append(
+        f"tune, analyzers {'loaded' if sentiment._shared else 'not loaded'}"))
+    pipeline = types.SimpleNamespace(app=object(), warehouse=types.SimpleNamespace(url="x"),
+                                     writer=types.SimpleNamespace(close=lambda: None))
+    monkeypatch.setattr(cli, "_prepare_worker", lambda settings: pipeline)
+
+    class Worker:
+        def __init__(self, app: object, **options: object) -> None:
+            assert app is pipeline.app
+
+        def execute_from_commandline(self) -> None:
+            order.append(f"worker, analyzers {'loaded' if sentiment._shared else 'not loaded'}")
+
+    monkeypatch.setattr(faust.worker, "Worker", Worker)
+    result = CliRunner().invoke(main, ["worker"])
+    assert result.exit_code == 0, result.output
+    assert order == ["tune, analyzers loaded", "worker, analyzers loaded"]
