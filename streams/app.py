@@ -38,7 +38,7 @@ from touchpoint.streams import (
 from touchpoint.streams.dashboard import register as register_dashboard
 from touchpoint.streams.lag import OffsetMonitor
 from touchpoint.streams.metrics import register as register_metrics
-from touchpoint.streams.topics import LARGE_RECORD_BYTES, TopicNames
+from touchpoint.streams.topics import LARGE_RECORD_BYTES, TopicNames, raw_topic
 
 __all__ = ["Pipeline", "create_app"]
 
@@ -152,14 +152,10 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
     writer = RetryingWriter(
         WarehouseSink(warehouse), max_backoff=settings.sink_max_backoff_seconds
     )
-    def raw_topic(name: str, partitions: int) -> faust.TopicT:
-        return app.topic(name, partitions=partitions, key_serializer="raw",
-                         value_serializer="raw")
-
-    unresolved = raw_topic(topics.unresolved, 1)
-    resolved = raw_topic(topics.resolved, settings.topic_partitions)
-    updates = raw_topic(topics.profiles, settings.topic_partitions)
-    signals = raw_topic(topics.signals, settings.topic_partitions)
+    unresolved = raw_topic(app, topics.unresolved, partitions=1)
+    resolved = raw_topic(app, topics.resolved, partitions=settings.topic_partitions)
+    updates = raw_topic(app, topics.profiles, partitions=settings.topic_partitions)
+    signals = raw_topic(app, topics.signals, partitions=settings.topic_partitions)
     signal_rules = complaints.Rules.load(settings.signal_rules or None)
     rules = profiles.SegmentRules(
         at_risk_days=settings.at_risk_days, lapsed_days=settings.lapsed_days,

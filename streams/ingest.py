@@ -35,7 +35,7 @@ from touchpoint.streams.consumer import only_current
 from touchpoint.streams.identity import strongest_identifier
 from touchpoint.streams.outbox import Outbox
 from touchpoint.streams.sentiment import score as sentiment_score
-from touchpoint.streams.topics import TopicNames
+from touchpoint.streams.topics import TopicNames, raw_topic
 
 __all__ = ["Accepted", "IngestStats", "Ingestor", "Rejected", "register"]
 
@@ -199,7 +199,7 @@ BATCH_WITHIN = 0.02
 def register(app: faust.App, topics: TopicNames, ingestor: Ingestor, stats: IngestStats) -> None:
     """Add the ingest agent to ``app``: every inbound topic in, normalized and dead letters out."""
     channel_of = topics.inbound
-    source = app.topic(*channel_of, key_serializer="raw", value_serializer="raw")
+    source = raw_topic(app, *channel_of)
     outbox = Outbox(app)
 
     @app.agent(source, name="touchpoint.ingest")

@@ -22,7 +22,7 @@ from touchpoint.schemas.codec import codec_for, subject_of
 from touchpoint.sinks.base import Batch
 from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams.identity import provisional_customer_id
-from touchpoint.streams.topics import TopicNames
+from touchpoint.streams.topics import TopicNames, raw_topic
 
 __all__ = [
     "DEADLETTER_COLUMNS",
@@ -174,9 +174,9 @@ def _resolved_batches(events: Sequence[faust.EventT]) -> list[Batch]:
 def register(app: faust.App, topics: TopicNames, writer: RetryingWriter, *, batch_size: int,
              flush_seconds: float) -> None:
     """Add the storing agents to ``app``: events, dead letters, complaint signals."""
-    resolved = app.topic(topics.resolved, key_serializer="raw", value_serializer="raw")
-    deadletter = app.topic(topics.deadletter, key_serializer="raw", value_serializer="raw")
-    signals = app.topic(topics.signals, key_serializer="raw", value_serializer="raw")
+    resolved = raw_topic(app, topics.resolved)
+    deadletter = raw_topic(app, topics.deadletter)
+    signals = raw_topic(app, topics.signals)
 
     async def store(stream: faust.StreamT[bytes],
                     to_batches: Callable[[Sequence[faust.EventT]], list[Batch]]) -> None:

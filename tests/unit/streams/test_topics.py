@@ -9,7 +9,7 @@ from unittest import mock
 from touchpoint.settings import load_settings
 from touchpoint.streams import changelog
 from touchpoint.streams.app import create_app
-from touchpoint.streams.topics import TABLES, TopicNames, changelog_topic
+from touchpoint.streams.topics import TABLES, RawSchema, TopicNames, changelog_topic, raw_topic
 
 
 def test_every_table_changelog_is_created_ahead_with_its_partitions(tmp_path: Path) -> None:
@@ -62,3 +62,33 @@ def test_the_topics_between_stages_belong_to_the_group_and_the_contract_s_are_sh
     assert shared == [*other.inbound, other.deadletter, other.unresolved, other.signals,
                       other.profiles]
     assert TopicNames().resolved == "touchpoint-resolved"
+
+
+def test_a_raw_topic_gives_the_events_faust_raw_serializers_give() -> None:
+    import faust
+    from faust.types import TP, Message
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = faust.App("raw-test", loop=loop)
+        ours = raw_topic(app, "t")
+        faust_raw = app.topic("t", key_serializer="raw", value_serializer="raw")
+        assert isinstance(ours.schema, RawSchema)
+
+        def message(key: bytes | None, value: bytes | None) -> Message:
+            return Message("t", 3, 17, 1795000000.0, 0, headers=[("h", b"1")], key=key,
+                           value=value, checksum=None, tp=TP("t", 3))
+
+        for key, value in ((b"k", b"\xc3\x4a{}"), (None, b"v"), (b"k", None), (None, None)):
+            got = loop.run_until_complete(ours.decode(message(key, value), propagate=True))
+            want = loop.run_until_complete(faust_raw.decode(message(key, value),
+                                                            propagate=True))
+            assert (got.key, got.value, got.headers) == (want.key, want.value, want.headers)
+            assert got.message.offset == 17
+        # sending is Faust's raw serialization, unchanged
+        assert ours.prepare_key(b"k", None) == faust_raw.prepare_key(b"k", None)
+        assert ours.prepare_value(b"v", None) == faust_raw.prepare_value(b"v", None)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
