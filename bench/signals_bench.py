@@ -242,24 +242,28 @@ class Worker:
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(pb.log_lines(self.log_path)[-lines:])
 
-    def schedstat(self) -> tuple[float, float] | None:
-        """Seconds the worker's threads ran on a CPU, and waited runnable for one.
+    def schedstat(self) -> tuple[float, float, float, float] | None:
+        """Seconds the worker's threads ran on a CPU and waited runnable for one; then the
+        same for its main thread alone, which runs the event loop and every stage.
 
         From /proc/<pid>/task/*/schedstat (threads alive now). The wait shows how much
-        other jobs on the machine held the worker back.
+        other jobs on the machine held the worker back; a main thread that ran nearly
+        all of the phase means the event loop, not the machine, was the limit.
         """
         if self.process is None:
             return None
-        ran = waited = 0
+        ran = waited = loop_ran = loop_waited = 0
         try:
             for task in Path(f"/proc/{self.process.pid}/task").iterdir():
                 with contextlib.suppress(OSError, ValueError, IndexError):
                     fields_ = (task / "schedstat").read_text().split()
                     ran += int(fields_[0])
                     waited += int(fields_[1])
+                    if task.name == str(self.process.pid):
+                        loop_ran, loop_waited = int(fields_[0]), int(fields_[1])
         except OSError:
             return None
-        return ran / 1e9, waited / 1e9
+        return ran / 1e9, waited / 1e9, loop_ran / 1e9, loop_waited / 1e9
 
     def cpu_rss(self) -> tuple[float | None, int | None]:
         if self.process is None:
@@ -369,13 +373,13 @@ class Group:
                   for w in self.workers]
         return None if None in values else sum(v or 0.0 for v in values)
 
-    def schedstat(self) -> tuple[float, float] | None:
+    def schedstat(self) -> tuple[float, float, float, float] | None:
         """Every member's :meth:`Worker.schedstat`, summed; None if one is unreadable."""
         values = [w.schedstat() for w in self.workers]
         if any(v is None for v in values):
             return None
-        return (sum(v[0] for v in values if v is not None),
-                sum(v[1] for v in values if v is not None))
+        total = [sum(v[i] for v in values if v is not None) for i in range(4)]
+        return total[0], total[1], total[2], total[3]
 
     def stop(self) -> list[str]:
         """Stop every member at once: one stopping alone would hand its partitions over."""
@@ -936,7 +940,8 @@ class PhaseResult:
     wall: float = 0.0  # seconds from the start of publishing to the end of the phase
     bench_cpu: float = 0.0  # CPU seconds of this process (simulator, publishers, reader)
     load: tuple[str, str] = ("", "")
-    sched: tuple[float, float] | None = None  # workers: (ran, waited for a CPU) in the phase
+    # workers: (ran, waited for a CPU; main threads: ran, waited) in the phase, seconds
+    sched: tuple[float, ...] | None = None
     cpu_phase: CpuMark | None = None  # used from the start of publishing to the phase's end
     cpu_publishing: CpuMark | None = None  # used while publishing only
 
@@ -1285,7 +1290,8 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
         result.load = (result.load[0], load_text())
         sched_end = group.schedstat()
         if sched_began is not None and sched_end is not None:
-            result.sched = (sched_end[0] - sched_began[0], sched_end[1] - sched_began[1])
+            result.sched = tuple(end - begin for end, begin in zip(sched_end, sched_began,
+                                                                   strict=True))
         stopped = group.stop()
         result.members = [(*figure, how) for figure, how in zip(figures, stopped, strict=True)]
     result.sent = sent[0]
@@ -1412,6 +1418,10 @@ def report_latency(result: PhaseResult, args: argparse.Namespace, note: str = ""
         log(f"                      in the phase the {whose} threads "
             f"ran {result.sched[0]:,.0f} s on a CPU and waited {result.sched[1]:,.0f} s "
             "runnable for one (schedstat: CPU contention)")
+        if len(result.sched) == 4:
+            log(f"                      of which the main threads (event loop and stages) "
+                f"ran {result.sched[2]:,.1f} s ({100 * result.sched[2] / wall:.0f}% of the "
+                f"phase{'' if alone else ', summed'}) and waited {result.sched[3]:,.1f} s")
     if result.interrupted:
         log("INTERRUPTED: figures are partial")
     log("=" * 78)
