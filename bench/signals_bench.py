@@ -378,8 +378,9 @@ class Group:
         values = [w.schedstat() for w in self.workers]
         if any(v is None for v in values):
             return None
-        total = [sum(v[i] for v in values if v is not None) for i in range(4)]
-        return total[0], total[1], total[2], total[3]
+        ran, waited, loop_ran, loop_waited = (sum(v[i] for v in values if v is not None)
+                                              for i in range(4))
+        return ran, waited, loop_ran, loop_waited
 
     def stop(self) -> list[str]:
         """Stop every member at once: one stopping alone would hand its partitions over."""
@@ -941,7 +942,7 @@ class PhaseResult:
     bench_cpu: float = 0.0  # CPU seconds of this process (simulator, publishers, reader)
     load: tuple[str, str] = ("", "")
     # workers: (ran, waited for a CPU; main threads: ran, waited) in the phase, seconds
-    sched: tuple[float, ...] | None = None
+    sched: tuple[float, float, float, float] | None = None
     cpu_phase: CpuMark | None = None  # used from the start of publishing to the phase's end
     cpu_publishing: CpuMark | None = None  # used while publishing only
 
@@ -1290,8 +1291,8 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
         result.load = (result.load[0], load_text())
         sched_end = group.schedstat()
         if sched_began is not None and sched_end is not None:
-            result.sched = tuple(end - begin for end, begin in zip(sched_end, sched_began,
-                                                                   strict=True))
+            result.sched = (sched_end[0] - sched_began[0], sched_end[1] - sched_began[1],
+                            sched_end[2] - sched_began[2], sched_end[3] - sched_began[3])
         stopped = group.stop()
         result.members = [(*figure, how) for figure, how in zip(figures, stopped, strict=True)]
     result.sent = sent[0]
@@ -1418,10 +1419,9 @@ def report_latency(result: PhaseResult, args: argparse.Namespace, note: str = ""
         log(f"                      in the phase the {whose} threads "
             f"ran {result.sched[0]:,.0f} s on a CPU and waited {result.sched[1]:,.0f} s "
             "runnable for one (schedstat: CPU contention)")
-        if len(result.sched) == 4:
-            log(f"                      of which the main threads (event loop and stages) "
-                f"ran {result.sched[2]:,.1f} s ({100 * result.sched[2] / wall:.0f}% of the "
-                f"phase{'' if alone else ', summed'}) and waited {result.sched[3]:,.1f} s")
+        log(f"                      of which the main threads (event loop and stages) "
+            f"ran {result.sched[2]:,.1f} s ({100 * result.sched[2] / wall:.0f}% of the "
+            f"phase{'' if alone else ', summed'}) and waited {result.sched[3]:,.1f} s")
     if result.interrupted:
         log("INTERRUPTED: figures are partial")
     log("=" * 78)

@@ -407,7 +407,7 @@ class MinuteWindows:
                 cell = self.open.pop(key)
                 rows.append(cell.row(self.part))
                 self.closed[key] = (self.added, cell.ids)
-            self._first_open = min((k.minute for k in self.open), default=_NEVER)
+            self._find_firsts()
         # Minutes close in time order, so ``closed`` is in order of minute and of ``at``:
         # what can go is a prefix (this runs for every event; a full scan cost more than
         # counting the event).
@@ -422,8 +422,13 @@ class MinuteWindows:
             for key in [k for k, (batch, _) in self.late.items()
                         if batch <= mark - self.late_retain]:
                 del self.late[key]
-            self._first_late = min((batch for batch, _ in self.late.values()), default=_NEVER)
+            self._find_firsts()
         return rows
+
+    def _find_firsts(self) -> None:
+        """Look up the earliest open minute and late batch again (after some went)."""
+        self._first_open = min((key.minute for key in self.open), default=_NEVER)
+        self._first_late = min((batch for batch, _ in self.late.values()), default=_NEVER)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (for a changelog-backed table)."""
@@ -454,7 +459,6 @@ class MinuteWindows:
         for batch, item in data["late"]:
             cell = MinuteCell.from_dict(item)
             windows.late[cell.key] = (batch, cell)
-        windows._first_open = min((k.minute for k in windows.open), default=_NEVER)
-        windows._first_late = min((b for b, _ in windows.late.values()), default=_NEVER)
+        windows._find_firsts()
         windows.stats.update(data.get("stats") or {})
         return windows

@@ -181,8 +181,9 @@ class RawSchema(faust.Schema):
 
     The stages decode records themselves (``schemas/codec.py``). Faust's "raw" decoding
     passes key and value through its serializer registry and codec layers, which hand
-    them back unchanged; for every record of every stage that was ~2 % of the worker
-    at 2,000 events/s. Sending is unchanged (the schema's serializers are "raw").
+    them back unchanged. At 2,000 events/s Faust's decode was 3.0 % of the worker's
+    GIL samples and this one is 2.3 % (py-spy): most of both is Faust's ``Event``.
+    Sending is unchanged (the schema's serializers are "raw").
     """
 
     def __init__(self) -> None:

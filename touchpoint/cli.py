@@ -103,8 +103,8 @@ def worker(web_port: int | None, log_level: str | None) -> None:
     from touchpoint.streams import memory, sentiment
 
     # The text analyzers take ~0.6 s to load (jieba's dictionary). Loaded lazily, that
-    # happened at the first note with text, with every stage waiting behind it: ~1,000
-    # events of backlog at 2,000 events/s that the worker then carried for the whole run.
+    # happened at the first note with text, with every stage waiting behind it: at
+    # 2,000 events/s, ~1,200 events piled up that a busy worker may never work off.
     sentiment.shared()
     memory.tune()  # after loading: what start-up built is frozen out of the collector's way
     click.echo(f"touchpoint worker: {settings.kafka_bootstrap} -> {pipeline.warehouse.url}; "
