@@ -29,7 +29,19 @@ so a held event always gets released.
 **Merges in chains.** When A merges into B and then B into C, A's state travels to B's
 partition from A's, while "B merged into C" travels there from the identity stage:
 nothing orders the two. A merged-away id therefore keeps a marker naming the customer it
-became, and whatever still arrives for it is passed on, so no history is left behind.
+became, and whatever still arrives for it is passed on, so no history is left behind. An
+event passed on (a replay keyed by the old id) may already be counted in the state the
+id handed over, and that state may reach the customer after the event: the event names
+the id as an alias to wait for, like the identity stage's replays.
+
+**A merge read again hands the state over again.** The marker is written to the table
+before the state it hands over is delivered, and a worker that dies between the two
+keeps the marker (its RocksDB, or the changelog) while the state is lost with it. The
+merge record is then read again, uncommitted, and finds the marker. So the marker keeps
+the state it handed over (``MERGED_STATE``; a merged-away id costs what its profile cost
+before), and a merge read again sends it once more and writes the marker again (the
+changelog may have lost the first write). The customer it became folds a state in once:
+a repeat is recognized by the merged-away id in its ``merged_from``.
 
 **Emission.** Changed profiles are published at most every
 ``TOUCHPOINT_PROFILE_EMIT_SECONDS`` per customer: to ``profiles.updates`` (compacted)
@@ -64,6 +76,7 @@ from touchpoint.streams.signals import SIGNAL_KEY, Detector
 
 __all__ = [
     "MERGED_INTO",
+    "MERGED_STATE",
     "PROFILE_COLUMNS",
     "ProfileStage",
     "SegmentRules",
@@ -79,8 +92,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
-# The table value of a merged-away customer: {MERGED_INTO: "<the customer it became>"}.
+# The table value of a merged-away customer: {MERGED_INTO: "<the customer it became>",
+# MERGED_STATE: <its state as handed over>} (markers written before 2026-11-24 have no state).
 MERGED_INTO = "__merged_into__"
+MERGED_STATE = "__merged_state__"
 RECENT_SCORES = 10
 _CHANNELS = ("web", "store", "callcenter", "campaign", "feedback")
 
@@ -444,10 +459,17 @@ class ProfileStage:
             # merged into it earlier, sent from another partition; a repeat of an old
             # event) belongs to the customer it became: pass it on.
             target = current[MERGED_INTO]
+            if subject == "merge":
+                return self._merge_again(key, current, value)
             if subject == "absorb":
                 record = self._absorb.decode(value)
                 record["into_id"] = target
                 value = self._absorb.encode(record)
+            if subject == "event":
+                # It may be counted in this id's state, which is on its way to the target
+                # (or still to be sent again, after a crash): it waits there until that
+                # state is folded in, then counts once.
+                awaiting = tuple(dict.fromkeys((*awaiting, key)))
             if subject in ("absorb", "event"):
                 self._count("forwarded")
                 return [Send(target, value, awaiting)]
@@ -462,16 +484,15 @@ class ProfileStage:
             return []
         if subject == "merge":
             into = self._merge.decode(value)["into_id"]
-            self.table[key] = {MERGED_INTO: into}
+            # Sent even when this id has no profile: the customer it became may hold
+            # events until it knows this id is folded in.
+            state = current or new_profile(key)
+            self.table[key] = {MERGED_INTO: into, MERGED_STATE: state}
             self.merged[key] = into
             self._count("merged_away")
             if self.detector is not None:
                 self.detector.forget(key, partition)
-            # Sent even when this id has no profile: the customer it became may hold
-            # events until it knows this id is folded in.
-            state = json.dumps(current or new_profile(key))
-            return [Send(into, self._absorb.encode({"from_id": key, "into_id": into,
-                                                    "state": state}))]
+            return [self._handover(key, into, state)]
         if subject == "absorb":
             other = json.loads(self._absorb.decode(value)["state"])
             if other["customer_id"] not in (current or {}).get("merged_from", ()):
@@ -486,6 +507,19 @@ class ProfileStage:
                 self.changed.add(key)
                 self._count("absorbed")
         return []
+
+    def _handover(self, key: str, into: str, state: Mapping[str, Any]) -> Send:
+        return Send(into, self._absorb.encode({"from_id": key, "into_id": into,
+                                               "state": json.dumps(state)}))
+
+    def _merge_again(self, key: str, marker: dict[str, Any], value: bytes) -> list[Send]:
+        """A merge of ``key``, already merged away: send its state again (see the top)."""
+        into = self._merge.decode(value)["into_id"]
+        if into != marker[MERGED_INTO] or MERGED_STATE not in marker:
+            return []
+        self.table[key] = marker  # again: the changelog may not have the first write
+        self._count("merged_again")
+        return [self._handover(key, into, marker[MERGED_STATE])]
 
     def _apply(self, key: str, state: dict[str, Any], event: Mapping[str, Any],
                partition: int) -> bool:
