@@ -30,7 +30,9 @@ It also delivers fetched records itself (:meth:`Consumer._drain_messages`), for 
   were never processed; and its read position is then ahead of the records fetched again
   from the committed offset, which it drops. Here a seek ends delivery from any batch
   fetched before it or while it ran, and each partition with records left in that batch
-  is repositioned where nothing can be skipped (:meth:`Consumer._reposition`).
+  is repositioned where nothing can be skipped (:meth:`Consumer._reposition`), also when
+  the group rebalanced between the fetch and its answer: the answer then holds the new
+  generation's first records, and the client's position is past them.
 - **Speed.** Faust wraps every delivery in ``wait_first``, four tasks and three
   cancellations a record; here a delivery that does not wait runs at once, and only one
   that waits goes to ``wait_first``, where a rebalance can still interrupt it.
@@ -45,6 +47,7 @@ import asyncio
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, EventT, Message
@@ -78,7 +81,8 @@ class Consumer(driver.Consumer):
         self._seek_idle = asyncio.Event()
         self._seek_idle.set()
         self._seeks_running = 0
-        #: Where the latest seek to the committed offsets put each partition it moved.
+        #: Where the latest seek to the committed offsets put each stream partition, since
+        #: its assignment (0: the group has no commit for it).
         self._seek_targets: dict[TP, int] = {}
 
     async def perform_seek(self) -> None:
@@ -94,11 +98,25 @@ class Consumer(driver.Consumer):
                 self._seek_idle.set()
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
-        """Seek as Faust does, noting which partitions moved, and where."""
+        """Seek as Faust does, and stream partitions the group never committed to their start.
+
+        The client moves only partitions with a committed offset above zero, and leaves
+        the others where its position is. After a batch was ended by a seek
+        (:meth:`_reposition`) that position can be past records nobody processed, so here
+        every stream partition is positioned, and the offset noted. (At 0 the client
+        starts from the earliest record it still has.)
+        """
         committed = await super().seek_to_committed()
-        # the client moves only partitions with a committed offset above zero
-        self._seek_targets.update(
-            {tp: offset for tp, offset in committed.items() if offset and offset > 0})
+        for tp, offset in committed.items():
+            if self._is_changelog_tp(tp):
+                continue  # table recovery positions the changelogs
+            if not offset or offset < 0:
+                offset = 0
+                try:
+                    await self.seek(tp, 0)
+                except IllegalStateError:
+                    continue  # revoked meanwhile: its next assignment positions it
+            self._seek_targets[tp] = offset
         return committed
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
@@ -210,10 +228,17 @@ class Consumer(driver.Consumer):
 
         ``message`` (of ``tp``) and what is left of ``rest`` (the batch's iterator) were
         fetched before a seek to the committed offsets, or while it ran, so the client's
-        position may already be past them. A partition the seek moved goes to the lower
-        of its first undelivered record and the seek's offset (records between the two
-        are delivered again; every stage is idempotent for repeats); any other, to its
-        first undelivered record.
+        position may already be past them. Once the seek is over, a partition it
+        positioned goes to the lower of its first undelivered record and the seek's offset
+        (records between the two are delivered again; every stage is idempotent for
+        repeats). A partition no seek has positioned since its assignment goes to its
+        first undelivered record, unless the group rebalanced since the fetch: then the
+        new generation's seek, still to come, positions it.
+
+        That seek may also be the one that ended the batch: the fetch was asked for in
+        one generation and answered after the next one's seek, from the committed
+        offsets. Those records are then the first ones of the new generation, and must
+        be fetched again (two workers lost profile updates when they were not).
         """
         first = {tp: message.offset}
         self.records_refetched += 1
@@ -221,14 +246,20 @@ class Consumer(driver.Consumer):
             first.setdefault(tp, message.offset)
             self.records_refetched += 1
         await self._seek_idle.wait()
-        if self.app.consumer_generation_id != generation:
-            return  # a rebalance since: the new assignment positions every partition
+        rebalanced = self.app.consumer_generation_id != generation
         assigned = self.assignment()
         for tp, offset in first.items():
             if tp not in assigned:
-                continue
-            target = min(offset, self._seek_targets.get(tp, offset))
-            await self.seek(tp, target)
+                continue  # revoked: its next owner starts at the committed offset
+            target = self._seek_targets.get(tp)
+            if target is None:
+                if rebalanced:
+                    continue
+                target = offset
+            try:
+                await self.seek(tp, min(offset, target))
+            except IllegalStateError:
+                continue  # revoked meanwhile
 
 
 class _Resumed:
