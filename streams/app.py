@@ -73,6 +73,7 @@ class Pipeline:
             "stale_acks_refused": getattr(self.app.consumer, "stale_acks", 0),
             "batches_abandoned": getattr(self.app.consumer, "batches_abandoned", 0),
             "records_refetched": getattr(self.app.consumer, "records_refetched", 0),
+            "offsets_taken_as_gaps": getattr(self.app.consumer, "offsets_taken_as_gaps", 0),
         }
 
 

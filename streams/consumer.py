@@ -72,6 +72,9 @@ class Consumer(driver.Consumer):
     batches_abandoned: int = 0
     #: Fetched records not delivered because a seek made their batch stale (fetched again).
     records_refetched: int = 0
+    #: Offsets Faust counts as done because the client skipped them (a gap): transaction
+    #: markers or compaction on a topic that has them, skipped records anywhere else.
+    offsets_taken_as_gaps: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -182,6 +185,7 @@ class Consumer(driver.Consumer):
                     if r_offset is not None and offset < r_offset:
                         continue  # read already; fetched again after a seek
                     if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                        self.offsets_taken_as_gaps += offset - r_offset - 1
                         await self._add_gap(tp, r_offset + 1, offset)
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0

@@ -301,5 +301,12 @@ def test_two_workers_in_one_group_give_the_same_profiles_as_one(
     assert settled == expected
     # both took part: each stored rows of the resolved partitions it was assigned
     for member in (one, two):
-        rows = (member.status() or {}).get("sink", {}).get("rows", {})
-        assert rows.get("touchpoint_events_raw", 0) > 0, member.status()
+        status = member.status() or {}
+        rows = status.get("sink", {}).get("rows", {})
+        assert rows.get("touchpoint_events_raw", 0) > 0, status
+        # Our topics have no transaction markers and no compaction: an offset the client
+        # skipped is a record nobody processed. (The rebalance bug fixed in cb10f19 skipped
+        # 1,000-2,000 offsets in 6 of 7 traced runs of this scenario, most of which still
+        # ended with the right profiles; it depends on timing, so this is a check, not the
+        # bug's test: that is in tests/unit/streams/test_consumer.py.)
+        assert status.get("offsets_taken_as_gaps") == 0, status

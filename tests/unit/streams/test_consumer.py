@@ -281,6 +281,17 @@ def test_a_partition_not_yet_positioned_in_a_new_generation_is_left_to_its_seek(
     assert consumer.records_refetched == 6
 
 
+def test_offsets_the_client_skipped_are_counted(consumer: Consumer) -> None:
+    # Faust takes them for done (transaction markers, compaction); on the stage topics,
+    # which have neither, any such count means records were skipped.
+    assign(consumer, 2)
+    delivered = drain(consumer, [[record(PARTITION, n) for n in (0, 1, 2, 6, 7)]])
+    assert delivered == [(0, 0), (0, 1), (0, 2), (0, 6), (0, 7)]
+    assert consumer.offsets_taken_as_gaps == 3
+    assert drain(consumer, [[record(PARTITION, 8)]]) == [(0, 8)]
+    assert consumer.offsets_taken_as_gaps == 3
+
+
 def test_a_delivery_that_does_not_wait_needs_no_tasks(consumer: Consumer) -> None:
     assign(consumer, 2)
     with mock.patch.object(consumer, "wait_first", side_effect=AssertionError("a task")):
