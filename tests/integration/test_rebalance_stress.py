@@ -1,0 +1,65 @@
+"""Rebalances over and over: the two-worker profile test, repeated (opt-in).
+
+Set ``TOUCHPOINT_STRESS_RUNS=N`` to run it N times, every other run with a third worker
+that joins and leaves while the two are reading. Each run is a new consumer group over
+the same simulated traffic, and must end with the profiles of one undisturbed worker, and
+with no offset skipped on either worker. This is how the rebalance bug fixed in cb10f19
+was found (it failed about one run in five there); ``make test`` does not run it.
+
+    TOUCHPOINT_STRESS_RUNS=10 .venv/bin/python -m pytest -q \
+        tests/integration/test_rebalance_stress.py
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytest
+
+from . import test_customers
+from .conftest import Worker, WorkerFactory
+from .test_customers import EVENTS, _settled, _sibling
+
+reference = test_customers.reference  # the module fixture: one undisturbed worker
+
+RUNS = int(os.environ.get("TOUCHPOINT_STRESS_RUNS", "0"))
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(not RUNS, reason="opt-in: set TOUCHPOINT_STRESS_RUNS=N"),
+]
+
+
+def _differences(settled: list[tuple[Any, ...]], expected: list[tuple[Any, ...]]) -> str:
+    got, want = {r[0]: r for r in settled}, {r[0]: r for r in expected}
+    keys = sorted(k for k in got.keys() | want.keys() if got.get(k) != want.get(k))
+    return "\n".join(f"{k}: got {got.get(k)}\n{' ' * len(k)}  not {want.get(k)}"
+                     for k in keys)
+
+
+@pytest.mark.parametrize("run", range(max(RUNS, 1)))
+def test_workers_joining_and_leaving_give_the_same_profiles_as_one(
+        worker_factory: WorkerFactory, reference: tuple[Worker, list[tuple[Any, ...]]],
+        run: int) -> None:
+    first, expected = reference
+    one = _sibling(worker_factory, first, start=False)
+    same_group = {k: v for k, v in one.env.items() if k.startswith("TOUCHPOINT_")
+                  and k not in ("TOUCHPOINT_WEB_PORT", "TOUCHPOINT_HOME")}
+    two = worker_factory("clickhouse", start=False, **same_group)
+    one.start()
+    two.start()
+    members = [one, two]
+    if run % 2:
+        time.sleep(2 + run % 3)  # while the two are reading the backlog
+        three = worker_factory("clickhouse", **same_group)
+        members.append(three)
+        time.sleep(3)
+        three.stop()
+    settled = _settled(one, EVENTS)
+    assert settled == expected, _differences(settled, expected)
+    for member in (one, two):
+        status = member.status() or {}
+        assert status.get("offsets_taken_as_gaps") == 0, status
