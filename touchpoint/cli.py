@@ -102,9 +102,10 @@ def worker(web_port: int | None, log_level: str | None) -> None:
 
     from touchpoint.streams import memory, sentiment
 
-    # The text analyzers take ~0.6 s to load (jieba's dictionary). Loaded lazily, that
-    # happened at the first note with text, with every stage waiting behind it: at
-    # 2,000 events/s, ~1,200 events piled up that a busy worker may never work off.
+    # The text analyzers take 0.45-0.6 s to load (jieba's dictionary; worker logs here).
+    # Loaded lazily, that happened at the first note with text, with every stage waiting
+    # behind it: at 2,000 events/s, ~900-1,200 events piled up that a busy worker may
+    # never work off.
     sentiment.shared()
     memory.tune()  # after loading: what start-up built is frozen out of the collector's way
     click.echo(f"touchpoint worker: {settings.kafka_bootstrap} -> {pipeline.warehouse.url}; "
