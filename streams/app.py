@@ -83,6 +83,9 @@ class App(faust.App):
     Its tables batch their changelogs (:mod:`touchpoint.streams.changelog`).
     """
 
+    #: How long a fetch may wait at the broker for a batch (``consumer.ConsumerThread``).
+    fetch_wait_ms: int = 0
+
     def _new_transport(self) -> Any:
         return consumer.Transport(self.conf.broker_consumer, self)
 
@@ -149,6 +152,7 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
     }
     options.update(faust_options or {})
     app = App(settings.app_id, **options)
+    app.fetch_wait_ms = settings.fetch_wait_ms
     ingest_stats = ingest.IngestStats()
     writer = RetryingWriter(
         WarehouseSink(warehouse), max_backoff=settings.sink_max_backoff_seconds

@@ -35,6 +35,8 @@ def test_local_salt_is_created_once_and_kept(tmp_path: Path) -> None:
     ("TOUCHPOINT_TOPIC_PARTITIONS", "six", "TOUCHPOINT_TOPIC_PARTITIONS='six' is invalid"),
     ("TOUCHPOINT_WEB_PORT", "70000", "must be a TCP port"),
     ("TOUCHPOINT_SESSION_TIMEOUT_SECONDS", "3", "must be between 6 and 90 seconds"),
+    ("TOUCHPOINT_FETCH_WAIT_MS", "1000", "must be between 0 and 500 milliseconds"),
+    ("TOUCHPOINT_FETCH_WAIT_MS", "-1", "must be 0 or more"),
     ("TOUCHPOINT_LOG_LEVEL", "loud", "must be one of debug, info, warning, error"),
     ("TOUCHPOINT_CLICKHOUSE_URL", "mysql://x", "unknown warehouse URL 'mysql://x'"),
 ])

@@ -12,7 +12,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 
 from touchpoint.streams.app import App
-from touchpoint.streams.consumer import Consumer
+from touchpoint.streams.consumer import FETCH_MIN_BYTES, Consumer
 
 TOPIC = "p.touchpoints.web"
 PARTITION = TP(TOPIC, 0)
@@ -372,3 +372,27 @@ def test_no_fetch_starts_while_a_seek_is_under_way(consumer: Consumer) -> None:
             mock.patch.object(consumer, "getmany", getmany):
         consumer.loop.run_until_complete(scenario())
     assert order == ["seek starts", "seek lands", "fetch"]
+
+
+def fetch_settings(consumer: Consumer, wait_ms: int) -> tuple[int, int]:
+    """What the worker's Kafka client is told about fetches when ``fetch_wait_ms`` is given."""
+    consumer.app.fetch_wait_ms = wait_ms  # type: ignore[attr-defined]
+
+    async def made() -> tuple[int, int]:  # aiokafka builds its client inside a loop
+        client = consumer._thread._create_worker_consumer(consumer.transport)
+        try:
+            return client._fetch_min_bytes, client._fetch_max_wait_ms
+        finally:
+            await client.stop()  # never started: no connection to close
+
+    return consumer.app.loop.run_until_complete(made())
+
+
+@pytest.mark.parametrize("wait_ms", [20, 250])
+def test_fetches_wait_at_the_broker_for_a_batch(consumer: Consumer, wait_ms: int) -> None:
+    assert fetch_settings(consumer, wait_ms) == (FETCH_MIN_BYTES, wait_ms)
+
+
+def test_without_a_fetch_wait_the_broker_answers_at_once(consumer: Consumer) -> None:
+    min_bytes, _ = fetch_settings(consumer, 0)
+    assert min_bytes == 1  # Faust's and aiokafka's: whatever there is
