@@ -32,6 +32,7 @@ from touchpoint.streams import (
     ingest,
     minutes,
     profiles,
+    sensors,
     store,
     web,
 )
@@ -80,11 +81,20 @@ class Pipeline:
 class App(faust.App):
     """Faust's app with the generation-safe consumer of :mod:`touchpoint.streams.consumer`.
 
-    Its tables batch their changelogs (:mod:`touchpoint.streams.changelog`).
+    Its tables batch their changelogs (:mod:`touchpoint.streams.changelog`), and its
+    sensors cost per record only where they use it (:mod:`touchpoint.streams.sensors`).
     """
 
     #: How long a fetch may wait at the broker for a batch (``consumer.ConsumerThread``).
     fetch_wait_ms: int = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("Monitor", sensors.Monitor)
+        super().__init__(*args, **kwargs)
+        lean = sensors.Sensors(self)
+        for sensor in self.sensors:  # none yet; kept should Faust add one here one day
+            lean.add(sensor)
+        self.sensors = lean
 
     def _new_transport(self) -> Any:
         return consumer.Transport(self.conf.broker_consumer, self)
