@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any, NamedTuple, cast
 
 import faust
+from faust.stores.base import SerializedStore
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
@@ -60,8 +61,12 @@ class ChangelogBatches:
         self._task: asyncio.Future[None] | None = None  # held: the loop keeps weak refs only
         self._failure: BaseException | None = None
 
-    def add(self, table: Any, partition: int, key: Any, value: Any) -> None:
-        """Add a change of ``table`` (``value`` None: a deletion) to its partition's batch."""
+    def add(self, table: Any, partition: int, key: Any,
+            value: Any) -> tuple[bytes, bytes | None]:
+        """Add a change of ``table`` (``value`` None: a deletion) to its partition's batch.
+
+        Returns the key and value as encoded in the record (what recovery stores).
+        """
         topic = table.changelog_topic
         name = topic.get_topic_name()
         key_bytes, _ = topic.prepare_key(key, table.key_serializer)
@@ -83,6 +88,7 @@ class ChangelogBatches:
         if self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(LINGER, self._ship_soon)
+        return key_bytes, value_bytes
 
     async def ship(self) -> None:
         """Hand every batch started so far to the producer, oldest first.
@@ -157,7 +163,27 @@ class ChangelogBatches:
 
 
 class Table(faust.Table):
-    """Faust's table, sending its changelog records through the app's :class:`ChangelogBatches`."""
+    """Faust's table, sending its changelog records through the app's :class:`ChangelogBatches`.
+
+    A value set is encoded once, for its changelog record and for the store: Faust
+    encodes it for each, and a profile is the largest value written per event. The
+    store gets the record's bytes, which is what recovery from the changelog stores too.
+    """
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Set ``key``: its changelog record and its stored value, from one encoding."""
+        store = self.data
+        if value is None or self.app.in_transaction or not isinstance(store, SerializedStore):
+            super().__setitem__(key, value)  # Faust's way (memory store, transactions)
+            return
+        partition = self.partition_for_key(key)
+        if partition is None:
+            super().__setitem__(key, value)
+            return
+        key_bytes, value_bytes = _batches(self.app).add(self, partition, key, value)
+        self._maybe_set_key_ttl(key, partition)
+        self._sensor_on_set(self, key, value)
+        store._set(key_bytes, value_bytes)
 
     def on_key_set(self, key: Any, value: Any) -> None:
         """Send the change (batched), then do what Faust does after sending it."""

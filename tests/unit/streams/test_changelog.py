@@ -201,3 +201,46 @@ def test_a_batch_delivered_while_partitions_are_revoked_moves_no_persisted_offse
     env.run(write())
     assert len(env.producer.batches) == 1
     assert env.persisted == []
+
+
+def test_a_stored_value_is_encoded_once_for_its_record_and_the_store(
+        tmp_path: Any) -> None:
+    loop = asyncio.new_event_loop()
+    app = App("test-changelog-rocksdb", broker="kafka://127.0.0.1:1", autodiscover=False,
+              store="rocksdb://", datadir=str(tmp_path), Table=changelog.Table, loop=loop)
+    table = app.Table("profiles", partitions=2, key_type=str)
+    producer = _Producer()
+    app.producer._ensure_producer = lambda: producer
+    table.data.set_persisted_offset = lambda tp, offset: None
+    app.consumer.ack_generation = 1
+    env = _Env(app=app, table=table, producer=producer)
+    encoded: list[Any] = []
+    dumps_value = app.serializers.dumps_value
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        encoded.append(args[1])
+        return dumps_value(*args, **kwargs)
+
+    app.serializers.dumps_value = counting  # type: ignore[method-assign]
+    profile = {"customer_id": "c-1", "recent": ["ab", "cd"], "orders": 2}
+
+    async def write() -> None:
+        env.on(1)
+        table["c-1"] = profile
+        await app.changelogs.ship()
+
+    try:
+        env.run(write())
+        assert encoded == [profile]  # Faust encodes it twice: the record, then the store
+        topic = table.changelog_topic.get_topic_name()
+        assert producer.batches == [(topic, 1, [_wire(table, "c-1", profile)])]
+        key_bytes, value_bytes = _wire(table, "c-1", profile)
+        assert table.data._dbs[1].get(key_bytes) == value_bytes  # as recovery would store
+        env.on(1)
+        assert table["c-1"] == profile
+    finally:
+        app.serializers.dumps_value = dumps_value  # type: ignore[method-assign]
+        for db in table.data._dbs.values():
+            db.close()
+        app.consumer._thread.thread_loop.close()
+        loop.close()
