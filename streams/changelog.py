@@ -173,29 +173,31 @@ class Table(faust.Table):
     def __setitem__(self, key: Any, value: Any) -> None:
         """Set ``key``: its changelog record and its stored value, from one encoding."""
         store = self.data
-        if value is None or self.app.in_transaction or not isinstance(store, SerializedStore):
-            super().__setitem__(key, value)  # Faust's way (memory store, transactions)
+        if value is None or not isinstance(store, SerializedStore):
+            super().__setitem__(key, value)  # Faust's way (e.g. the memory store)
             return
-        partition = self.partition_for_key(key)
-        if partition is None:
-            super().__setitem__(key, value)
-            return
-        key_bytes, value_bytes = _batches(self.app).add(self, partition, key, value)
-        self._maybe_set_key_ttl(key, partition)
-        self._sensor_on_set(self, key, value)
-        store._set(key_bytes, value_bytes)
+        encoded = self._send_set(key, value)
+        if encoded is None:
+            store[key] = value  # sent Faust's way: the store encodes it again
+        else:
+            store._set(*encoded)
 
     def on_key_set(self, key: Any, value: Any) -> None:
         """Send the change (batched), then do what Faust does after sending it."""
+        self._send_set(key, value)
+
+    def _send_set(self, key: Any, value: Any) -> tuple[bytes, bytes | None] | None:
+        """Send a change; its encoded key and value, or None if Faust sent it its own way."""
         partition = self.partition_for_key(key)
         if partition is None or self.app.in_transaction:
             # Faust picks the partition as it sends (use_partitioner), or sends within
             # the transaction that commits the input (exactly-once): its own way
             super().on_key_set(key, value)
-            return
-        _batches(self.app).add(self, partition, key, value)
+            return None
+        encoded = _batches(self.app).add(self, partition, key, value)
         self._maybe_set_key_ttl(key, partition)
         self._sensor_on_set(self, key, value)
+        return encoded
 
     def on_key_del(self, key: Any) -> None:
         """Send the deletion (batched), then do what Faust does after sending it."""
