@@ -168,6 +168,7 @@ class Table(faust.Table):
     A value set is encoded once, for its changelog record and for the store: Faust
     encodes it for each, and a profile is the largest value written per event. The
     store gets the record's bytes, which is what recovery from the changelog stores too.
+    A value read is read from the store once (:meth:`get`).
     """
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -181,6 +182,22 @@ class Table(faust.Table):
             store[key] = value  # sent Faust's way: the store encodes it again
         else:
             store._set(*encoded)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """``key``'s value, or ``default``: one store read.
+
+        Faust's reads ask the store whether it has the key, then read it: two RocksDB
+        lookups, and outside a stream (the emitter) each of them asks every partition's
+        database. Every event reads its customer's profile and identifiers.
+        """
+        store = self.data
+        if self.default is not None or not isinstance(store, SerializedStore):
+            return super().get(key, default)  # a default table, the memory store: Faust's way
+        self.on_key_get(key)
+        try:
+            return store[key]
+        except KeyError:
+            return default
 
     def on_key_set(self, key: Any, value: Any) -> None:
         """Send the change (batched), then do what Faust does after sending it."""

@@ -244,3 +244,44 @@ def test_a_stored_value_is_encoded_once_for_its_record_and_the_store(
             db.close()
         app.consumer._thread.thread_loop.close()
         loop.close()
+
+
+def test_a_value_is_read_from_the_store_once(tmp_path: Any) -> None:
+    loop = asyncio.new_event_loop()
+    app = App("test-changelog-get", broker="kafka://127.0.0.1:1", autodiscover=False,
+              store="rocksdb://", datadir=str(tmp_path), Table=changelog.Table, loop=loop)
+    table = app.Table("profiles", partitions=2, key_type=str)
+    producer = _Producer()
+    app.producer._ensure_producer = lambda: producer
+    table.data.set_persisted_offset = lambda tp, offset: None
+    app.consumer.ack_generation = 1
+    env = _Env(app=app, table=table, producer=producer)
+    store = table.data
+    lookups: list[str] = []
+    for name in ("_get", "_contains"):
+        method = getattr(store, name)
+        setattr(store, name, lambda key, _m=method, _n=name: lookups.append(_n) or _m(key))
+    async def read() -> None:
+        env.on(1)
+        table["c-1"] = {"orders": 2}
+        await app.changelogs.ship()
+        lookups.clear()
+        assert table.get("c-1") == {"orders": 2}
+        assert lookups == ["_get"]  # Faust's get: _contains, then _get
+        lookups.clear()
+        assert table.get("c-2") is None and table.get("c-2", "none") == "none"
+        assert lookups == ["_get", "_get"]
+
+    async def read_outside_a_stream() -> None:  # as the emitter does: still one read
+        lookups.clear()
+        assert table.get("c-1") == {"orders": 2} and lookups == ["_get"]
+
+    try:
+        env.run(read())
+        env.current = None
+        env.run(asyncio.ensure_future(read_outside_a_stream(), loop=loop))  # a new context
+    finally:
+        for db in store._dbs.values():
+            db.close()
+        app.consumer._thread.thread_loop.close()
+        loop.close()
