@@ -297,11 +297,18 @@ class ReadThrough(MutableMapping[str, Any]):
     through this mapping, so the copy stays true while this worker holds the partition;
     it is dropped on every rebalance (the table may have been changed elsewhere) and
     when it outgrows ``limit`` entries.
+
+    With ``keep_reads=False`` only what is written is kept (the profiles stage): a value
+    read is then never one recovery may still be writing underneath, since a partition
+    is written only once it is recovered. A kept value is the very object written, so
+    whoever changes one in place must write it back, as with any table value.
     """
 
-    def __init__(self, table: MutableMapping[str, Any], limit: int = 500_000) -> None:
+    def __init__(self, table: MutableMapping[str, Any], limit: int = 500_000, *,
+                 keep_reads: bool = True) -> None:
         self.table = table
         self.limit = limit
+        self.keep_reads = keep_reads
         self._kept: dict[str, Any] = {}
 
     def clear_kept(self) -> None:
@@ -314,7 +321,7 @@ class ReadThrough(MutableMapping[str, Any]):
         except KeyError:
             pass
         value = self.table.get(key)
-        if value is not None:
+        if value is not None and self.keep_reads:
             self._keep(key, value)
         return default if value is None else value
 
