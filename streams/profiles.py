@@ -97,9 +97,10 @@ DAY_MS = 86_400_000
 MERGED_INTO = "__merged_into__"
 MERGED_STATE = "__merged_state__"
 RECENT_SCORES = 10
-#: Profiles kept as objects after they are written (``ReadThrough``): more than a few
-#: emit intervals of changes at 2,000 events/s, a few KB each.
-KEPT_PROFILES = 20_000
+#: Most profiles kept as objects after they are written (``ReadThrough``). They are kept
+#: until the emit after next (two emit intervals: 8,000 at 2,000 events/s and the
+#: default 2 s), at ~8-40 KB each in Python; this bounds it for longer intervals.
+KEPT_PROFILES = 10_000
 _CHANNELS = ("web", "store", "callcenter", "campaign", "feedback")
 
 
@@ -694,6 +695,8 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         else:
             keys = sorted(dirty)
         dirty.clear()
+        # kept since the last emit: these keys; kept before it: published then
+        kept.age()
         started = time.monotonic()
         count = await emit(keys)
         stats["emitted"] = stats.get("emitted", 0) + count
