@@ -297,51 +297,30 @@ class ReadThrough(MutableMapping[str, Any]):
     through this mapping, so the copy stays true while this worker holds the partition;
     it is dropped on every rebalance (the table may have been changed elsewhere) and
     when it outgrows ``limit`` entries.
-
-    With ``keep_reads=False`` only what is written is kept (the profiles stage): a value
-    read is then never one recovery may still be writing underneath, since a partition
-    is written only once it is recovered. A kept value is the very object written, so
-    whoever changes one in place must write it back, as with any table value.
-    :meth:`age` bounds what is kept by time instead: what was written before the call
-    before last is dropped.
     """
 
-    def __init__(self, table: MutableMapping[str, Any], limit: int = 500_000, *,
-                 keep_reads: bool = True) -> None:
+    def __init__(self, table: MutableMapping[str, Any], limit: int = 500_000) -> None:
         self.table = table
         self.limit = limit
-        self.keep_reads = keep_reads
         self._kept: dict[str, Any] = {}
-        self._older: dict[str, Any] = {}  # kept before the last age()
 
     def clear_kept(self) -> None:
         """Forget the kept entries (after a rebalance)."""
         self._kept.clear()
-        self._older.clear()
-
-    def age(self) -> None:
-        """Forget what was kept before the previous call; keep what came since."""
-        self._older = self._kept
-        self._kept = {}
 
     def get(self, key: str, default: Any = None) -> Any:
         try:
             return self._kept[key]
         except KeyError:
             pass
-        try:
-            return self._older[key]
-        except KeyError:
-            pass
         value = self.table.get(key)
-        if value is not None and self.keep_reads:
+        if value is not None:
             self._keep(key, value)
         return default if value is None else value
 
     def _keep(self, key: str, value: Any) -> None:
         if len(self._kept) >= self.limit:
-            self.clear_kept()
-        self._older.pop(key, None)
+            self._kept.clear()
         self._kept[key] = value
 
     def __getitem__(self, key: str) -> Any:
@@ -356,12 +335,10 @@ class ReadThrough(MutableMapping[str, Any]):
 
     def __delitem__(self, key: str) -> None:
         self._kept.pop(key, None)
-        self._older.pop(key, None)
         del self.table[key]
 
     def pop(self, key: str, default: Any = None) -> Any:
         self._kept.pop(key, None)
-        self._older.pop(key, None)
         return self.table.pop(key, default)
 
     def __iter__(self) -> Iterator[str]:

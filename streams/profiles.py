@@ -70,7 +70,7 @@ from touchpoint.streams import complaints
 from touchpoint.streams.attribution import ATTRIBUTION_COLUMNS
 from touchpoint.streams.campaigns import ATTRIBUTION_KEY, Attributor
 from touchpoint.streams.consumer import is_current
-from touchpoint.streams.identity import AWAIT_HEADER, ReadThrough
+from touchpoint.streams.identity import AWAIT_HEADER
 from touchpoint.streams.outbox import Outbox
 from touchpoint.streams.signals import SIGNAL_KEY, Detector
 
@@ -97,10 +97,6 @@ DAY_MS = 86_400_000
 MERGED_INTO = "__merged_into__"
 MERGED_STATE = "__merged_state__"
 RECENT_SCORES = 10
-#: Most profiles kept as objects after they are written (``ReadThrough``). They are kept
-#: until the emit after next (two emit intervals: 8,000 at 2,000 events/s and the
-#: default 2 s), at ~8-40 KB each in Python; this bounds it for longer intervals.
-KEPT_PROFILES = 10_000
 _CHANNELS = ("web", "store", "callcenter", "campaign", "feedback")
 
 
@@ -443,13 +439,10 @@ class ProfileStage:
         sent = self._handle(key, value, partition, tuple(awaiting))
         if self.detector is not None:
             for customer in self.detector.sweep(partition):
-                stored = self.table.get(customer)
-                if stored is None or MERGED_INTO in stored:
+                state = self.table.get(customer)
+                if state is None or MERGED_INTO in state:
                     self.detector.forget(customer, partition)
                     continue
-                # expire() sets the detector's keys; on a copy, which is written only if
-                # it concluded something (the table may keep the object it was given)
-                state = dict(stored)
                 records = self.detector.expire(state, partition)
                 if records:
                     self.table[customer] = state
@@ -582,13 +575,6 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
     publishes.
     """
     profiles = app.Table("touchpoint-profiles", partitions=partitions, key_type=str)
-    # The profiles written lately, kept as the objects written: the emitter reads every
-    # changed profile again, and a customer's next event reads it (each a JSON decode).
-    kept = ReadThrough(profiles, limit=KEPT_PROFILES, keep_reads=False)
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types sync receivers
-    async def _forget(sender: Any, *args: Any, **kwargs: Any) -> None:
-        kept.clear_kept()  # the next owner may change them
     profile_codec = codec_for("profile")
     signal_codec = codec_for("complaint_signal")
     estimator = TierEstimator(rules)
@@ -597,7 +583,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
 
     detector = Detector(signal_rules, lambda p: rules.tier(p, estimator.cutoffs()),
                         lateness_ms=signal_lateness_ms)
-    stage = ProfileStage(kept, stats, detector, attribution)
+    stage = ProfileStage(profiles, stats, detector, attribution)
     updates_name = updates.get_topic_name()
     # batched per partition, waited for once per emit (outbox.py)
     update_box = Outbox(app)
@@ -609,12 +595,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
                 continue  # revoked meanwhile: the partition's next owner reads it again
             key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
             awaiting = _awaited(event.message.headers)
-            try:
-                sends = stage.handle(key, event.value, event.message.partition, awaiting)
-            except BaseException:
-                kept.clear_kept()  # a kept profile may be half changed: read them again
-                raise
-            for out in sends:
+            for out in stage.handle(key, event.value, event.message.partition, awaiting):
                 headers = ([(AWAIT_HEADER, ",".join(out.awaiting).encode())]
                            if out.awaiting else None)
                 await resolved.send(key=out.key.encode(), value=out.value, headers=headers)
@@ -637,7 +618,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         published: list[str] = []
         tombstones: dict[str, str] = {}
         for key in keys:
-            state = kept.get(key)
+            state = profiles.get(key)
             if state is None:
                 continue
             if MERGED_INTO in state:
@@ -645,12 +626,12 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
                 continue
             estimator.observe(key, spend_12m(state))
             pub = public_profile(state, rules, cutoffs)
-            if attribution is not None:  # before the await: the stage may change `state`
-                exposures += attribution.rows(state)
             await update_box.send(updates_name, key.encode(),
                                   profile_codec.encode(pub, check=False))
             published.append(key)
             rows.append(profile_row(pub, map_type=map_type))
+            if attribution is not None:
+                exposures += attribution.rows(state)
             count += 1
         for gone, into in list(merged.items()):
             estimator.forget(gone)
@@ -688,15 +669,13 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
             keys: list[str] = [k.decode() if isinstance(k, bytes) else k for k in profiles]
             detector.reset()
             for key in keys:
-                state = kept.get(key)
+                state = profiles.get(key)
                 if state is not None and MERGED_INTO not in state:
                     where = app.producer.key_partition(resolved.get_topic_name(), key.encode())
                     detector.track(state, where.partition)
         else:
             keys = sorted(dirty)
         dirty.clear()
-        # kept since the last emit: these keys; kept before it: published then
-        kept.age()
         started = time.monotonic()
         count = await emit(keys)
         stats["emitted"] = stats.get("emitted", 0) + count

@@ -246,28 +246,3 @@ def test_owners_and_groups_share_one_table_without_mixing() -> None:
     assert (list(owner), len(members), owner.get("x", "none")) == (["C1"], 1, "none")
     assert members.pop("C1") == {"identifiers": ["customer_id:C1"]}
     assert "C1" not in members and owner["C1"] == "C1"
-
-
-def test_read_through_keeping_writes_only_ages_them_out() -> None:
-    from touchpoint.streams.identity import ReadThrough
-
-    class Counting(dict[str, object]):
-        reads = 0
-
-        def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
-            Counting.reads += 1
-            return super().get(key, default)
-
-    table = Counting(old={"v": 0})
-    kept = ReadThrough(table, limit=10, keep_reads=False)
-    assert kept.get("old") == {"v": 0} and kept.get("old") == {"v": 0}
-    assert Counting.reads == 2  # reads are not kept
-    written = {"v": 1}
-    kept["a"] = written
-    assert kept.get("a") is written and Counting.reads == 2  # the object written
-    kept.age()
-    assert kept.get("a") is written and Counting.reads == 2  # kept until the age after next
-    kept["b"] = {"v": 2}
-    kept.age()
-    assert kept.get("b") == {"v": 2} and Counting.reads == 2
-    assert kept.get("a") == {"v": 1} and Counting.reads == 3  # aged out: read again

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import random
-from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from touchpoint.schemas.codec import codec_for, subject_of
+from touchpoint.schemas.codec import codec_for
 from touchpoint.streams.complaints import Rules, next_due
 from touchpoint.streams.profiles import MERGED_INTO, ProfileStage
 from touchpoint.streams.signals import SIGNAL_KEY, SWEEP_MS, Detector
@@ -151,120 +148,3 @@ def test_without_a_detector_the_stage_raises_nothing() -> None:
     stage = ProfileStage(table, {})
     feed(stage, "C1", [call("e1", T0), call("e2", T0 + HOUR)])
     assert stage.signals == [] and SIGNAL_KEY not in table["C1"]
-
-
-class _StoredAsJson(MutableMapping[str, Any]):
-    """A table as Faust's store holds it: every read decodes a fresh copy of what was written."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        return json.loads(self.data[key])
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.data[key] = json.dumps(value)
-
-    def __delitem__(self, key: str) -> None:
-        del self.data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-
-def test_keeping_written_profiles_as_objects_changes_nothing() -> None:
-    """The stage over kept objects (the worker's) does what it does over decoded copies.
-
-    A random mix of calls, ratings, purchases, campaigns, web errors, repeats and merges
-    for a few customers, with event time moving on so that sweeps conclude signals, goes
-    through two stages: one over a table that decodes a fresh copy on every read, one over
-    the same kind of table behind ``ReadThrough(keep_reads=False)`` with room for only
-    three profiles (so kept copies are dropped and read again). Whatever changes a kept
-    object in place without writing it back makes the two differ.
-    """
-    from touchpoint.streams.campaigns import Attributor
-    from touchpoint.streams.identity import ReadThrough
-
-    def make(table: MutableMapping[str, Any]) -> ProfileStage:
-        ticks = iter(1000.0 + i for i in range(100_000))
-        detector = Detector(RULES, lambda profile: "standard", lateness_ms=60_000,
-                            clock=lambda: next(ticks))
-        return ProfileStage(table, {}, detector, Attributor())
-
-    plain_table, kept_table = _StoredAsJson(), _StoredAsJson()
-    plain = make(plain_table)
-    kept = make(ReadThrough(kept_table, limit=3, keep_reads=False))
-    rng = random.Random(11)
-    customers = [f"C{i}" for i in range(8)]
-    at = T0
-    records: list[tuple[str, bytes]] = []
-    for i in range(600):
-        at += rng.choice([60_000, 20 * 60_000, 3 * HOUR, 20 * HOUR])
-        who = rng.choice(customers)
-        kind = rng.random()
-        if kind < 0.3:
-            event = call(f"e{i}", at, outcome=rng.choice(["unresolved", "resolved", "escalated"]),
-                         reason=rng.choice(["billing", "delivery"]),
-                         queue_wait_s=rng.choice([30, 900]))
-        elif kind < 0.45:
-            event = {"event_id": f"e{i}", "channel": "feedback", "type": "csat",
-                     "occurred_at": at, "category": "brand", "score": rng.randint(1, 5)}
-        elif kind < 0.6:
-            event = {"event_id": f"e{i}", "channel": "store", "type": "purchase",
-                     "occurred_at": at, "category": "channel", "amount": 80.0,
-                     "store_id": "S1"}
-        elif kind < 0.75:
-            event = {"event_id": f"e{i}", "channel": "campaign",
-                     "type": rng.choice(["sent", "clicked"]), "occurred_at": at,
-                     "category": "communication", "campaign_id": "CMP", "medium": "sms"}
-        elif kind < 0.85:
-            event = {"event_id": f"e{i}", "channel": "web", "type": "error", "occurred_at": at,
-                     "category": "channel", "url": "/checkout", "error_code": "500",
-                     "session_id": f"s{who}"}
-        else:
-            event = page(f"e{i}", at)
-        records.append((who, _encoded(event, who)))
-        if rng.random() < 0.05:
-            records.append(rng.choice(records))  # delivered again
-        if i in (200, 400):  # C0 merges into C1, later C1 into C2; their states follow
-            gone, into = ("C0", "C1") if i == 200 else ("C1", "C2")
-            records.append((gone, _merge(gone, into)))
-
-    def run(stage: ProfileStage) -> list[Any]:
-        """Every record in order; what a record sends on arrives later (another
-        partition): a merged-away customer's state ten records later, a forwarded event
-        one, so forwarded events wait for the state they need."""
-        seen: list[Any] = []
-        later: list[tuple[int, str, bytes, tuple[str, ...]]] = []
-        queue = [(key, value, ()) for key, value in records]
-        step = 0
-        while queue or later:
-            due = [item for item in later if item[0] <= step] if queue else later[:1]
-            if due:
-                _, key, value, awaiting = due[0]
-                later.remove(due[0])
-            else:
-                key, value, awaiting = queue.pop(0)
-            step += 1
-            for out in stage.handle(key, value, awaiting=awaiting):
-                delay = 10 if subject_of(out.value) == "absorb" else 1
-                later.append((step + delay, out.key, out.value, out.awaiting))
-            seen.append((key, stage.signals[:], sorted(stage.changed)))
-            stage.signals.clear()
-            stage.changed.clear()
-        return seen
-
-    plain_seen, kept_seen = run(plain), run(kept)
-    assert plain_seen == kept_seen
-    statuses = {r["status"] for _, signals, _ in plain_seen for r in signals}
-    assert plain_table.data == kept_table.data
-    assert plain.stats == kept.stats
-    # the mix reached every path: signals opened and concluded, repeats, two merges, events
-    # forwarded past a merged-away id and held until its state arrived
-    assert {"open", "resolved", "breached"} <= statuses
-    assert plain.stats["applied"] > 500 and plain.stats["repeats"] > 10
-    assert plain.stats["merged_away"] == 2 and plain.stats["absorbed"] >= 2
-    assert plain.stats["forwarded"] > 0 and plain.stats["held"] > 0 and plain.stats["released"] > 0
