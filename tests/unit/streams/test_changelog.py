@@ -203,8 +203,9 @@ def test_a_batch_delivered_while_partitions_are_revoked_moves_no_persisted_offse
     assert env.persisted == []
 
 
-def test_a_stored_value_is_encoded_once_for_its_record_and_the_store(
-        tmp_path: Any) -> None:
+@pytest.fixture
+def rocks(tmp_path: Any) -> Iterator[_Env]:
+    """An app whose table "profiles" is stored in RocksDB, as a worker's are."""
     loop = asyncio.new_event_loop()
     app = App("test-changelog-rocksdb", broker="kafka://127.0.0.1:1", autodiscover=False,
               store="rocksdb://", datadir=str(tmp_path), Table=changelog.Table, loop=loop)
@@ -213,7 +214,15 @@ def test_a_stored_value_is_encoded_once_for_its_record_and_the_store(
     app.producer._ensure_producer = lambda: producer
     table.data.set_persisted_offset = lambda tp, offset: None
     app.consumer.ack_generation = 1
-    env = _Env(app=app, table=table, producer=producer)
+    yield _Env(app=app, table=table, producer=producer)
+    for db in table.data._dbs.values():
+        db.close()
+    app.consumer._thread.thread_loop.close()
+    loop.close()
+
+
+def test_a_stored_value_is_encoded_once_for_its_record_and_the_store(rocks: _Env) -> None:
+    app, table, producer, env = rocks.app, rocks.table, rocks.producer, rocks
     encoded: list[Any] = []
     dumps_value = app.serializers.dumps_value
 
@@ -240,27 +249,24 @@ def test_a_stored_value_is_encoded_once_for_its_record_and_the_store(
         assert table["c-1"] == profile
     finally:
         app.serializers.dumps_value = dumps_value  # type: ignore[method-assign]
-        for db in table.data._dbs.values():
-            db.close()
-        app.consumer._thread.thread_loop.close()
-        loop.close()
 
 
-def test_a_value_is_read_from_the_store_once(tmp_path: Any) -> None:
-    loop = asyncio.new_event_loop()
-    app = App("test-changelog-get", broker="kafka://127.0.0.1:1", autodiscover=False,
-              store="rocksdb://", datadir=str(tmp_path), Table=changelog.Table, loop=loop)
-    table = app.Table("profiles", partitions=2, key_type=str)
-    producer = _Producer()
-    app.producer._ensure_producer = lambda: producer
-    table.data.set_persisted_offset = lambda tp, offset: None
-    app.consumer.ack_generation = 1
-    env = _Env(app=app, table=table, producer=producer)
+def test_a_value_is_read_from_the_store_once(rocks: _Env) -> None:
+    app, table, env = rocks.app, rocks.table, rocks
     store = table.data
     lookups: list[str] = []
-    for name in ("_get", "_contains"):
+
+    def counted(name: str) -> Any:
         method = getattr(store, name)
-        setattr(store, name, lambda key, _m=method, _n=name: lookups.append(_n) or _m(key))
+
+        def lookup(key: bytes) -> Any:
+            lookups.append(name)
+            return method(key)
+        return lookup
+
+    for name in ("_get", "_contains"):
+        setattr(store, name, counted(name))
+
     async def read() -> None:
         env.on(1)
         table["c-1"] = {"orders": 2}
@@ -276,12 +282,6 @@ def test_a_value_is_read_from_the_store_once(tmp_path: Any) -> None:
         lookups.clear()
         assert table.get("c-1") == {"orders": 2} and lookups == ["_get"]
 
-    try:
-        env.run(read())
-        env.current = None
-        env.run(asyncio.ensure_future(read_outside_a_stream(), loop=loop))  # a new context
-    finally:
-        for db in store._dbs.values():
-            db.close()
-        app.consumer._thread.thread_loop.close()
-        loop.close()
+    env.run(read())
+    env.current = None
+    env.run(asyncio.ensure_future(read_outside_a_stream(), loop=app.loop))  # a new context
