@@ -53,7 +53,7 @@ matched within the drain timeout counts as "more than the timeout" in the percen
   (default 30) of a worker's kind of load (~5 records produced per background event per
   second, read back by a consumer group) go through the broker on a topic of its own. A
   broker started for the run compiles its hot paths during its first minute of load: in
-  a cold 2,000/s phase it took ~75 % of a core in the first seconds (~20-28 % warm), the
+  a cold 2,000/s phase it took ~75 % of a core in the first seconds (22-30 % warm), the
   worker's main thread waited for a core meanwhile, and the backlog of those seconds set
   p99 (2026-11-24: p99 2.6-3.9 s in five cold runs, 0.41 and 0.58 s in the first two warm
   ones). A production broker has run for months. ``--broker-warmup 0`` measures cold.
@@ -1460,79 +1460,78 @@ def cpu_sharing(used: CpuMark | None, alone: bool) -> str:
 WARM_RECORDS_PER_EVENT = 5
 
 
-def warm_broker(bootstrap: Sequence[str], seconds: float, records_per_s: float,
-                broker_pid: int | None, tag: str, partitions: int) -> None:
+def warm_broker(settings: Settings, seconds: float, records_per_s: float,
+                broker_pid: int | None, tag: str) -> None:
     """Produce, fetch and commit through the broker, so its JIT compiler is done before the phase.
 
     A freshly started broker spends its first minute of load compiling: in a cold
     2,000 events/s phase on this 2-core machine it took ~75 % of a core in the first
-    five seconds and ~40 % over 40 s, against ~20-25 % once warm, and the worker's main
-    thread waited for a core meanwhile (2026-11-24: p99 2-4 s cold, 0.4 s warm). A
-    production broker runs for months, so a steady-state measurement starts with a warm
-    one. The load is a worker's kind (acks=all produce with a short linger, fetches that
-    wait for a batch, a consumer group committing every second) on a topic of its own,
-    deleted afterwards. The broker's CPU is printed every 5 s so it shows it settled.
+    five seconds and 39-41 % over 40 s, against 22-30 % once warm, and the worker's main
+    thread waited for a core meanwhile (2026-11-24: p99 2.6-3.9 s cold, 0.41 and 0.58 s
+    in the first warm runs). A production broker runs for months, so a steady-state
+    measurement starts with a warm one. The load is a worker's kind (acks=all produce
+    with a short linger, fetches that wait for a batch, a consumer group committing every
+    second) on a topic of its own (``settings``' broker and partitions; it stays in the
+    run's broker, whose folder the run removes unless --keep). The broker's CPU is
+    printed every 5 s so it shows it settled.
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from touchpoint.streams.topics import ensure_topics
 
     topic = f"bench-warmup-{tag}"
-    servers = ",".join(bootstrap)
+    servers = ",".join(settings.kafka_servers)
+
+    def broker_cpu() -> float | None:
+        return pb.proc_cpu_seconds(broker_pid) if broker_pid else None
 
     async def run() -> tuple[int, int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-        await admin.start()
+        producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=servers, group_id=f"{topic}-group",
+            auto_offset_reset="earliest", fetch_max_wait_ms=20, fetch_min_bytes=64 * 1024,
+            enable_auto_commit=True, auto_commit_interval_ms=1000)
+        await producer.start()
+        await consumer.start()
+        received = [0]
+        done = asyncio.Event()
+
+        async def consume() -> None:
+            while not done.is_set():
+                batches = await consumer.getmany(timeout_ms=200)
+                received[0] += sum(len(records) for records in batches.values())
+
+        reader = asyncio.ensure_future(consume())
+        value = os.urandom(200).hex().encode()  # ~400 bytes, like an encoded event
+        sent = 0
         try:
-            await admin.create_topics([NewTopic(topic, partitions, 1)])
-            producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
-            consumer = AIOKafkaConsumer(
-                topic, bootstrap_servers=servers, group_id=f"{topic}-group",
-                auto_offset_reset="earliest", fetch_max_wait_ms=20, fetch_min_bytes=64 * 1024,
-                enable_auto_commit=True, auto_commit_interval_ms=1000)
-            await producer.start()
-            await consumer.start()
-            received = [0]
-            done = asyncio.Event()
-
-            async def consume() -> None:
-                while not done.is_set():
-                    batches = await consumer.getmany(timeout_ms=200)
-                    received[0] += sum(len(records) for records in batches.values())
-
-            reader = asyncio.ensure_future(consume())
-            value = os.urandom(200).hex().encode()  # ~400 bytes, like an encoded event
-            sent = 0
-            try:
-                start = time.monotonic()
-                mark = (start, pb.proc_cpu_seconds(broker_pid) if broker_pid else None)
-                while (now := time.monotonic()) < start + seconds:
-                    due = int((now - start) * records_per_s)
-                    for i in range(sent, due):
-                        await producer.send(topic, value, key=str(i).encode())
-                    sent = max(sent, due)
-                    if now - mark[0] >= 5:
-                        cpu = pb.proc_cpu_seconds(broker_pid) if broker_pid else None
-                        if cpu is not None and mark[1] is not None:
-                            share = 100 * (cpu - mark[1]) / (now - mark[0])
-                            log(f"  {now - start:5.0f} s  broker CPU {share:3.0f}% of a core; "
-                                f"{sent:,} records sent, {received[0]:,} read")
-                        mark = (now, cpu)
-                    await asyncio.sleep(0.005)
-                await producer.flush()
-            finally:
-                done.set()
-                await reader
-                await consumer.stop()
-                await producer.stop()
-            return sent, received[0]
+            start = time.monotonic()
+            mark = (start, broker_cpu())
+            while (now := time.monotonic()) < start + seconds:
+                due = int((now - start) * records_per_s)
+                for i in range(sent, due):
+                    await producer.send(topic, value, key=str(i).encode())
+                sent = max(sent, due)
+                if now - mark[0] >= 5:
+                    cpu = broker_cpu()
+                    if cpu is not None and mark[1] is not None:
+                        share = 100 * (cpu - mark[1]) / (now - mark[0])
+                        log(f"  {now - start:5.0f} s  broker CPU {share:3.0f}% of a core; "
+                            f"{sent:,} records sent, {received[0]:,} read")
+                    mark = (now, cpu)
+                await asyncio.sleep(0.005)
+            await producer.flush()
         finally:
-            with contextlib.suppress(Exception):
-                await admin.delete_topics([topic])
-            await admin.close()
+            done.set()
+            await reader
+            await consumer.stop()
+            await producer.stop()
+        return sent, received[0]
 
     log(f"warming the broker: {seconds:.0f} s of {records_per_s:,.0f} records/s produced and "
         f"read back (topic {topic}; --broker-warmup 0 skips this) ...")
     began = time.monotonic()
+    ensure_topics(settings, [topic])
     # A broker started seconds ago may not have a group coordinator yet; aiokafka logs
     # every retry of that as an error. It retries until there is one.
     quiet = logging.getLogger("aiokafka")
@@ -1549,11 +1548,13 @@ def warm_broker(bootstrap: Sequence[str], seconds: float, records_per_s: float,
 def run_latency(args: argparse.Namespace, base: Path, run_tag: str, kafka: pb.Kafka) -> int:
     from touchpoint.settings import load_settings
 
-    settings = load_settings({"TOUCHPOINT_HOME": str(base)})
+    settings = load_settings({"TOUCHPOINT_HOME": str(base),
+                              "TOUCHPOINT_KAFKA_BOOTSTRAP": f"127.0.0.1:{args.kafka_port}",
+                              "TOUCHPOINT_TOPIC_PARTITIONS": str(args.partitions)})
     log(f"LATENCY: plants checked against the pure detector: {check_plants(settings)}")
     if args.broker_warmup > 0:
-        warm_broker([f"127.0.0.1:{args.kafka_port}"], args.broker_warmup,
-                    WARM_RECORDS_PER_EVENT * args.rate, kafka.pid, run_tag, args.partitions)
+        warm_broker(settings, args.broker_warmup, WARM_RECORDS_PER_EVENT * args.rate,
+                    kafka.pid, run_tag)
     else:
         log("broker warm-up skipped (--broker-warmup 0): the phase starts on a cold broker")
     first = run_latency_phase(args, base, run_tag, args.rate, f"lat{int(args.rate)}",
