@@ -26,11 +26,14 @@ from functools import partial
 from typing import Any, NamedTuple, cast
 
 import faust
+from faust import stores
+from faust.stores import rocksdb
 from faust.stores.base import SerializedStore
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
 from touchpoint.streams.outbox import aiokafka_producer, sent_counters
+from touchpoint.streams.tablestore import RocksStore
 
 __all__ = ["LINGER", "ChangelogBatches", "Producer", "Table"]
 
@@ -168,8 +171,17 @@ class Table(faust.Table):
     A value set is encoded once, for its changelog record and for the store: Faust
     encodes it for each, and a profile is the largest value written per event. The
     store gets the record's bytes, which is what recovery from the changelog stores too.
-    A value read is read from the store once (:meth:`get`).
+    A value read is read from the store once (:meth:`get`). RocksDB tables write without
+    RocksDB's write-ahead log (:mod:`touchpoint.streams.tablestore`).
     """
+
+    def _new_store_by_url(self, url: Any) -> Any:
+        if stores.by_url(url) is not rocksdb.Store:
+            return super()._new_store_by_url(url)
+        return RocksStore(url, self.app, self, table_name=self.name, key_type=self.key_type,
+                          key_serializer=self.key_serializer,
+                          value_serializer=self.value_serializer,
+                          value_type=self.value_type, loop=self.loop, options=self.options)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         """Set ``key``: its changelog record and its stored value, from one encoding."""
