@@ -1,9 +1,9 @@
 """The Faust application: built from settings, with every stage wired in flow order.
 
 inbound topics ─▶ ingest ─▶ touchpoints.unresolved ─▶ identity ─▶ <app_id>-resolved
-│     └─▶ minutes (touchpoint_minute)           ├─▶ store (warehouse)
-└─▶ touchpoints.deadletter ─▶ store             └─▶ profiles ─▶ profiles.updates
-                                                     (+ campaign attribution)
+│     └─▶ minutes (touchpoint_minute)           └─▶ profiles ─▶ profiles.updates
+└─▶ touchpoints.deadletter ─▶ store                  (+ campaign attribution,
+                                                      + the events stored: store.Behind)
 """
 
 from __future__ import annotations
@@ -184,8 +184,12 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
     attributor = campaigns.Attributor(
         model=attribution.model_for(settings.attribution_model),
         window=timedelta(days=settings.attribution_window_days))
+    # the profiles stage also stores the events it reads (see store.py)
+    stored = store.behind(app, writer, batch_size=settings.sink_batch_size,
+                          flush_seconds=settings.sink_flush_seconds)
     table = profiles.register(
-        app, resolved=resolved, updates=updates, signals=signals, writer=writer, rules=rules,
+        app, resolved=resolved, updates=updates, signals=signals, writer=writer,
+        stored=stored, rules=rules,
         signal_rules=signal_rules, signal_lateness_ms=settings.signal_lateness_seconds * 1000,
         emit_seconds=settings.profile_emit_seconds,
         map_type=warehouse.capabilities.map_type, partitions=settings.topic_partitions,

@@ -59,7 +59,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import faust
 
@@ -73,6 +73,7 @@ from touchpoint.streams.consumer import is_current
 from touchpoint.streams.identity import AWAIT_HEADER
 from touchpoint.streams.outbox import Outbox
 from touchpoint.streams.signals import SIGNAL_KEY, Detector
+from touchpoint.streams.store import Behind
 
 __all__ = [
     "MERGED_INTO",
@@ -564,7 +565,8 @@ class ProfileStage:
 # --- the agent ---------------------------------------------------------------------------
 
 def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
-             signals: faust.TopicT, writer: RetryingWriter, rules: SegmentRules,
+             signals: faust.TopicT, writer: RetryingWriter, stored: Behind,
+             rules: SegmentRules,
              signal_rules: complaints.Rules, signal_lateness_ms: int, emit_seconds: float,
              map_type: bool, partitions: int, stats: dict[str, int],
              attribution: Attributor | None = None) -> Any:
@@ -572,7 +574,8 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
 
     With ``attribution``, campaign attribution runs on every applied event and merge
     (``campaigns.py``), and the emitter writes the exposure rows of the customers it
-    publishes.
+    publishes. The agent also stores every record it reads (events, merges, aliases)
+    through ``stored``, which acknowledges each once its rows are in the warehouse.
     """
     profiles = app.Table("touchpoint-profiles", partitions=partitions, key_type=str)
     profile_codec = codec_for("profile")
@@ -590,26 +593,38 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
 
     @app.agent(resolved, name="touchpoint.profiles")
     async def profile_agent(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            if not is_current(app, event.message):
-                continue  # revoked meanwhile: the partition's next owner reads it again
-            key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
-            awaiting = _awaited(event.message.headers)
-            for out in stage.handle(key, event.value, event.message.partition, awaiting):
-                headers = ([(AWAIT_HEADER, ",".join(out.awaiting).encode())]
-                           if out.awaiting else None)
-                await resolved.send(key=out.key.encode(), value=out.value, headers=headers)
-            for record in stage.signals:
-                stats["signals"] = stats.get("signals", 0) + 1
-                await signals.send(key=record["customer_id"].encode(),
-                                   value=signal_codec.encode(record, check=False))
-            stage.signals.clear()
-            dirty.update(stage.changed)
-            for gone, into in stage.merged.items():
-                merged[gone] = into
-                dirty.discard(gone)
-            stage.changed.clear()
-            stage.merged.clear()
+        concrete = cast(faust.Stream[bytes], stream)
+        # Acknowledged by `stored` once stored. (Faust's own acknowledgement, in its
+        # compiled stream iterator, would also bypass the consumer's generation check.)
+        concrete.enable_acks = False
+        async with stored.running(concrete):
+            async for event in concrete.events():
+                if is_current(app, event.message):
+                    await handle(event)
+                    await stored.add(event)
+                else:
+                    # revoked meanwhile: the partition's next owner reads it again (the
+                    # consumer does not count this acknowledgement)
+                    await concrete.ack(event)
+
+    async def handle(event: faust.EventT) -> None:
+        key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
+        awaiting = _awaited(event.message.headers)
+        for out in stage.handle(key, event.value, event.message.partition, awaiting):
+            headers = ([(AWAIT_HEADER, ",".join(out.awaiting).encode())]
+                       if out.awaiting else None)
+            await resolved.send(key=out.key.encode(), value=out.value, headers=headers)
+        for record in stage.signals:
+            stats["signals"] = stats.get("signals", 0) + 1
+            await signals.send(key=record["customer_id"].encode(),
+                               value=signal_codec.encode(record, check=False))
+        stage.signals.clear()
+        dirty.update(stage.changed)
+        for gone, into in stage.merged.items():
+            merged[gone] = into
+            dirty.discard(gone)
+        stage.changed.clear()
+        stage.merged.clear()
 
     async def emit(keys: Iterable[str]) -> int:
         rows, count = [], 0

@@ -1,10 +1,20 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any, cast
 
 from touchpoint.schemas.codec import codec_for
 from touchpoint.sinks.base import Batch
-from touchpoint.streams.store import DEADLETTER_COLUMNS, EVENT_COLUMNS, deadletter_row, event_row
+from touchpoint.streams.store import (
+    DEADLETTER_COLUMNS,
+    EVENT_COLUMNS,
+    Behind,
+    deadletter_row,
+    event_row,
+)
 
 T0 = 1_795_000_000_000
 
@@ -52,3 +62,122 @@ def test_batch_token_is_the_same_for_the_same_records_in_any_order() -> None:
     assert a == Batch.token_for("t", [("x", 1, 5), ("x", 0, 1)])
     assert a != Batch.token_for("t", [("x", 0, 1)])
     assert a != Batch.token_for("other", [("x", 0, 1), ("x", 1, 5)])
+
+
+# --- Behind: the events stored behind the stage that reads them --------------------------
+
+class _Writer:
+    """The retrying writer as Behind uses it: writes wait while ``open`` is clear."""
+
+    def __init__(self) -> None:
+        self.written: list[list[str]] = []
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def write(self, batch: Batch) -> None:
+        await self.open.wait()
+        self.written.append([row[0] for row in batch.rows])
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+
+    async def ack(self, event: Any) -> bool:
+        self.acked.append(event.value)
+        return True
+
+
+def _rows(events: Sequence[Any]) -> list[Batch]:
+    return [Batch("t", ("id",), [(e.value,) for e in events], "token")]
+
+
+def _behind(writer: _Writer, clock: list[float], batch_size: int = 3) -> Behind:
+    return Behind(cast(Any, writer), _rows, batch_size=batch_size, flush_seconds=1.0,
+                  clock=lambda: clock[0])
+
+
+async def _settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def _event(value: str) -> Any:
+    return SimpleNamespace(value=value)
+
+
+def test_records_are_acknowledged_only_once_their_batch_is_stored() -> None:
+    async def scenario() -> None:
+        writer, stream, clock = _Writer(), _Stream(), [0.0]
+        stored = _behind(writer, clock)
+        async with stored.running(cast(Any, stream)):
+            writer.open.clear()  # the warehouse is slow
+            for value in "abcd":
+                await stored.add(_event(value))
+            await _settle()
+            assert (writer.written, stream.acked) == ([], [])  # full batch handed over
+            writer.open.set()
+            await _settle()
+            assert writer.written == [["a", "b", "c"]]
+            assert stream.acked == ["a", "b", "c"]  # "d" waits for its batch
+
+    asyncio.run(scenario())
+
+
+def test_a_partial_batch_goes_once_its_first_record_is_flush_seconds_old() -> None:
+    async def scenario() -> None:
+        writer, stream, clock = _Writer(), _Stream(), [10.0]
+        stored = _behind(writer, clock)
+        async with stored.running(cast(Any, stream)):
+            await stored.add(_event("a"))
+            clock[0] = 10.9
+            await stored.add(_event("b"))
+            await stored.flush_due()
+            await _settle()
+            assert writer.written == []
+            clock[0] = 11.0  # a second after "a"
+            await stored.flush_due()
+            await _settle()
+            assert (writer.written, stream.acked) == ([["a", "b"]], ["a", "b"])
+
+    asyncio.run(scenario())
+
+
+def test_a_stage_two_batches_ahead_of_the_warehouse_waits() -> None:
+    async def scenario() -> None:
+        writer, stream, clock = _Writer(), _Stream(), [0.0]
+        stored = _behind(writer, clock, batch_size=1)
+        async with stored.running(cast(Any, stream)):
+            writer.open.clear()  # an outage
+            await stored.add(_event("a"))  # being written
+            await _settle()
+            await stored.add(_event("b"))  # waiting in the queue
+            third = asyncio.ensure_future(stored.add(_event("c")))
+            await _settle()
+            assert not third.done()  # the stage is paused
+            writer.open.set()
+            await asyncio.wait_for(third, 1)
+            await _settle()
+            assert writer.written == [["a"], ["b"], ["c"]]
+            assert stream.acked == ["a", "b", "c"]
+
+    asyncio.run(scenario())
+
+
+def test_records_not_stored_when_the_stage_stops_stay_unacknowledged() -> None:
+    async def scenario() -> None:
+        writer, stream, clock = _Writer(), _Stream(), [0.0]
+        stored = _behind(writer, clock, batch_size=2)
+        async with stored.running(cast(Any, stream)):
+            writer.open.clear()
+            for value in "abc":
+                await stored.add(_event(value))
+            await _settle()
+        writer.open.set()
+        await _settle()
+        assert (writer.written, stream.acked) == ([], [])
+        await stored.add(_event("d"))
+        await stored.flush_due()  # not running: nothing handed over, nothing waits
+        assert stream.acked == []
+
+    asyncio.run(scenario())
