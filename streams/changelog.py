@@ -211,6 +211,25 @@ class Table(faust.Table):
         except KeyError:
             return default
 
+    def get_in(self, partition: int, key: Any, default: Any = None) -> Any:
+        """``key``'s value in ``partition``, or ``default``: one read in that partition's store.
+
+        Outside a stream Faust's RocksDB store finds a key's partition in an index of the
+        1,000 keys used last (``table_key_index_size``) and otherwise asks every
+        partition's database. The profile emitter reads a few thousand changed profiles a
+        round, each of whose partitions it knows. A partition this worker does not hold
+        (revoked since) has nothing.
+        """
+        store = self.data
+        if not isinstance(store, rocksdb.Store) or self.default is not None:
+            return self.get(key, default)
+        db = store._dbs.get(partition)
+        value = None if db is None else db.get(store._encode_key(key))
+        if value is None:
+            return default
+        self.on_key_get(key)
+        return store._decode_value(value)
+
     def on_key_set(self, key: Any, value: Any) -> None:
         """Send the change (batched), then do what Faust does after sending it."""
         self._send_set(key, value)

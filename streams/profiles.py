@@ -66,7 +66,7 @@ import faust
 from touchpoint.schemas.codec import codec_for, subject_of
 from touchpoint.sinks.base import Batch
 from touchpoint.sinks.writer import RetryingWriter
-from touchpoint.streams import complaints
+from touchpoint.streams import changelog, complaints
 from touchpoint.streams.attribution import ATTRIBUTION_COLUMNS
 from touchpoint.streams.campaigns import ATTRIBUTION_KEY, Attributor
 from touchpoint.streams.consumer import is_current
@@ -577,11 +577,13 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
     publishes. The agent also stores every record it reads (events, merges, aliases)
     through ``stored``, which acknowledges each once its rows are in the warehouse.
     """
-    profiles = app.Table("touchpoint-profiles", partitions=partitions, key_type=str)
+    # the app's tables are changelog.Table (app.py)
+    profiles = cast(changelog.Table, app.Table("touchpoint-profiles", partitions=partitions,
+                                               key_type=str))
     profile_codec = codec_for("profile")
     signal_codec = codec_for("complaint_signal")
     estimator = TierEstimator(rules)
-    dirty: set[str] = set()
+    dirty: dict[str, int] = {}  # changed profiles: customer id -> partition
     merged: dict[str, str] = {}
 
     detector = Detector(signal_rules, lambda p: rules.tier(p, estimator.cutoffs()),
@@ -619,21 +621,23 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
             await signals.send(key=record["customer_id"].encode(),
                                value=signal_codec.encode(record, check=False))
         stage.signals.clear()
-        dirty.update(stage.changed)
+        # all of them in the event's partition: its customer, and those its sweep concluded
+        dirty.update(dict.fromkeys(stage.changed, event.message.partition))
         for gone, into in stage.merged.items():
             merged[gone] = into
-            dirty.discard(gone)
+            dirty.pop(gone, None)
         stage.changed.clear()
         stage.merged.clear()
 
-    async def emit(keys: Iterable[str]) -> int:
+    async def emit(keys: Mapping[str, int]) -> int:
+        """Publish the profiles of ``keys`` (customer id -> partition) and the merges."""
         rows, count = [], 0
         exposures: list[tuple[Any, ...]] = []
         cutoffs = estimator.cutoffs()
-        published: list[str] = []
+        published: dict[str, int] = {}
         tombstones: dict[str, str] = {}
-        for key in keys:
-            state = profiles.get(key)
+        for key, partition in keys.items():
+            state = profiles.get_in(partition, key)
             if state is None:
                 continue
             if MERGED_INTO in state:
@@ -643,7 +647,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
             pub = public_profile(state, rules, cutoffs)
             await update_box.send(updates_name, key.encode(),
                                   profile_codec.encode(pub, check=False))
-            published.append(key)
+            published[key] = partition
             rows.append(profile_row(pub, map_type=map_type))
             if attribution is not None:
                 exposures += attribution.rows(state)
@@ -681,15 +685,17 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         # changes made before a crash may not have been.
         if state_box["everything"]:
             state_box["everything"] = False
-            keys: list[str] = [k.decode() if isinstance(k, bytes) else k for k in profiles]
+            keys = {}
             detector.reset()
-            for key in keys:
-                state = profiles.get(key)
+            for held in profiles:
+                key = held.decode() if isinstance(held, bytes) else held
+                where = app.producer.key_partition(resolved.get_topic_name(), key.encode())
+                keys[key] = where.partition
+                state = profiles.get_in(where.partition, key)
                 if state is not None and MERGED_INTO not in state:
-                    where = app.producer.key_partition(resolved.get_topic_name(), key.encode())
                     detector.track(state, where.partition)
         else:
-            keys = sorted(dirty)
+            keys = dict(sorted(dirty.items()))
         dirty.clear()
         started = time.monotonic()
         count = await emit(keys)
@@ -701,7 +707,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
     async def _rebalanced(sender: Any, **kwargs: Any) -> None:
         state_box["everything"] = True
 
-    profiles.estimator = estimator  # type: ignore[attr-defined]
+    profiles.estimator = estimator
     return profiles
 
 

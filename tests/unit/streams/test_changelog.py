@@ -285,3 +285,52 @@ def test_a_value_is_read_from_the_store_once(rocks: _Env) -> None:
     env.run(read())
     env.current = None
     env.run(asyncio.ensure_future(read_outside_a_stream(), loop=app.loop))  # a new context
+
+
+def test_a_value_read_in_its_partition_asks_only_that_partitions_database(
+        rocks: _Env) -> None:
+    app, table, env = rocks.app, rocks.table, rocks
+    store = table.data
+    asked: list[int] = []
+
+    async def write() -> None:
+        env.on(0)
+        table["c-0"] = {"orders": 1}
+        env.on(1)
+        table["c-1"] = {"orders": 2}
+        await app.changelogs.ship()
+
+    env.run(write())
+    env.current = None
+    store._key_index.clear()  # as for most keys once more than 1,000 were used since
+
+    class Counted:
+        def __init__(self, partition: int, db: Any) -> None:
+            self.partition, self.db = partition, db
+
+        def get(self, key: bytes) -> Any:
+            asked.append(self.partition)
+            return self.db.get(key)
+
+        def key_may_exist(self, key: bytes) -> Any:
+            asked.append(self.partition)
+            return self.db.key_may_exist(key)
+
+    real = dict(store._dbs)
+    store._dbs.update({p: Counted(p, db) for p, db in real.items()})
+
+    async def read() -> None:  # outside a stream, as the emitter reads
+        assert table.get("c-1") == {"orders": 2}
+        assert sorted(set(asked)) == [0, 1]  # Faust's get searched both databases
+        asked.clear()
+        assert table.get_in(1, "c-1") == {"orders": 2}
+        assert asked == [1]
+        asked.clear()
+        assert table.get_in(0, "c-1") is None and asked == [0]
+        assert table.get_in(5, "c-1", "gone") == "gone"  # a partition not held
+        assert 5 not in store._dbs  # and not opened for the read
+
+    try:
+        env.run(asyncio.ensure_future(read(), loop=app.loop))
+    finally:
+        store._dbs.update(real)
