@@ -135,6 +135,8 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 MIB = pb.MIB
 ALARMS = ("high", "critical")
+#: The CPUs this process may use as it starts, before --harness-cpus confines it.
+ALL_CPUS = frozenset(os.sched_getaffinity(0))
 
 
 def log(message: str = "") -> None:
@@ -955,6 +957,8 @@ class PhaseResult:
     sched: tuple[float, float, float, float] | None = None
     cpu_phase: CpuMark | None = None  # used from the start of publishing to the phase's end
     cpu_publishing: CpuMark | None = None  # used while publishing only
+    # --harness-cpus: (the broker's and this process's CPUs, the others) or None
+    confined: tuple[list[int], list[int]] | None = None
 
     @property
     def kept_up(self) -> bool:
@@ -1036,6 +1040,35 @@ def _publisher_encode(settings: Settings) -> Callable[[str, Mapping[str, Any]],
     return encode
 
 
+def harness_cpus(spec: str) -> set[int] | None:
+    """The CPUs ``--harness-cpus`` confines the broker and this process to; None: not confined."""
+    usable = set(ALL_CPUS)
+    if spec == "all":
+        return None
+    if spec == "auto":
+        return {max(usable)} if len(usable) >= 2 else None
+    try:
+        chosen = {int(part) for part in spec.split(",") if part.strip()}
+    except ValueError:
+        raise SystemExit(f"--harness-cpus {spec!r}: give CPU numbers like 1 or 2,3, "
+                         "or auto, or all") from None
+    if not chosen or not chosen <= usable or chosen == usable:
+        raise SystemExit(f"--harness-cpus {spec!r}: choose some, not all, of the CPUs this "
+                         f"process may use ({sorted(usable)})")
+    return chosen
+
+
+def set_cpus(pid: int, cpus: set[int]) -> None:
+    """Let every thread of process ``pid`` run on ``cpus`` only (threads it starts inherit)."""
+    try:
+        tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:
+        return  # exited
+    for tid in tids:
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(tid, cpus)
+
+
 def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: float,
                       name: str, broker_pid: int | None) -> PhaseResult:
     from touchpoint.exceptions import ContractError
@@ -1056,7 +1089,16 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
             f"consumer group {group.settings.app_id} ...")
         for worker in group.workers:
             log(f"  worker {worker.name}: port {worker.port}, log {worker.log_path}")
+    confined = harness_cpus(args.harness_cpus)
+    if confined is not None:
+        # a worker runs on the CPUs of the thread that starts it: all of them
+        set_cpus(os.getpid(), set(ALL_CPUS))
     group.start()
+    if confined is not None:
+        for pid in (broker_pid, os.getpid()):
+            if pid:
+                set_cpus(pid, confined)
+        result.confined = (sorted(confined), sorted(ALL_CPUS - confined))
     settings = group.settings
     result.group = settings.app_id
     topics = TopicNames.of(settings)
@@ -1424,6 +1466,14 @@ def report_latency(result: PhaseResult, args: argparse.Namespace, note: str = ""
     log(cpu_sharing(result.cpu_publishing, alone))
     log(f"machine               {result.load[0]} at the start, {result.load[1]} at the end; "
         "2 cores shared with other jobs")
+    if result.confined is not None:
+        on, others = (",".join(map(str, cpus)) for cpus in result.confined)
+        log(f"                      the broker and this process ran on CPU {on} only "
+            f"(--harness-cpus); the {'worker' if alone else 'workers'} on every CPU, CPU "
+            f"{others} to {'itself' if alone else 'themselves'}")
+    else:
+        log("                      the broker, this process and the "
+            f"{'worker' if alone else 'workers'} shared every CPU (--harness-cpus all)")
     if result.sched is not None:
         whose = "worker's" if alone else "workers'"
         log(f"                      in the phase the {whose} threads "
@@ -1660,6 +1710,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="seconds of produce and fetch load through the broker before "
                               "the phase, so a freshly started broker's JIT compiler does not "
                               "compete with the worker for the cores (0: start cold)")
+    latency.add_argument("--harness-cpus", default="auto", metavar="CPUS",
+                         help="CPUs the Kafka broker and this process (load generator, signal "
+                              "reader) are confined to during a phase, as if they ran on "
+                              "other machines: the worker keeps every CPU, and the others to "
+                              "itself. auto: the last CPU, on a machine with two or more; "
+                              "all: not confined (how this benchmark ran before 2026-11-24, "
+                              "third session); or a list such as 1 or 2,3")
     latency.add_argument("--drain-timeout", type=float, default=120.0,
                          help="after publishing, wait at most this long for unmatched tips")
     latency.add_argument("--fallback-rate", type=float, default=None,
