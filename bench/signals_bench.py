@@ -58,6 +58,14 @@ matched within the drain timeout counts as "more than the timeout" in the percen
   p99 (2026-11-24: p99 2.6-3.9 s in five cold runs, 0.41 and 0.58 s in the first two warm
   ones). A production broker has run for months. ``--broker-warmup 0`` measures cold.
 
+  The worker has a CPU to itself. From when the workers start until the phase ends, the
+  broker and this process (load generator, signal reader) run on the last CPU only
+  (``--harness-cpus``, default ``auto``); the workers keep every CPU. In production
+  Kafka and the channel systems run on other machines; here they took ~0.5 of a core
+  beside the worker, whose event loop waited for a CPU meanwhile (8 s of a 60 s phase
+  in slow stretches). ``--harness-cpus all`` shares every CPU, as before 2026-11-24's
+  third session. The report says which.
+
   Also printed: the CPU seconds over the phase of the worker(s), this process and the
   Kafka broker (``/proc/<pid>/stat`` utime+stime at the start of publishing and at the
   end of the phase), and how the cores were shared while publishing only: workers,
