@@ -92,9 +92,12 @@ def _rows(events: Sequence[Any]) -> list[Batch]:
     return [Batch("t", ("id",), [(e.value,) for e in events], "token")]
 
 
-def _behind(writer: _Writer, clock: list[float], batch_size: int = 3) -> Behind:
-    return Behind(cast(Any, writer), _rows, batch_size=batch_size, flush_seconds=1.0,
-                  clock=lambda: clock[0])
+def _rig(batch_size: int = 3, now: float = 0.0) -> tuple[_Writer, _Stream, list[float], Behind]:
+    """A writer, a stream, a settable clock, and a Behind (flush_seconds 1) over them."""
+    writer, stream, clock = _Writer(), _Stream(), [now]
+    stored = Behind(cast(Any, writer), _rows, batch_size=batch_size, flush_seconds=1.0,
+                    clock=lambda: clock[0])
+    return writer, stream, clock, stored
 
 
 async def _settle() -> None:
@@ -108,8 +111,7 @@ def _event(value: str) -> Any:
 
 def test_records_are_acknowledged_only_once_their_batch_is_stored() -> None:
     async def scenario() -> None:
-        writer, stream, clock = _Writer(), _Stream(), [0.0]
-        stored = _behind(writer, clock)
+        writer, stream, _, stored = _rig()
         async with stored.running(cast(Any, stream)):
             writer.open.clear()  # the warehouse is slow
             for value in "abcd":
@@ -126,8 +128,7 @@ def test_records_are_acknowledged_only_once_their_batch_is_stored() -> None:
 
 def test_a_partial_batch_goes_once_its_first_record_is_flush_seconds_old() -> None:
     async def scenario() -> None:
-        writer, stream, clock = _Writer(), _Stream(), [10.0]
-        stored = _behind(writer, clock)
+        writer, stream, clock, stored = _rig(now=10.0)
         async with stored.running(cast(Any, stream)):
             await stored.add(_event("a"))
             clock[0] = 10.9
@@ -145,8 +146,7 @@ def test_a_partial_batch_goes_once_its_first_record_is_flush_seconds_old() -> No
 
 def test_a_stage_two_batches_ahead_of_the_warehouse_waits() -> None:
     async def scenario() -> None:
-        writer, stream, clock = _Writer(), _Stream(), [0.0]
-        stored = _behind(writer, clock, batch_size=1)
+        writer, stream, _, stored = _rig(batch_size=1)
         async with stored.running(cast(Any, stream)):
             writer.open.clear()  # an outage
             await stored.add(_event("a"))  # being written
@@ -166,8 +166,7 @@ def test_a_stage_two_batches_ahead_of_the_warehouse_waits() -> None:
 
 def test_records_not_stored_when_the_stage_stops_stay_unacknowledged() -> None:
     async def scenario() -> None:
-        writer, stream, clock = _Writer(), _Stream(), [0.0]
-        stored = _behind(writer, clock, batch_size=2)
+        writer, stream, _, stored = _rig(batch_size=2)
         async with stored.running(cast(Any, stream)):
             writer.open.clear()
             for value in "abc":
