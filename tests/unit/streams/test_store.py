@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
+
 from touchpoint.schemas.codec import codec_for
 from touchpoint.sinks.base import Batch
 from touchpoint.streams.store import (
@@ -177,6 +179,24 @@ def test_records_not_stored_when_the_stage_stops_stay_unacknowledged() -> None:
         assert (writer.written, stream.acked) == ([], [])
         await stored.add(_event("d"))
         await stored.flush_due()  # not running: nothing handed over, nothing waits
+        assert stream.acked == []
+
+    asyncio.run(scenario())
+
+
+def test_a_writer_that_fails_stops_the_stage_instead_of_leaving_it_waiting() -> None:
+    async def scenario() -> None:
+        writer, stream, _, stored = _rig(batch_size=1)
+
+        async def broken(batch: Batch) -> None:
+            raise KeyError("a bug in a row")
+
+        writer.write = broken  # type: ignore[method-assign]
+        async with stored.running(cast(Any, stream)):
+            await stored.add(_event("a"))  # taken by the writing task, which fails
+            with pytest.raises(KeyError, match="a bug in a row"):
+                for value in "bcd":  # without the failure, "d" would wait forever
+                    await asyncio.wait_for(stored.add(_event(value)), 1)
         assert stream.acked == []
 
     asyncio.run(scenario())
