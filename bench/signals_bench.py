@@ -62,8 +62,8 @@ matched within the drain timeout counts as "more than the timeout" in the percen
   broker and this process (load generator, signal reader) run on the last CPU only
   (``--harness-cpus``, default ``auto``); the workers keep every CPU. In production
   Kafka and the channel systems run on other machines; here they took ~0.5 of a core
-  beside the worker, whose event loop waited for a CPU meanwhile (8 s of a 60 s phase
-  in slow stretches). ``--harness-cpus all`` shares every CPU, as before 2026-11-24's
+  beside the worker, whose event loop waited for a CPU meanwhile (8.0-8.6 s of a
+  ~61 s phase in slow stretches). ``--harness-cpus all`` shares every CPU, as before 2026-11-24's
   third session. The report says which.
 
   Also printed: the CPU seconds over the phase of the worker(s), this process and the
@@ -1049,7 +1049,11 @@ def _publisher_encode(settings: Settings) -> Callable[[str, Mapping[str, Any]],
 
 
 def harness_cpus(spec: str) -> set[int] | None:
-    """The CPUs ``--harness-cpus`` confines the broker and this process to; None: not confined."""
+    """The CPUs ``--harness-cpus`` confines the broker and this process to; None: not confined.
+
+    Raises ValueError, saying why, for a spec that is not ``all``, ``auto`` or some but
+    not all of the CPUs this process may use.
+    """
     usable = set(ALL_CPUS)
     if spec == "all":
         return None
@@ -1058,11 +1062,10 @@ def harness_cpus(spec: str) -> set[int] | None:
     try:
         chosen = {int(part) for part in spec.split(",") if part.strip()}
     except ValueError:
-        raise SystemExit(f"--harness-cpus {spec!r}: give CPU numbers like 1 or 2,3, "
-                         "or auto, or all") from None
+        raise ValueError("give CPU numbers like 1 or 2,3, or auto, or all") from None
     if not chosen or not chosen <= usable or chosen == usable:
-        raise SystemExit(f"--harness-cpus {spec!r}: choose some, not all, of the CPUs this "
-                         f"process may use ({sorted(usable)})")
+        raise ValueError(f"choose some, not all, of the CPUs this process may use "
+                         f"({sorted(usable)})")
     return chosen
 
 
@@ -1097,7 +1100,7 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
             f"consumer group {group.settings.app_id} ...")
         for worker in group.workers:
             log(f"  worker {worker.name}: port {worker.port}, log {worker.log_path}")
-    confined = harness_cpus(args.harness_cpus)
+    confined = args.harness
     if confined is not None:
         # a worker runs on the CPUs of the thread that starts it: all of them
         set_cpus(os.getpid(), set(ALL_CPUS))
@@ -1769,6 +1772,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--rate, --duration and --gap must be above 0, --tips 1 or more")
     if args.broker_warmup < 0:
         parser.error("--broker-warmup must be 0 or more")
+    try:
+        args.harness = harness_cpus(args.harness_cpus)
+    except ValueError as exc:
+        parser.error(f"--harness-cpus {args.harness_cpus!r}: {exc}")
     if args.duration <= args.warmup + args.gap:
         parser.error("--duration must be longer than --warmup plus --gap")
     if args.workers < 1:

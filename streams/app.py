@@ -185,7 +185,8 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
         model=attribution.model_for(settings.attribution_model),
         window=timedelta(days=settings.attribution_window_days))
     # the profiles stage also stores the events it reads (see store.py)
-    stored = store.behind(app, writer, batch_size=settings.sink_batch_size,
+    stored = store.behind(app, writer, store.resolved_batches, name="touchpoint.store_events",
+                          batch_size=settings.sink_batch_size,
                           flush_seconds=settings.sink_flush_seconds)
     table = profiles.register(
         app, resolved=resolved, updates=updates, signals=signals, writer=writer,

@@ -595,19 +595,16 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
 
     @app.agent(resolved, name="touchpoint.profiles")
     async def profile_agent(stream: faust.StreamT[bytes]) -> None:
-        concrete = cast(faust.Stream[bytes], stream)
-        # Acknowledged by `stored` once stored. (Faust's own acknowledgement, in its
-        # compiled stream iterator, would also bypass the consumer's generation check.)
-        concrete.enable_acks = False
-        async with stored.running(concrete):
-            async for event in concrete.events():
+        # each record is acknowledged by `stored`, once applied and stored
+        async with stored.running(stream):
+            async for event in stream.events():
                 if is_current(app, event.message):
                     await handle(event)
                     await stored.add(event)
                 else:
                     # revoked meanwhile: the partition's next owner reads it again (the
                     # consumer does not count this acknowledgement)
-                    await concrete.ack(event)
+                    await stream.ack(event)
 
     async def handle(event: faust.EventT) -> None:
         key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)

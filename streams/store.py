@@ -6,10 +6,10 @@ are acknowledged only once the insert has succeeded; Faust commits acknowledged 
 only. Delivery is therefore at-least-once, and the tables make it exactly-once for
 readers (see ``sinks/migrations/0001_touchpoint_events.sql``).
 
-Dead letters and complaint signals have agents of their own here. The events of
-``<app_id>-resolved`` are stored by the profiles stage, which reads that topic anyway,
-through :class:`Behind`, rather than by a second agent that would take every event
-through Faust's delivery a second time.
+Every stored stream goes through :class:`Behind`. Dead letters and complaint signals
+have agents of their own here; the events of ``<app_id>-resolved`` are stored by the
+profiles stage, which reads that topic anyway, rather than by a second agent that would
+take every event through Faust's delivery a second time.
 """
 
 from __future__ import annotations
@@ -189,9 +189,8 @@ class Behind:
     record is ``flush_seconds`` old (:meth:`flush_due`, called from a timer). Batches are
     written one at a time, in order, by the task :meth:`running` starts, while the stage
     goes on with the next records; a stage two batches ahead of the warehouse waits, so
-    a warehouse outage pauses it as it pauses the store agents. The records are
-    acknowledged, on the stage's stream, once their rows are stored: the stage's stream
-    must not acknowledge them itself (``enable_acks = False``).
+    a warehouse outage pauses it. The records are acknowledged, on the stage's stream,
+    once their rows are stored, and only then.
     """
 
     def __init__(self, writer: RetryingWriter,
@@ -210,11 +209,17 @@ class Behind:
 
     @asynccontextmanager
     async def running(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-        """Write batches and acknowledge their records on ``stream`` until the block ends."""
+        """Write batches and acknowledge their records on ``stream`` until the block ends.
+
+        The stream stops acknowledging records itself as it moves on. (Faust's own
+        acknowledgement, in its compiled stream iterator, would also bypass the consumer's
+        generation check, ``streams/consumer.py``.)
+        """
+        concrete = cast(faust.Stream[Any], stream)
+        concrete.enable_acks = False
         self._batches = asyncio.Queue(maxsize=1)
         self._pending = []
-        self._task = task = asyncio.ensure_future(
-            self._write(cast(faust.Stream[Any], stream), self._batches))
+        self._task = task = asyncio.ensure_future(self._write(concrete, self._batches))
         try:
             yield
         finally:
@@ -264,13 +269,13 @@ class Behind:
                 await stream.ack(event)
 
 
-def behind(app: faust.App, writer: RetryingWriter, *, batch_size: int,
-           flush_seconds: float) -> Behind:
-    """A :class:`Behind` for the events of ``<app_id>-resolved``, its timer added to ``app``."""
-    stored = Behind(writer, resolved_batches, batch_size=batch_size,
-                    flush_seconds=flush_seconds)
+def behind(app: faust.App, writer: RetryingWriter,
+           to_batches: Callable[[Sequence[faust.EventT]], list[Batch]], *, name: str,
+           batch_size: int, flush_seconds: float) -> Behind:
+    """A :class:`Behind` writing ``to_batches`` of its records, its timer added to ``app``."""
+    stored = Behind(writer, to_batches, batch_size=batch_size, flush_seconds=flush_seconds)
 
-    @app.timer(interval=flush_seconds / 4, name="touchpoint.store_events.flush")
+    @app.timer(interval=flush_seconds / 4, name=f"{name}.flush")
     async def flush_when_quiet() -> None:
         await stored.flush_due()
 
@@ -286,27 +291,20 @@ def register(app: faust.App, topics: TopicNames, writer: RetryingWriter, *, batc
     deadletter = raw_topic(app, topics.deadletter)
     signals = raw_topic(app, topics.signals)
 
-    async def store(stream: faust.StreamT[bytes],
-                    to_batches: Callable[[Sequence[faust.EventT]], list[Batch]]) -> None:
-        concrete = cast(faust.Stream[bytes], stream)
-        async for taken in concrete.noack_take(batch_size, within=flush_seconds):
-            # noack_take yields the events themselves (faust types them as values)
-            events = cast(Sequence[faust.EventT], taken)
-            for batch in to_batches(events):
-                await writer.write(batch)  # returns only once stored; cancelled on stop
-            for event in events:
-                # A record taken before a rebalance is not counted by the consumer
-                # (streams/consumer.py): its new owner reads and stores it again.
-                await concrete.ack(event)
+    def storing(topic: faust.TopicT, name: str,
+                to_batches: Callable[[Sequence[faust.EventT]], list[Batch]]) -> None:
+        stored = behind(app, writer, to_batches, name=name, batch_size=batch_size,
+                        flush_seconds=flush_seconds)
 
-    @app.agent(deadletter, name="touchpoint.store_deadletter")
-    async def store_deadletter(stream: faust.StreamT[bytes]) -> None:
-        await store(stream, lambda events: [_batch(
-            "deadletter_raw", DEADLETTER_COLUMNS, events, "deadletter", deadletter_row,
-            lambda r: (r["source_topic"], r["source_partition"], r["source_offset"]))])
+        @app.agent(topic, name=name)
+        async def store(stream: faust.StreamT[bytes]) -> None:
+            async with stored.running(stream):
+                async for event in stream.events():
+                    await stored.add(event)
 
-    @app.agent(signals, name="touchpoint.store_signals")
-    async def store_signals(stream: faust.StreamT[bytes]) -> None:
-        await store(stream, lambda events: [_batch(
-            "complaint_signals_raw", SIGNAL_COLUMNS, events, "complaint_signal", signal_row,
-            lambda r: (r["signal_id"], r.get("revision")))])
+    storing(deadletter, "touchpoint.store_deadletter", lambda events: [_batch(
+        "deadletter_raw", DEADLETTER_COLUMNS, events, "deadletter", deadletter_row,
+        lambda r: (r["source_topic"], r["source_partition"], r["source_offset"]))])
+    storing(signals, "touchpoint.store_signals", lambda events: [_batch(
+        "complaint_signals_raw", SIGNAL_COLUMNS, events, "complaint_signal", signal_row,
+        lambda r: (r["signal_id"], r.get("revision")))])
