@@ -698,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
             "TOUCHPOINT_KAFKA_BOOTSTRAP": f"127.0.0.1:{args.kafka_port}",
             "TOUCHPOINT_TOPIC_PREFIX": f"bench{tag}.",
             "TOUCHPOINT_TOPIC_PARTITIONS": str(args.partitions),
-            "TOUCHPOINT_PII_SALT": "bench",
+            "TOUCHPOINT_PII_SALT": "bench-salt-0123456789",
         }
         settings = load_settings(settings_env)
 

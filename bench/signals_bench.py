@@ -186,7 +186,7 @@ class Worker:
             "TOUCHPOINT_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
             "TOUCHPOINT_TOPIC_PREFIX": f"sig{run_tag}-{name}.",
             "TOUCHPOINT_TOPIC_PARTITIONS": str(partitions),
-            "TOUCHPOINT_PII_SALT": "bench",
+            "TOUCHPOINT_PII_SALT": "bench-salt-0123456789",
         }
         label = name if member is None else f"{name}-{member}"
         chdb = home / ("chdb" if member is None else f"chdb-{member}")

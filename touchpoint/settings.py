@@ -9,11 +9,13 @@ Nothing here reads the environment at import time.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from touchpoint.exceptions import ConfigError
@@ -114,6 +116,69 @@ def _attribution_model(raw: str) -> str:
     return value
 
 
+#: The value of a secret setting that means "the one kept in a file under `$HOME`".
+LOCAL: Final = "local"
+#: Secrets shorter than this are refused: they are guessable, or a mistake.
+MIN_SECRET_LENGTH: Final = 16
+_TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _pii_salt(raw: str) -> str:
+    value = raw.strip()
+    if value == LOCAL:
+        return value
+    if not value:
+        raise ValueError("is empty: set a secret of at least 16 characters, or `local` for "
+                         "the salt kept in $HOME/pii_salt")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ValueError(f"is shorter than {MIN_SECRET_LENGTH} characters: a short salt can be "
+                         "guessed, and with it every stored e-mail and phone hash")
+    return value
+
+
+def _host_list(raw: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    for host in hosts:
+        if not re.fullmatch(r"[a-z0-9.\-\[\]:]+", host):
+            raise ValueError(f"{host!r} is not a host name or address")
+    return hosts
+
+
+def _api_tokens(raw: str) -> Mapping[str, str] | str:
+    value = raw.strip()
+    if value == LOCAL:
+        return value
+    if not value:
+        raise ValueError("is empty: give name=token pairs, or `local` for the token kept in "
+                         "$HOME/api_token")
+    tokens: dict[str, str] = {}
+    for pair in value.split(","):
+        name, eq, token = (p.strip() for p in pair.partition("="))
+        if not eq or not _TOKEN_NAME.match(name):
+            raise ValueError("must be name=token pairs, comma-separated (names: letters, "
+                             "digits, _ . -)")
+        if name in tokens:
+            raise ValueError(f"names the token {name!r} twice")
+        if len(token) < MIN_SECRET_LENGTH or any(c.isspace() for c in token):
+            raise ValueError(f"token {name!r} must be at least {MIN_SECRET_LENGTH} characters, "
+                             "without spaces (e.g. `python -c 'import secrets; "
+                             "print(secrets.token_urlsafe())'`)")
+        tokens[name] = token
+    if len(set(tokens.values())) != len(tokens):
+        raise ValueError("gives two names the same token: one token, one name")
+    return MappingProxyType(tokens)
+
+
+def _optional_warehouse_url(raw: str) -> str:
+    value = raw.strip()
+    if value:
+        try:
+            WarehouseURL.parse(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("home", ".touchpoint",
             "Local folder for service data, logs, worker state and the embedded warehouse."),
@@ -125,15 +190,38 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("clickhouse_url", "",
             "Warehouse: `clickhouse://host:9000/touchpoint` (server, native protocol) or "
             "`chdb:///path/to/dir` (embedded). Empty means embedded chdb in `$HOME/chdb`."),
-    Setting("pii_salt", "",
-            "Secret salt for hashing e-mail and phone. Empty: a random salt is created once "
-            "in `$HOME/pii_salt` (fine on one machine; set it when workers run on several)."),
+    Setting("pii_salt", LOCAL,
+            "Secret salt for hashing e-mail and phone, at least 16 characters. `local`: a "
+            "random salt created once in `$HOME/pii_salt` (fine on one machine; set the same "
+            "secret on every worker when they run on several).", _pii_salt),
     Setting("phone_region", "CN",
             "Region assumed for phone numbers written without a country code (ISO 3166 code)."),
     Setting("app_id", "touchpoint", "Faust application id: the consumer group of the workers, "
             "and the name of its own topic (`<app_id>-resolved`) and table changelogs."),
     Setting("web_host", "127.0.0.1", "Address the worker's web server binds to."),
     Setting("web_port", "6066", "Port of the worker's web server (one per worker).", _port),
+    Setting("web_allowed_hosts", "",
+            "Further host names the worker's web server answers to, comma-separated (it "
+            "always answers to `web_host`, `localhost` and `127.0.0.1`). A request naming any "
+            "other `Host` is refused, which stops DNS-rebinding pages.", _host_list),
+    Setting("api_tokens", LOCAL,
+            "Who may use the worker's HTTP API (customer data, signals, SQL): `name=token` "
+            "pairs, comma-separated, each token at least 16 characters; remove a pair to "
+            "revoke it. `local`: one token named `local`, created once in `$HOME/api_token`.",
+            _api_tokens),
+    Setting("api_token", LOCAL,
+            "The token `touchpoint` commands send to a worker (`query`, `customer`, `demo`). "
+            "`local`: the one in `$HOME/api_token`."),
+    Setting("query_timeout_seconds", "10",
+            "Longest a SQL query over HTTP (`/warehouse/query`, `touchpoint query` against "
+            "the embedded warehouse) may run before the warehouse stops it.", _positive_float),
+    Setting("query_max_rows", "10000",
+            "Most rows a SQL query over HTTP may return; more is an error, not a cut-off "
+            "answer.", _positive_int),
+    Setting("clickhouse_query_url", "",
+            "Warehouse URL of a read-only ClickHouse user for SQL over HTTP (server backend), "
+            "e.g. `clickhouse://reader@host:9000/touchpoint`. Empty: the main connection, "
+            "each query run with `readonly=1`.", _optional_warehouse_url),
     Setting("session_timeout_seconds", "10",
             "How long the consumer group waits for a worker that stopped answering "
             "(killed, hung, cut off) before its partitions go to the others, or to its "
@@ -237,6 +325,12 @@ class Settings:
     app_id: str
     web_host: str
     web_port: int
+    web_allowed_hosts: tuple[str, ...]
+    api_tokens: Mapping[str, str]
+    api_token: str
+    query_timeout_seconds: float
+    query_max_rows: int
+    clickhouse_query_url: str
     session_timeout_seconds: float
     fetch_wait_ms: int
     sink_batch_size: int
@@ -294,27 +388,44 @@ def load_settings(
     if not values["clickhouse_url"]:
         values["clickhouse_url"] = f"chdb://{home / 'chdb'}"
     WarehouseURL.parse(values["clickhouse_url"])  # fail early on a bad URL
-    if not values["pii_salt"]:
-        values["pii_salt"] = _local_salt(home)
+    if values["pii_salt"] == LOCAL:
+        values["pii_salt"] = _local_secret(home / "pii_salt", "TOUCHPOINT_PII_SALT")
+    if values["api_tokens"] == LOCAL or values["api_token"] == LOCAL:
+        local = _local_secret(home / "api_token", "TOUCHPOINT_API_TOKENS")
+        if values["api_tokens"] == LOCAL:
+            values["api_tokens"] = MappingProxyType({LOCAL: local})
+        if values["api_token"] == LOCAL:
+            values["api_token"] = local
     return Settings(**values)
 
 
-def _local_salt(home: Path) -> str:
-    """Read, or create once, the machine-local PII salt under ``home``."""
-    path = home / "pii_salt"
+def _local_secret(path: Path, variable: str) -> str:
+    """Read, or create once, a machine-local secret (PII salt, API token) at ``path``.
+
+    A file that exists but holds no usable secret is an error, never a weak key: an
+    empty salt would hash every e-mail and phone with the key ``''``.
+    """
     try:
-        return path.read_text().strip()
+        secret = path.read_text().strip()
     except FileNotFoundError:
-        pass
-    home.mkdir(parents=True, exist_ok=True)
-    salt = secrets.token_hex(32)
-    try:
-        with path.open("x") as fh:  # "x": two processes racing keep the first salt
-            fh.write(salt + "\n")
-        path.chmod(0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    return salt
+        secret = None
+    if secret is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(32)
+        try:
+            # "x": two processes racing keep the first secret; 0600 from the start
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return _local_secret(path, variable)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret + "\n")
+        return secret
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{path} holds {'no secret' if not secret else 'a secret shorter than 16 characters'}"
+            f": delete the file to have a new one made (for the PII salt that changes every "
+            f"hash from then on), or set {variable}")
+    return secret
 
 
 def settings_markdown() -> str:

@@ -241,7 +241,7 @@ def worker_factory(kafka: str, clickhouse_server: str,
             "TOUCHPOINT_HOME": str(home), "TOUCHPOINT_KAFKA_BOOTSTRAP": KAFKA,
             "TOUCHPOINT_TOPIC_PREFIX": f"t{tag}.", "TOUCHPOINT_APP_ID": f"tp-test-{tag}",
             "TOUCHPOINT_TOPIC_PARTITIONS": "3", "TOUCHPOINT_CLICKHOUSE_URL": url,
-            "TOUCHPOINT_WEB_PORT": str(free_port()), "TOUCHPOINT_PII_SALT": "test-salt",
+            "TOUCHPOINT_WEB_PORT": str(free_port()), "TOUCHPOINT_PII_SALT": "test-salt-of-16-chars",
             "TOUCHPOINT_SINK_FLUSH_SECONDS": "0.3", "TOUCHPOINT_LOG_LEVEL": "info",
             **overrides,
         }

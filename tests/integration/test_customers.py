@@ -37,7 +37,7 @@ PROFILE_SQL = (
 
 
 def _hash(value: str) -> str:
-    return hmac.new(b"test-salt", value.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(b"test-salt-of-16-chars", value.encode(), hashlib.sha256).hexdigest()
 
 
 def _get(worker: Worker, path: str) -> tuple[int, dict[str, Any]]:

@@ -27,7 +27,7 @@ def _id(prefix: str) -> str:
 
 
 def _hash(value: str) -> str:
-    return hmac.new(b"test-salt", value.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(b"test-salt-of-16-chars", value.encode(), hashlib.sha256).hexdigest()
 
 
 def test_valid_events_of_every_channel_become_exactly_these_rows(worker: Worker) -> None:

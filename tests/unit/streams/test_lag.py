@@ -140,7 +140,7 @@ def test_refresh_keeps_samples_and_reports_failures() -> None:
 def test_for_workers_watches_the_app_group() -> None:
     settings = load_settings({"TOUCHPOINT_APP_ID": "ops", "TOUCHPOINT_TOPIC_PREFIX": "x.",
                               "TOUCHPOINT_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
-                              "TOUCHPOINT_PII_SALT": "s"})
+                              "TOUCHPOINT_PII_SALT": "unit-test-salt-0123"})
     monitor = OffsetMonitor.for_workers(settings)
     assert (monitor.group, monitor.bootstrap) == ("ops", ["k1:9092", "k2:9092"])
     assert monitor.topics == consumed_topics(TopicNames("x.", "ops"))
