@@ -23,6 +23,7 @@ from touchpoint.sinks.base import WarehouseSink
 from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams import (
+    access,
     attribution,
     campaigns,
     changelog,
@@ -161,6 +162,7 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
         "Table": changelog.Table,
     }
     options.update(faust_options or {})
+    access.install(options, access.Access.of(settings))
     app = App(settings.app_id, **options)
     app.fetch_wait_ms = settings.fetch_wait_ms
     ingest_stats = ingest.IngestStats()

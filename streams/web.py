@@ -152,11 +152,14 @@ def register_customers(app: faust.App, *, graph: IdentityGraph, profiles: Any,
             return [{"error": f"touchpoints unavailable: {exc}"}]
         return [{k: _jsonable(v) for k, v in row.items()} for row in result.dicts()]
 
-    async def profile_of(customer_id: str) -> dict[str, Any] | None:
+    async def profile_of(customer_id: str, authorization: str) -> dict[str, Any] | None:
         url = app.router.key_store(profiles.name, customer_id)
         if str(url).rstrip("/") == str(app.conf.canonical_url).rstrip("/"):
             return lookup(customer_id)
-        async with app.http_client.get(f"{url}/profiles/{quote(customer_id, safe='')}") as rsp:
+        # the other worker asks who is asking too: pass the caller's token on
+        headers = {"Authorization": authorization}
+        async with app.http_client.get(f"{url}/profiles/{quote(customer_id, safe='')}",
+                                       headers=headers) as rsp:
             return await rsp.json() if rsp.status == 200 else None
 
     @app.page("/customers/{identifier}")
@@ -183,7 +186,7 @@ def register_customers(app: faust.App, *, graph: IdentityGraph, profiles: Any,
                 "customer_id": customer_id,
                 "identifiers": sorted(members["identifiers"]),
                 "merged_ids": sorted(members["aliases"]),
-                "profile": await profile_of(customer_id),
+                "profile": await profile_of(customer_id, request.headers["Authorization"]),
                 "touchpoints": await recent_touchpoints(customer_id),
             })
 

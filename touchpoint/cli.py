@@ -16,7 +16,7 @@ import click
 
 from touchpoint import __version__
 from touchpoint.exceptions import TouchpointError, WarehouseUnavailable
-from touchpoint.settings import Settings, load_settings, settings_markdown
+from touchpoint.settings import LOCAL, Settings, load_settings, settings_markdown
 
 F = TypeVar("F", bound=Callable[..., Any])
 REPO = Path(__file__).resolve().parents[1]
@@ -563,22 +563,16 @@ def customer(identifier: str, as_json: bool) -> None:
     20 touchpoints: what a call-center agent sees when the customer calls. Asks the
     worker at TOUCHPOINT_WEB_PORT, which routes to the worker holding the customer.
     """
-    import urllib.error
-    import urllib.parse
-    import urllib.request
+    from touchpoint.worker_api import WorkerAPI, WorkerRefused, WorkerUnreachable
 
-    settings = _settings()
-    url = (f"http://{settings.web_host}:{settings.web_port}/customers/"
-           + urllib.parse.quote(identifier, safe=""))
+    api = WorkerAPI(_settings())
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            found = json.load(response)
-    except urllib.error.HTTPError as exc:
-        body = json.loads(exc.read() or b"{}")
-        _fail(body.get("error", f"the worker answered {exc.code}"))
-    except OSError as exc:
-        _fail(f"no worker answers at {url} ({exc}): start one with `touchpoint worker` "
-              "or set TOUCHPOINT_WEB_PORT")
+        found = api.call(api.path_of("/customers/", identifier))
+    except WorkerRefused as exc:
+        known = " (set TOUCHPOINT_API_TOKEN to a token the worker knows)"
+        _fail(f"{exc}{known if exc.status == 401 else ''}")
+    except WorkerUnreachable as exc:
+        _fail(f"{exc}: start one with `touchpoint worker` or set TOUCHPOINT_WEB_PORT")
     if as_json:
         click.echo(json.dumps(found, indent=1, ensure_ascii=False))
         return
@@ -638,10 +632,25 @@ def show_settings(markdown: bool) -> None:
     current = _settings()
     for setting in SETTINGS:
         value = getattr(current, setting.name)
-        if setting.name == "pii_salt":
-            value = "(set)" if os.environ.get(setting.env) else "(local file)"
+        if setting.name in {"pii_salt", "api_tokens", "api_token"}:  # secrets: never shown
+            if setting.name == "api_tokens":
+                value = ", ".join(f"{name}=(set)" for name in value)
+            else:
+                value = "(set)" if os.environ.get(setting.env, LOCAL) != LOCAL else "(local file)"
+        elif setting.name in {"clickhouse_url", "clickhouse_query_url"} and value:
+            value = _without_password(value)
         click.echo(f"{setting.env}={value}")
         click.echo(f"    {setting.help} Default: {setting.default or '(empty)'}")
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @main.command()

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from datetime import time as dt_time
 from pathlib import Path
@@ -20,6 +17,7 @@ import click
 from touchpoint.exceptions import ServiceError, TouchpointError
 from touchpoint.settings import Settings
 from touchpoint.warehouse_client import query_worker
+from touchpoint.worker_api import WorkerAPI
 
 __all__ = ["run_demo"]
 
@@ -40,11 +38,12 @@ def run_demo(settings: Settings, *, duration: float, rate: float, seed: int) -> 
                 [sys.executable, "-m", "touchpoint.cli", "worker"], env=env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        status_url = f"http://{settings.web_host}:{settings.web_port}/status"
-        _wait_for_worker(worker, status_url, log_path)
-        click.echo(f"worker running; status: {status_url}  (log: {log_path})")
+        api = WorkerAPI(settings)
+        _wait_for_worker(worker, api, log_path)
+        click.echo(f"worker running; status: {api.url('/status')}  (log: {log_path})")
         click.echo(f"live dashboard: http://{settings.web_host}:{settings.web_port}/  "
-                   "(Prometheus metrics at /metrics)")
+                   "(Prometheus metrics at /metrics; the page asks for the API token in "
+                   f"{settings.home / 'api_token'} unless TOUCHPOINT_API_TOKENS names others)")
         click.echo(f"publishing simulated traffic: {rate:.0f} events/s for {duration:.0f}s "
                    "(Ctrl-C to stop early)")
         from touchpoint.cli import _simulate
@@ -54,11 +53,11 @@ def run_demo(settings: Settings, *, duration: float, rate: float, seed: int) -> 
             published = _simulate(settings, rate=rate, duration=duration, events=None,
                                   seed=seed, customers=25000, quiet=False,
                                   start_ms=_business_hours(), faulty=0.002,
-                                  extra=_WorkerFigures(status_url))
+                                  extra=_WorkerFigures(api))
         except KeyboardInterrupt:
             published = -1
         elapsed = time.monotonic() - began
-        status = _drain(status_url, published, settings.profile_emit_seconds)
+        status = _drain(api, published, settings.profile_emit_seconds)
         _summary(settings, published, elapsed, status)
         _show_a_customer(settings)
         return 0
@@ -90,34 +89,27 @@ def _start_kafka(env: dict[str, str]) -> bool:
     return True
 
 
-def _status(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return json.load(response)
-    except OSError:
-        return None
-
-
-def _wait_for_worker(worker: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+def _wait_for_worker(worker: subprocess.Popen[bytes], api: WorkerAPI, log_path: Path) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             tail = log_path.read_text(errors="replace").splitlines()[-20:]
             raise TouchpointError("the worker exited at start:\n" + "\n".join(tail))
-        if _status(url) is not None:
+        if api.status() is not None:
             return
         time.sleep(0.5)
-    raise TouchpointError(f"the worker did not answer at {url} within 120 s; see {log_path}")
+    raise TouchpointError(f"the worker did not answer at {api.base} within 120 s; "
+                          f"see {log_path}")
 
 
-def _drain(url: str, published: int, emit_seconds: float,
+def _drain(api: WorkerAPI, published: int, emit_seconds: float,
            timeout: float = 120) -> dict[str, Any]:
     """Wait until the worker has ingested and stored everything published."""
     click.echo("waiting for the worker to store everything published...")
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status = _status(url) or status
+        status = api.status() or status
         ingested = sum(status.get("ingested", {}).values())
         rejected = sum(status.get("rejected", {}).values())
         stored = status.get("sink", {}).get("rows", {}).get("touchpoint_events_raw", 0)
@@ -126,7 +118,7 @@ def _drain(url: str, published: int, emit_seconds: float,
         if ingested + rejected >= published >= 0 and stored >= ingested \
                 and profiled >= ingested:
             time.sleep(2 * emit_seconds + 0.5)  # the last changed profiles are published
-            status = _status(url) or status
+            status = api.status() or status
             break
         time.sleep(0.5)
     else:
@@ -176,15 +168,15 @@ def _summary(settings: Settings, published: int, elapsed: float,
 class _WorkerFigures:
     """What the worker has done so far, for the progress line (asked at most every 2 s)."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, api: WorkerAPI) -> None:
+        self.api = api
         self.asked = 0.0
         self.text = ""
 
     def __call__(self) -> str:
         if time.monotonic() - self.asked >= 2:
             self.asked = time.monotonic()
-            status = _status(self.url)
+            status = self.api.status()
             if status is not None:
                 rows = status.get("sink", {}).get("rows", {})
                 profiles = status.get("profiles", {})
@@ -205,10 +197,8 @@ def _show_a_customer(settings: Settings) -> None:
     if not busiest:
         return
     customer_id = busiest[0][0]
-    url = (f"http://{settings.web_host}:{settings.web_port}/customers/"
-           + urllib.parse.quote(customer_id, safe=""))
-    with urllib.request.urlopen(url, timeout=30) as response:
-        found = json.load(response)
+    api = WorkerAPI(settings)
+    found = api.call(api.path_of("/customers/", customer_id))
     click.echo(f"\n$ touchpoint customer {customer_id}      # while a worker runs")
     click.echo(_customer_text(found))
 

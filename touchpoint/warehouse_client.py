@@ -6,13 +6,10 @@ one process only; when a worker has it, the query goes to that worker's web serv
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
-
 from touchpoint.exceptions import WarehouseError, WarehouseUnavailable
 from touchpoint.settings import Settings
 from touchpoint.sinks.clickhouse import QueryResult, connect
+from touchpoint.worker_api import WorkerAPI, WorkerRefused, WorkerUnreachable
 
 __all__ = ["query_worker", "run_query"]
 
@@ -32,19 +29,19 @@ def run_query(settings: Settings, sql: str) -> QueryResult:
 
 def query_worker(settings: Settings, sql: str, *, timeout: float = 60.0) -> QueryResult:
     """Run a read-only ``sql`` through the worker at ``TOUCHPOINT_WEB_PORT``."""
-    url = f"http://{settings.web_host}:{settings.web_port}/warehouse/query"
-    request = urllib.request.Request(url, data=sql.encode(), method="POST",
-                                     headers={"Content-Type": "text/plain"})
+    api = WorkerAPI(settings)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = json.load(response)
-    except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
-        raise WarehouseError(f"the worker refused the query: {detail}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+        body = api.call("/warehouse/query", data=sql.encode(), timeout=timeout)
+    except WorkerRefused as exc:
+        if exc.status == 401:
+            raise WarehouseError(
+                f"the worker refused the query: {exc} (set TOUCHPOINT_API_TOKEN to a token "
+                "the worker knows)") from None
+        raise WarehouseError(f"the worker refused the query: {exc}") from None
+    except WorkerUnreachable as exc:
         raise WarehouseUnavailable(
-            f"the embedded warehouse is open in another process, and no worker answers at "
-            f"{url} ({exc}): set TOUCHPOINT_WEB_PORT to that worker's port, or stop it"
-        ) from exc
+            f"the embedded warehouse is open in another process, and {exc}: set "
+            "TOUCHPOINT_WEB_PORT to that worker's port, or stop it"
+        ) from None
     return QueryResult(tuple(body["columns"]), tuple(body["types"]),
                        [tuple(row) for row in body["rows"]])

@@ -262,10 +262,44 @@
     node.textContent = label;
   }
 
+  // The figures name customers, so the worker asks for an API token. It is typed into
+  // the page once per tab, kept in sessionStorage (this origin, this tab) and sent as a
+  // header: never in a URL, a cookie or a log.
+  const TOKEN_KEY = "touchpoint.apiToken";
+  const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+  function askForToken(message) {
+    const form = $("token-form");
+    $("token-message").textContent = message;
+    form.hidden = false;
+    $("token-input").focus();
+  }
+
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("token-input").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    $("token-input").value = "";
+    $("token-form").hidden = true;
+    status("wait", "connecting…");
+  });
+
   async function poll() {
     const started = Date.now();
     try {
-      const response = await fetch("/dashboard/data", { cache: "no-store" });
+      if (!token()) {
+        if ($("token-form").hidden) askForToken("The figures need an API token.");
+        throw new Error("no API token");
+      }
+      const response = await fetch("/dashboard/data", {
+        cache: "no-store", headers: { Authorization: `Bearer ${token()}` },
+      });
+      if (response.status === 401) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        askForToken("The worker did not accept that token.");
+        throw new Error("token refused");
+      }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const data = await response.json();
       render(data);

@@ -7,7 +7,6 @@ service that cannot start fails the run; nothing is skipped silently.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +32,7 @@ from touchpoint.sinks.clickhouse import QueryResult, connect
 from touchpoint.streams.lag import OffsetMonitor, OffsetSample
 from touchpoint.streams.topics import TopicNames, ensure_topics
 from touchpoint.warehouse_client import query_worker
+from touchpoint.worker_api import WorkerAPI
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_HOME = REPO / ".touchpoint-test"
@@ -141,12 +142,21 @@ class Worker:
         return self.process.returncode
 
     def status(self) -> dict[str, Any] | None:
-        url = f"http://127.0.0.1:{self.settings.web_port}/status"
+        return WorkerAPI(self.settings).status()
+
+    def get(self, path: str, *, token: str | None = "", data: bytes | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, bytes]:
+        """Ask the worker's web server; ``token`` "" is this worker's own, ``None`` none."""
+        sent = dict(headers or {})
+        if token is not None:
+            sent.setdefault("Authorization", f"Bearer {token or self.settings.api_token}")
+        request = urllib.request.Request(f"http://127.0.0.1:{self.settings.web_port}{path}",
+                                         data=data, headers=sent)
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return json.load(response)  # type: ignore[no-any-return]
-        except OSError:
-            return None
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

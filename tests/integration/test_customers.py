@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any, cast
 from urllib.parse import quote
@@ -41,12 +39,8 @@ def _hash(value: str) -> str:
 
 
 def _get(worker: Worker, path: str) -> tuple[int, dict[str, Any]]:
-    url = f"http://127.0.0.1:{worker.settings.web_port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+    status, body = worker.get(path)
+    return status, json.loads(body or b"{}")
 
 
 def _profile(worker: Worker, customer_id: str, **expected: Any) -> dict[str, Any]:

@@ -8,8 +8,6 @@ import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -34,12 +32,7 @@ CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
 
 
 def _get(worker: Worker, path: str) -> tuple[int, bytes]:
-    url = f"http://127.0.0.1:{worker.settings.web_port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return worker.get(path)
 
 
 def _data(worker: Worker) -> dict[str, Any]:
@@ -359,6 +352,12 @@ def test_the_dashboard_in_a_browser(worker_factory: WorkerFactory, browser: Any)
         _until("simulated events in the warehouse",
                lambda: worker.scalar("SELECT count() FROM touchpoint_events") > 200)
         browser.get(f"http://127.0.0.1:{worker.settings.web_port}/")
+        # the page asks for the API token before it shows any figure
+        _until("the token form", lambda: _page(
+            browser, "return !document.getElementById('token-form').hidden"))
+        _page(browser, f"document.getElementById('token-input').value = "
+                       f"{json.dumps(worker.settings.api_token)};"
+                       "document.getElementById('token-form').requestSubmit();")
         _until("the first update of the page",
                lambda: _page(browser, "return window.touchpointDashboard.updates") >= 1)
 
