@@ -21,13 +21,16 @@ and a worker wrote it once and read it four times (identity, minutes, profiles, 
 packed, ~1.4 us and ~1.7 us, at ~1.9x the bytes. ``decode`` reads both forms, and a
 packed record of an older version is resolved to the latest as an Avro one would be
 (new fields take their defaults). Channel systems never see it: inbound, dead-letter,
-signal and profile records stay Avro.
+signal and profile records stay Avro, and ingest reads inbound topics with
+``decode(value, packed=False)``, so no producer can send it to skip Avro's typing.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
+import reprlib
 from collections.abc import Mapping
 from datetime import date, datetime
 from functools import cache
@@ -64,6 +67,26 @@ _PUBLISH_HINT = "publish with `touchpoint publish` or the touchpoint.publish API
 _MISSING = object()
 
 
+class _ShortRepr(reprlib.Repr):
+    """A value in an error message, bounded in length and depth.
+
+    Plain ``repr()`` of a deeply nested value raises RecursionError, of a huge one takes
+    its size again, and of an integer of more than 4,300 digits raises ValueError.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother, self.maxlong = 3, 80, 80, 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 64:
+            return f"<an integer of {x.bit_length():,} bits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _ShortRepr()
+
+
 class Codec:
     """Encode and decode one subject's records in Avro single-object encoding.
 
@@ -88,6 +111,12 @@ class Codec:
         for version in registry.versions(subject):
             entry = (version.parsed, latest.parsed, version)
             self._readers.setdefault(version.fingerprint, entry)
+        #: fingerprint -> named types (records, enums, fixed) of that version, for _wide_varint
+        self._named: dict[bytes, dict[str, Any]] = {}
+        for version in (*registry.versions(subject), latest):
+            named: dict[str, Any] = {}
+            _collect_named(version.parsed, named)
+            self._named[version.fingerprint] = named
         self._packed_header = PACKED_MARKER + latest.fingerprint
         fields = latest.schema["fields"]
         #: latest fields whose default is null: the ones ``pack`` leaves out when null
@@ -164,14 +193,24 @@ class Codec:
             raise self._encode_error(record, exc) from exc
         return self._packed_header + body
 
-    def decode(self, data: bytes | None) -> dict[str, Any]:
+    def decode(self, data: bytes | None, *, packed: bool = True) -> dict[str, Any]:
         """Decode a single-object encoded (or packed) value into a record of the latest version.
 
         Raises ``DecodeError`` (a ``DecodeError``) with ``code`` ``undecodable``,
         ``unknown_schema``, ``wrong_subject`` or ``incompatible_schema`` and a message
         saying what to fix. ``None`` (a Kafka tombstone) is ``undecodable``.
+
+        ``packed=False`` accepts the public Avro form only: bytes from outside (inbound
+        topics) in the packed form would skip Avro's typing, so they are ``undecodable``.
         """
         if data and data[:2] == PACKED_MARKER:
+            if not packed:
+                raise DecodeError(
+                    f"value is in the pipeline's internal packed form (marker C3 4A), which "
+                    f"this topic does not accept: publish '{self.subject}' records in Avro "
+                    f"single-object encoding (marker C3 01); {_PUBLISH_HINT}",
+                    code="undecodable",
+                )
             return self._unpack(data)
         if not data or data[:2] != MARKER:
             raise self._header_error(data)
@@ -198,6 +237,15 @@ class Codec:
                 f"({_describe(exc)}): the value is truncated or corrupt",
                 code="undecodable",
             ) from exc
+        if _MAYBE_WIDE.search(data, HEADER_SIZE) is not None:
+            wide = _wide_varint(data, writer, self._named[data[2:HEADER_SIZE]])
+            if wide is not None:
+                raise DecodeError(
+                    f"'{wide}' of a '{self.subject}' v{version.version} record is an integer "
+                    "wider than 64 bits (a varint of more than 10 bytes), which no Avro int or "
+                    "long can be: the producer's Avro encoder is broken",
+                    code="undecodable",
+                )
         left = len(data) - buf.tell()
         if left:
             raise DecodeError(
@@ -308,7 +356,7 @@ class Codec:
                 if isinstance(value, datetime | date):
                     hint = ": pass epoch milliseconds as an int"
                 return EncodeError(
-                    f"{where} field '{name}' is {_clip(repr(value))} ({type(value).__name__}), "
+                    f"{where} field '{name}' is {_REPR.repr(value)} ({type(value).__name__}), "
                     f"the schema wants {json.dumps(written[name])}{hint}",
                     field=name,
                 )
@@ -336,6 +384,117 @@ def _not_single_object(data: bytes) -> str:
         f"value starts with {shown}, not the Avro single-object marker C3 01: the producer "
         f"does not use single-object encoding; {_PUBLISH_HINT}"
     )
+
+
+# fastavro's compiled reader keeps a varint in 64 bits: the bits of a longer one are
+# dropped, so a crafted 11-byte varint can read as any small number. Only a body with 9
+# bytes in a row that have the high bit set can hold one (text often does, e.g. Chinese
+# in UTF-8); those bodies are walked by _wide_varint.
+_MAYBE_WIDE: Final = re.compile(rb"[\x80-\xff]{9}")
+
+
+class _Wide(Exception):
+    """A varint that does not fit 64 bits, in the field named."""
+
+
+def _wide_varint(data: bytes, schema: Any, named: Mapping[str, Any]) -> str | None:
+    """The field of a decoded body holding a varint wider than 64 bits, or ``None``.
+
+    Walks the body as ``schema`` lays it out, reading only varints (values, lengths,
+    counts, branches) and skipping everything else by its size.
+    """
+    try:
+        _skip(data, HEADER_SIZE, schema, named, "(record)")
+    except _Wide as exc:
+        return str(exc)
+    except (IndexError, KeyError, ValueError):
+        return None  # the body is corrupt: decoding found that already, or will
+    return None
+
+
+def _varint(data: bytes, pos: int, where: str) -> tuple[int, int]:
+    """Read a zigzag varint at ``pos``: (value, position after it); ``_Wide`` past 64 bits."""
+    byte = data[pos]
+    if byte < 0x80:  # most are one byte: union branches, lengths of short text, small ints
+        return (byte >> 1) ^ -(byte & 1), pos + 1
+    accumulated = shift = 0
+    for count in range(10):
+        byte = data[pos + count]
+        accumulated |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if count == 9 and byte > 1:  # the 10th byte has room for bit 63 only
+                break
+            return (accumulated >> 1) ^ -(accumulated & 1), pos + count + 1
+        shift += 7
+    raise _Wide(where)
+
+
+def _skip(data: bytes, pos: int, schema: Any, named: Mapping[str, Any], where: str) -> int:
+    """Position after the value of ``schema`` at ``pos``."""
+    if isinstance(schema, list):
+        branch, pos = _varint(data, pos, where)
+        if not 0 <= branch < len(schema):
+            raise IndexError(branch)
+        schema = schema[branch]
+    if isinstance(schema, str):
+        if schema in named:
+            return _skip(data, pos, named[schema], named, where)
+        kind = schema
+    else:
+        kind = schema["type"]
+        if not isinstance(kind, str) or kind in named:
+            return _skip(data, pos, kind, named, where)
+    if kind == "string" or kind == "bytes":
+        size, pos = _varint(data, pos, where)
+        if size < 0:
+            raise ValueError(size)
+        return pos + size
+    if kind == "null":
+        return pos
+    if kind == "int" or kind == "long" or kind == "enum":
+        return _varint(data, pos, where)[1]
+    fixed = {"boolean": 1, "float": 4, "double": 8}.get(kind)
+    if fixed is not None:
+        return pos + fixed
+    if kind == "fixed":
+        return pos + int(schema["size"])
+    if kind == "record":
+        for field in schema["fields"]:
+            pos = _skip(data, pos, field["type"], named, field["name"])
+        return pos
+    if kind in ("array", "map"):
+        items = schema["items"] if kind == "array" else schema["values"]
+        while True:
+            count, pos = _varint(data, pos, where)
+            if count == 0:
+                return pos
+            if count < 0:  # a block with its size in bytes after the count
+                count = -count
+                pos = _varint(data, pos, where)[1]
+            if count > len(data) - pos:
+                raise ValueError(count)  # more items than bytes left: corrupt
+            for _ in range(count):
+                if kind == "map":
+                    pos = _skip(data, pos, "string", named, where)
+                pos = _skip(data, pos, items, named, where)
+    raise ValueError(f"unknown Avro type {kind!r}")
+
+
+def _collect_named(schema: Any, named: dict[str, Any]) -> None:
+    """Add the named types defined in a fastavro-parsed ``schema`` to ``named``."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _collect_named(branch, named)
+    elif isinstance(schema, dict):
+        if schema.get("type") in ("record", "enum", "fixed") and "name" in schema:
+            named.setdefault(schema["name"], schema)
+        for field in schema.get("fields", ()):
+            _collect_named(field["type"], named)
+        for key in ("items", "values"):
+            if key in schema:
+                _collect_named(schema[key], named)
+        if isinstance(schema.get("type"), dict | list):
+            _collect_named(schema["type"], named)
 
 
 def _nullable(schema: Any) -> bool:

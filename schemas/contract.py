@@ -1,19 +1,24 @@
-"""The public event contract (CONTRACT.md §2) as data, and the rules that check it.
+"""The public event contract (docs/contract.md) as data, and the rules that check it.
 
 One place defines, per channel, the event types, their touchpoint category and 4S
-journey stage, and the further fields with their types. Publishing (``touchpoint
-publish``) and ingest both check events here, so a channel system gets the same
-answer before and after Kafka.
+journey stage, and the further fields with their types, and next to them the limits:
+the range of every numeric field, the longest text, the largest record, the deepest
+JSON. Publishing (``touchpoint publish``) and ingest both check events here, with the
+same :func:`check_size` and :func:`check`, so a channel system gets the same answer
+before and after Kafka.
 
 Checks return a :class:`Rejection` (a machine code and a sentence a person can act on)
-instead of raising: on the hot path a bad record is data, not an exception.
+instead of raising: on the hot path a bad record is data, not an exception. A reason
+never repeats more than ~80 characters of what it was given.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,13 +31,26 @@ __all__ = [
     "CHANNELS",
     "COMMON_FIELDS",
     "IDENTIFIERS",
+    "MAX_AMOUNT",
+    "MAX_ATTRIBUTES",
+    "MAX_ATTRIBUTE_KEY",
+    "MAX_ATTRIBUTE_VALUE",
+    "MAX_ID_LENGTH",
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_LINE_BYTES",
+    "MAX_RECORD_BYTES",
+    "RANGES",
+    "TEXT_LIMITS",
     "Channel",
+    "Range",
     "Rejection",
     "TouchpointKind",
     "check",
+    "check_size",
     "hash_pii",
     "normalize_email",
     "normalize_phone",
+    "parse_json_event",
     "parse_occurred_at",
     "routing_key",
 ]
@@ -155,13 +173,73 @@ _ENUMS: Final[Mapping[str, frozenset[str]]] = MappingProxyType({
     "medium": frozenset({"email", "sms", "push", "display", "social", "direct_mail"}),
     "about_channel": frozenset(CHANNELS),
 })
+# The scale of each rated feedback type; a complaint's score has no scale, only RANGES.
 _SCORE_RANGE: Final = MappingProxyType({"csat": (1, 5), "nps": (0, 10), "review": (1, 5)})
-_NON_NEGATIVE: Final = frozenset({"dwell_ms", "queue_wait_s", "talk_s", "transfers", "items"})
 # 2000-01-01 .. 2100-01-01 in epoch ms: outside this an integer is a unit mistake
 # (seconds or microseconds), not a date.
 _MIN_MS: Final = 946_684_800_000
 _MAX_MS: Final = 4_102_444_800_000
+
+# --- Limits (docs/contract.md, "Limits") -------------------------------------------------------
+# Every value an event may carry fits where it is stored: Avro on the topics, ClickHouse
+# columns in the warehouse (sinks/migrations/0001_touchpoint_events.sql). Past a limit an
+# event is refused whole, never cut or wrapped around: a silently changed value is worse
+# than a dead letter that says what to fix.
+
+_INT16: Final = (-(2**15), 2**15 - 1)
+_INT32: Final = (-(2**31), 2**31 - 1)
+MAX_AMOUNT: Final = 1_000_000_000_000
+"""Largest ``amount`` (any currency): above it a value is a unit or parsing mistake."""
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Lowest and highest value of a numeric field, and where the bounds come from."""
+
+    low: int
+    high: int
+    source: str
+
+
+# The one range table, per numeric field of every channel (a field name means the same
+# column in every channel). Bounds: the warehouse column narrowed by the Avro type (an
+# Avro ``int`` is 32-bit, whatever a varint on the wire can carry) and by sense: counts
+# and durations are not negative, and returns are the store ``return`` type, so an
+# ``amount`` is not negative either.
+RANGES: Final[Mapping[str, Range]] = MappingProxyType({
+    "dwell_ms": Range(0, _INT32[1], "Avro int; warehouse Int64"),
+    "queue_wait_s": Range(0, _INT32[1], "Avro int; warehouse Int32"),
+    "talk_s": Range(0, _INT32[1], "Avro int; warehouse Int32"),
+    "items": Range(0, _INT32[1], "Avro int; warehouse Int32"),
+    "transfers": Range(0, _INT16[1], "warehouse Int16"),
+    "score": Range(*_INT16, "warehouse Int16"),
+    "amount": Range(0, MAX_AMOUNT, "Avro double; warehouse Float64"),
+})
+
 MAX_ID_LENGTH: Final = 256
+"""Longest ``event_id``, identifier or code (every string field not in TEXT_LIMITS)."""
+TEXT_LIMITS: Final[Mapping[str, int]] = MappingProxyType({
+    "notes": 10_000, "comment": 10_000, "url": 4_096, "referrer": 4_096,
+})
+"""Longest free text, in characters (code points), per field."""
+MAX_ATTRIBUTES: Final = 64
+"""Most keys in ``attributes``."""
+MAX_ATTRIBUTE_KEY: Final = 128
+"""Longest ``attributes`` key, in characters."""
+MAX_ATTRIBUTE_VALUE: Final = 1_024
+"""Longest ``attributes`` value, in characters."""
+MAX_RECORD_BYTES: Final = 64 * 1024
+"""Largest inbound record, in encoded bytes (single-object header included).
+
+Ten times the largest event the field limits are meant for (a 10,000-character Chinese
+note is ~30 KB in UTF-8), and small enough that an ingest batch of 1,000 records holds at
+most 64 MiB, where Kafka's 1 MB default would allow a gigabyte.
+"""
+MAX_JSON_DEPTH: Final = 32
+"""Deepest nesting of arrays and objects in a line of the JSON form (an event needs 2)."""
+MAX_JSON_LINE_BYTES: Final = 1024 * 1024
+"""Longest line of the JSON form, in bytes: 16 times MAX_RECORD_BYTES, room for escapes."""
+_SHOWN: Final = 80  # most characters of a received value a reason repeats
 
 
 def parse_occurred_at(value: object) -> int | Rejection:
@@ -172,7 +250,7 @@ def parse_occurred_at(value: object) -> int | Rejection:
         if not _MIN_MS <= value < _MAX_MS:
             return Rejection(
                 "bad_timestamp",
-                f"occurred_at={value} is not epoch milliseconds between 2000 and 2100 "
+                f"occurred_at={_show(value)} is not epoch milliseconds between 2000 and 2100 "
                 "(seconds or microseconds sent by mistake?)",
             )
         return value
@@ -182,16 +260,17 @@ def parse_occurred_at(value: object) -> int | Rejection:
         except ValueError:
             return Rejection(
                 "bad_timestamp",
-                f"occurred_at={value!r} is not ISO-8601 (e.g. 2026-11-22T10:15:00+08:00)",
+                f"occurred_at={_show(value)} is not ISO-8601 (e.g. 2026-11-22T10:15:00+08:00)",
             )
         if parsed.tzinfo is None:
             return Rejection(
                 "bad_timestamp",
-                f"occurred_at={value!r} has no UTC offset: add one, e.g. +08:00 or Z",
+                f"occurred_at={_show(value)} has no UTC offset: add one, e.g. +08:00 or Z",
             )
         millis = round(parsed.timestamp() * 1000)
         if not _MIN_MS <= millis < _MAX_MS:
-            return Rejection("bad_timestamp", f"occurred_at={value!r} is before 2000 or after 2100")
+            return Rejection("bad_timestamp",
+                             f"occurred_at={_show(value)} is before 2000 or after 2100")
         return millis
     return Rejection("bad_timestamp", "occurred_at is missing: send ISO-8601 or epoch ms")
 
@@ -244,46 +323,68 @@ def routing_key(event: Mapping[str, Any], region: str) -> bytes:
     return b""
 
 
-def check(channel: str, event: Mapping[str, Any], *, strict: bool = False) -> Rejection | None:
+def check_size(size: int) -> Rejection | None:
+    """Check the encoded size of one inbound record, in bytes; ``None`` means it fits.
+
+    Ingest checks the raw value before decoding it, the publisher the value it encoded:
+    the same bytes get the same answer.
+    """
+    if size > MAX_RECORD_BYTES:
+        return Rejection(
+            "too_large",
+            f"record is {size:,} bytes, more than the {MAX_RECORD_BYTES:,} an event may take: "
+            f"shorten its free text (notes and comment up to {TEXT_LIMITS['notes']:,} "
+            "characters) or attributes, and keep documents and transcripts in your system",
+        )
+    return None
+
+
+def check(channel: str, event: Mapping[str, Any], *, region: str,
+          strict: bool = False) -> Rejection | None:
     """Check one event of ``channel`` against the contract; ``None`` means valid.
 
+    ``region`` is the phone region (``TOUCHPOINT_PHONE_REGION``) numbers without a
+    country code are read in: e-mail and phone must be ones ingest can normalize.
     ``strict`` also refuses fields the contract does not name (JSON input, where an
-    unknown field would otherwise be dropped silently by the Avro encoding).
+    unknown field would otherwise be dropped silently by the Avro encoding). The size of
+    the encoded record is :func:`check_size`'s, checked first by both paths.
     """
     spec = CHANNELS.get(channel)
     if spec is None:
         return Rejection("unknown_channel",
-                         f"unknown channel {channel!r}: use one of {_names(CHANNELS)}")
+                         f"unknown channel {_show(channel)}: use one of {_names(CHANNELS)}")
+    if not isinstance(event, Mapping):
+        return Rejection("bad_event", "an event must be a mapping of field names to values "
+                                      f"(a JSON object), not {type(event).__name__}")
     event_id = event.get("event_id")
     if not isinstance(event_id, str) or not event_id.strip():
         return Rejection("missing_field", "event_id is missing: every event needs a unique id")
     if len(event_id) > MAX_ID_LENGTH:
-        return Rejection("bad_field", f"event_id is longer than {MAX_ID_LENGTH} characters")
+        return _too_long("event_id", event_id, MAX_ID_LENGTH)
     kind = event.get("type")
     if not isinstance(kind, str) or not kind:
         return Rejection("missing_field", "type is missing")
     if kind not in spec.types:
         return Rejection(
             "unknown_type",
-            f"type {kind!r} is not a {channel} event type: use one of {_names(spec.types)}",
+            f"type {_show(kind)} is not a {channel} event type: use one of {_names(spec.types)}",
         )
     when = parse_occurred_at(event.get("occurred_at"))
     if isinstance(when, Rejection):
         return when
     if strict:
-        unknown = [k for k in event if k not in COMMON_FIELDS and k not in spec.fields]
+        unknown = sorted(str(k) for k in event if k not in COMMON_FIELDS and k not in spec.fields)
         if unknown:
             return Rejection(
                 "unknown_field",
-                f"unknown field(s) {', '.join(sorted(unknown))} for {channel}: "
+                f"unknown field(s) {_clip(', '.join(unknown))} for {channel}: "
                 "put extra data under attributes",
             )
-    return _check_fields(channel, spec, kind, event)
+    return _check_fields(channel, spec, kind, event, region)
 
 
-def _check_fields(
-    channel: str, spec: Channel, kind: str, event: Mapping[str, Any]
-) -> Rejection | None:
+def _check_fields(channel: str, spec: Channel, kind: str, event: Mapping[str, Any],
+                  region: str) -> Rejection | None:
     if not any(isinstance(event.get(k), str) and event[k].strip() for k in IDENTIFIERS):
         return Rejection(
             "no_identifier",
@@ -294,13 +395,20 @@ def _check_fields(
         if value is not None and not isinstance(value, str):
             return Rejection("bad_field", f"{name} must be a string, got {type(value).__name__}")
         if isinstance(value, str) and len(value) > MAX_ID_LENGTH:
-            return Rejection("bad_field", f"{name} is longer than {MAX_ID_LENGTH} characters")
-    attributes = event.get("attributes")
-    if attributes is not None and not (
-        isinstance(attributes, Mapping)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in attributes.items())
-    ):
-        return Rejection("bad_field", "attributes must map strings to strings")
+            return _too_long(name, value, MAX_ID_LENGTH)
+    # Ingest normalizes these to hash them; one that cannot be normalized is refused here,
+    # so the publisher refuses what ingest would. Neither is ever repeated in a reason.
+    if event.get("email") and normalize_email(event["email"]) is None:
+        return Rejection("bad_field", "email is not an e-mail address (name@domain)")
+    if event.get("phone") and normalize_phone(event["phone"], region) is None:
+        return Rejection(
+            "bad_field",
+            f"phone is not a phone number (numbers without a country code are read as "
+            f"{region}; set TOUCHPOINT_PHONE_REGION)",
+        )
+    problem = _check_attributes(event.get("attributes"))
+    if problem is not None:
+        return problem
     for name in spec.required:
         value = event.get(name)
         if not isinstance(value, str) or not value.strip():
@@ -310,8 +418,8 @@ def _check_fields(
         if value is None:
             continue
         problem = _check_value(name, expected, value)
-        if problem:
-            return Rejection("bad_field", problem)
+        if problem is not None:
+            return problem
     score_range = _SCORE_RANGE.get(kind) if channel == "feedback" else None
     if score_range is not None:
         score = event.get("score")
@@ -325,21 +433,70 @@ def _check_fields(
     return None
 
 
-def _check_value(name: str, expected: type, value: object) -> str | None:
+def _check_attributes(attributes: object) -> Rejection | None:
+    if attributes is None:
+        return None
+    if not (isinstance(attributes, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in attributes.items())):
+        return Rejection("bad_field", "attributes must map strings to strings")
+    if len(attributes) > MAX_ATTRIBUTES:
+        return Rejection("too_long", f"attributes has {len(attributes):,} keys, more than "
+                                     f"{MAX_ATTRIBUTES}: keep the ones reports need")
+    for key, value in attributes.items():
+        if len(key) > MAX_ATTRIBUTE_KEY:
+            return _too_long("an attributes key", key, MAX_ATTRIBUTE_KEY)
+        if len(value) > MAX_ATTRIBUTE_VALUE:
+            return _too_long(f"attributes[{_show(key)}]", value, MAX_ATTRIBUTE_VALUE)
+    return None
+
+
+def _check_value(name: str, expected: type, value: object) -> Rejection | None:
     if expected is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if ok and not math.isfinite(float(value)):  # type: ignore[arg-type]
-            return f"{name} must be a finite number"
+        if isinstance(value, float) and not math.isfinite(value):
+            return Rejection("bad_field", f"{name} must be a finite number")
     else:
         ok = isinstance(value, expected) and not isinstance(value, bool)
     if not ok:
-        return f"{name} must be {_type_word(expected)}, got {type(value).__name__}"
-    if name in _NON_NEGATIVE and value < 0:  # type: ignore[operator]
-        return f"{name} must not be negative, got {value}"
+        return Rejection("bad_field",
+                         f"{name} must be {_type_word(expected)}, got {type(value).__name__}")
+    bounds = RANGES.get(name)
+    if bounds is not None and not bounds.low <= value <= bounds.high:  # type: ignore[operator]
+        if bounds.low == 0 and value < 0:  # type: ignore[operator]
+            return Rejection("out_of_range", f"{name} must not be negative, got {_show(value)}")
+        return Rejection(
+            "out_of_range",
+            f"{name}={_show(value)} is out of range: {bounds.low:,} to {bounds.high:,} "
+            f"({bounds.source}); check the value and its unit",
+        )
+    if isinstance(value, str):
+        limit = TEXT_LIMITS.get(name, MAX_ID_LENGTH)
+        if len(value) > limit:
+            return _too_long(name, value, limit)
     allowed = _ENUMS.get(name)
     if allowed is not None and value not in allowed:
-        return f"{name} {value!r} is not one of {_names(allowed)}"
+        return Rejection("bad_field", f"{name} {_show(value)} is not one of {_names(allowed)}")
     return None
+
+
+def _too_long(name: str, value: str, limit: int) -> Rejection:
+    return Rejection("too_long", f"{name} is {len(value):,} characters, more than {limit:,}: "
+                                 "shorten it (events are refused whole, never cut)")
+
+
+def _show(value: object) -> str:
+    """A received value for a reason: ``repr`` of text, at most ~80 characters of it."""
+    if isinstance(value, str):
+        shown = repr(value[:_SHOWN])
+        return shown if len(value) <= _SHOWN else shown + "..."
+    if isinstance(value, int) and value.bit_length() > 64:
+        # str() of a huge int is slow, and refused past 4,300 digits (a ValueError).
+        return f"<an integer of {value.bit_length():,} bits>"
+    return _clip(str(value))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
 def _type_word(kind: type) -> str:
@@ -348,3 +505,65 @@ def _type_word(kind: type) -> str:
 
 def _names(values: Mapping[str, Any] | frozenset[str]) -> str:
     return ", ".join(sorted(values))
+
+
+# --- the JSON form ------------------------------------------------------------------------------
+
+# A string (escapes and all) or one bracket: strings are skipped, so brackets in text
+# do not count as nesting.
+_JSON_TOKENS: Final = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def parse_json_event(line: str | bytes) -> dict[str, Any] | Rejection:
+    """Read one line of the JSON form (JSON Lines, UTF-8) into an event, or say why not.
+
+    Refuses, before parsing, a line longer than MAX_JSON_LINE_BYTES or nested deeper
+    than MAX_JSON_DEPTH, so no line can exhaust memory or the parser's recursion.
+    """
+    if isinstance(line, bytes):
+        if len(line) > MAX_JSON_LINE_BYTES:
+            return _line_too_large(len(line))
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Rejection("bad_json", f"line is not UTF-8 (byte 0x{line[exc.start]:02x} at "
+                                         f"position {exc.start}): save the file as UTF-8")
+    else:
+        text = line
+        if len(text) > MAX_JSON_LINE_BYTES:  # characters: at least as many bytes
+            return _line_too_large(len(text))
+    text = text.strip().removeprefix("\ufeff")  # a byte-order mark some editors write
+    if _deeper_than(text, MAX_JSON_DEPTH):
+        return Rejection("too_deep", f"line nests arrays or objects more than {MAX_JSON_DEPTH} "
+                                     "deep: an event is one object of fields, attributes "
+                                     "one object inside it")
+    try:
+        event = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or a number of more than 4,300 digits
+        if isinstance(exc, json.JSONDecodeError):
+            return Rejection("bad_json", f"not JSON: {exc.msg} at column {exc.colno}")
+        return Rejection("bad_json", f"not JSON we can read: {_clip(str(exc))}")
+    if not isinstance(event, dict):
+        return Rejection("bad_json", "a line must be one JSON object")
+    return event
+
+
+def _deeper_than(text: str, limit: int) -> bool:
+    if text.count("[") + text.count("{") <= limit:  # the usual case, at C speed
+        return False
+    depth = 0
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
+
+
+def _line_too_large(size: int) -> Rejection:
+    return Rejection("too_large", f"line is {size:,} bytes or more, over the "
+                                  f"{MAX_JSON_LINE_BYTES:,} a JSON event line may take "
+                                  f"(and {MAX_RECORD_BYTES:,} once encoded): shorten it")

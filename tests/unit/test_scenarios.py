@@ -94,7 +94,7 @@ def test_another_seed_gives_another_scenario() -> None:
 
 def test_every_event_passes_the_contract_check(scenario: Scenario) -> None:
     rejected = [(channel, event, problem) for channel, event in scenario.events
-                if (problem := check(channel, event, strict=True)) is not None]
+                if (problem := check(channel, event, region="CN", strict=True)) is not None]
     assert rejected == []
     assert {channel for channel, _ in scenario.events} == {
         "web", "store", "callcenter", "campaign", "feedback"}
@@ -311,7 +311,8 @@ def test_write_and_load_round_trip(tmp_path: Path) -> None:
     for channel, count in per_channel.items():
         lines = (directory / f"{channel}.jsonl").read_text(encoding="utf-8").splitlines()
         assert len(lines) == count
-        assert all(check(channel, json.loads(line), strict=True) is None for line in lines)
+        assert all(check(channel, json.loads(line), region="CN", strict=True) is None
+                   for line in lines)
     data = json.loads((directory / "truth.json").read_text(encoding="utf-8"))
     assert data["format"] == "touchpoint.scenario.truth/1"
     assert data["counts"] == scenario.counts()

@@ -450,3 +450,73 @@ def test_pack_refuses_a_subject_whose_null_fields_have_other_defaults(schema_dir
     codec = Codec("odd", registry=schema_dir.load())
     with pytest.raises(EncodeError, match="cannot leave out"):
         codec.pack({"x": None})
+
+
+# --- inbound: the public form only, integers as Avro has them --------------------------------
+
+
+@pytest.mark.parametrize("subject", ["web", "store", "callcenter", "campaign", "feedback"])
+def test_packed_false_refuses_the_packed_form_and_reads_avro(
+        subject: str, samples: dict[str, dict[str, Any]]) -> None:
+    codec = codec_for(subject)
+    record = samples[subject]
+    packed = codec.pack(record)
+    error = decode_error_with(codec, packed, packed=False)
+    assert error.code == "undecodable"
+    assert str(error) == (
+        "value is in the pipeline's internal packed form (marker C3 4A), which this topic "
+        f"does not accept: publish '{subject}' records in Avro single-object encoding "
+        f"(marker C3 01); {PUBLISH}")
+    assert codec.decode(codec.encode(record), packed=False) == full(subject, record)
+    assert codec.decode(packed) == full(subject, record)  # the pipeline's stages still read it
+
+
+def decode_error_with(codec: Codec, data: bytes, **options: Any) -> DecodeError:
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(data, **options)
+    return caught.value
+
+
+def zigzag_varint(value: int) -> bytes:
+    zigzag = value * 2 if value >= 0 else -value * 2 - 1
+    out = bytearray()
+    while True:
+        low, zigzag = zigzag & 0x7F, zigzag >> 7
+        out.append(low | (0x80 if zigzag else 0))
+        if not zigzag:
+            return bytes(out)
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, 2**70 + 5, 2**9_000])
+def test_a_varint_wider_than_64_bits_is_undecodable(value: int,
+                                                    samples: dict[str, dict[str, Any]]) -> None:
+    # fastavro's compiled reader drops the bits past 64: 2**70 + 5 would read as 5.
+    codec = codec_for("event")
+    record = full("event", samples["event"])
+    data = codec.encode(record | {"source_offset": 1})
+    assert data.endswith(b"\x02")  # source_offset is the last field
+    error = decode_error(codec, data[:-1] + zigzag_varint(value))
+    assert (error.code, str(error)) == ("undecodable", (
+        "'source_offset' of a 'event' v2 record is an integer wider than 64 bits (a varint "
+        "of more than 10 bytes), which no Avro int or long can be: the producer's Avro "
+        "encoder is broken"))
+
+
+@pytest.mark.parametrize("value", [2**63 - 1, -(2**63)])
+def test_a_varint_of_64_bits_reads_exactly(value: int,
+                                           samples: dict[str, dict[str, Any]]) -> None:
+    codec = codec_for("event")
+    record = full("event", samples["event"]) | {"source_offset": value,
+                                                 "notes": "很" * 50, "url": "é" * 50}
+    assert codec.decode(codec.encode(record)) == record
+
+
+def test_encode_errors_show_a_short_value_whatever_its_depth_or_size() -> None:
+    deep: list[Any] = []
+    for _ in range(5_000):
+        deep = [deep]
+    for value in (deep, 10**5_000, b"x" * 1_000_000):
+        with pytest.raises(EncodeError) as caught:
+            codec_for("web").encode({"event_id": value, "type": "page_view", "occurred_at": 1})
+        assert caught.value.field == "event_id"
+        assert len(str(caught.value)) < 300, str(caught.value)
