@@ -1,7 +1,8 @@
 """The sink contract: write a batch, flush, close.
 
 A sink never keeps or silently drops a failed batch: ``write`` either stores every row
-or raises (:class:`~touchpoint.exceptions.WarehouseUnavailable` when a retry may help).
+or raises (:class:`~touchpoint.exceptions.WarehouseUnavailable` when a retry may help,
+:class:`~touchpoint.exceptions.WarehouseRejected` when some rows' values cannot be stored).
 Retrying and backpressure live in :mod:`touchpoint.sinks.writer`, not in each backend.
 """
 
@@ -49,6 +50,17 @@ class Batch:
         for row in sorted(repr(tuple(row)) for row in rows):
             digest.update(b"|" + row.encode())
         return digest.hexdigest()
+
+    def part(self, start: int, stop: int) -> Batch:
+        """Rows ``start:stop`` as a batch of their own, its token derived from this one's.
+
+        The same part of the same batch always gets the same token, so a retried part is
+        deduplicated like a retried batch, and no part shares a token with its batch.
+        """
+        if not 0 <= start < stop <= len(self.rows):
+            raise ValueError(f"part {start}:{stop} is not within the batch's {len(self.rows)} rows")
+        token = hashlib.sha256(f"{self.token}|{start}:{stop}".encode()).hexdigest()
+        return Batch(self.table, self.columns, self.rows[start:stop], token)
 
 
 class Sink(ABC):

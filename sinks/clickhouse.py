@@ -2,8 +2,9 @@
 
 Both backends answer the same small interface (:class:`Warehouse`), so migrations,
 sinks, reports and tests run unchanged on either. Driver errors are translated here,
-at the boundary, into :class:`~touchpoint.exceptions.WarehouseUnavailable` (retry later)
-or :class:`~touchpoint.exceptions.WarehouseError` (retrying will not help).
+at the boundary, into :class:`~touchpoint.exceptions.WarehouseUnavailable` (retry later),
+:class:`~touchpoint.exceptions.WarehouseRejected` (these rows' values cannot be stored;
+other rows can) or :class:`~touchpoint.exceptions.WarehouseError` (retrying will not help).
 """
 
 from __future__ import annotations
@@ -13,19 +14,22 @@ import json
 import math
 import os
 import re
+import struct
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from touchpoint.exceptions import WarehouseError, WarehouseUnavailable
+from touchpoint.exceptions import WarehouseError, WarehouseRejected, WarehouseUnavailable
 from touchpoint.settings import WarehouseURL
+from touchpoint.sinks.sql_tokens import enclosed
 
 __all__ = ["Capabilities", "QueryResult", "Warehouse", "connect", "format_datetime"]
 
@@ -112,6 +116,58 @@ def format_datetime(epoch_ms: int) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{epoch_ms % 1000:03d}"
 
 
+# --- people's queries: read-only and limited -------------------------------------------
+
+#: Memory one person's query may take (``max_memory_usage``): 1 GiB.
+READ_MAX_MEMORY_BYTES = 1 << 30
+_TIMEOUT_EXCEEDED = 159
+_TOO_MANY_ROWS = (158, 396)  # TOO_MANY_ROWS, TOO_MANY_ROWS_OR_BYTES
+_MEMORY_LIMIT_EXCEEDED = 241
+_ERROR_CODE = re.compile(r"Code: (\d+)\.")
+
+
+def _read_settings(timeout_s: float, max_rows: int, max_memory_bytes: int) -> dict[str, Any]:
+    """Settings of a person's query.
+
+    ``readonly=1`` also refuses table functions (file, url, ...), writes, and any change
+    of these settings from inside the query.
+    """
+    if not (timeout_s > 0 and max_rows >= 1 and max_memory_bytes >= 1):
+        raise ValueError(f"read limits must be positive: timeout_s={timeout_s}, "
+                         f"max_rows={max_rows}, max_memory_bytes={max_memory_bytes}")
+    return {
+        "max_execution_time": timeout_s, "timeout_overflow_mode": "throw",
+        # throw: a result cut at max_rows would look complete
+        "max_result_rows": max_rows, "result_overflow_mode": "throw",
+        "max_memory_usage": max_memory_bytes, "readonly": 1,
+    }
+
+
+@contextmanager
+def _read_limits(timeout_s: float, max_rows: int, max_memory_bytes: int) -> Iterator[None]:
+    """Say which limit stopped a person's query; running it again will not help."""
+    try:
+        yield
+    except Exception as exc:
+        code = getattr(exc, "code", None)
+        if not isinstance(code, int):
+            found = _ERROR_CODE.search(str(exc))
+            code = int(found[1]) if found else None
+        if code == _TIMEOUT_EXCEEDED:
+            raise WarehouseError(
+                f"query ran longer than {timeout_s:g} s and was stopped: narrow it (a WHERE "
+                "on a time column) or aggregate") from exc
+        if code in _TOO_MANY_ROWS:
+            raise WarehouseError(
+                f"query returns more than {max_rows:,} rows: add LIMIT or aggregate "
+                "(GROUP BY)") from exc
+        if code == _MEMORY_LIMIT_EXCEEDED:
+            raise WarehouseError(
+                f"query needs more than {max_memory_bytes / 2**20:,.0f} MiB of memory: "
+                "narrow it or aggregate") from exc
+        raise
+
+
 class Warehouse(ABC):
     """A connection to ClickHouse. Not for sharing between threads without its lock."""
 
@@ -171,6 +227,18 @@ class Warehouse(ABC):
         """Run one query and return its rows."""
 
     @abstractmethod
+    def read(self, sql: str, *, timeout_s: float, max_rows: int,
+             max_memory_bytes: int = READ_MAX_MEMORY_BYTES) -> QueryResult:
+        """Run a person's SELECT read-only and within limits of time, rows and memory.
+
+        It is stopped past ``timeout_s``, ``max_rows`` rows or ``max_memory_bytes``.
+        ``sql`` should have passed :func:`~touchpoint.sinks.query_guard.checked_select`;
+        the engine enforces read-only mode and the limits even when it has not. A limit
+        reached is a :class:`~touchpoint.exceptions.WarehouseError` saying which, never a
+        cut-off answer.
+        """
+
+    @abstractmethod
     def insert(
         self,
         table: str,
@@ -212,6 +280,43 @@ _UNAVAILABLE_CODES = {
     425,  # SYSTEM_ERROR
 }
 
+#: Errors about the values sent, not the statement or the engine: ClickHouse's own list of
+#: parse errors (``isParseError``, ``Formats/ParseError.cpp``) and the type and range
+#: errors of an insert. The same rows fail again however often they are sent; the
+#: writer stores the rest of their batch and dead-letters them (``sinks/writer.py``).
+_CONTENT_CODES = {
+    6,  # CANNOT_PARSE_TEXT
+    25,  # CANNOT_PARSE_ESCAPE_SEQUENCE
+    26,  # CANNOT_PARSE_QUOTED_STRING
+    27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    38,  # CANNOT_PARSE_DATE
+    41,  # CANNOT_PARSE_DATETIME
+    53,  # TYPE_MISMATCH (clickhouse-driver: a value its column type cannot hold)
+    69,  # ARGUMENT_OUT_OF_BOUND (decimals)
+    70,  # CANNOT_CONVERT_TYPE
+    72,  # CANNOT_PARSE_NUMBER
+    117,  # INCORRECT_DATA
+    130,  # CANNOT_READ_ARRAY_FROM_TEXT
+    131,  # TOO_LARGE_STRING_SIZE
+    190,  # SIZES_OF_ARRAYS_DONT_MATCH
+    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    376,  # CANNOT_PARSE_UUID
+    407,  # DECIMAL_OVERFLOW
+    441,  # CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING
+    467,  # CANNOT_PARSE_BOOL
+    563,  # CANNOT_READ_MAP_FROM_TEXT
+    632,  # UNEXPECTED_DATA_AFTER_PARSED_VALUE
+    675,  # CANNOT_PARSE_IPV4
+    676,  # CANNOT_PARSE_IPV6
+    691,  # UNKNOWN_ELEMENT_OF_ENUM
+}
+
+#: What clickhouse-driver raises, in Python, for a value it cannot serialize as its
+#: column's type (``None`` or a number in a String column, a surrogate in a string, ...);
+#: out-of-range numbers it reports itself as TYPE_MISMATCH.
+_DRIVER_VALUE_ERRORS = (AttributeError, TypeError, ValueError, OverflowError, struct.error)
+
 
 @contextmanager
 def _server_errors(url: WarehouseURL) -> Iterator[None]:
@@ -228,6 +333,8 @@ def _server_errors(url: WarehouseURL) -> Iterator[None]:
         message = str(exc).split("Stack trace")[0].strip()
         if code in _UNAVAILABLE_CODES:
             raise WarehouseUnavailable(message) from exc
+        if code in _CONTENT_CODES:
+            raise WarehouseRejected(message, code=code) from exc
         raise WarehouseError(message) from exc
 
 
@@ -269,6 +376,38 @@ class ServerWarehouse(Warehouse):
             tuple(m[0] for m in meta), tuple(m[1] for m in meta), [tuple(r) for r in rows]
         )
 
+    def read(self, sql: str, *, timeout_s: float, max_rows: int,
+             max_memory_bytes: int = READ_MAX_MEMORY_BYTES) -> QueryResult:
+        """A person's SELECT, its limits sent as the query's settings.
+
+        As a read-only user (``clickhouse_query_url``) the limits of the user's profile
+        hold instead: the server ignores (18.16) or refuses (later versions) a read-only
+        user's own settings.
+        """
+        limits = _read_settings(timeout_s, max_rows, max_memory_bytes)
+        # 18.16 truncates to whole seconds: round up rather than stop a query early
+        settings: dict[str, Any] | None = {**limits, "max_execution_time": math.ceil(timeout_s)}
+        if self._profile_limits is not None:
+            timeout_s, max_rows, max_memory_bytes = self._profile_limits
+            settings = None
+        with self._lock, _server_errors(self.url), \
+                _read_limits(timeout_s, max_rows, max_memory_bytes):
+            rows, meta = self._client.execute(sql, with_column_types=True, settings=settings)
+        return QueryResult(
+            tuple(m[0] for m in meta), tuple(m[1] for m in meta), [tuple(r) for r in rows]
+        )
+
+    @cached_property
+    def _profile_limits(self) -> tuple[float, int, int] | None:
+        """Time, rows and memory of a read-only user's profile; ``None`` for a writer."""
+        values = dict(self.query(
+            "SELECT name, value FROM system.settings WHERE name IN ('readonly', "
+            "'max_execution_time', 'max_result_rows', 'max_memory_usage')").rows)
+        if values.get("readonly", "0") == "0":
+            return None
+        return (float(values["max_execution_time"]), int(values["max_result_rows"]),
+                int(values["max_memory_usage"]))
+
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
                dedup_token: str | None = None) -> None:
         """Columnar insert; date-time columns converted from epoch ms to ``datetime``."""
@@ -279,14 +418,23 @@ class ServerWarehouse(Warehouse):
         for i, name in enumerate(columns):
             column = [row[i] for row in rows]
             if name in kinds:
-                column = [_ms_to_datetime(v) for v in column]
+                try:
+                    column = [_ms_to_datetime(v) for v in column]
+                except (TypeError, ValueError, OverflowError, OSError) as exc:
+                    raise WarehouseRejected(
+                        f"a value of {name} is not a time in epoch milliseconds: {exc}") from exc
             data.append(column)
         settings: dict[str, Any] = {}
         if dedup_token and self.capabilities.dedup_token:
             settings["insert_deduplication_token"] = dedup_token
         sql = f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES"
-        with self._lock, _server_errors(self.url):
-            self._client.execute(sql, data, columnar=True, settings=settings or None)
+        try:
+            with self._lock, _server_errors(self.url):
+                self._client.execute(sql, data, columnar=True, settings=settings or None)
+        except _DRIVER_VALUE_ERRORS as exc:
+            # raised while serializing, before the server saw a row (the driver reconnects)
+            raise WarehouseRejected(
+                f"a value does not fit its column's type ({type(exc).__name__}: {exc})") from exc
 
     def _datetime_columns(self, table: str) -> dict[str, bool]:
         cached = self._dt_columns.get(table)
@@ -313,6 +461,13 @@ def _ms_to_datetime(value: Any) -> Any:
 # --- embedded, chdb --------------------------------------------------------------------
 
 _CHDB_LOCKED = re.compile(r"Cannot lock file|Another server instance|EmbeddedServer already")
+_CHDB_CODE = re.compile(r"Code: (\d+)\.")
+
+#: Integer column types and the values they hold.
+_INT_RANGES = {
+    **{f"Int{bits}": (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) for bits in (8, 16, 32, 64)},
+    **{f"UInt{bits}": (0, 2**bits - 1) for bits in (8, 16, 32, 64)},
+}
 
 
 class EmbeddedWarehouse(Warehouse):
@@ -344,6 +499,8 @@ class EmbeddedWarehouse(Warehouse):
             raise WarehouseError(f"cannot open embedded warehouse {url.path}: {exc}") from exc
         #: per table, its date-time columns: whether each is a DateTime64
         self._dt_columns: dict[str, dict[str, bool]] = {}
+        #: per table, its integer columns: the lowest and highest value each holds
+        self._int_ranges: dict[str, dict[str, tuple[int, int]]] = {}
         # Session-wide: 64-bit integers as JSON numbers, as clickhouse-driver returns them.
         self._run("SET output_format_json_quote_64bit_integers = 0")
 
@@ -355,6 +512,9 @@ class EmbeddedWarehouse(Warehouse):
             message = str(exc).split("Stack trace")[0].strip()
             if "MEMORY_LIMIT_EXCEEDED" in message or "TOO_MANY_PARTS" in message:
                 raise WarehouseUnavailable(message) from exc
+            found = _CHDB_CODE.search(message)
+            if found and int(found[1]) in _CONTENT_CODES:
+                raise WarehouseRejected(message, code=int(found[1])) from exc
             raise WarehouseError(message) from exc
 
     def execute(self, sql: str) -> None:
@@ -367,19 +527,35 @@ class EmbeddedWarehouse(Warehouse):
 
     def query(self, sql: str) -> QueryResult:
         """Run one query and return its rows, typed like clickhouse-driver returns them."""
-        raw = self._run(sql, "JSONCompact")
-        payload = raw.bytes() if hasattr(raw, "bytes") else raw
-        if not payload:
-            return QueryResult((), (), [])
-        doc = json.loads(payload)
-        names = tuple(m["name"] for m in doc["meta"])
-        types = tuple(m["type"] for m in doc["meta"])
-        converters = [_json_converter(t) for t in types]
-        rows = [
-            tuple(conv(v) for conv, v in zip(converters, row, strict=True))
-            for row in doc["data"]
-        ]
-        return QueryResult(names, types, rows)
+        return _json_result(self._run(sql, "JSONCompact"))
+
+    def read(self, sql: str, *, timeout_s: float, max_rows: int,
+             max_memory_bytes: int = READ_MAX_MEMORY_BYTES) -> QueryResult:
+        """A person's SELECT, run as ``SELECT * FROM (<sql>) SETTINGS <limits>``.
+
+        chdb takes per-query settings only from a SETTINGS clause, runs every statement of
+        a string, and writes INTO OUTFILE files even read-only. In a subquery ``sql`` can
+        only be one SELECT (INTO OUTFILE and FORMAT are syntax errors there) and the clause
+        binds all of it, once :func:`~touchpoint.sinks.sql_tokens.enclosed` has made sure
+        it cannot close the parentheses. The session's lock is held about ``timeout_s`` at
+        most, so inserts wait no longer.
+        """
+        settings = _read_settings(timeout_s, max_rows, max_memory_bytes)
+        enclosed(sql)
+        clause = ", ".join(f"{name} = '{value}'" if isinstance(value, str) else
+                           f"{name} = {value}" for name, value in settings.items())
+        wrapped = f"SELECT * FROM (\n{sql}\n) SETTINGS {clause}"
+        with _read_limits(timeout_s, max_rows, max_memory_bytes), self._lock:
+            try:
+                raw = self._session.query(wrapped, "JSONCompact")
+            except Exception as exc:
+                # A query stopped by a limit leaves what it had written in the session,
+                # and chdb returns that ahead of the next query's output: take it with a
+                # query of our own before the lock lets anyone else in.
+                with suppress(Exception):
+                    self._session.query("SELECT 1", "CSV")
+                raise WarehouseError(str(exc).split("Stack trace")[0].strip()) from exc
+        return _json_result(raw)
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
                dedup_token: str | None = None) -> None:
@@ -394,13 +570,25 @@ class EmbeddedWarehouse(Warehouse):
         kinds = self._datetime_columns(table)
         dt_index = [(i, _epoch_text_ms if kinds[name] else _epoch_text_s)
                     for i, name in enumerate(columns) if name in kinds]
+        ranges = self._int_ranges[table]  # filled with kinds
+        int_index = [(i, *ranges[name]) for i, name in enumerate(columns) if name in ranges]
         lines = []
-        for row in rows:
-            values = list(row)
-            for i, to_text in dt_index:
-                if values[i] is not None:
-                    values[i] = to_text(values[i])
-            lines.append(_json_row(values))
+        try:
+            for row in rows:
+                values = list(row)
+                # The engine reads an integer beyond its column's range from JSON as another
+                # number (40000 into Int16 as -25536), silently: refuse it, as the server does.
+                for i, low, high in int_index:
+                    if values[i] is not None and not low <= values[i] <= high:
+                        raise WarehouseRejected(
+                            f"{columns[i]} = {values[i]!r} is out of its column's range "
+                            f"({low} to {high})", code=321)  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+                for i, to_text in dt_index:
+                    if values[i] is not None:
+                        values[i] = to_text(values[i])
+                lines.append(_json_row(values))
+        except (TypeError, ValueError, OverflowError, OSError) as exc:
+            raise WarehouseRejected(f"a value cannot be written as JSON text: {exc}") from exc
         settings = ""
         if dedup_token:
             settings = f" SETTINGS insert_deduplication_token='{_quote(dedup_token)}'"
@@ -420,6 +608,9 @@ class EmbeddedWarehouse(Warehouse):
             cached = {name: "DateTime64" in kind for name, kind in result.rows
                       if "DateTime" in kind}
             self._dt_columns[table] = cached
+            self._int_ranges[table] = {
+                name: _INT_RANGES[_bare_type(kind)] for name, kind in result.rows
+                if _bare_type(kind) in _INT_RANGES}
         return cached
 
     def close(self) -> None:
@@ -449,8 +640,29 @@ def _folder_locked(path: Path) -> bool:
         os.close(fd)
 
 
+def _bare_type(kind: str) -> str:
+    """``Nullable(Int16)`` -> ``Int16``."""
+    return kind[len("Nullable("):-1] if kind.startswith("Nullable(") else kind
+
+
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _json_result(raw: Any) -> QueryResult:
+    """The JSONCompact output of chdb as rows typed like clickhouse-driver returns them."""
+    payload = raw.bytes() if hasattr(raw, "bytes") else raw
+    if not payload:
+        return QueryResult((), (), [])
+    doc = json.loads(payload)
+    names = tuple(m["name"] for m in doc["meta"])
+    types = tuple(m["type"] for m in doc["meta"])
+    converters = [_json_converter(t) for t in types]
+    rows = [
+        tuple(conv(v) for conv, v in zip(converters, row, strict=True))
+        for row in doc["data"]
+    ]
+    return QueryResult(names, types, rows)
 
 
 def _json_converter(kind: str) -> Any:

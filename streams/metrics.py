@@ -9,10 +9,13 @@ Prometheus samples when scraped. Whole-group figures are on the dashboard.
 
 ``/health`` answers 200 once the worker has recovered its tables and is not
 rebalancing, 503 before and meanwhile: what an orchestrator's readiness probe wants.
+It also answers 503, with ``problems`` saying why, when a stage has stopped with an
+error, when Kafka cannot be read, or when warehouse writes have been failing for long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from bisect import bisect_left
@@ -33,6 +36,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from touchpoint.sinks.base import Batch, Sink
+from touchpoint.sinks.writer import WriterStats
 from touchpoint.streams import memory
 from touchpoint.streams.lag import OffsetMonitor, consumed_topics, partition_lag
 
@@ -44,6 +48,7 @@ __all__ = [
     "MetricsSensor",
     "health",
     "register",
+    "stopped_stages",
 ]
 
 # Seconds. Event time to stored also covers events that arrive hours late.
@@ -317,13 +322,69 @@ def _histograms(name: str, documentation: str,
     return family
 
 
-def health(app: faust.App) -> dict[str, Any]:
-    """Readiness: tables recovered and not rebalancing."""
+#: How long Kafka may go unread by the offset monitor (a sample every 10 s unwatched)
+#: before ``/health`` fails: samples missed in a row, not one slow one.
+KAFKA_GRACE_SECONDS = 30.0
+#: How long the writer may retry failing warehouse writes before ``/health`` fails: an
+#: outage the worker rides out (it pauses, loses nothing) is not worth a page at once.
+WAREHOUSE_GRACE_SECONDS = 120.0
+
+
+def health(app: faust.App, *, monitor: OffsetMonitor | None = None,
+           writer_stats: WriterStats | None = None, since: float | None = None,
+           now: float | None = None,
+           kafka_grace: float = KAFKA_GRACE_SECONDS,
+           warehouse_grace: float = WAREHOUSE_GRACE_SECONDS) -> dict[str, Any]:
+    """Readiness: tables recovered, not rebalancing, and nothing broken.
+
+    Broken (``problems``, one sentence each, about the worker and never its data): a
+    stage that stopped with an error (until the worker restarts: the records it held
+    stay unacknowledged, and hold back its partitions' commits); no offsets read from
+    Kafka by ``monitor`` for ``kafka_grace`` seconds (counted from ``since``, the
+    worker's start, before its first sample); the writer retrying failed writes for
+    ``warehouse_grace`` seconds.
+    """
+    now = time.time() if now is None else now
     # TableManagerT does not declare it; TableManager has it
     recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
     rebalancing = bool(app.rebalancing)
-    return {"ready": recovered and not rebalancing, "tables_recovered": recovered,
-            "rebalancing": rebalancing, "in_recovery": bool(app.in_recovery)}
+    state: dict[str, Any] = {
+        "ready": recovered and not rebalancing, "tables_recovered": recovered,
+        "rebalancing": rebalancing, "in_recovery": bool(app.in_recovery)}
+    problems = [f"stage {name} stopped ({error}): restart the worker"
+                for name, error in sorted(stopped_stages(app).items())]
+    if monitor is not None:
+        latest = monitor.latest
+        read_at = latest.at if latest is not None else since
+        if read_at is not None and now - read_at > kafka_grace:
+            why = f" ({monitor.error[:200]})" if monitor.error else ""
+            problems.append(f"Kafka unreachable: no offsets read for {now - read_at:.0f} s{why}")
+    failing_since = None if writer_stats is None else writer_stats.retrying_since
+    if failing_since is not None and now - failing_since > warehouse_grace:
+        problems.append(f"warehouse writes failing for {now - failing_since:.0f} s "
+                        "(retried; see /status)")
+    if problems:
+        state["ready"] = False
+        state["problems"] = problems
+    return state
+
+
+def stopped_stages(app: faust.App) -> dict[str, str]:
+    """The stages (Faust agents) that stopped with an error: name -> the error's type.
+
+    Faust restarts a crashed agent's actor, but the records the crashed one held are
+    never acknowledged: a crash is remembered (``App.stage_crashes``, ``app.py``) until
+    the worker restarts. An actor crashed right now counts too; one cancelled by a
+    rebalance (Faust marks it crashed, and replaces it) does not.
+    """
+    found = dict(getattr(app, "stage_crashes", None) or {})
+    for name, agent in dict(getattr(app, "agents", None) or {}).items():
+        for actor in list(getattr(agent, "_actors", None) or ()):
+            reason = getattr(actor, "crash_reason", None)
+            if getattr(actor, "crashed", False) and reason is not None \
+                    and not isinstance(reason, asyncio.CancelledError):
+                found.setdefault(str(name), type(reason).__name__)
+    return found
 
 
 def register(app: faust.App, *, pipeline: Any, monitor: OffsetMonitor | None) -> Metrics:
@@ -333,6 +394,7 @@ def register(app: faust.App, *, pipeline: Any, monitor: OffsetMonitor | None) ->
     counts records per topic, and the lag is read from ``monitor``'s latest sample.
     """
     metrics = Metrics()
+    started = time.time()
     pipeline.writer.sink = InstrumentedSink(pipeline.writer.sink, metrics)
     app.sensors.add(MetricsSensor(metrics))
     registry = CollectorRegistry(auto_describe=False)
@@ -352,10 +414,11 @@ def register(app: faust.App, *, pipeline: Any, monitor: OffsetMonitor | None) ->
 
     @app.page("/health")
     class Health(View):
-        """200 when ready (tables recovered, not rebalancing), 503 otherwise."""
+        """200 when ready (tables recovered, not rebalancing) and nothing broken, else 503."""
 
         async def get(self, request: Request) -> Response:
-            state = health(app)
+            state = health(app, monitor=monitor, writer_stats=pipeline.writer.stats,
+                           since=started)
             return self.json(state, status=200 if state["ready"] else 503)
 
     return metrics

@@ -41,6 +41,9 @@ class Outbox:
 
     The app's sensors that count sent records per topic (``on_records_sent``, see
     ``metrics.py``) hear of these records once per delivered batch.
+
+    A record may carry a ``tag``: :meth:`undelivered` names the tags of the records that
+    did not reach Kafka, so a stage can tell which of its inputs to deal with.
     """
 
     #: Keys whose partition is remembered, per topic, before that memory starts over.
@@ -49,21 +52,27 @@ class Outbox:
     def __init__(self, app: faust.App) -> None:
         self._app = app
         self._open: dict[tuple[str, int], Any] = {}  # (topic, partition) -> BatchBuilder
-        self._shipped: list[tuple[str, int, Awaitable[Any]]] = []  # topic, records, future
+        self._tags: dict[tuple[str, int], list[object]] = {}  # the open batches' records' tags
+        # topic, records, future, their tags
+        self._shipped: list[tuple[str, int, Awaitable[Any], list[object]]] = []
         self._partitions: dict[str, tuple[list[int], dict[bytes, int]]] = {}
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
-                   headers: list[tuple[str, bytes]] | None = None) -> None:
+                   headers: list[tuple[str, bytes]] | None = None, *,
+                   tag: object = None) -> None:
         """Add one record to its partition's batch (not yet delivered)."""
         producer = aiokafka_producer(self._app)
         tp = (topic, await self._partition(producer, topic, key))
         builder = self._open.get(tp)
         if builder is None:
             builder = self._open[tp] = producer.create_batch()
+            self._tags[tp] = []
         if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             await self._ship(producer, tp)  # full: it goes now, the record starts the next
             builder = self._open[tp] = producer.create_batch()
+            self._tags[tp] = []
             builder.append(timestamp=None, key=key, value=value, headers=headers)
+        self._tags[tp].append(tag)
 
     async def delivered(self) -> int:
         """Wait until every record sent since the last call is in Kafka; return how many.
@@ -71,35 +80,50 @@ class Outbox:
         A failed delivery (after the producer's own retries) raises: the batch is then
         not acknowledged and is processed again by the partition's next owner.
         """
+        count, failures = await self._wait()
+        if failures:
+            raise failures[0][1]
+        return count
+
+    async def undelivered(self) -> list[tuple[object, BaseException]]:
+        """Wait like :meth:`delivered`; return the tag and error of each record not delivered.
+
+        Kafka takes or refuses a batch as a whole, so every record of a refused batch is
+        named, each with its batch's error.
+        """
+        _, failures = await self._wait()
+        return failures
+
+    async def _wait(self) -> tuple[int, list[tuple[object, BaseException]]]:
         if self._open:
             producer = aiokafka_producer(self._app)
             for tp in list(self._open):
                 await self._ship(producer, tp)
         shipped, self._shipped = self._shipped, []
         if not shipped:
-            return 0
-        results = await asyncio.gather(*(future for _, _, future in shipped),
+            return 0, []
+        results = await asyncio.gather(*(future for _, _, future, _ in shipped),
                                        return_exceptions=True)
         sent: Counter[str] = Counter()
-        failure: BaseException | None = None
-        for (topic, count, _), result in zip(shipped, results, strict=True):
+        failures: list[tuple[object, BaseException]] = []
+        for (topic, count, _, tags), result in zip(shipped, results, strict=True):
             if isinstance(result, BaseException):
-                failure = failure or result
+                failures += [(tag, result) for tag in tags]
             else:
                 sent[topic] += count
         for counter in sent_counters(self._app):
             for topic, count in sent.items():
                 counter(topic, count)
-        if failure is not None:
-            raise failure
-        return sum(count for _, count, _ in shipped)
+        return sum(count for _, count, _, _ in shipped), failures
 
     async def _ship(self, producer: Any, tp: tuple[str, int]) -> None:
-        builder = self._open.pop(tp)
+        builder = self._open[tp]
         count = builder.record_count()  # before shipping: the producer may add to it
         topic, partition = tp
         future = await producer.send_batch(builder, topic, partition=partition)
-        self._shipped.append((topic, count, future))
+        # only once shipped: a batch that could not be is not forgotten (sent at the next call)
+        del self._open[tp]
+        self._shipped.append((topic, count, future, self._tags.pop(tp)))
 
     async def _partition(self, producer: Any, topic: str, key: bytes | None) -> int:
         known = self._partitions.get(topic)

@@ -10,25 +10,41 @@ Every stored stream goes through :class:`Behind`. Dead letters and complaint sig
 have agents of their own here; the events of ``<app_id>-resolved`` are stored by the
 profiles stage, which reads that topic anyway, rather than by a second agent that would
 take every event through Faust's delivery a second time.
+
+Rows the warehouse refuses for their values become dead letters too
+(:func:`deadletter_refused`, the writer's ``refused`` hook), with reason code
+``warehouse_refused``; a dead letter's own row holds only bounded text and in-range
+numbers (:func:`deadletter_row`), so it is never refused itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import faust
 
-from touchpoint.exceptions import DecodeError
+from touchpoint.exceptions import DecodeError, SchemaError
 from touchpoint.schemas.codec import codec_for, subject_of
 from touchpoint.sinks.base import Batch
-from touchpoint.sinks.writer import RetryingWriter
+from touchpoint.sinks.writer import RefusedHandler, RefusedRow, RetryingWriter
 from touchpoint.streams.identity import provisional_customer_id
+from touchpoint.streams.ingest import (
+    DEADLETTER_PAYLOAD_BYTES,
+    DEADLETTER_REASON_CHARS,
+    PAYLOAD_BYTES_HEADER,
+    PAYLOAD_SHA256_HEADER,
+    bounded_reason,
+    original_headers,
+)
+from touchpoint.streams.outbox import Outbox
 from touchpoint.streams.topics import TopicNames, raw_topic
 
 __all__ = [
@@ -37,8 +53,10 @@ __all__ = [
     "SIGNAL_COLUMNS",
     "Behind",
     "behind",
+    "deadletter_refused",
     "deadletter_row",
     "event_row",
+    "refused_record",
     "register",
     "resolved_batches",
     "signal_row",
@@ -97,20 +115,122 @@ def event_row(event: Mapping[str, Any], version: int,
     )
 
 
-def deadletter_row(record: Mapping[str, Any], version: int) -> tuple[Any, ...]:
+def deadletter_row(record: Mapping[str, Any], version: int,
+                   original: tuple[int, str] | None = None) -> tuple[Any, ...]:
     """One ``deadletter_raw`` row: where, why, and a fingerprint of the payload (not the payload).
 
     The event id and type are read from the payload when it decodes at all, so operators
-    can find the sender's event; e-mail and phone in it are never copied.
+    can find the sender's event; e-mail and phone in it are never copied. ``original`` is
+    the size and SHA-256 of a payload the dead letter keeps only the start of.
+
+    Whatever a producer put on the topic, the row fits its columns (text bounded,
+    numbers and times within their types' ranges): a refused dead-letter row would stop
+    their storage, as it cannot be dead-lettered in turn.
     """
     payload: bytes = record["payload"]
-    event_id, event_type = _peek_ids(record["source_topic"], payload)
+    event_id, event_type = _peek_ids(record["source_topic"], record["reason_code"], payload)
+    size, digest = original or (len(payload), hashlib.sha256(payload).hexdigest())
+    timestamp = record.get("source_timestamp")
     return (
-        record["rejected_at"], record["source_topic"], record["source_partition"],
-        record["source_offset"], record.get("source_timestamp"), record["reason_code"],
-        record["reason"], event_id, event_type, len(payload),
-        hashlib.sha256(payload).hexdigest(), record["worker"], version,
+        _clamp(record["rejected_at"], 0, _DATETIME_MAX_MS), _text(record["source_topic"], 256),
+        _clamp(record["source_partition"], 0, 2**16 - 1),
+        _clamp(record["source_offset"], 0, 2**64 - 1),
+        None if timestamp is None else _clamp(timestamp, 0, _DATETIME_MAX_MS),
+        _text(record["reason_code"], 64), _text(record["reason"], _REASON_CHARS),
+        _text(event_id, 256), _text(event_type, 256), _clamp(size, 0, 2**32 - 1),
+        _text(digest, 64), _text(record["worker"], 256), version,
     )
+
+
+#: The latest time a ``DateTime`` holds (2106-02-07), in epoch milliseconds.
+_DATETIME_MAX_MS = (2**32 - 1) * 1000
+#: Our reasons are bounded, and a note on a cut payload may follow; room for both.
+_REASON_CHARS = 2 * DEADLETTER_REASON_CHARS
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return min(max(value, low), high)
+
+
+def _text(value: str, limit: int) -> str:
+    return bounded_reason(value, limit)
+
+
+def deadletter_refused(app: faust.App, topics: TopicNames, *, worker: str | None = None,
+                       noted: Callable[[Mapping[str, Any]], None] | None = None,
+                       clock: Callable[[], float] = time.time) -> RefusedHandler:
+    """The writer's ``refused`` hook: each refused row to the dead-letter topic, delivered.
+
+    Returns once Kafka has every dead letter (the stage acknowledges its records after
+    the write, so a refused row is never lost), raises if it has not; ``noted`` hears of
+    each dead letter sent (the worker counts them with ingest's).
+    """
+    codec = codec_for("deadletter")
+    name = worker or socket.gethostname()
+
+    async def send(rows: Sequence[RefusedRow]) -> None:
+        outbox = Outbox(app)  # one per call: several stages write at once
+        records = []
+        for refused in rows:
+            record, headers = refused_record(refused, worker=name,
+                                             rejected_at=int(clock() * 1000))
+            await outbox.send(topics.deadletter, None, codec.encode(record), headers)
+            records.append(record)
+        await outbox.delivered()
+        for record in records:
+            if noted is not None:
+                noted(record)
+
+    return send
+
+
+def refused_record(refused: RefusedRow, *, worker: str, rejected_at: int
+                   ) -> tuple[dict[str, Any], list[tuple[str, bytes]] | None]:
+    """The dead letter of a refused row, and its headers: the row as JSON, and the reason.
+
+    The payload is the row as a JSON object of column -> value (cut like an inbound
+    record's); the source position is the row's own when it has one (events), else a
+    stand-in made from the table and the row, the same every time the row is refused.
+    """
+    values = refused.values()
+    # ASCII: a string the warehouse refused may not even be UTF-8 (a lone surrogate)
+    body = json.dumps(values, ensure_ascii=True, default=repr).encode()
+    topic, partition, offset = (values.get("source_topic"), values.get("source_partition"),
+                                values.get("source_offset"))
+    if not (isinstance(topic, str) and _fits(partition, 31) and _fits(offset, 63)):
+        topic, partition = f"warehouse.{refused.table}", 0
+        offset = int.from_bytes(hashlib.sha256(body).digest()[:8]) >> 1
+    reason = bounded_reason(f"the warehouse refused this row of {refused.table}: "
+                            f"{refused.reason}")
+    if len(body) > DEADLETTER_PAYLOAD_BYTES:
+        reason += (f" (payload cut to its first {DEADLETTER_PAYLOAD_BYTES:,} of "
+                   f"{len(body):,} bytes)")
+    record = {
+        "payload": body[:DEADLETTER_PAYLOAD_BYTES], "key": None,
+        "source_topic": bounded_reason(topic, 249), "source_partition": partition,
+        "source_offset": offset, "source_timestamp": None,
+        "reason_code": "warehouse_refused", "reason": reason, "rejected_at": rejected_at,
+        "worker": worker,
+    }
+    return record, original_headers(body)
+
+
+def _fits(value: object, bits: int) -> bool:
+    """Whether ``value`` is an integer from 0 to ``2**bits - 1`` (Avro int: 31, long: 63)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**bits
+
+
+def _original(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None
+              ) -> tuple[int, str] | None:
+    """Size and SHA-256 of a cut payload, from its dead letter's headers."""
+    found = dict(headers.items() if isinstance(headers, Mapping) else headers or ())
+    size, digest = found.get(PAYLOAD_BYTES_HEADER), found.get(PAYLOAD_SHA256_HEADER)
+    if size is None or digest is None:
+        return None
+    try:
+        return int(size), bytes(digest).decode("ascii")
+    except (TypeError, ValueError):
+        return None
 
 
 def signal_row(record: Mapping[str, Any], version: int) -> tuple[Any, ...]:
@@ -118,17 +238,22 @@ def signal_row(record: Mapping[str, Any], version: int) -> tuple[Any, ...]:
     return (*(record[c] for c in SIGNAL_COLUMNS[:-1]), record.get("revision") or version)
 
 
-def _peek_ids(topic: str, payload: bytes) -> tuple[str, str]:
-    channel = topic.rsplit(".", 1)[-1]
+def _peek_ids(topic: str, reason_code: str, payload: bytes) -> tuple[str, str]:
     try:
-        decoded = codec_for(channel).decode(payload)
-    except (DecodeError, KeyError, ValueError):
-        return "", ""
+        if reason_code == "warehouse_refused":  # a row, as JSON (refused_record)
+            decoded = json.loads(payload)
+            if not isinstance(decoded, dict):
+                return "", ""
+        else:
+            decoded = codec_for(topic.rsplit(".", 1)[-1]).decode(payload)
+    except (DecodeError, SchemaError, KeyError, ValueError, RecursionError):
+        return "", ""  # not a channel's topic (a foreign producer's), or not its record
     return str(decoded.get("event_id") or ""), str(decoded.get("type") or "")
 
 
 def _batch(table: str, columns: tuple[str, ...], events: Sequence[faust.EventT],
-           subject: str, to_row: Callable[[Mapping[str, Any], int], tuple[Any, ...]],
+           subject: str,
+           to_row: Callable[[Mapping[str, Any], int, faust.EventT], tuple[Any, ...]],
            dedup_key: Callable[[Mapping[str, Any]], Any]) -> Batch:
     codec = codec_for(subject)
     version = time.time_ns() // 1000
@@ -144,7 +269,7 @@ def _batch(table: str, columns: tuple[str, ...], events: Sequence[faust.EventT],
             log.error("cannot decode %s[%d]@%d as %s; skipped in the warehouse",
                       message.topic, message.partition, message.offset, subject)
             continue
-        rows[dedup_key(record)] = to_row(record, version)  # last one of a key wins
+        rows[dedup_key(record)] = to_row(record, version, event)  # last one of a key wins
     positions = [(e.message.topic, e.message.partition, e.message.offset) for e in events]
     return Batch(table, columns, list(rows.values()), Batch.token_for(table, positions))
 
@@ -303,8 +428,9 @@ def register(app: faust.App, topics: TopicNames, writer: RetryingWriter, *, batc
                     await stored.add(event)
 
     storing(deadletter, "touchpoint.store_deadletter", lambda events: [_batch(
-        "deadletter_raw", DEADLETTER_COLUMNS, events, "deadletter", deadletter_row,
+        "deadletter_raw", DEADLETTER_COLUMNS, events, "deadletter",
+        lambda r, v, e: deadletter_row(r, v, _original(e.message.headers)),
         lambda r: (r["source_topic"], r["source_partition"], r["source_offset"]))])
     storing(signals, "touchpoint.store_signals", lambda events: [_batch(
-        "complaint_signals_raw", SIGNAL_COLUMNS, events, "complaint_signal", signal_row,
-        lambda r: (r["signal_id"], r.get("revision")))])
+        "complaint_signals_raw", SIGNAL_COLUMNS, events, "complaint_signal",
+        lambda r, v, e: signal_row(r, v), lambda r: (r["signal_id"], r.get("revision")))])

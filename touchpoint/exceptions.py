@@ -8,10 +8,12 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "PublishError",
+    "QueryRefused",
     "SchemaError",
     "ServiceError",
     "TouchpointError",
     "WarehouseError",
+    "WarehouseRejected",
     "WarehouseUnavailable",
 ]
 
@@ -72,3 +74,29 @@ class WarehouseError(TouchpointError):
 
 class WarehouseUnavailable(WarehouseError):
     """The warehouse cannot be reached right now; retrying later may succeed."""
+
+
+class QueryRefused(WarehouseError):
+    """A person's SQL was refused before it ran: not one SELECT of the project's tables.
+
+    The message says what to change; ``code`` names the rule (``table``, ``database``,
+    ``table_function``, ``function``, ``clause``, ``in_table``, ``statements``,
+    ``not_select``, ``lexical``, ``syntax``, ``ambiguous``, ``size``).
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class WarehouseRejected(WarehouseError):
+    """The warehouse refused the rows of an insert for their content; others may be stored.
+
+    A value its column cannot hold (out of range, wrong type, unparseable): the same rows
+    are refused again however often they are sent, while the rest of their batch can be
+    stored. ``code`` is ClickHouse's error code when the engine gave one.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code

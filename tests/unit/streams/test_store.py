@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any, cast
@@ -10,13 +11,17 @@ import pytest
 
 from touchpoint.schemas.codec import codec_for
 from touchpoint.sinks.base import Batch
+from touchpoint.sinks.writer import RefusedRow
 from touchpoint.streams.store import (
     DEADLETTER_COLUMNS,
     EVENT_COLUMNS,
     Behind,
+    deadletter_refused,
     deadletter_row,
     event_row,
+    refused_record,
 )
+from touchpoint.streams.topics import TopicNames
 
 T0 = 1_795_000_000_000
 
@@ -202,3 +207,120 @@ def test_a_writer_that_fails_stops_the_stage_instead_of_leaving_it_waiting() -> 
         assert stream.acked == []
 
     asyncio.run(scenario())
+
+
+# --- dead letters: bounded rows, and rows the warehouse refused ------------------------------
+
+def _deadletter(**fields: Any) -> dict[str, Any]:
+    record = {"payload": b"garbage", "key": None, "source_topic": "p.touchpoints.web",
+              "source_partition": 0, "source_offset": 3, "source_timestamp": None,
+              "reason_code": "undecodable", "reason": "r", "rejected_at": T0, "worker": "w"}
+    record.update(fields)
+    return record
+
+
+def test_a_deadletter_row_always_fits_its_columns() -> None:
+    # what a foreign producer could put on the topic in valid Avro
+    record = _deadletter(source_partition=-1, source_offset=-5, source_timestamp=2**62,
+                         rejected_at=-(2**40), reason="\x00" * 300_000,
+                         reason_code="c" * 10_000, worker="w" * 10_000)
+    row = dict(zip(DEADLETTER_COLUMNS, deadletter_row(record, 5), strict=True))
+    assert (row["source_partition"], row["source_offset"]) == (0, 0)
+    assert (row["rejected_at"], row["source_timestamp"]) == (0, (2**32 - 1) * 1000)
+    assert (len(row["reason"]), len(row["reason_code"]), len(row["worker"])) == (2000, 64, 256)
+    big = dict(zip(DEADLETTER_COLUMNS, deadletter_row(_deadletter(source_partition=70_000), 5),
+                   strict=True))
+    assert big["source_partition"] == 2**16 - 1
+
+
+def test_a_cut_payload_is_recorded_with_its_original_size_and_digest() -> None:
+    record = _deadletter(payload=b"x" * 1000)
+    row = dict(zip(DEADLETTER_COLUMNS,
+                   deadletter_row(record, 5, (600_000, "ab" * 32)), strict=True))
+    assert (row["payload_bytes"], row["payload_sha256"]) == (600_000, "ab" * 32)
+
+
+def _refused(row: tuple[Any, ...], columns: tuple[str, ...] = EVENT_COLUMNS,
+             table: str = "touchpoint_events_raw", reason: str = "Code: 53. too big"
+             ) -> RefusedRow:
+    return RefusedRow(table, columns, row, reason)
+
+
+def test_a_refused_event_row_becomes_a_dead_letter_at_its_source_position() -> None:
+    row = event_row(normalized(transfers=40_000), 123)
+    record, headers = refused_record(_refused(row), worker="w1", rejected_at=T0)
+    assert headers is None
+    assert codec_for("deadletter").decode(codec_for("deadletter").encode(record)) == record
+    assert (record["source_topic"], record["source_partition"], record["source_offset"]) == \
+        ("touchpoints.store", 1, 7)
+    assert (record["reason_code"], record["reason"], record["worker"], record["key"]) == (
+        "warehouse_refused",
+        "the warehouse refused this row of touchpoint_events_raw: Code: 53. too big", "w1",
+        None)
+    payload = json.loads(record["payload"])
+    assert payload == dict(zip(EVENT_COLUMNS, json.loads(json.dumps(row)), strict=True))
+    assert payload["transfers"] == 40_000
+    stored = dict(zip(DEADLETTER_COLUMNS, deadletter_row(record, 5), strict=True))
+    assert (stored["event_id"], stored["event_type"]) == ("e1", "served")
+
+
+def test_a_refused_row_without_a_position_gets_the_same_stand_in_every_time() -> None:
+    refused = _refused(("C1", 2**70), ("customer_id", "spend"), "customer_profiles_raw")
+    record, _ = refused_record(refused, worker="w", rejected_at=T0)
+    again, _ = refused_record(refused, worker="w", rejected_at=T0 + 1)
+    other, _ = refused_record(_refused(("C2", 2**70), ("customer_id", "spend"),
+                                       "customer_profiles_raw"), worker="w", rejected_at=T0)
+    assert (record["source_topic"], record["source_partition"]) == \
+        ("warehouse.customer_profiles_raw", 0)
+    assert record["source_offset"] == again["source_offset"] != other["source_offset"]
+    assert 0 <= record["source_offset"] < 2**63
+    assert json.loads(record["payload"]) == {"customer_id": "C1", "spend": 2**70}
+
+
+def test_a_huge_refused_row_is_cut_with_its_original_size() -> None:
+    row = event_row(normalized(notes="\x00" * 300_000, transfers=40_000), 1)
+    refused = _refused(row, reason="Code: 27. " + "\x00" * 300_000)
+    record, headers = refused_record(refused, worker="w", rejected_at=T0)
+    body_size = len(json.dumps(refused.values()).encode())  # NUL: six characters in JSON
+    assert body_size > 1_800_000
+    assert len(record["payload"]) == 256 * 1024
+    assert record["reason"].endswith(f"… (payload cut to its first 262,144 of {body_size:,} bytes)")
+    assert len(codec_for("deadletter").encode(record)) < 300 * 1024
+    assert dict(headers or []) == {
+        "touchpoint-payload-bytes": str(body_size).encode(),
+        "touchpoint-payload-sha256":
+            hashlib.sha256(json.dumps(refused.values()).encode()).hexdigest().encode()}
+
+
+def test_the_hook_sends_every_refused_row_and_returns_once_delivered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[str, bytes | None, bytes, Any]] = []
+    delivered: list[int] = []
+
+    class Outbox:
+        def __init__(self, app: Any) -> None:
+            self.pending = 0
+
+        async def send(self, topic: str, key: bytes | None, value: bytes,
+                       headers: Any = None) -> None:
+            sent.append((topic, key, value, headers))
+            self.pending += 1
+
+        async def delivered(self) -> int:
+            delivered.append(self.pending)
+            return self.pending
+
+    monkeypatch.setattr("touchpoint.streams.store.Outbox", Outbox)
+    noted: list[str] = []
+    hook = deadletter_refused(cast(Any, None), TopicNames("p."), worker="w1",
+                              noted=lambda r: noted.append(r["source_topic"]),
+                              clock=lambda: T0 / 1000)
+    rows = [_refused(event_row(normalized(transfers=40_000), 1)),
+            _refused(("C1",), ("customer_id",), "customer_profiles_raw")]
+    asyncio.run(hook(rows))
+    assert [(topic, key) for topic, key, _, _ in sent] == [("p.touchpoints.deadletter", None)] * 2
+    assert delivered == [2]
+    decoded = [codec_for("deadletter").decode(value) for _, _, value, _ in sent]
+    assert [(d["source_topic"], d["rejected_at"]) for d in decoded] == [
+        ("touchpoints.store", T0), ("warehouse.customer_profiles_raw", T0)]
+    assert noted == ["touchpoints.store", "warehouse.customer_profiles_raw"]
