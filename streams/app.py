@@ -58,7 +58,17 @@ class Pipeline:
     warehouse: Warehouse
     identity_stats: dict[str, int] = field(default_factory=dict)
     profile_stats: dict[str, int] = field(default_factory=dict)
+    #: the connection people's SQL is read through: ``warehouse`` itself on chdb
+    reader: Warehouse | None = None
     minute_stats: dict[str, int] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Close the writer (and the warehouse with it) and the reader's own connection."""
+        try:
+            self.writer.close()
+        finally:
+            if self.reader is not None and self.reader is not self.warehouse:
+                self.reader.close()
 
     def status(self) -> dict[str, Any]:
         """Counters for /status and the demo summary."""
@@ -96,6 +106,14 @@ class App(faust.App):
         for sensor in self.sensors:  # none yet; kept should Faust add one here one day
             lean.add(sensor)
         self.sensors = lean
+        #: Stages (agents) that stopped with an error: name -> the error's type (/health).
+        self.stage_crashes: dict[str, str] = {}
+
+    async def _on_agent_error(self, agent: Any, exc: BaseException) -> None:
+        # Every agent's error comes here before Faust restarts the agent's actor; the
+        # records the failed one held stay unacknowledged, so the crash is remembered.
+        self.stage_crashes[str(agent.name)] = type(exc).__name__
+        await super()._on_agent_error(agent, exc)
 
     def _new_transport(self) -> Any:
         return consumer.Transport(self.conf.broker_consumer, self)
@@ -112,9 +130,13 @@ class App(faust.App):
                                     loop=self.loop)
 
 
-def create_app(settings: Settings, warehouse: Warehouse, *,
+def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | None = None,
                faust_options: dict[str, Any] | None = None) -> Pipeline:
-    """Build the Faust app for ``settings`` writing into ``warehouse`` (already migrated)."""
+    """Build the Faust app for ``settings`` writing into ``warehouse`` (already migrated).
+
+    People's SQL over HTTP is read through ``reader``
+    (:func:`~touchpoint.sinks.query_guard.open_reader`), by default ``warehouse``.
+    """
     topics = TopicNames.of(settings)
     datadir = settings.home / "worker" / f"{settings.app_id}-{settings.web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
@@ -166,8 +188,13 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
     app = App(settings.app_id, **options)
     app.fetch_wait_ms = settings.fetch_wait_ms
     ingest_stats = ingest.IngestStats()
+    # Rows the warehouse refuses for their values go to the dead-letter topic, and the
+    # rest of their batch is stored; refused dead letters themselves are retried (a dead
+    # letter of a dead letter would come back to the same table).
     writer = RetryingWriter(
-        WarehouseSink(warehouse), max_backoff=settings.sink_max_backoff_seconds
+        WarehouseSink(warehouse), max_backoff=settings.sink_max_backoff_seconds,
+        refused=store.deadletter_refused(app, topics, noted=ingest_stats.note_rejection),
+        retry_refused=("deadletter_raw",),
     )
     unresolved = raw_topic(app, topics.unresolved, partitions=1)
     resolved = raw_topic(app, topics.resolved, partitions=settings.topic_partitions)
@@ -205,7 +232,9 @@ def create_app(settings: Settings, warehouse: Warehouse, *,
                      flush_seconds=settings.sink_flush_seconds, stats=pipeline.minute_stats)
     store.register(app, topics, writer, batch_size=settings.sink_batch_size,
                    flush_seconds=settings.sink_flush_seconds)
-    web.register(app, status=pipeline.status, warehouse=warehouse)
+    pipeline.reader = reader or warehouse
+    web.register(app, status=pipeline.status, warehouse=warehouse, reader=pipeline.reader,
+                 limits=web.QueryLimits(settings.query_timeout_seconds, settings.query_max_rows))
     web.register_customers(
         app, graph=graph, profiles=table, lookup=profiles.profile_lookup(table, rules),
         warehouse=warehouse, identify=web.Identify(settings.pii_salt, settings.phone_region))

@@ -1,15 +1,20 @@
-"""The worker's web views: status, customer lookup, and warehouse queries.
+"""The worker's web views: status, customer lookup, signals and people's SQL.
 
 chdb lets one process open a data folder, and while a worker runs that process is the
-worker; ``touchpoint query`` and the tests ask it here. Only read statements are served.
+worker; ``touchpoint query`` and the tests ask it here. Every view here needs an API
+token (:mod:`touchpoint.streams.access`); SQL is served only as one checked SELECT of
+the project's tables, run read-only within limits (:mod:`touchpoint.sinks.query_guard`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -18,21 +23,35 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 
-from touchpoint.exceptions import WarehouseError
+from touchpoint.exceptions import QueryRefused, WarehouseError, WarehouseUnavailable
 from touchpoint.schemas.contract import hash_pii, normalize_email, normalize_phone
 from touchpoint.signals_view import SignalFilter, list_signals
 from touchpoint.sinks.clickhouse import Warehouse, quote_literal
+from touchpoint.sinks.query_guard import checked_select
+from touchpoint.streams import access
 from touchpoint.streams.identity import TABLE as IDENTITY_TABLE
 from touchpoint.streams.identity import IdentityGraph
 
-__all__ = ["READ_ONLY", "Identify", "register", "register_customers"]
+__all__ = ["Identify", "QueryLimits", "register", "register_customers"]
 
-READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS)\b", re.IGNORECASE)
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """How long a query over HTTP may run, and how many rows it may return."""
+
+    timeout_s: float
+    max_rows: int
 
 
 def register(app: faust.App, *, status: Callable[[], dict[str, Any]],
-             warehouse: Warehouse) -> None:
-    """Add ``/status``, ``/warehouse/query`` and ``/signals`` to the worker's web server."""
+             warehouse: Warehouse, reader: Warehouse, limits: QueryLimits) -> None:
+    """Add ``/status``, ``/warehouse/query`` and ``/signals`` to the worker's web server.
+
+    People's SQL is read through ``reader`` (:func:`~touchpoint.sinks.query_guard.open_reader`),
+    the worker's own figures through ``warehouse``.
+    """
     started = time.time()
 
     @app.page("/status")
@@ -46,31 +65,34 @@ def register(app: faust.App, *, status: Callable[[], dict[str, Any]],
 
     @app.page("/warehouse/query")
     class Query(View):
-        """Run one read-only SQL statement: POST the SQL as the body, or GET ?sql=."""
+        """Run one SELECT of the project's tables: POST the SQL as the body.
 
-        async def get(self, request: Request) -> Response:
-            return await self._run(request.query.get("sql", ""))
+        The SQL is checked (:func:`~touchpoint.sinks.query_guard.checked_select`) and run
+        read-only within the time and row limits (``TOUCHPOINT_QUERY_*``). Not a GET: SQL
+        does not belong in URLs, which proxies and browsers' histories keep.
+        """
 
         async def post(self, request: Request) -> Response:
-            return await self._run(await request.text())
-
-        async def _run(self, sql: str) -> Response:
-            if not READ_ONLY.match(sql) or ";" in sql.strip().rstrip(";"):
-                return self.json(
-                    {"error": "one read-only statement (SELECT, WITH, SHOW, DESCRIBE, EXISTS)"},
-                    status=400,
-                )
+            sql = await request.text()
+            client = access.client_of(request)
+            try:
+                checked = checked_select(sql, database=reader.database)
+            except QueryRefused as exc:
+                log.info("SQL over HTTP by %r refused (%s)", client, exc.code)
+                return self.json({"error": str(exc), "code": exc.code}, status=400)
+            log.info("SQL over HTTP by %r: %d characters", client, len(sql))
             try:
                 result = await asyncio.get_running_loop().run_in_executor(
-                    None, warehouse.query, sql
-                )
+                    None, partial(reader.read, checked, timeout_s=limits.timeout_s,
+                                  max_rows=limits.max_rows))
+            except WarehouseUnavailable as exc:
+                return self.json({"error": str(exc)}, status=503)
             except WarehouseError as exc:
                 return self.json({"error": str(exc)}, status=400)
             return self.json({
                 "columns": list(result.columns), "types": list(result.types),
                 "rows": [[_jsonable(v) for v in row] for row in result.rows],
             })
-
 
     @app.page("/signals")
     class Signals(View):

@@ -114,12 +114,13 @@ def worker(web_port: int | None, log_level: str | None) -> None:
         Worker(pipeline.app, loglevel=settings.log_level, quiet=True,
                redirect_stdouts=False).execute_from_commandline()
     finally:
-        pipeline.writer.close()
+        pipeline.close()
 
 
 def _prepare_worker(settings: Settings) -> Any:
     from touchpoint.sinks.clickhouse import connect
     from touchpoint.sinks.migrate import migrate
+    from touchpoint.sinks.query_guard import open_reader
     from touchpoint.streams.app import create_app
     from touchpoint.streams.topics import ensure_topics
 
@@ -127,7 +128,9 @@ def _prepare_worker(settings: Settings) -> Any:
     warehouse = _connect_with_retry(settings, connect)
     migrate(warehouse)
     warehouse.use_database()  # bare table names in queries served by the worker
-    return create_app(settings, warehouse)
+    # people's SQL: on a server, a read-only connection of its own
+    reader = open_reader(settings, warehouse)
+    return create_app(settings, warehouse, reader=reader)
 
 
 def _connect_with_retry(settings: Settings, connect: Callable[[Any], Any]) -> Any:
@@ -150,27 +153,29 @@ def _connect_with_retry(settings: Settings, connect: Callable[[Any], Any]) -> An
 @click.option("--channel", "-c", required=True,
               type=click.Choice(["web", "store", "callcenter", "campaign", "feedback"]),
               help="Channel of every event in the input.")
-@click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
+@click.argument("source", type=click.File("rb"), default="-")
 @click.option("--dry-run", is_flag=True, help="Check every line; publish nothing.")
 @click.option("--strict", is_flag=True,
               help="Publish only if every line is valid (checks the whole input first).")
-@click.option("--show", type=int, default=20, show_default=True,
+@click.option("--show", type=click.IntRange(0), default=20, show_default=True,
               help="How many rejected lines to list.")
 def publish(channel: str, source: Any, dry_run: bool, strict: bool, show: int) -> None:
     """Publish touchpoint events from a JSON Lines file (or - for standard input).
 
-    Every line is checked against the event contract. Valid lines are published keyed
+    The file is UTF-8, one event (a JSON object) a line. Every line is checked against
+    the event contract and its limits (docs/contract.md). Valid lines are published keyed
     by the customer's strongest identifier; invalid ones are listed with their line
-    number and reason, and the command exits 1. With --strict nothing is published
-    unless every line is valid.
+    number, reason code and reason, and the command exits 1. With --strict nothing is
+    published unless every line is valid.
     """
-    from touchpoint.publish import Publisher, publish_lines
+    from touchpoint.publish import Publisher, publish_lines, read_lines
 
     settings = _settings()
-    lines = source.readlines() if strict else source
+    # Bytes, decoded line by line: a line that is not UTF-8 is that line's refusal.
+    lines = list(read_lines(source)) if strict else read_lines(source)
     with _errors():
         if strict or dry_run:
-            report = publish_lines(None, channel, lines)
+            report = publish_lines(None, channel, lines, region=settings.phone_region)
             if dry_run or report.rejected:
                 _print_report(report, show, published=False)
                 sys.exit(1 if report.rejected else 0)
@@ -186,7 +191,7 @@ def _print_report(report: Any, show: int, *, published: bool) -> None:
     for code, count in report.reasons.most_common():
         click.echo(f"  {code}: {count}")
     for error in report.errors[:show]:
-        click.echo(f"  line {error.line}: {error.reason}", err=True)
+        click.echo(f"  line {error.line} [{error.code}]: {error.reason}", err=True)
     if len(report.errors) > show:
         click.echo(f"  ... and {len(report.errors) - show} more (use --show)", err=True)
     if report.rejected and not published:

@@ -246,8 +246,12 @@ def worker_factory(kafka: str, clickhouse_server: str,
         home = tmp_path_factory.mktemp(f"worker-{backend}")
         url = (f"chdb://{home / 'chdb'}?database=tp_{tag}" if backend == "chdb"
                else f"clickhouse://{CLICKHOUSE}/tp_{tag}")
+        # people's SQL on the server goes through its read-only user, as deployed
+        reader = ({"TOUCHPOINT_CLICKHOUSE_QUERY_URL":
+                   f"clickhouse://touchpoint_reader@{CLICKHOUSE}/tp_{tag}"}
+                  if backend == "clickhouse" else {})
         env = {
-            **os.environ,
+            **os.environ, **reader,
             "TOUCHPOINT_HOME": str(home), "TOUCHPOINT_KAFKA_BOOTSTRAP": KAFKA,
             "TOUCHPOINT_TOPIC_PREFIX": f"t{tag}.", "TOUCHPOINT_APP_ID": f"tp-test-{tag}",
             "TOUCHPOINT_TOPIC_PARTITIONS": "3", "TOUCHPOINT_CLICKHOUSE_URL": url,

@@ -44,9 +44,81 @@ def test_publish_dry_run_reports_each_bad_line(tmp_path, monkeypatch) -> None:
     result = CliRunner().invoke(main, ["publish", "-c", "web", "--dry-run", str(source)])
     assert result.exit_code == 1
     assert "1 valid, 2 rejected" in result.output
-    assert "line 2: no customer identifier" in result.output
-    assert "line 4: a line must be one JSON object" in result.output
+    assert "line 2 [no_identifier]: no customer identifier" in result.output
+    assert "line 4 [bad_json]: a line must be one JSON object" in result.output
     assert "Nothing was published." in result.output
+
+
+def _event_line(event_id: str, **fields: object) -> str:
+    return json.dumps({"event_id": event_id, "type": "page_view", "occurred_at": 1795000000000,
+                       "anonymous_id": f"ck-{event_id}", **fields}) + "\n"
+
+
+def test_publish_refuses_a_5000_deep_line_and_publishes_the_others(tmp_path, monkeypatch
+                                                                    ) -> None:
+    from touchpoint.publish import Publisher
+    from touchpoint.schemas.codec import codec_for
+
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    source = tmp_path / "events.jsonl"
+    source.write_text(_event_line("a") + "[" * 5_000 + "]" * 5_000 + "\n" + _event_line("b"))
+    deep = ("  line 2 [too_deep]: line nests arrays or objects more than 32 deep: an event is "
+            "one object of fields, attributes one object inside it")
+
+    dry = CliRunner().invoke(main, ["publish", "-c", "web", "--dry-run", str(source)])
+    assert dry.exit_code == 1, dry.output
+    assert "2 valid, 1 rejected" in dry.output and deep in dry.output.splitlines()
+    assert "Traceback" not in dry.output and isinstance(dry.exception, SystemExit)
+
+    sent: list[tuple[str, bytes | None, bytes]] = []
+
+    class Producer:
+        def send(self, topic: str, *, key: bytes | None, value: bytes) -> object:
+            sent.append((topic, key, value))
+            return type("Future", (), {"add_errback": lambda self, callback: None})()
+
+        def flush(self, timeout: float | None = None) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(Publisher, "from_settings", classmethod(
+        lambda cls, settings: cls(bootstrap_servers=["unused:9092"],
+                                  phone_region=settings.phone_region, producer=Producer())))
+    result = CliRunner().invoke(main, ["publish", "-c", "web", str(source)])
+    assert result.exit_code == 1, result.output
+    assert "2 published, 1 rejected" in result.output and deep in result.output.splitlines()
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    assert [codec_for("web").decode(value)["event_id"] for _, _, value in sent] == ["a", "b"]
+
+
+def test_publish_gives_every_line_a_verdict_and_caps_the_list(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"".join([
+        _event_line("a").encode(),
+        b'{"event_id": "\xff\xfe"}\n',                             # not UTF-8
+        b'{"dwell_ms": ' + b"9" * 5_000 + b"}\n",                   # a 5,000-digit number
+        _event_line("b", dwell_ms=2**64 - 1).encode(),
+        _event_line("c", email="not-an-email-address").encode(),
+        _event_line("d", phone="call me maybe").encode(),
+        _event_line("e", attributes={"k": "v" * 2_000}).encode(),
+        _event_line("f").encode(),
+    ]))
+    result = CliRunner().invoke(main, ["publish", "-c", "web", "--dry-run", "--show", "3",
+                                       str(source)])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "2 valid, 6 rejected"
+    assert "  line 2 [bad_json]: line is not UTF-8 (byte 0xff at position 14): save the file " \
+           "as UTF-8" in lines
+    assert any(x.startswith("  line 3 [bad_json]: not JSON we can read") for x in lines)
+    assert any(x.startswith("  line 4 [out_of_range]: dwell_ms=18446744073709551615 is out of "
+                            "range") for x in lines)
+    assert "  ... and 3 more (use --show)" in lines
+    assert not any(x.startswith("  line 5") for x in lines)
+    assert "Traceback" not in result.output
 
 
 def test_simulate_needs_a_limit(tmp_path, monkeypatch) -> None:
@@ -154,7 +226,7 @@ def test_worker_loads_the_text_analyzers_before_it_starts_consuming(tmp_path,
     monkeypatch.setattr(memory, "tune", lambda: order.append(
         f"tune, analyzers {'loaded' if sentiment._shared else 'not loaded'}"))
     pipeline = types.SimpleNamespace(app=object(), warehouse=types.SimpleNamespace(url="x"),
-                                     writer=types.SimpleNamespace(close=lambda: None))
+                                     close=lambda: None)
     monkeypatch.setattr(cli, "_prepare_worker", lambda settings: pipeline)
 
     class Worker:

@@ -25,15 +25,16 @@ def test_local_salt_is_created_once_and_kept(tmp_path: Path) -> None:
     second = load_settings({"TOUCHPOINT_HOME": str(tmp_path)}).pii_salt
     assert first == second and len(first) >= 32
     assert (tmp_path / "pii_salt").stat().st_mode & 0o777 == 0o600
+    given = "given-salt-0123456"
     assert load_settings({"TOUCHPOINT_HOME": str(tmp_path),
-                          "TOUCHPOINT_PII_SALT": "given-salt-0123456"}).pii_salt == "given-salt-0123456"
+                          "TOUCHPOINT_PII_SALT": given}).pii_salt == given
 
 
 @pytest.mark.parametrize("content", ["", "\n", "short"])
 def test_an_empty_or_short_local_salt_is_an_error_not_a_weak_key(tmp_path: Path,
                                                                  content: str) -> None:
     (tmp_path / "pii_salt").write_text(content)
-    with pytest.raises(ConfigError, match="pii_salt holds .*delete the file"):
+    with pytest.raises(ConfigError, match=r"pii_salt holds .*delete the file"):
         load_settings({"TOUCHPOINT_HOME": str(tmp_path)})
 
 
@@ -53,7 +54,8 @@ def test_api_tokens_are_named_and_a_local_one_is_made_once(tmp_path: Path) -> No
     assert list(local.api_tokens) == ["local"] and local.api_token == local.api_tokens["local"]
     assert load_settings(home).api_token == local.api_token
     assert (tmp_path / "api_token").stat().st_mode & 0o777 == 0o600
-    named = load_settings({**home, "TOUCHPOINT_API_TOKENS": "ops=aaaaaaaaaaaaaaaa1, bi=bbbbbbbbbbbbbbbbbb2",
+    named = load_settings({**home,
+                           "TOUCHPOINT_API_TOKENS": "ops=aaaaaaaaaaaaaaaa1, bi=bbbbbbbbbbbbbbbbbb2",
                            "TOUCHPOINT_API_TOKEN": "aaaaaaaaaaaaaaaa1"})
     assert dict(named.api_tokens) == {"ops": "aaaaaaaaaaaaaaaa1", "bi": "bbbbbbbbbbbbbbbbbb2"}
     assert named.api_token == "aaaaaaaaaaaaaaaa1"
@@ -67,7 +69,8 @@ def test_api_tokens_are_named_and_a_local_one_is_made_once(tmp_path: Path) -> No
 ])
 def test_bad_api_tokens_are_refused(tmp_path: Path, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"TOUCHPOINT_API_TOKENS=.* is invalid: .*{message}"):
-        load_settings({"TOUCHPOINT_HOME": str(tmp_path), "TOUCHPOINT_PII_SALT": "unit-test-salt-0123",
+        load_settings({"TOUCHPOINT_HOME": str(tmp_path),
+                              "TOUCHPOINT_PII_SALT": "unit-test-salt-0123",
                        "TOUCHPOINT_API_TOKENS": value})
 
 
@@ -85,7 +88,8 @@ def test_bad_api_tokens_are_refused(tmp_path: Path, value: str, message: str) ->
 def test_invalid_values_name_the_variable(tmp_path: Path, variable: str, value: str,
                                           message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load_settings({"TOUCHPOINT_HOME": str(tmp_path), "TOUCHPOINT_PII_SALT": "unit-test-salt-0123",
+        load_settings({"TOUCHPOINT_HOME": str(tmp_path),
+                              "TOUCHPOINT_PII_SALT": "unit-test-salt-0123",
                        variable: value})
 
 

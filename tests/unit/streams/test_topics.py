@@ -13,7 +13,8 @@ from touchpoint.streams.topics import TABLES, RawSchema, TopicNames, changelog_t
 
 
 def test_every_table_changelog_is_created_ahead_with_its_partitions(tmp_path: Path) -> None:
-    settings = load_settings({"TOUCHPOINT_HOME": str(tmp_path), "TOUCHPOINT_PII_SALT": "unit-test-salt-0123",
+    settings = load_settings({"TOUCHPOINT_HOME": str(tmp_path),
+                              "TOUCHPOINT_PII_SALT": "unit-test-salt-0123",
                               "TOUCHPOINT_APP_ID": "tp-x", "TOUCHPOINT_TOPIC_PARTITIONS": "4"})
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -33,7 +34,8 @@ def test_every_table_changelog_is_created_ahead_with_its_partitions(tmp_path: Pa
 def test_the_minutes_changelog_takes_records_larger_than_kafkas_default(tmp_path: Path) -> None:
     from touchpoint.streams.topics import LARGE_RECORD_BYTES, ensure_topics
 
-    settings = load_settings({"TOUCHPOINT_HOME": str(tmp_path), "TOUCHPOINT_PII_SALT": "unit-test-salt-0123",
+    settings = load_settings({"TOUCHPOINT_HOME": str(tmp_path),
+                              "TOUCHPOINT_PII_SALT": "unit-test-salt-0123",
                               "TOUCHPOINT_APP_ID": "tp-x"})
     admin = mock.MagicMock()
     admin.list_topics.return_value = []
