@@ -28,7 +28,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from touchpoint.publish import Publisher
 from touchpoint.settings import Settings, load_settings
-from touchpoint.sinks.clickhouse import QueryResult, connect
+from touchpoint.sinks.clickhouse import QueryResult, Warehouse, connect
+from touchpoint.sinks.migrate import migrate
 from touchpoint.streams.lag import OffsetMonitor, OffsetSample
 from touchpoint.streams.topics import TopicNames, ensure_topics
 from touchpoint.warehouse_client import query_worker
@@ -94,6 +95,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def migrated_warehouse(backend: str, folder: Path, prefix: str) -> Iterator[Warehouse]:
+    """A migrated warehouse of its own on ``backend``, dropped afterwards on the server."""
+    database = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    url = (f"chdb://{folder / 'chdb'}?database={database}" if backend == "chdb"
+           else f"clickhouse://{CLICKHOUSE}/{database}")
+    with connect(url) as found:
+        migrate(found)
+        yield found
+        if backend != "chdb":
+            found.execute(f"DROP DATABASE IF EXISTS {database}")
 
 
 @dataclass

@@ -21,8 +21,7 @@ import pytest
 
 from touchpoint.schemas.codec import codec_for
 from touchpoint.sinks.base import Batch, WarehouseSink
-from touchpoint.sinks.clickhouse import Warehouse, connect
-from touchpoint.sinks.migrate import migrate
+from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.writer import RefusedRow, RetryingWriter
 from touchpoint.streams.ingest import Ingestor, Rejected
 from touchpoint.streams.store import (
@@ -33,7 +32,7 @@ from touchpoint.streams.store import (
     refused_record,
 )
 
-from .conftest import BACKENDS, CLICKHOUSE, KAFKA, WorkerFactory, free_port
+from .conftest import BACKENDS, KAFKA, WorkerFactory, free_port, migrated_warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -91,16 +90,8 @@ def test_records_whose_dead_letters_would_not_fit_do_not_stop_ingest(
 def warehouse(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
               clickhouse_server: str) -> Iterator[Warehouse]:
     """A migrated warehouse of this module's own, on each engine."""
-    database = f"tp_poison_{uuid.uuid4().hex[:8]}"
-    if request.param == "chdb":
-        url = f"chdb://{tmp_path_factory.mktemp('chdb') / 'chdb'}?database={database}"
-    else:
-        url = f"clickhouse://{CLICKHOUSE}/{database}"
-    with connect(url) as found:
-        migrate(found)
+    with migrated_warehouse(request.param, tmp_path_factory.mktemp("chdb"), "tp_poison") as found:
         yield found
-        if request.param != "chdb":
-            found.execute(f"DROP DATABASE IF EXISTS {database}")
 
 
 def _event(event_id: str, offset: int, **fields: Any) -> tuple[Any, ...]:

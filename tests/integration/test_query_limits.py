@@ -27,7 +27,7 @@ from touchpoint.sinks.query_guard import checked_select, open_reader
 from touchpoint.streams.store import EVENT_COLUMNS, event_row
 
 from ..unit.sinks.test_query_guard import project_sql
-from .conftest import BACKENDS, CLICKHOUSE
+from .conftest import BACKENDS, CLICKHOUSE, migrated_warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -63,21 +63,13 @@ def _events() -> list[tuple[Any, ...]]:
 def warehouse(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
               clickhouse_server: str) -> Iterator[Warehouse]:
     """A migrated warehouse of this module's own, with a few events, on each engine."""
-    database = f"tp_limits_{uuid.uuid4().hex[:8]}"
-    if request.param == "chdb":
-        url = f"chdb://{tmp_path_factory.mktemp('chdb') / 'chdb'}?database={database}"
-    else:
-        url = f"clickhouse://{CLICKHOUSE}/{database}"
-    with connect(url) as found:
-        migrate(found)
+    with migrated_warehouse(request.param, tmp_path_factory.mktemp("chdb"), "tp_limits") as found:
         found.use_database()
         found.insert("touchpoint_events_raw", EVENT_COLUMNS, _events())
         # now: the dashboard counts the dead letters of the last hour (wall clock)
         found.insert("deadletter_raw", ("rejected_at", "reason_code", "reason", "_version"),
                      [(int(time.time() * 1000), "undecodable", "not Avro", 1)])
         yield found
-        if request.param != "chdb":
-            found.execute(f"DROP DATABASE IF EXISTS {database}")
 
 
 def _read(warehouse: Warehouse, sql: str) -> Any:

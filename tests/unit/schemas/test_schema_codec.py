@@ -477,14 +477,7 @@ def decode_error_with(codec: Codec, data: bytes, **options: Any) -> DecodeError:
     return caught.value
 
 
-def zigzag_varint(value: int) -> bytes:
-    zigzag = value * 2 if value >= 0 else -value * 2 - 1
-    out = bytearray()
-    while True:
-        low, zigzag = zigzag & 0x7F, zigzag >> 7
-        out.append(low | (0x80 if zigzag else 0))
-        if not zigzag:
-            return bytes(out)
+from ..avro_wire import varint as zigzag_varint  # noqa: E402 - with the tests that use it
 
 
 @pytest.mark.parametrize("value", [2**64, -(2**63) - 1, 2**70 + 5, 2**9_000])
