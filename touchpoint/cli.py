@@ -437,7 +437,9 @@ def query(sql: str, fmt: str) -> None:
 
     Table names may be written bare (touchpoint_events); they are read from the
     configured database. With the embedded warehouse open in a running worker, the
-    query is answered by that worker (read-only statements only).
+    query is answered by that worker: one SELECT of the project's tables, run read-only
+    within TOUCHPOINT_QUERY_TIMEOUT_SECONDS and TOUCHPOINT_QUERY_MAX_ROWS, with the
+    token TOUCHPOINT_API_TOKEN.
     """
     from touchpoint.warehouse_client import run_query
 
