@@ -13,6 +13,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -141,8 +142,9 @@ def test_a_dead_letter_row_is_never_refused_whatever_its_record_holds(
     record = {"payload": b"\x00" * 1000, "key": None, "source_topic": topic,
               "source_partition": -1, "source_offset": -(2**63), "source_timestamp": 2**63 - 1,
               "reason_code": "x" * 10_000, "reason": "\x00\ud7ff" * 100_000,
-              "rejected_at": -(2**63), "worker": "w" * 100_000}
-    # (what a producer could put on the dead-letter topic: it is valid Avro)
+              "rejected_at": int(time.time() * 1000), "worker": "w" * 100_000}
+    # (what a producer could put on the dead-letter topic: it is valid Avro; rejected_at is
+    # recent because the table's TTL drops old dead letters, a time clamped to 1970 at once)
     decoded = codec_for("deadletter").decode(codec_for("deadletter").encode(record))
     warehouse.insert("deadletter_raw", DEADLETTER_COLUMNS, [deadletter_row(decoded, 1)])
     assert warehouse.query(
