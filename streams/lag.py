@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -103,6 +104,23 @@ def rates(samples: Sequence[OffsetSample], topics: Iterable[str]
                 series[name].append(round(max(totals[name] - previous[name], 0) / elapsed, 2))
         previous, previous_at = totals, sample.at
     return times, series
+
+
+def reachable(servers: Sequence[str], timeout: float = 2.0) -> str:
+    """The first of ``servers`` (``host:port``) that accepts a TCP connection.
+
+    Raises :class:`ConnectionError` naming them when none does.
+    """
+    failures = []
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or server, int(port or 9092)),
+                                          timeout=timeout):
+                return server
+        except (OSError, ValueError) as exc:
+            failures.append(f"{server}: {exc}")
+    raise ConnectionError("no Kafka broker answers (" + "; ".join(failures) + ")")
 
 
 class OffsetMonitor(Service):
@@ -222,6 +240,11 @@ class OffsetMonitor(Service):
     def _clients(self) -> tuple[Any, Any]:
         from kafka import KafkaAdminClient, KafkaConsumer
 
+        if self._consumer is None or self._admin is None:
+            # kafka-python 3 starts a client's IO thread before it bootstraps and leaves it
+            # running when the constructor fails: a sample every few seconds while Kafka is
+            # down would leave a thread and sockets behind each time. Reach a broker first.
+            reachable(self.bootstrap)
         if self._consumer is None:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,

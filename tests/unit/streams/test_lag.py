@@ -170,3 +170,23 @@ def test_a_topic_missing_from_the_first_listing_joins_at_the_next_sample() -> No
     # within the 30 s refresh: listed again because t.b had no partitions
     assert {tp for tp in monitor.sample().end} == {("t.a", 0), ("t.a", 1), ("t.b", 0),
                                                    ("t.b", 1)}
+
+
+def test_no_client_is_made_while_no_broker_answers() -> None:
+    """kafka-python 3 leaves an IO thread behind for each client whose bootstrap fails."""
+    import socket
+    import threading
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: connections are refused
+        monitor = OffsetMonitor(bootstrap=[f"127.0.0.1:{port}"], group="g", topics=["t"])
+        threads = threading.active_count()
+
+        async def three_times() -> None:
+            for _ in range(3):
+                assert await monitor.refresh() is None
+
+        asyncio.run(three_times())
+    assert monitor.error is not None and "no Kafka broker answers" in monitor.error
+    assert threading.active_count() <= threads + 1  # the monitor's own executor thread
