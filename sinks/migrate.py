@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from touchpoint.sinks.clickhouse import Capabilities, Warehouse
+from touchpoint.sinks.views import VIEW_SQL
 
 __all__ = ["DEADLETTER_RETENTION_DAYS", "Migration", "applied", "migrate", "migrations"]
 
@@ -47,6 +48,8 @@ class Migration:
                 f"TTL toDateTime(rejected_at) + INTERVAL {DEADLETTER_RETENTION_DAYS} DAY"
                 if caps.ttl else ""
             ),
+            # views whose SQL a report runs too (sinks/views.py)
+            **{name: build(database) for name, build in VIEW_SQL.items()},
         }
         body = "\n".join(
             line for line in self.sql.splitlines() if not line.lstrip().startswith("--")

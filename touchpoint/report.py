@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 from touchpoint.sinks.clickhouse import quote_literal
+from touchpoint.sinks.views import campaign_response_sql
 
 __all__ = [
     "REPORTS",
@@ -120,32 +121,12 @@ def campaigns_sql(period: Period, *, campaign: str | None = None,
     """Campaign response per campaign x medium x variant (x value tier) over the period.
 
     Exposures count in the period of their ``exposed_at``; their responses and
-    conversions follow them (within their attribution window), as in
-    ``campaign_response``.
+    conversions follow them (within their attribution window): the SQL of the
+    ``campaign_response`` view (:func:`~touchpoint.sinks.views.campaign_response_sql`).
     """
     keys = ("campaign_id", "medium", "variant", *(("value_tier",) if by_tier else ()))
-    key_list = ", ".join(keys)
-    sql = f"""SELECT {key_list},
-    count() AS exposed,
-    sum(x_delivered) AS delivered,
-    sum(x_opened) AS opened,
-    sum(x_clicked) AS clicked,
-    sum(x_responded) AS responded,
-    sum(x_converted) AS converted,
-    round(sum(x_revenue), 2) AS revenue,
-    round(responded / exposed, 4) AS response_rate,
-    round(converted / exposed, 4) AS conversion_rate
-FROM
-(
-    SELECT {key_list},
-        toUInt64(delivered) AS x_delivered, toUInt64(opened) AS x_opened,
-        toUInt64(clicked) AS x_clicked, toUInt64(isNotNull(responded_at)) AS x_responded,
-        toUInt64(isNotNull(converted_at)) AS x_converted, revenue AS x_revenue
-    FROM (SELECT * FROM campaign_attribution_raw FINAL)
-    WHERE retracted = 0 AND {period.where("exposed_at")}{_campaign_filter(campaign)}
-)
-GROUP BY {key_list}
-ORDER BY {key_list}"""
+    where = f" AND {period.where('exposed_at')}{_campaign_filter(campaign)}"
+    sql = f"{campaign_response_sql(keys, where=where)}\nORDER BY {', '.join(keys)}"
     columns = (*keys, *_FUNNEL, "revenue", "response_rate", "conversion_rate")
     kinds = {**dict.fromkeys(_FUNNEL, "int"), "revenue": "money", "response_rate": "rate",
              "conversion_rate": "rate"}

@@ -161,55 +161,14 @@ ANY LEFT JOIN
 ) AS a USING stored_customer_id;
 
 -- CONTRACT §4: campaign x day (of exposure, UTC) x medium x variant. Counts are
--- exposures; rates are fractions of exposed (0.0234 = 2.34 %).
+-- exposures; rates are fractions of exposed (0.0234 = 2.34 %). The SELECT is
+-- sinks/views.py campaign_response_sql, which `touchpoint report campaigns` runs too.
 CREATE VIEW IF NOT EXISTS {db}.campaign_response AS
-SELECT
-    campaign_id, day, medium, variant,
-    count() AS exposed,
-    sum(x_delivered) AS delivered,
-    sum(x_opened) AS opened,
-    sum(x_clicked) AS clicked,
-    sum(x_responded) AS responded,
-    sum(x_converted) AS converted,
-    round(sum(x_revenue), 2) AS revenue,
-    round(responded / exposed, 4) AS response_rate,
-    round(converted / exposed, 4) AS conversion_rate
-FROM
-(
-    SELECT
-        campaign_id, toDate(exposed_at) AS day, medium, variant,
-        toUInt64(delivered) AS x_delivered, toUInt64(opened) AS x_opened,
-        toUInt64(clicked) AS x_clicked, toUInt64(isNotNull(responded_at)) AS x_responded,
-        toUInt64(isNotNull(converted_at)) AS x_converted, revenue AS x_revenue
-    FROM (SELECT * FROM {db}.campaign_attribution_raw FINAL)
-    WHERE retracted = 0
-)
-GROUP BY campaign_id, day, medium, variant;
+{campaign_response};
 
 -- The same by the customer's value tier at the time of the exposure.
 CREATE VIEW IF NOT EXISTS {db}.campaign_response_by_tier AS
-SELECT
-    campaign_id, day, medium, variant, value_tier,
-    count() AS exposed,
-    sum(x_delivered) AS delivered,
-    sum(x_opened) AS opened,
-    sum(x_clicked) AS clicked,
-    sum(x_responded) AS responded,
-    sum(x_converted) AS converted,
-    round(sum(x_revenue), 2) AS revenue,
-    round(responded / exposed, 4) AS response_rate,
-    round(converted / exposed, 4) AS conversion_rate
-FROM
-(
-    SELECT
-        campaign_id, toDate(exposed_at) AS day, medium, variant, value_tier,
-        toUInt64(delivered) AS x_delivered, toUInt64(opened) AS x_opened,
-        toUInt64(clicked) AS x_clicked, toUInt64(isNotNull(responded_at)) AS x_responded,
-        toUInt64(isNotNull(converted_at)) AS x_converted, revenue AS x_revenue
-    FROM (SELECT * FROM {db}.campaign_attribution_raw FINAL)
-    WHERE retracted = 0
-)
-GROUP BY campaign_id, day, medium, variant, value_tier;
+{campaign_response_by_tier};
 
 -- Touchpoint scorecard: each negative experience at a touchpoint loses a point. Per day
 -- x event type (channel, type) x touchpoint category x 4S stage: contacts, negative
