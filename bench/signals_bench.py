@@ -1140,8 +1140,7 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
                "WARNING: still recovering or rebalancing after 120 s, /health)"))
     reader = SignalReader(bootstrap, topics.signals)
     probe = LagProbe(bootstrap, settings.app_id, {
-        "inbound": [topics.channel(c) for c in ("web", "store", "callcenter", "campaign",
-                                                "feedback")],
+        "inbound": list(topics.inbound),
         "internal": [topics.unresolved, topics.resolved]})
     signal_records = [0]
 

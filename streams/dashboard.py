@@ -33,6 +33,7 @@ import faust
 from faust.web import Request, Response, View
 
 from touchpoint.exceptions import WarehouseError
+from touchpoint.schemas.contract import CHANNELS
 from touchpoint.sinks.clickhouse import QueryResult, Warehouse, connect, quote_literal
 from touchpoint.streams.lag import OffsetMonitor, partition_lag, rates
 from touchpoint.streams.topics import TopicNames
@@ -256,6 +257,7 @@ class Dashboard:
             figures = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.warehouse_figures)
             figures["kafka"] = self.kafka_figures()
+            figures["channels"] = list(CHANNELS)  # the page draws these, in this order
             figures["generated_at"] = self._clock()
             self._cached, self._cached_at = figures, time.monotonic()
             return figures

@@ -98,7 +98,11 @@ DAY_MS = 86_400_000
 MERGED_INTO = "__merged_into__"
 MERGED_STATE = "__merged_state__"
 RECENT_SCORES = 10
-_CHANNELS = ("web", "store", "callcenter", "campaign", "feedback")
+# The channels with a contacts_<channel> column of their own in customer_profiles_raw. Not
+# contract.CHANNELS: these columns are fixed by migration 0003, so a channel added to the
+# contract is counted in contacts_by_channel (which has every channel) until a migration
+# gives it a column and it is added here.
+_COLUMN_CHANNELS = ("web", "store", "callcenter", "campaign", "feedback")
 
 
 def new_profile(customer_id: str) -> dict[str, Any]:
@@ -372,8 +376,8 @@ def public_profile(p: Mapping[str, Any], rules: SegmentRules,
 
 PROFILE_COLUMNS: tuple[str, ...] = (
     "customer_id", "first_seen", "last_seen", "lifecycle_stage", "value_tier", "total_spend",
-    "spend_12m", "orders", "returns", "last_purchase_at", "contacts_web", "contacts_store",
-    "contacts_callcenter", "contacts_campaign", "contacts_feedback", "contacts_by_channel",
+    "spend_12m", "orders", "returns", "last_purchase_at",
+    *(f"contacts_{channel}" for channel in _COLUMN_CHANNELS), "contacts_by_channel",
     "avg_satisfaction", "nps_avg", "complaints", "open_signals", "merged_into",
     "updated_at", "revision",
 )
@@ -389,7 +393,7 @@ def profile_row(pub: Mapping[str, Any], *, merged_into: str = "",
         pub["customer_id"], pub["first_seen"], pub["last_seen"], pub["lifecycle_stage"],
         pub["value_tier"], pub["total_spend"], pub["spend_12m"], pub["orders"],
         pub["returns"], pub["last_purchase_at"],
-        *(int(contacts.get(c, 0)) for c in _CHANNELS), by_channel,
+        *(int(contacts.get(c, 0)) for c in _COLUMN_CHANNELS), by_channel,
         pub["avg_satisfaction"], pub["nps_avg"], pub["complaints"], pub["open_signals"],
         merged_into, pub["updated_at"], pub["revision"],
     )

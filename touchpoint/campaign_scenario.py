@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from touchpoint.scenarios import ScenarioEvent
+from touchpoint.schemas.contract import CHANNELS
 from touchpoint.streams.identity import generated_id
 
 __all__ = [
@@ -50,7 +51,6 @@ __all__ = [
 ]
 
 EXPECTED_FORMAT: Final = "touchpoint.campaign_scenario.expected/1"
-_CHANNELS: Final = ("web", "store", "callcenter", "campaign", "feedback")
 _SECOND: Final = 1_000
 _MINUTE: Final = 60_000
 _HOUR: Final = 3_600_000
@@ -109,7 +109,7 @@ class CampaignScenario(NamedTuple):
         """Write ``events.jsonl``, ``<channel>.jsonl`` files and ``expected.json``."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        files = {ch: (path / f"{ch}.jsonl").open("w", encoding="utf-8") for ch in _CHANNELS}
+        files = {ch: (path / f"{ch}.jsonl").open("w", encoding="utf-8") for ch in CHANNELS}
         try:
             with (path / "events.jsonl").open("w", encoding="utf-8") as combined:
                 for channel, event in self.events:

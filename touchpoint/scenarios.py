@@ -46,6 +46,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, TypeVar
 
+from touchpoint.schemas.contract import CHANNELS
+
 __all__ = [
     "DEFAULT_MIX",
     "HEADING_LABELS",
@@ -70,7 +72,6 @@ DEFAULT_MIX: Final[Mapping[str, float]] = MappingProxyType(
     {"satisfied": 0.70, "noisy": 0.15, "complaint": 0.10, "cancel": 0.05})
 VALUE_TIERS: Final = ("key", "regular")
 TRUTH_FORMAT: Final = "touchpoint.scenario.truth/1"
-_CHANNEL_FILES: Final = ("web", "store", "callcenter", "campaign", "feedback")
 
 _SECOND: Final = 1_000
 _MINUTE: Final = 60_000
@@ -400,7 +401,7 @@ def write(scenario: Scenario, directory: str | Path) -> Path:
     """
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    files = {ch: (path / f"{ch}.jsonl").open("w", encoding="utf-8") for ch in _CHANNEL_FILES}
+    files = {ch: (path / f"{ch}.jsonl").open("w", encoding="utf-8") for ch in CHANNELS}
     try:
         with (path / "events.jsonl").open("w", encoding="utf-8") as combined:
             for channel, event in scenario.events:

@@ -41,7 +41,6 @@ from typing import Any, Final, Generic, NamedTuple, TypeVar
 from urllib.parse import quote
 
 __all__ = [
-    "CHANNELS",
     "EVENTS_PER_CUSTOMER_DAY",
     "GUEST_SHARE",
     "MAX_ACTIVITY_BOOST",
@@ -49,8 +48,6 @@ __all__ = [
     "Simulator",
     "run",
 ]
-
-CHANNELS: Final = ("web", "store", "callcenter", "campaign", "feedback")
 
 EVENTS_PER_CUSTOMER_DAY: Final = 5.0
 """Average events a CRM customer causes per simulated day (unpaced), campaigns aside."""
@@ -268,7 +265,7 @@ _COMPLAINT_TEXTS: Final = (
 class SimEvent:
     """One simulated touchpoint: its channel and the event in CONTRACT §2 JSON form."""
 
-    channel: str  # "web" | "store" | "callcenter" | "campaign" | "feedback"
+    channel: str  # one of touchpoint.schemas.contract.CHANNELS
     event: dict[str, Any]
 
 

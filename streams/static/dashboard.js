@@ -5,11 +5,12 @@
 
 (() => {
   const POLL_MS = 1000;
-  const CHANNELS = ["web", "store", "callcenter", "campaign", "feedback"];
+  // the channels themselves come with the figures (data.channels, from the contract)
   const COLORS = {
     web: "#4c78a8", store: "#f58518", callcenter: "#54a24b", campaign: "#b279a2",
     feedback: "#e45756", deadletter: "#c62828",
   };
+  const OTHER_COLOR = "#7f7f7f"; // a channel without a color of its own
   const REASON_COLORS = {
     long_wait: "#f58518", bad_outcome: "#e45756", low_rating: "#b279a2",
     negative_text: "#9d755d", web_error: "#4c78a8",
@@ -88,16 +89,16 @@
 
   // -- panels --------------------------------------------------------------------------
 
-  function renderKafka(k) {
+  function renderKafka(k, channels) {
     if (!k || !k.rates) {
       text("kpi-rate", "–"); text("kpi-lag", "–"); text("kpi-workers", "–");
       return;
     }
     text("group", `group ${k.group}`);
     const times = k.rates.t.map((t) => new Date(t));
-    const traces = CHANNELS.map((c) => ({
+    const traces = channels.map((c) => ({
       x: times, y: k.rates.channels[c] || [], name: c, type: "scatter", mode: "lines",
-      line: { color: COLORS[c], width: 1.6, shape: "spline", smoothing: 0.6 },
+      line: { color: COLORS[c] || OTHER_COLOR, width: 1.6, shape: "spline", smoothing: 0.6 },
       hovertemplate: `${c}: %{y:.1f}/s<extra></extra>`,
     }));
     const clockAxis = { tickformat: "%H:%M:%S", gridcolor: "#eef0f3" };
@@ -108,7 +109,7 @@
       const tail = series.slice(-5);
       return tail.length ? tail.reduce((a, b) => a + b, 0) / tail.length : 0;
     };
-    const total = CHANNELS.reduce((sum, c) => sum + recent(k.rates.channels[c] || []), 0);
+    const total = channels.reduce((sum, c) => sum + recent(k.rates.channels[c] || []), 0);
     text("kpi-rate", times.length ? number.format(total) : "…");
     const dead = recent(k.rates.deadletter || []);
     text("kpi-dead", times.length ? number.format(dead * 60) : "…");
@@ -245,7 +246,7 @@
 
   function render(d) {
     text("event-time", `event time ${utc(d.event_time_now)}`);
-    renderKafka(d.kafka);
+    renderKafka(d.kafka, d.channels || []);
     const stored = Object.values(d.stored.by_channel).reduce((a, b) => a + b, 0);
     text("kpi-stored", whole.format(stored));
     renderSignals(d.signals, d.event_time_now);

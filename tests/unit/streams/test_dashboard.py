@@ -235,6 +235,8 @@ def test_one_computation_however_many_ask() -> None:
     assert all(s is snapshots[0] for s in snapshots)
     assert warehouse.count("max(occurred_at)") == 1
     assert snapshots[0]["generated_at"] == 5.0 and snapshots[0]["kafka"]["ok"] is False
+    # the page draws the contract's channels, in its order
+    assert snapshots[0]["channels"] == ["web", "store", "callcenter", "campaign", "feedback"]
     assert len(spawned) == 1  # one background refresher for everyone
     spawned[0].close()
     dashboard.close()
