@@ -16,6 +16,7 @@ import click
 
 from touchpoint import __version__
 from touchpoint.exceptions import TouchpointError, WarehouseUnavailable
+from touchpoint.schemas.contract import CHANNELS
 from touchpoint.settings import LOCAL, Settings, load_settings, settings_markdown
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,7 +46,7 @@ def _settings(**overrides: Any) -> Settings:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="touchpoint")
 def main() -> None:
-    r"""Touchpoint: customer touchpoint events from Kafka, through Faust, into ClickHouse.
+    """Touchpoint: customer touchpoint events from Kafka, through Faust, into ClickHouse.
 
     Settings come from TOUCHPOINT_* environment variables (`touchpoint settings` lists
     them). A typical local session:
@@ -151,7 +152,7 @@ def _connect_with_retry(settings: Settings, connect: Callable[[Any], Any]) -> An
 
 @main.command()
 @click.option("--channel", "-c", required=True,
-              type=click.Choice(["web", "store", "callcenter", "campaign", "feedback"]),
+              type=click.Choice(list(CHANNELS)),
               help="Channel of every event in the input.")
 @click.argument("source", type=click.File("rb"), default="-")
 @click.option("--dry-run", is_flag=True, help="Check every line; publish nothing.")
@@ -431,7 +432,7 @@ def migrate() -> None:
 @main.command()
 @click.argument("sql")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
+              show_default=True, help="Output format.")
 def query(sql: str, fmt: str) -> None:
     """Run one SQL query on the warehouse and print the result.
 
@@ -475,9 +476,10 @@ def _table(columns: tuple[str, ...] | list[str], rows: list[Any]) -> str:
 @click.option("--customer", help="Only this customer (its id now, or an id merged into it).")
 @click.option("--reason", help="Only signals with this reason code, e.g. long_wait.")
 @click.option("--channel", help="Only signals with evidence from this channel.")
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="Most signals listed.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
+              show_default=True, help="Output format.")
 def signals(status: str, severity: str, customer: str | None, reason: str | None,
             channel: str | None, limit: int, fmt: str) -> None:
     """List complaint signals: most severe first, then the nearest breach.
@@ -531,7 +533,7 @@ def signals(status: str, severity: str, customer: str | None, reason: str | None
               show_default=True, help="Output format (csv and json keep raw numbers).")
 def report(name: str, since: str | None, until: str | None, campaign: str | None,
            by_tier: bool, fmt: str) -> None:
-    r"""Print a report from the warehouse for a period of event time.
+    """Print a report from the warehouse for a period of event time.
 
     \b
       campaigns    response per campaign, medium and variant: exposed, opened, clicked,
@@ -636,14 +638,23 @@ def show_settings(markdown: bool) -> None:
         return
     from touchpoint.settings import SETTINGS
 
-    current = _settings()
+    current = _settings(create_secrets=False)  # shows the settings, makes no secret file
+
+    def secret(value: str, file: str) -> str:
+        if value != LOCAL:
+            return "(set)"
+        return "(local file)" if (current.home / file).exists() else \
+            "(local file, not made yet)"
+
     for setting in SETTINGS:
         value = getattr(current, setting.name)
-        if setting.name in {"pii_salt", "api_tokens", "api_token"}:  # secrets: never shown
-            if setting.name == "api_tokens":
-                value = ", ".join(f"{name}=(set)" for name in value)
-            else:
-                value = "(set)" if os.environ.get(setting.env, LOCAL) != LOCAL else "(local file)"
+        if setting.name == "pii_salt":  # secrets: never shown
+            value = secret(value, "pii_salt")
+        elif setting.name == "api_tokens":
+            value = ", ".join(f"{name}={secret(token, 'api_token')}"
+                              for name, token in value.items())
+        elif setting.name == "api_token":
+            value = secret(value, "api_token")
         elif setting.name in {"clickhouse_url", "clickhouse_query_url"} and value:
             value = _without_password(value)
         click.echo(f"{setting.env}={value}")
@@ -665,7 +676,8 @@ def _without_password(url: str) -> str:
               help="Seconds of simulated traffic.")
 @click.option("--rate", type=float, default=200, show_default=True,
               help="Events per second (a worker on 2 cores keeps up with a few hundred).")
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Random seed of the simulated traffic.")
 def demo(duration: float, rate: float, seed: int) -> None:
     """Run the whole pipeline locally: services, a worker, and simulated traffic.
 

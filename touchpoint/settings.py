@@ -366,9 +366,15 @@ class Settings:
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, **overrides: Any
+    environ: Mapping[str, str] | None = None, *, create_secrets: bool = True,
+    **overrides: Any
 ) -> Settings:
     """Build settings from ``environ`` (default: the process environment) and overrides.
+
+    Secrets set to ``local`` are read from their files under ``home``, which are made the
+    first time. With ``create_secrets=False`` nothing is read or made: such a secret keeps
+    the value ``local`` (``api_tokens``: ``{"local": "local"}``), for showing the settings
+    only, never for hashing or checking tokens.
 
     Raises :class:`ConfigError` naming the variable and the fix when a value is invalid.
     """
@@ -388,6 +394,10 @@ def load_settings(
     if not values["clickhouse_url"]:
         values["clickhouse_url"] = f"chdb://{home / 'chdb'}"
     WarehouseURL.parse(values["clickhouse_url"])  # fail early on a bad URL
+    if not create_secrets:
+        if values["api_tokens"] == LOCAL:
+            values["api_tokens"] = MappingProxyType({LOCAL: LOCAL})
+        return Settings(**values)
     if values["pii_salt"] == LOCAL:
         values["pii_salt"] = _local_secret(home / "pii_salt", "TOUCHPOINT_PII_SALT")
     if values["api_tokens"] == LOCAL or values["api_token"] == LOCAL:

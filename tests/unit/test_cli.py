@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -9,7 +10,7 @@ from touchpoint.cli import main
 from touchpoint.settings import settings_markdown
 
 COMMANDS = ["services", "worker", "publish", "simulate", "migrate", "query", "settings", "demo",
-            "customer"]
+            "customer", "signals", "report"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -27,9 +28,59 @@ def test_main_help_lists_the_commands() -> None:
         assert command in result.output
 
 
+def test_help_keeps_the_example_blocks_as_written() -> None:
+    lines = [line.strip() for line in CliRunner().invoke(main, ["--help"]).output.splitlines()]
+    for example in (
+            "touchpoint services start      # Kafka (and the ClickHouse server, if installed)",
+            "touchpoint worker &            # ingest and store",
+            "touchpoint simulate --events 10000",
+            'touchpoint query "SELECT channel, count() FROM touchpoint_events GROUP BY channel"'):
+        assert example in lines
+    report = CliRunner().invoke(main, ["report", "--help"]).output
+    assert "\\b" not in report
+    assert [line.split()[0] for line in report.splitlines() if line.startswith("    ")
+            and line.split()[0] in ("campaigns", "touchpoints", "ads", "channels", "signals")
+            ] == ["campaigns", "touchpoints", "ads", "channels", "signals"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_help(command: str) -> None:
+    options = [p for p in main.commands[command].params if isinstance(p, click.Option)]
+    assert [o.name for o in options if not o.help] == []
+
+
 def test_settings_markdown() -> None:
     result = CliRunner().invoke(main, ["settings", "--markdown"])
     assert result.output.strip() == settings_markdown()
+
+
+@pytest.mark.parametrize("args", [[], ["--markdown"]])
+def test_settings_makes_no_file(tmp_path, monkeypatch, args) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    for name in ("TOUCHPOINT_PII_SALT", "TOUCHPOINT_API_TOKENS", "TOUCHPOINT_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(main, ["settings", *args])
+    assert result.exit_code == 0, result.output
+    assert list(tmp_path.iterdir()) == []
+    if not args:
+        assert "TOUCHPOINT_PII_SALT=(local file, not made yet)" in result.output
+        assert "TOUCHPOINT_API_TOKENS=local=(local file, not made yet)" in result.output
+
+
+def test_settings_masks_every_secret(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    salt, token = "s" * 20 + "salt-secret", "t" * 20 + "token-secret"
+    monkeypatch.setenv("TOUCHPOINT_PII_SALT", salt)
+    monkeypatch.setenv("TOUCHPOINT_API_TOKENS", f"ops={token}")
+    monkeypatch.setenv("TOUCHPOINT_API_TOKEN", token)
+    result = CliRunner().invoke(main, ["settings"])
+    assert result.exit_code == 0, result.output
+    assert salt not in result.output and token not in result.output
+    assert "TOUCHPOINT_PII_SALT=(set)" in result.output
+    assert "TOUCHPOINT_API_TOKENS=ops=(set)" in result.output
+    assert "TOUCHPOINT_API_TOKEN=(set)" in result.output
 
 
 def test_publish_dry_run_reports_each_bad_line(tmp_path, monkeypatch) -> None:

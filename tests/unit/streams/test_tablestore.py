@@ -25,8 +25,6 @@ from touchpoint.streams import changelog
 from touchpoint.streams.app import App
 from touchpoint.streams.tablestore import RocksStore
 
-pytest.importorskip("rocksdict")
-
 _SETUP = """
 import asyncio, os, signal
 from faust.types import TP
