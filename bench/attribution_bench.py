@@ -1,7 +1,7 @@
 """Benchmark: campaign attribution's cost per event for a busy customer, in-process.
 
 Not a test. The profiles stage runs attribution for every event it applies
-(``streams/campaigns.py``); its state keeps the touchpoints a late exposure could still
+(``streams/rules/campaigns.py``); its state keeps the touchpoints a late exposure could still
 claim (window + lateness, at most ``MAX_TOUCHPOINTS``), so a customer browsing a page a
 minute is the expensive case. Prints microseconds per event and the state's JSON size
 after 2,000 page views, without and with one e-mail exposure before them.
@@ -15,8 +15,8 @@ import json
 import time
 from typing import Any
 
-from touchpoint.streams.campaigns import Attributor
-from touchpoint.streams.profiles import new_profile
+from touchpoint.streams.rules.campaigns import Attributor
+from touchpoint.streams.stages.profiles import new_profile
 
 T0 = 1_795_000_000_000
 MINUTE_MS = 60_000

@@ -12,7 +12,7 @@ batching, producer settings, consumer and tables as ``touchpoint worker``
               └─▶ store (reads, no work)
 
 ingest and identity take batches and hand their records to the producer directly
-(``streams/outbox.py``); profiles reads record by record and writes a table entry for
+(``streams/runtime/outbox.py``); profiles reads record by record and writes a table entry for
 each (its changelog), as the profiles stage does; minutes and store read in batches and
 do nothing. One record in ``--tip-every`` is a tip: profiles sends it to ``floor-out``
 with ``topic.send()``, as it sends a signal. The load generator (this process,
@@ -73,8 +73,8 @@ def run_worker(args: argparse.Namespace) -> None:
 
     from touchpoint.logs import configure_logging
     from touchpoint.streams.app import App
-    from touchpoint.streams.consumer import only_current
-    from touchpoint.streams.outbox import Outbox, make_current
+    from touchpoint.streams.runtime.consumer import only_current
+    from touchpoint.streams.runtime.outbox import Outbox, make_current
 
     options: dict[str, Any] = {
         # the settings create_app gives touchpoint's own worker (streams/app.py)

@@ -7,7 +7,7 @@ text and the time to load the analyzer (imports included, measured in a fresh pr
 
 Scores in [-1, 1] become labels with two thresholds per candidate (negative at or
 below the first, positive at or above the second), chosen on the tuning split alone to
-maximise macro-F1 averaged over its sources. ``touchpoint.streams.sentiment`` (what the
+maximise macro-F1 averaged over its sources. ``touchpoint.streams.rules.sentiment`` (what the
 pipeline uses) is measured with the threshold it ships with. A candidate that is not
 installed is listed with the command that installs it.
 
@@ -116,7 +116,7 @@ def load_jiagu() -> Scorer:
 
 
 def load_touchpoint(*, domain: bool) -> Scorer:
-    from touchpoint.streams.sentiment import Sentiment
+    from touchpoint.streams.rules.sentiment import Sentiment
 
     analyzer = Sentiment(domain=domain)
     return lambda text: analyzer.score(text) or 0.0
@@ -280,7 +280,7 @@ def tune(rows: Sequence[dict[str, Any]], scores: Sequence[float]) -> tuple[float
 
 
 def shipped_thresholds() -> tuple[float, float]:
-    from touchpoint.streams.sentiment import NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD
+    from touchpoint.streams.rules.sentiment import NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD
 
     return NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD
 

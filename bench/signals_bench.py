@@ -30,7 +30,7 @@ value tier, then per journey kind (the truth's ``journey``).
   ``signals.complaints`` is then read from the beginning (all states of every signal).
 
   For comparison, the same events are also replayed through the pure detector
-  (``streams/complaints.py``) in exact time order with perfect identity (the truth says
+  (``streams/rules/complaints.py``) in exact time order with perfect identity (the truth says
   whose each event is): where the pipeline and the replay differ, identity resolution,
   arrival order or value tiers made the difference; where both miss, the rules do.
 
@@ -561,7 +561,7 @@ def read_all_signals(worker: Worker, *, settle: float, timeout: float) -> list[d
 
 
 def rules_facts(settings: Settings) -> str:
-    from touchpoint.streams.complaints import DEFAULT_RULES
+    from touchpoint.streams.rules.complaints import DEFAULT_RULES
 
     path = Path(settings.signal_rules) if settings.signal_rules else DEFAULT_RULES
     try:
@@ -760,10 +760,10 @@ def replay_report(scenario: Any, settings: Settings, evaluate: Callable[..., Any
         normalize_email,
         normalize_phone,
     )
-    from touchpoint.streams import complaints
-    from touchpoint.streams.ingest import Accepted, Ingestor
+    from touchpoint.streams.rules import complaints
+    from touchpoint.streams.stages.ingest import Accepted, Ingestor
 
-    log("offline replay: the same events through the pure detector (streams/complaints.py),")
+    log("offline replay: the same events through the pure detector (streams/rules/complaints.py),")
     log("in exact event-time order, each event given to its true customer (no identity")
     log("resolution, no arrival order), ingest's normalization and sentiment included.")
     began = time.monotonic()
@@ -886,8 +886,8 @@ def check_plants(settings: Settings) -> str:
     """What the pure detector makes of each plant kind: watch after the history, then?"""
     from touchpoint.schemas.codec import codec_for
     from touchpoint.schemas.contract import CHANNELS, COMMON_FIELDS
-    from touchpoint.streams import complaints
-    from touchpoint.streams.ingest import Accepted, Ingestor
+    from touchpoint.streams.rules import complaints
+    from touchpoint.streams.stages.ingest import Accepted, Ingestor
 
     rules = complaints.Rules.load(settings.signal_rules or None)
     ingestor = Ingestor(pii_salt="bench", phone_region=settings.phone_region, worker="check")

@@ -22,24 +22,13 @@ from touchpoint.settings import Settings
 from touchpoint.sinks.base import WarehouseSink
 from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.writer import RetryingWriter
-from touchpoint.streams import (
-    access,
-    attribution,
-    campaigns,
-    changelog,
-    complaints,
-    consumer,
-    identity,
-    ingest,
-    minutes,
-    profiles,
-    sensors,
-    store,
-    web,
-)
-from touchpoint.streams.dashboard import register as register_dashboard
-from touchpoint.streams.lag import OffsetMonitor
-from touchpoint.streams.metrics import register as register_metrics
+from touchpoint.streams.ops import access, web
+from touchpoint.streams.ops.dashboard import register as register_dashboard
+from touchpoint.streams.ops.lag import OffsetMonitor
+from touchpoint.streams.ops.metrics import register as register_metrics
+from touchpoint.streams.rules import attribution, campaigns, complaints
+from touchpoint.streams.runtime import changelog, consumer, sensors
+from touchpoint.streams.stages import identity, ingest, minutes, profiles, store
 from touchpoint.streams.topics import LARGE_RECORD_BYTES, TopicNames, raw_topic
 
 __all__ = ["Pipeline", "create_app"]
@@ -90,10 +79,10 @@ class Pipeline:
 
 
 class App(faust.App):
-    """Faust's app with the generation-safe consumer of :mod:`touchpoint.streams.consumer`.
+    """Faust's app with the generation-safe consumer of :mod:`touchpoint.streams.runtime.consumer`.
 
-    Its tables batch their changelogs (:mod:`touchpoint.streams.changelog`), and its
-    sensors cost per record only where they use it (:mod:`touchpoint.streams.sensors`).
+    Its tables batch their changelogs (:mod:`touchpoint.streams.runtime.changelog`), and its
+    sensors cost per record only where they use it (:mod:`touchpoint.streams.runtime.sensors`).
     """
 
     #: How long a fetch may wait at the broker for a batch (``consumer.ConsumerThread``).
@@ -120,7 +109,7 @@ class App(faust.App):
 
     @cached_property
     def changelogs(self) -> changelog.ChangelogBatches:
-        """The tables' changelog records, batched (:mod:`touchpoint.streams.changelog`)."""
+        """The tables' changelog records, batched (:mod:`touchpoint.streams.runtime.changelog`)."""
         return changelog.ChangelogBatches(self)
 
     @cached_property

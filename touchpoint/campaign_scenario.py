@@ -40,7 +40,7 @@ from typing import Any, Final, NamedTuple
 
 from touchpoint.scenarios import ScenarioEvent
 from touchpoint.schemas.contract import CHANNELS
-from touchpoint.streams.identity import generated_id
+from touchpoint.streams.stages.identity import generated_id
 
 __all__ = [
     "EXPECTED_FORMAT",

@@ -101,7 +101,8 @@ def worker(web_port: int | None, log_level: str | None) -> None:
         pipeline = _prepare_worker(settings)
     from faust.worker import Worker
 
-    from touchpoint.streams import memory, sentiment
+    from touchpoint.streams.rules import sentiment
+    from touchpoint.streams.runtime import memory
 
     # The text analyzers take 0.45-0.6 s to load (jieba's dictionary; worker logs here).
     # Loaded lazily, that happened at the first note with text, with every stage waiting

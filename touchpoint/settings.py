@@ -250,7 +250,7 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_int),
     Setting("signal_rules", "",
             "Complaint-signal rules (TOML: every threshold, weight and window). Empty: the "
-            "packaged `streams/complaints.toml`; copy it and point here to change them."),
+            "packaged `streams/rules/complaints.toml`; copy it and point here to change them."),
     Setting("signal_lateness_seconds", "60",
             "How far event time must have passed a signal's deadline (breach, abandoned "
             "checkout) before it is concluded, so late events of other customers can "
@@ -264,7 +264,7 @@ SETTINGS: tuple[Setting, ...] = (
             "touchpoints and purchases are credited to it.", _positive_int),
     Setting("attribution_model", "last_touch",
             "Campaign attribution model: `last_touch`, `first_touch` or `linear` "
-            "(streams/attribution.py).", _attribution_model),
+            "(streams/rules/attribution.py).", _attribution_model),
     Setting("log_level", "info", "Log level: debug, info, warning or error.", _log_level),
 )
 

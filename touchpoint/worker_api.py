@@ -1,7 +1,7 @@
 """The worker's HTTP API as commands and tests call it: its address and the caller's token.
 
 Everything on a worker's web server that reveals customer data, table state or runs a
-query needs an API token (``streams/access.py``); this sends ``TOUCHPOINT_API_TOKEN``
+query needs an API token (``streams/ops/access.py``); this sends ``TOUCHPOINT_API_TOKEN``
 (by default the local one in ``$HOME/api_token``) in the ``Authorization`` header, never
 in the URL.
 """

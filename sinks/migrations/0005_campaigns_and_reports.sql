@@ -1,7 +1,7 @@
 -- Campaign attribution, per-minute aggregates, and the report views marketing reads.
 --
 -- Every table here is written as complete rows per key with a version that only grows
--- (streams/attribution.py, streams/aggregates.py): ReplacingMergeTree keeps the highest
+-- (streams/rules/attribution.py, streams/rules/aggregates.py): ReplacingMergeTree keeps the highest
 -- version, and the views read with FINAL, so a retried batch, a restarted worker or a
 -- replay writes the same rows again and no figure is ever counted twice.
 --

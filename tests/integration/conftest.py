@@ -30,7 +30,7 @@ from touchpoint.publish import Publisher
 from touchpoint.settings import Settings, load_settings
 from touchpoint.sinks.clickhouse import QueryResult, Warehouse, connect
 from touchpoint.sinks.migrate import migrate
-from touchpoint.streams.lag import OffsetMonitor, OffsetSample
+from touchpoint.streams.ops.lag import OffsetMonitor, OffsetSample
 from touchpoint.streams.topics import TopicNames, ensure_topics
 from touchpoint.warehouse_client import query_worker
 from touchpoint.worker_api import WorkerAPI

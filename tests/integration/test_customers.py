@@ -17,8 +17,8 @@ import pytest
 
 from touchpoint.schemas.codec import codec_for
 from touchpoint.simulate import Simulator
-from touchpoint.streams.identity import generated_id
-from touchpoint.streams.lag import partition_lag
+from touchpoint.streams.ops.lag import partition_lag
+from touchpoint.streams.stages.identity import generated_id
 
 from .conftest import Worker, WorkerFactory, offsets, topic_records
 
@@ -292,7 +292,7 @@ def _skipped_offsets(member: Worker) -> int | None:
     is a record nobody processed. (The rebalance bug fixed in cb10f19 skipped 1,000-2,000
     offsets in 7 of 14 traced two-worker runs, most of which still ended with the right
     profiles; it depends on timing, so this is a check, not the bug's test: that is in
-    tests/unit/streams/test_consumer.py.)
+    tests/unit/streams/runtime/test_consumer.py.)
     """
     return cast(int | None, (member.status() or {}).get("offsets_taken_as_gaps"))
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from touchpoint.streams.lag import consumed_topics, partition_lag
+from touchpoint.streams.ops.lag import consumed_topics, partition_lag
 
 from .conftest import Worker, WorkerFactory, offsets
 

@@ -24,8 +24,8 @@ from touchpoint.schemas.codec import codec_for
 from touchpoint.sinks.base import Batch, WarehouseSink
 from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.writer import RefusedRow, RetryingWriter
-from touchpoint.streams.ingest import Ingestor, Rejected
-from touchpoint.streams.store import (
+from touchpoint.streams.stages.ingest import Ingestor, Rejected
+from touchpoint.streams.stages.store import (
     DEADLETTER_COLUMNS,
     EVENT_COLUMNS,
     deadletter_row,
@@ -162,8 +162,8 @@ _HEALTH_PROBE = """
 import asyncio, json, sys, time
 from types import SimpleNamespace
 
-from touchpoint.streams.lag import OffsetMonitor
-from touchpoint.streams.metrics import health
+from touchpoint.streams.ops.lag import OffsetMonitor
+from touchpoint.streams.ops.metrics import health
 
 monitor = OffsetMonitor(bootstrap=[sys.argv[1]], group="poison-probe", topics=[])
 sample = asyncio.run(monitor.refresh())

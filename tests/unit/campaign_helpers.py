@@ -15,16 +15,16 @@ from typing import Any
 from touchpoint.scenarios import ScenarioEvent
 from touchpoint.schemas.codec import codec_for
 from touchpoint.schemas.contract import CHANNELS, COMMON_FIELDS
-from touchpoint.streams.aggregates import MinuteWindows
-from touchpoint.streams.attribution import (
+from touchpoint.streams.rules.aggregates import MinuteWindows
+from touchpoint.streams.rules.attribution import (
     LAST_TOUCH,
     AttributionModel,
     AttributionState,
     combine,
     observe,
 )
-from touchpoint.streams.identity import IdentityGraph, identifiers_of
-from touchpoint.streams.ingest import Accepted, Ingestor
+from touchpoint.streams.stages.identity import IdentityGraph, identifiers_of
+from touchpoint.streams.stages.ingest import Accepted, Ingestor
 
 FLAGS = ("exposed", "delivered", "opened", "clicked", "responded", "converted")
 
@@ -161,11 +161,16 @@ def load_warehouse(warehouse: Any, events: Sequence[ScenarioEvent], *,
     inserts (old versions included, and the last batch twice, as after a retried write):
     the tables must resolve them to the exact figures. Returns what was computed.
     """
-    from touchpoint.streams.aggregates import LATE_COLUMNS, MINUTE_COLUMNS, is_negative, row_values
-    from touchpoint.streams.attribution import ATTRIBUTION_COLUMNS
-    from touchpoint.streams.attribution import row_values as attribution_values
-    from touchpoint.streams.complaints import Rules
-    from touchpoint.streams.store import ALIAS_COLUMNS, EVENT_COLUMNS, event_row
+    from touchpoint.streams.rules.aggregates import (
+        LATE_COLUMNS,
+        MINUTE_COLUMNS,
+        is_negative,
+        row_values,
+    )
+    from touchpoint.streams.rules.attribution import ATTRIBUTION_COLUMNS
+    from touchpoint.streams.rules.attribution import row_values as attribution_values
+    from touchpoint.streams.rules.complaints import Rules
+    from touchpoint.streams.stages.store import ALIAS_COLUMNS, EVENT_COLUMNS, event_row
 
     pairs = normalize(events)
     graph = IdentityGraph({}, {})

@@ -19,8 +19,8 @@ from touchpoint.campaign_scenario import (
 )
 from touchpoint.scenarios import ScenarioEvent
 from touchpoint.schemas.contract import check, parse_occurred_at
-from touchpoint.streams.aggregates import MinuteWindows
-from touchpoint.streams.attribution import AttributionState, observe
+from touchpoint.streams.rules.aggregates import MinuteWindows
+from touchpoint.streams.rules.attribution import AttributionState, observe
 
 from .campaign_helpers import (
     aggregate,

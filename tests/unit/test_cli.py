@@ -269,7 +269,8 @@ def test_worker_loads_the_text_analyzers_before_it_starts_consuming(tmp_path,
     import faust.worker
 
     from touchpoint import cli
-    from touchpoint.streams import memory, sentiment
+    from touchpoint.streams.rules import sentiment
+    from touchpoint.streams.runtime import memory
 
     monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
     monkeypatch.setattr(sentiment, "_shared", None)

@@ -30,9 +30,9 @@ from touchpoint.report import (
 )
 from touchpoint.sinks.clickhouse import Warehouse, connect
 from touchpoint.sinks.migrate import migrate
-from touchpoint.streams.aggregates import LATE_COLUMNS, MINUTE_COLUMNS
-from touchpoint.streams.aggregates import row_values as minute_values
-from touchpoint.streams.attribution import ATTRIBUTION_COLUMNS, row_values
+from touchpoint.streams.rules.aggregates import LATE_COLUMNS, MINUTE_COLUMNS
+from touchpoint.streams.rules.aggregates import row_values as minute_values
+from touchpoint.streams.rules.attribution import ATTRIBUTION_COLUMNS, row_values
 
 from .campaign_helpers import FLAGS, load_warehouse
 
@@ -326,7 +326,7 @@ def test_signals_and_every_view_answer(loaded: tuple[Warehouse, dict[str, Any]])
 # --- the command ---------------------------------------------------------------------------
 
 class _Worker(http.server.BaseHTTPRequestHandler):
-    """A worker's /warehouse/query answering with JSON, as streams/web.py does."""
+    """A worker's /warehouse/query answering with JSON, as streams/ops/web.py does."""
 
     asked: ClassVar[list[str]] = []
 

@@ -463,7 +463,7 @@ def test_without_campaigns_there_is_no_campaign_traffic() -> None:
 
 def test_faulty_records_are_rejected_by_ingest_for_the_intended_reason() -> None:
     from touchpoint.simulate import FAULTS, faulty
-    from touchpoint.streams.ingest import Ingestor, Rejected
+    from touchpoint.streams.stages.ingest import Ingestor, Rejected
 
     ingestor = Ingestor(pii_salt="s", phone_region="CN", worker="w")
     rng = random.Random(5)

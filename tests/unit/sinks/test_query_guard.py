@@ -21,7 +21,7 @@ from touchpoint.sinks import migrate
 from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.query_guard import INTERNAL, QUERYABLE, checked_select, open_reader
 from touchpoint.sinks.sql_tokens import tokenize
-from touchpoint.streams import dashboard
+from touchpoint.streams.ops import dashboard
 
 REPO = Path(__file__).resolve().parents[3]
 DB = "touchpoint"
@@ -162,7 +162,7 @@ def test_hostile_sql_is_refused_with_its_reason(sql: str, code: str) -> None:
 
 
 def test_the_old_check_of_the_worker_let_the_attacks_through() -> None:
-    # streams/web.py before this guard: a first word and no `;` inside
+    # streams/ops/web.py before this guard: a first word and no `;` inside
     old = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS)\b", re.IGNORECASE)
     let_through = [sql for sql, _ in HOSTILE
                    if old.match(sql) and ";" not in sql.strip().rstrip(";")]

@@ -7,8 +7,8 @@ from pathlib import Path
 from unittest import mock
 
 from touchpoint.settings import load_settings
-from touchpoint.streams import changelog
 from touchpoint.streams.app import create_app
+from touchpoint.streams.runtime import changelog
 from touchpoint.streams.topics import TABLES, RawSchema, TopicNames, changelog_topic, raw_topic
 
 

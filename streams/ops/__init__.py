@@ -1,0 +1,1 @@
+"""The operations surface: web views and their access rules, dashboard, metrics, lag."""

@@ -1,0 +1,532 @@
+"""Campaign attribution: which campaign exposure a customer's later contacts answer.
+
+Pure per-customer state and rules, no Kafka and no Faust. The attribution agent keeps one
+:class:`AttributionState` per resolved customer in a changelog-backed table
+(``to_dict`` / ``from_dict``), calls :func:`observe` for each of the customer's events and
+:func:`combine` when identity resolution merges two customers, and upserts the rows they
+return into ``campaign_attribution_raw`` (:data:`ATTRIBUTION_COLUMNS`, :func:`row_values`).
+
+**Exposure.** A ``campaign`` event ``sent``, ``delivered``, ``opened`` or ``clicked``, or a
+web ``ad_impression`` / ``ad_click`` that carries a ``campaign_id``. One customer x
+campaign x send is one exposure: a ``sent`` always starts a new exposure (a campaign sent
+again is a new send); any other exposure event joins the customer's latest exposure to
+the same campaign if that began less than ``window`` earlier, and starts a new one
+otherwise. Its flags say what happened to it: ``delivered`` (any event but ``sent``:
+the message or ad reached the customer), ``opened`` (an ``opened`` event), ``clicked``
+(``clicked`` or ``ad_click``). ``medium`` and ``variant`` come from its first event that
+has them; web ads have neither, so their medium is ``display`` and their variant the
+``ad_id`` (the creative), unless the event's attributes say ``medium`` / ``variant``.
+
+**Window.** An exposure opens an attribution window of ``window`` (7 days by default)
+from ``exposed_at``, the time of its first event: it may claim touchpoints that occur
+after ``exposed_at`` and at most ``window`` later.
+
+**Response and conversion.** Every event that is not a communication from us (contract
+category ``communication``: campaign messages, unsubscribes, ads) is a touchpoint the
+customer made: a web visit, a store visit, a call, a survey answer. Each touchpoint is
+credited by the attribution model to the exposures whose windows hold it; an exposure's
+*response* is the first touchpoint credited to it (``responded_at``, its channel, type
+and event id), and every credited purchase (web or store ``purchase``) is a
+*conversion*: ``converted_at`` is the first, ``conversions`` counts them, ``revenue`` sums
+the attributed share of their amounts.
+
+**The model** (:class:`AttributionModel`) is the one place that decides which
+exposures share a touchpoint, given the candidates whose windows hold it:
+
+- :class:`LastTouch` (default): all of it to the exposure touched last before it (its
+  latest event at or before the touchpoint: an e-mail clicked today beats an SMS
+  delivered yesterday). Overlapping campaigns never count one touchpoint twice.
+- :class:`FirstTouch`: all of it to the exposure that opened its window first.
+- :class:`Linear`: an equal share to each.
+
+Another model is a subclass with a ``name`` and ``credit``, added to :data:`MODELS`.
+
+**Exact rows, whatever the order.** The state keeps the exposure events and touchpoints
+that can still matter, and every row is recomputed from them: a function of the *set*
+of events, not of their order, so a late event lands as if it had come in order, and a
+repeated event (same ``event_id``) changes nothing. :func:`observe` returns the rows
+that changed, complete. ``version`` is the number of events the customer's state has
+applied (plus one per merge), so it grows with every row the state emits; the table
+keeps the highest version per ``exposure_id``. Whatever the order of the events (within
+``lateness``), the last row written for an exposure is the same, and in any run the
+highest version of an exposure is its last row: the stored row is exact after
+redeliveries, restarts and replays, even when a replay sees the events in another order.
+
+An exposure's id is derived from its campaign and the id of its first event; the
+customer is left out so that the id survives a merge. When a late event changes which
+event comes first (or a merge joins two exposures into one), the old id is *retracted*:
+a row with ``retracted = 1`` that the views leave out.
+
+**Late events.** An event more than ``lateness`` (1 day by default) older than the
+latest event of the customer is ignored and counted in ``state.late``: by then the
+exposures it could change have closed. An exposure closes when its window ended more
+than ``lateness`` ago; its row is final and its events are dropped, so the state stays
+bounded (also by :data:`MAX_EXPOSURE_EVENTS` and :data:`MAX_TOUCHPOINTS`, newest kept).
+
+**Merges.** :func:`combine` folds a merged-away customer's state into the one it became:
+the union of both histories, recomputed, so exposures of the anonymous visitor answered
+by purchases of the logged-in customer are credited as if one customer had made them all.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from typing import Any, ClassVar, Final
+
+from touchpoint.exceptions import ConfigError
+from touchpoint.schemas.contract import CHANNELS
+from touchpoint.streams.rules.complaints import to_millis
+
+__all__ = [
+    "ATTRIBUTION_COLUMNS",
+    "DEFAULT_LATENESS",
+    "DEFAULT_WINDOW",
+    "LAST_TOUCH",
+    "MAX_EXPOSURE_EVENTS",
+    "MAX_TOUCHPOINTS",
+    "MODELS",
+    "AttributionModel",
+    "AttributionState",
+    "Candidate",
+    "FirstTouch",
+    "LastTouch",
+    "Linear",
+    "combine",
+    "exposure_id",
+    "is_idle",
+    "model_for",
+    "observe",
+    "row_values",
+    "snapshot",
+]
+
+DEFAULT_WINDOW: Final = timedelta(days=7)
+DEFAULT_LATENESS: Final = timedelta(days=1)
+MAX_EXPOSURE_EVENTS: Final = 256
+MAX_TOUCHPOINTS: Final = 512
+
+# Exposure event types, in the order they happen to one send (ties in time sort so).
+_EXPOSURE_ORDER: Final[Mapping[str, int]] = {
+    "sent": 0, "delivered": 1, "opened": 2, "clicked": 3, "ad_impression": 4, "ad_click": 5,
+}
+_CAMPAIGN_EXPOSURES: Final = frozenset({"sent", "delivered", "opened", "clicked"})
+_WEB_EXPOSURES: Final = frozenset({"ad_impression", "ad_click"})
+_PURCHASES: Final = frozenset({("web", "purchase"), ("store", "purchase")})
+
+ATTRIBUTION_COLUMNS: Final[tuple[str, ...]] = (
+    "exposure_id", "campaign_id", "medium", "variant", "customer_id", "value_tier",
+    "exposed_at", "last_exposed_at", "delivered", "opened", "clicked", "responded_at",
+    "response_channel", "response_type", "response_event_id", "converted_at",
+    "conversion_channel", "conversions", "revenue", "model", "retracted", "version",
+)
+
+
+# --- the model -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An exposure whose window holds a touchpoint.
+
+    ``last_touch_at`` is the time of the exposure's latest event at or before the
+    touchpoint (its ``exposed_at`` at the earliest).
+    """
+
+    exposure_id: str
+    exposed_at: int
+    last_touch_at: int
+
+
+class AttributionModel(ABC):
+    """Decides which exposures share one touchpoint, and how much each gets."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def credit(self, candidates: Sequence[Candidate]) -> list[tuple[str, float]]:
+        """(exposure id, share) pairs for a touchpoint; ``candidates`` is never empty.
+
+        Must depend on the candidates only (not on their order), so that the same events
+        always give the same rows; shares should add up to 1.
+        """
+
+
+class LastTouch(AttributionModel):
+    """Everything to the exposure touched last before the touchpoint."""
+
+    name = "last_touch"
+
+    def credit(self, candidates: Sequence[Candidate]) -> list[tuple[str, float]]:
+        """The latest touch wins; ties go to the later window, then the larger id."""
+        best = max(candidates, key=lambda c: (c.last_touch_at, c.exposed_at, c.exposure_id))
+        return [(best.exposure_id, 1.0)]
+
+
+class FirstTouch(AttributionModel):
+    """Everything to the exposure whose window opened first."""
+
+    name = "first_touch"
+
+    def credit(self, candidates: Sequence[Candidate]) -> list[tuple[str, float]]:
+        """The earliest exposure wins; ties go to the smaller id."""
+        best = min(candidates, key=lambda c: (c.exposed_at, c.exposure_id))
+        return [(best.exposure_id, 1.0)]
+
+
+class Linear(AttributionModel):
+    """An equal share to every exposure whose window holds the touchpoint."""
+
+    name = "linear"
+
+    def credit(self, candidates: Sequence[Candidate]) -> list[tuple[str, float]]:
+        """1/n to each of the n candidates."""
+        share = 1.0 / len(candidates)
+        return [(c.exposure_id, share) for c in sorted(candidates, key=lambda c: c.exposure_id)]
+
+
+LAST_TOUCH: Final = LastTouch()
+MODELS: Final[Mapping[str, AttributionModel]] = {
+    m.name: m for m in (LAST_TOUCH, FirstTouch(), Linear())
+}
+
+
+def model_for(name: str) -> AttributionModel:
+    """The model called ``name`` (``last_touch``, ``first_touch``, ``linear``)."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown attribution model {name!r}: use one of "
+                          f"{', '.join(sorted(MODELS))}") from None
+
+
+# --- state ---------------------------------------------------------------------------------
+
+@dataclass
+class AttributionState:
+    """What attribution remembers about one customer; JSON-serializable, bounded.
+
+    ``exposures`` holds the events of exposures still open, as
+    ``[at, event_id, campaign_id, type, medium, variant, value_tier]``; ``touchpoints``
+    the customer's touchpoints that may still be credited, as
+    ``[at, event_id, channel, type, amount]``; ``closed`` the exposures whose rows are
+    final but which may still compete for a touchpoint, as
+    ``exposure_id -> [exposed_at, [touch times]]``; ``rows`` the last row emitted per
+    exposure id (without its version), to emit only what changed.
+    """
+
+    customer_id: str
+    clock: int | None = None  # latest event time applied (ms)
+    applied: int = 0  # events applied, plus one per merge: the version of emitted rows
+    late: int = 0  # events ignored as more than `lateness` late
+    exposures: list[list[Any]] = field(default_factory=list)
+    touchpoints: list[list[Any]] = field(default_factory=list)
+    closed: dict[str, list[Any]] = field(default_factory=dict)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as plain JSON-able data (for the changelog-backed table).
+
+        It shares its lists and dicts with this object: hand it over and drop the object
+        (the profiles stage runs this per event; ``asdict`` copied every touchpoint).
+        """
+        return {name: getattr(self, name) for name in _STATE_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttributionState:
+        """The state stored by :meth:`to_dict` (unknown keys ignored, missing defaulted).
+
+        Copies the containers the rules change (they append, filter and replace items,
+        never change an item in place), so ``data`` stays as it was.
+        """
+        values = {k: v for k, v in data.items() if k in _STATE_FIELDS}
+        for name in ("exposures", "touchpoints"):
+            if name in values:
+                values[name] = list(values[name])
+        for name in ("closed", "rows"):
+            if name in values:
+                values[name] = dict(values[name])
+        return cls(**values)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(AttributionState))
+
+
+def exposure_id(campaign_id: str, first_event_id: str) -> str:
+    """The id of the exposure to ``campaign_id`` whose first event is ``first_event_id``."""
+    digest = hashlib.blake2b(f"{campaign_id}\x1f{first_event_id}".encode(), digest_size=10)
+    return "x-" + digest.hexdigest()
+
+
+def is_idle(state: AttributionState, *, lateness: timedelta = DEFAULT_LATENESS) -> bool:
+    """Whether the state can be deleted: no exposure, and no touchpoint a late one could claim.
+
+    Its older touchpoints would only matter to exposures brought in by a merge.
+    """
+    if state.exposures or state.closed or state.rows:
+        return False
+    if state.clock is None:
+        return True  # it never applied an event
+    horizon = state.clock - _ms(lateness)
+    return all(point[0] < horizon for point in state.touchpoints)
+
+
+# --- applying events -----------------------------------------------------------------------
+
+def observe(state: AttributionState, event: Mapping[str, Any], *,
+            model: AttributionModel = LAST_TOUCH, window: timedelta = DEFAULT_WINDOW,
+            lateness: timedelta = DEFAULT_LATENESS,
+            value_tier: str = "") -> tuple[AttributionState, list[dict[str, Any]]]:
+    """Apply one normalized event to ``state`` (in place); return it and the rows to upsert.
+
+    ``event`` has the fields of the ``event`` schema (``occurred_at`` epoch ms or an aware
+    datetime). ``value_tier`` is the customer's profile tier, recorded on exposures this
+    event starts. Rows are complete (:data:`ATTRIBUTION_COLUMNS`); a row with
+    ``retracted = 1`` withdraws an exposure id that no longer exists. An event seen
+    before, one that is neither an exposure nor a touchpoint, or one more than
+    ``lateness`` late returns no rows.
+    """
+    _check(window, lateness)
+    at = to_millis(event["occurred_at"])
+    found = _item(event, at, value_tier)
+    if found is None:
+        return state, []
+    is_exposure, item = found
+    store = state.exposures if is_exposure else state.touchpoints
+    event_id = item[1]
+    if any(known[1] == event_id for known in store):
+        return state, []
+    if state.clock is not None and at < state.clock - _ms(lateness):
+        state.late += 1
+        return state, []
+    store.append(item)
+    state.applied += 1
+    state.clock = at if state.clock is None else max(state.clock, at)
+    return state, _refresh(state, model, _ms(window), _ms(lateness))
+
+
+def combine(into: AttributionState, other: AttributionState, *,
+            model: AttributionModel = LAST_TOUCH, window: timedelta = DEFAULT_WINDOW,
+            lateness: timedelta = DEFAULT_LATENESS,
+            ) -> tuple[AttributionState, list[dict[str, Any]]]:
+    """Fold ``other`` (a merged-away customer's state) into ``into``; return the rows.
+
+    Both histories are recomputed as one customer's: ``other``'s exposures now belong to
+    ``into.customer_id``, and touchpoints of either can answer exposures of either.
+    """
+    _check(window, lateness)
+    for name in ("exposures", "touchpoints"):
+        mine: list[list[Any]] = getattr(into, name)
+        known = {item[1] for item in mine}
+        mine.extend(copy.deepcopy(item) for item in getattr(other, name) if item[1] not in known)
+    rows: list[dict[str, Any]] = []
+    into.applied = into.applied + other.applied + 1
+    for xid, entry in other.closed.items():
+        if xid not in into.closed:
+            into.closed[xid] = copy.deepcopy(entry)
+    for xid, row in other.rows.items():
+        if xid in into.rows:
+            continue
+        if xid in other.closed:  # a final row: only its owner changes
+            into.rows[xid] = {**row, "customer_id": into.customer_id}
+            rows.append({**into.rows[xid], "version": into.applied})
+        else:  # recomputed below: written again if it changed, retracted if it is gone
+            into.rows[xid] = dict(row)
+    if other.clock is not None:
+        into.clock = other.clock if into.clock is None else max(into.clock, other.clock)
+    into.late += other.late
+    return into, rows + _refresh(into, model, _ms(window), _ms(lateness))
+
+
+def snapshot(state: AttributionState) -> list[dict[str, Any]]:
+    """Every row the state holds, at its current version (to re-write after a restart)."""
+    return [{**row, "version": state.applied} for _, row in sorted(state.rows.items())]
+
+
+def row_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A row as a tuple in :data:`ATTRIBUTION_COLUMNS` order (times stay epoch ms)."""
+    return tuple(row[name] for name in ATTRIBUTION_COLUMNS)
+
+
+def _check(window: timedelta, lateness: timedelta) -> None:
+    if window <= timedelta(0):
+        raise ConfigError(f"attribution window must be positive, got {window}")
+    if lateness < timedelta(0):
+        raise ConfigError(f"attribution lateness must be 0 or more, got {lateness}")
+
+
+def _ms(span: timedelta) -> int:
+    return span // timedelta(milliseconds=1)
+
+
+def _item(event: Mapping[str, Any], at: int,
+          value_tier: str) -> tuple[bool, list[Any]] | None:
+    """(is an exposure, its stored form) for an exposure event or touchpoint, else ``None``."""
+    channel, kind = str(event.get("channel") or ""), str(event.get("type") or "")
+    event_id = str(event["event_id"])
+    campaign = str(event.get("campaign_id") or "")
+    attributes = event.get("attributes") or {}
+    if channel == "campaign" and kind in _CAMPAIGN_EXPOSURES and campaign:
+        return True, [at, event_id, campaign, kind, str(event.get("medium") or ""),
+                      str(event.get("variant") or ""), value_tier]
+    if channel == "web" and kind in _WEB_EXPOSURES and campaign:
+        medium = event.get("medium") or attributes.get("medium") or "display"
+        variant = event.get("variant") or attributes.get("variant") or event.get("ad_id") or ""
+        return True, [at, event_id, campaign, kind, str(medium), str(variant), value_tier]
+    spec = CHANNELS.get(channel)
+    touch = spec.types.get(kind) if spec is not None else None
+    if touch is None or touch.category == "communication":
+        return None
+    amount = event.get("amount") if (channel, kind) in _PURCHASES else None
+    return False, [at, event_id, channel, kind, None if amount is None else float(amount)]
+
+
+@dataclass
+class _Exposure:
+    """An exposure being computed: its events, and what was credited to it."""
+
+    xid: str
+    events: list[list[Any]]
+    response: list[Any] | None = None
+    first_conversion: list[Any] | None = None
+    conversions: int = 0
+    revenue: float = 0.0
+
+    @property
+    def start(self) -> int:
+        return int(self.events[0][0])
+
+
+def _group(events: list[list[Any]], window: int) -> list[_Exposure]:
+    """Exposure events into exposures (see the module docstring), in time order."""
+    ordered = sorted(events, key=lambda e: (e[2], e[0], _EXPOSURE_ORDER[e[3]], e[1]))
+    groups: list[_Exposure] = []
+    current: _Exposure | None = None
+    for event in ordered:
+        if (current is None or event[3] == "sent" or event[2] != current.events[0][2]
+                or event[0] >= current.start + window):
+            current = _Exposure(exposure_id(event[2], event[1]), [event])
+            groups.append(current)
+        else:
+            current.events.append(event)
+    return sorted(groups, key=lambda g: (g.start, g.xid))
+
+
+def _refresh(state: AttributionState, model: AttributionModel, window: int,
+             lateness: int) -> list[dict[str, Any]]:
+    """Recompute the open exposures; close and prune; return the rows that changed."""
+    assert state.clock is not None
+    _bound(state)
+    groups = _group(state.exposures, window)
+    if groups or state.closed:  # else no exposure can claim a touchpoint: nothing to credit
+        _credit(groups, state, model, window)
+    out: list[dict[str, Any]] = []
+    current = set()
+    for group in groups:
+        current.add(group.xid)
+        row = _row(group, state, model)
+        if state.rows.get(group.xid) != row:
+            state.rows[group.xid] = row
+            out.append({**row, "version": state.applied})
+    for xid, row in sorted(state.rows.items()):
+        if xid not in current and xid not in state.closed and not row["retracted"]:
+            state.rows[xid] = {**row, "retracted": 1}
+            out.append({**row, "retracted": 1, "version": state.applied})
+    _close_and_prune(state, groups, window, lateness)
+    return out
+
+
+def _credit(groups: list[_Exposure], state: AttributionState, model: AttributionModel,
+            window: int) -> None:
+    """Credit each touchpoint to the exposures the model picks among those holding it."""
+    touches = {g.xid: sorted(e[0] for e in g.events) for g in groups}
+    starts = {g.xid: g.start for g in groups}
+    for xid, (start, times) in state.closed.items():
+        touches[xid], starts[xid] = sorted(times), int(start)
+    by_id = {g.xid: g for g in groups}
+    for point in sorted(state.touchpoints, key=lambda p: (p[0], p[1])):
+        at = point[0]
+        candidates = [
+            Candidate(xid, start, max(t for t in touches[xid] if t <= at))
+            for xid, start in starts.items() if start < at <= start + window
+        ]
+        if not candidates:
+            continue
+        for xid, share in model.credit(candidates):
+            group = by_id.get(xid)
+            if group is None:
+                continue  # a closed exposure: its row is final
+            if group.response is None:
+                group.response = point
+            if point[3] == "purchase" and point[2] in ("web", "store"):
+                group.conversions += 1
+                group.revenue += (point[4] or 0.0) * share
+                if group.first_conversion is None:
+                    group.first_conversion = point
+
+
+def _row(group: _Exposure, state: AttributionState, model: AttributionModel) -> dict[str, Any]:
+    first = group.events[0]
+    kinds = {e[3] for e in group.events}
+    medium = next((e[4] for e in group.events if e[4]), "")
+    variant = next((e[5] for e in group.events if e[5]), "")
+    response, conversion = group.response, group.first_conversion
+    return {
+        "exposure_id": group.xid,
+        "campaign_id": first[2],
+        "medium": medium,
+        "variant": variant,
+        "customer_id": state.customer_id,
+        "value_tier": first[6],
+        "exposed_at": group.start,
+        "last_exposed_at": max(e[0] for e in group.events),
+        "delivered": int(bool(kinds - {"sent"})),
+        "opened": int("opened" in kinds),
+        "clicked": int(bool(kinds & {"clicked", "ad_click"})),
+        "responded_at": response[0] if response else None,
+        "response_channel": response[2] if response else "",
+        "response_type": response[3] if response else "",
+        "response_event_id": response[1] if response else "",
+        "converted_at": conversion[0] if conversion else None,
+        "conversion_channel": conversion[2] if conversion else "",
+        "conversions": group.conversions,
+        "revenue": round(group.revenue, 2),
+        "model": model.name,
+        "retracted": 0,
+    }
+
+
+def _close_and_prune(state: AttributionState, groups: list[_Exposure], window: int,
+                     lateness: int) -> None:
+    """Close exposures no event can change any more; forget what no window can reach."""
+    assert state.clock is not None
+    horizon = state.clock - lateness  # older events are ignored as late
+    closing = {g.xid for g in groups if g.start + window <= horizon}
+    for group in groups:
+        if group.xid in closing:
+            state.closed[group.xid] = [group.start, sorted(e[0] for e in group.events)]
+    if closing:
+        member = {e[1] for g in groups if g.xid in closing for e in g.events}
+        state.exposures = [e for e in state.exposures if e[1] not in member]
+    # A touchpoint not yet late is at least `horizon`; exposures that may claim it opened
+    # after horizon - window, and closed ones compete for touchpoints after that.
+    state.touchpoints = [p for p in state.touchpoints if p[0] > horizon - window]
+    oldest = horizon - 2 * window
+    for xid in [x for x, (start, _) in state.closed.items() if start <= oldest]:
+        del state.closed[xid]
+    state.rows = {xid: row for xid, row in state.rows.items()
+                  if xid in state.closed or row["exposed_at"] > oldest}
+
+
+def _bound(state: AttributionState) -> None:
+    """Keep the newest events when a customer exceeds the limits (a bot, a test rig)."""
+    if len(state.exposures) > MAX_EXPOSURE_EVENTS:
+        state.exposures = sorted(state.exposures, key=lambda e: (e[0], e[1]))[
+            -MAX_EXPOSURE_EVENTS:]
+    if len(state.touchpoints) > MAX_TOUCHPOINTS:
+        state.touchpoints = sorted(state.touchpoints, key=lambda p: (p[0], p[1]))[
+            -MAX_TOUCHPOINTS:]
+

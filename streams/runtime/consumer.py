@@ -1,0 +1,398 @@
+"""The Kafka consumer of the worker: Faust's, with acknowledgements that cannot outlive a rebalance.
+
+Faust commits, per partition, the end of the first unbroken run of acknowledged offsets.
+Two things in faust-streaming 0.15 let an acknowledgement from *before* a rebalance into that run:
+
+- on revocation it forgets the partition's committed offset, and ``Consumer.ack`` then
+  accepts any offset at all;
+- a stream skips records of an older consumer generation, and acknowledges them as it
+  skips them.
+
+With ``stream_wait_empty`` off (see ``app.py``) a stage can still be working on, or
+skipping, records of the old generation while the new one starts again from the committed
+offset. An old record's offset then joins the new generation's acknowledgements, and
+the next commit can jump past records that nobody has processed yet. The worker that
+dies before reaching them, or is rebalanced once more, loses them.
+
+This consumer accepts an acknowledgement only for a record fetched in the current
+generation, and none between revocation and the next assignment. A refused record is
+not lost: the partition's owner in the new generation reads it again from the committed
+offset, and every stage is idempotent for repeats.
+
+It also delivers fetched records itself (:meth:`Consumer._drain_messages`), for two reasons:
+
+- **A batch fetched before a seek.** Faust's loop delivers a fetched batch record by
+  record while other tasks run. After a rebalance, recovery lets the stream partitions
+  fetch *before* it seeks them back to their committed offsets, so a batch fetched from
+  the old position can still be in delivery when the seek lands. Faust goes on with it:
+  the first record after the seek looks like a gap in the partition's offsets, and Faust
+  counts the "missing" offsets as acknowledged, so the next commit can skip records that
+  were never processed; and its read position is then ahead of the records fetched again
+  from the committed offset, which it drops. Here a seek ends delivery from any batch
+  fetched before it or while it ran, and each partition with records left in that batch
+  is repositioned where nothing can be skipped (:meth:`Consumer._reposition`), also when
+  the group rebalanced between the fetch and its answer: the answer then holds the new
+  generation's first records, and the client's position is past them.
+- **Speed.** Faust wraps every delivery in ``wait_first``, four tasks and three
+  cancellations a record; here a delivery that does not wait runs at once, and only one
+  that waits goes to ``wait_first``, where a rebalance can still interrupt it.
+
+Its fetches wait at the broker for a batch (:class:`ConsumerThread`): Faust's ask for
+whatever there is, so under load the worker spends its time on many small batches.
+
+:class:`FlowControl` keeps the stream buffers when flow resumes (Faust empties them;
+records delivered to them between a seek and the resume were lost that way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from typing import Any, TypeVar, cast
+
+from aiokafka.errors import IllegalStateError
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP, EventT, Message
+from mode import Service, ServiceT
+from mode.utils.queues import FlowControlEvent
+
+from touchpoint.streams.runtime import changelog
+
+__all__ = [
+    "FETCH_MIN_BYTES",
+    "Consumer",
+    "ConsumerThread",
+    "FlowControl",
+    "Transport",
+    "is_current",
+    "only_current",
+]
+
+E = TypeVar("E", bound=EventT)
+
+#: How much a fetch gathers at the broker before it answers, unless the wait runs out.
+FETCH_MIN_BYTES = 64 * 1024
+
+
+class ConsumerThread(driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread, whose fetches wait at the broker for a batch.
+
+    Faust asks the broker to answer a fetch as soon as it has one byte. Under load the
+    worker then fetches, delivers and commits batches of a few records each, and at
+    2,000 events/s those per-batch costs (the client's thread, its hand-over to the event
+    loop, the broker's requests) left too little of its core for the stages. Here a
+    fetch waits up to the app's ``fetch_wait_ms`` for :data:`FETCH_MIN_BYTES`; at 0 it
+    answers at once, as Faust's does.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        client = super()._create_worker_consumer(transport)
+        wait_ms = getattr(self.app, "fetch_wait_ms", 0)
+        if wait_ms:
+            # read by the client's fetcher when it starts (aiokafka has no setter)
+            client._fetch_min_bytes = FETCH_MIN_BYTES
+            client._fetch_max_wait_ms = wait_ms
+        return client
+
+
+class Consumer(driver.Consumer):
+    """Faust's aiokafka consumer, acknowledging only records of the current generation."""
+
+    #: Generation whose records may be acknowledged; ``None`` while partitions are revoked.
+    ack_generation: int | None = None
+    #: Acknowledgements refused because their record came from an earlier generation.
+    stale_acks: int = 0
+    #: Batches with records skipped because their partition was revoked (:func:`only_current`).
+    batches_abandoned: int = 0
+    #: Fetched records not delivered because a seek made their batch stale (fetched again).
+    records_refetched: int = 0
+    #: Offsets Faust counts as done because the client skipped them (a gap): transaction
+    #: markers or compaction on a topic that has them, skipped records anywhere else.
+    offsets_taken_as_gaps: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        #: Bumped as every seek to the committed offsets starts.
+        self._seek_epoch = 0
+        #: Set while no seek to the committed offsets is running.
+        self._seek_idle = asyncio.Event()
+        self._seek_idle.set()
+        self._seeks_running = 0
+        #: Where the latest seek to the committed offsets put each stream partition, since
+        #: its assignment (0: the group has no commit for it).
+        self._seek_targets: dict[TP, int] = {}
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """Seek to the committed offsets, ending delivery from batches fetched before."""
+        self._seek_epoch += 1
+        self._seeks_running += 1
+        self._seek_idle.clear()
+        try:
+            await super().perform_seek()
+        finally:
+            self._seeks_running -= 1
+            if not self._seeks_running:
+                self._seek_idle.set()
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek as Faust does, and stream partitions the group never committed to their start.
+
+        The client moves only partitions with a committed offset above zero, and leaves
+        the others where its position is. After a batch was ended by a seek
+        (:meth:`_reposition`) that position can be past records nobody processed, so here
+        every stream partition is positioned, and the offset noted. (At 0 the client
+        starts from the earliest record it still has.)
+        """
+        committed = await super().seek_to_committed()
+        for tp, offset in committed.items():
+            if self._is_changelog_tp(tp):
+                continue  # table recovery positions the changelogs
+            if not offset or offset < 0:
+                offset = 0
+                try:
+                    await self.seek(tp, 0)
+                except IllegalStateError:
+                    continue  # revoked meanwhile: its next assignment positions it
+            self._seek_targets[tp] = offset
+        return committed
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Refuse acknowledgements until the next assignment, then revoke as Faust does."""
+        self.ack_generation = None
+        for tp in revoked:
+            self._seek_targets.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        """Accept acknowledgements of this generation, then assign as Faust does."""
+        # Before Faust's own handling: streams may resume and acknowledge from inside it.
+        self.ack_generation = generation_id
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def ack(self, message: Message) -> bool:
+        """Acknowledge ``message`` unless it was fetched in an earlier generation."""
+        generation = message.generation_id
+        if generation is not None and generation != self.ack_generation:
+            if not message.acked:
+                message.acked = True
+                self._unacked_messages.discard(message)
+                self.stale_acks += 1
+            return False
+        return bool(super().ack(message))
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:
+        """Deliver fetched records to the streams, as Faust does, with the two changes above.
+
+        Kept to Faust's own loop otherwise (``faust/transport/consumer.py``): the read
+        offsets, the gaps, the periodic commit and how a stop ends it.
+        """
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        read_offset = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        commit_every = self._commit_every
+        since_yield = 0
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                # A seek under way could land after this fetch, and make it stale
+                # unnoticed: fetch after it. One that starts later changes the epoch.
+                await self._seek_idle.wait()
+                epoch = self._seek_epoch
+                generation = self.app.consumer_generation_id
+                fetched = self.getmany(timeout=1.0)
+                await self.sleep(0)
+                if self.should_stop:
+                    continue
+                async for tp, message in fetched:
+                    if self._seek_epoch != epoch:
+                        # A seek started since the fetch: this record and the rest are
+                        # stale (the record delivered meanwhile kept no read offset).
+                        await self._reposition(generation, tp, message, fetched)
+                        break
+                    since_yield += 1
+                    if since_yield > 100:  # let other tasks run through a long batch
+                        await asyncio.sleep(0)
+                        since_yield = 0
+                    offset = message.offset
+                    r_offset = read_offset[tp]
+                    if r_offset is not None and offset < r_offset:
+                        continue  # read already; fetched again after a seek
+                    if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                        self.offsets_taken_as_gaps += offset - r_offset - 1
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if not await self._deliver(message):
+                        # A rebalance stopped the flow: the next assignment positions
+                        # every partition at its committed offset again.
+                        break
+                    if self._seek_epoch == epoch:  # else its read offset is the seek's
+                        read_offset[tp] = offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(self, message: Message) -> bool:
+        """Hand ``message`` to the streams; ``False`` if a rebalance or stop interrupted it."""
+        if self.suspend_flow.is_set():
+            return False
+        delivery = cast(Any, self.callback(message))
+        try:
+            waiting = delivery.send(None)
+        except StopIteration:
+            return True  # delivered without waiting: no tasks needed
+        resumed = _Resumed(delivery, waiting)
+        outcome = await self.wait_first(resumed, self.suspend_flow.wait())
+        return resumed in outcome.done
+
+    async def _reposition(self, generation: int, tp: TP, message: Message,
+                          rest: Any) -> None:
+        """Put each partition with undelivered records of a stale batch where none is skipped.
+
+        ``message`` (of ``tp``) and what is left of ``rest`` (the batch's iterator) were
+        fetched before a seek to the committed offsets, or while it ran, so the client's
+        position may already be past them. Once the seek is over, a partition it
+        positioned goes to the lower of its first undelivered record and the seek's offset
+        (records between the two are delivered again; every stage is idempotent for
+        repeats). A partition no seek has positioned since its assignment goes to its
+        first undelivered record, unless the group rebalanced since the fetch: then the
+        new generation's seek, still to come, positions it.
+
+        That seek may also be the one that ended the batch: the fetch was asked for in
+        one generation and answered after the next one's seek, from the committed
+        offsets. Those records are then the first ones of the new generation, and must
+        be fetched again (two workers lost profile updates when they were not).
+        """
+        first = {tp: message.offset}
+        self.records_refetched += 1
+        async for tp, message in rest:
+            first.setdefault(tp, message.offset)
+            self.records_refetched += 1
+        await self._seek_idle.wait()
+        rebalanced = self.app.consumer_generation_id != generation
+        assigned = self.assignment()
+        for tp, offset in first.items():
+            if tp not in assigned:
+                continue  # revoked: its next owner starts at the committed offset
+            target = self._seek_targets.get(tp)
+            if target is None:
+                if rebalanced:
+                    continue
+                target = offset
+            try:
+                await self.seek(tp, min(offset, target))
+            except IllegalStateError:
+                continue  # revoked meanwhile
+
+
+class _Resumed:
+    """Awaitable that finishes a coroutine already run up to its first wait."""
+
+    __slots__ = ("_coroutine", "_waiting")
+
+    def __init__(self, coroutine: Any, waiting: Any) -> None:
+        self._coroutine = coroutine
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, waiting = self._coroutine, self._waiting
+        while True:
+            try:
+                sent = yield waiting
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # passed into the coroutine, as await does
+                try:
+                    waiting = coroutine.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting = coroutine.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class FlowControl(FlowControlEvent):
+    """Faust's flow control, except that resuming keeps what stream buffers hold.
+
+    Faust empties every stream buffer when flow resumes after a rebalance. A record of
+    the earlier generation in a buffer is skipped by its stream anyway (and its
+    acknowledgement refused, above), but one of the *current* generation, delivered
+    between recovery's seek and the resume, would be lost: it is neither processed nor
+    fetched again. Only the table manager's changelog buffer is still emptied: a
+    changelog record left from an earlier recovery must not be applied again.
+    """
+
+    def __init__(self, changelog_queue: Callable[[], object | None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._changelog_queue = changelog_queue
+
+    def clear(self) -> None:
+        """Empty the changelog buffer only."""
+        queue = self._changelog_queue()
+        if queue is not None:
+            cast(Any, queue).clear()
+
+
+class Transport(driver.Transport):
+    """The aiokafka transport with :class:`Consumer`, and a producer that ships changelogs."""
+
+    Consumer = Consumer
+    Producer = changelog.Producer
+
+
+def is_current(app: object, message: Message) -> bool:
+    """Whether ``message`` was fetched in the consumer's current generation.
+
+    ``False`` from the moment its partition is revoked. A stage working through a batch
+    checks this before each record and stops when it turns false: the partition's next
+    owner reads the rest again from the committed offset, and a stale owner that went on
+    would write its tables' changelogs and send outputs interleaved with the new owner's.
+    """
+    consumer = getattr(app, "consumer", None)
+    if not isinstance(consumer, Consumer) or message.generation_id is None:
+        return True  # not our consumer (unit tests), or a record without a generation
+    return message.generation_id == consumer.ack_generation
+
+
+def only_current(app: object, events: Iterable[E]) -> Iterator[E]:
+    """The events of a batch fetched in the consumer's current generation, in order.
+
+    Checked as each event is taken, so after a revocation while the stage works on the
+    batch the rest is skipped; the partition's next owner reads it again. A batch can
+    also *start* with records of the previous generation, followed by current ones: Faust
+    checks the generation as a record enters the batch buffer, and one record may wait at
+    the buffer's door through a whole rebalance. Those are skipped and the current ones
+    processed. (Stopping there instead would lose the current ones:
+    ``take_events`` acknowledges every record of a batch once the stage is done with it.)
+    """
+    skipped = False
+    for event in events:
+        if is_current(app, event.message):
+            yield event
+        elif not skipped:
+            skipped = True
+            consumer = getattr(app, "consumer", None)
+            if isinstance(consumer, Consumer):
+                consumer.batches_abandoned += 1

@@ -1,0 +1,242 @@
+"""Minutes: the per-minute aggregates stage, from events to ``touchpoint_minute`` rows.
+
+The cells, windows and rows are in ``aggregates.py`` (pure). This stage feeds them and
+stores what they return, exactly once for readers:
+
+**Input: the one ordered log.** It reads ``touchpoints.unresolved``, the events after
+ingest in one partition, rather than ``<app_id>-resolved``. On ``resolved`` one event
+can appear under two customers in two partitions (the identity stage, replaying after a
+crash, re-resolves an anonymous visitor's event to the customer they have since merged
+into; the profiles stage forwards records past merged-away ids), and counters kept per
+partition cannot see that the copy is a copy. On ``unresolved`` every copy of an event
+(a redelivery, an ingest replay) carries the same event id in the same log, so the
+windows' remembered ids recognize it; and the log's order is the same for every reader,
+so a replay sees the events in the order the first run did and writes the same rows.
+Every row has ``part = 0``. ``customers`` counts each event's own customer (its CRM id,
+else the generated id of its strongest identifier, as ``provisional_customer_id``): a
+visitor who logs in within a minute is one customer in ``touchpoint_events``, which reads
+through ``customer_aliases``, but may be two in that minute's row.
+
+**Batches, then state, then acks.** Records are taken in batches (``noack_take``, the
+sink's batch size and flush interval). For a batch the stage writes the final rows of
+the minutes that closed, the provisional rows of the open minutes it changed and the late
+rows it changed (complete, versioned rows: the tables keep the highest version per key).
+Every ``STATE_SECONDS`` it stores the windows in the changelog-backed table
+``touchpoint-minutes`` and then acknowledges the records they include, so a
+record is acknowledged only once windows holding it are stored. Faust flushes the
+producer (so the changelog) before it commits offsets, so after a crash the recovered
+windows hold at least every event whose offset was committed; events read again are
+known by their ids and change nothing. Rows written before a crash are rewritten with
+the same values, or replaced by higher versions. The windows are stored every few
+seconds rather than after every batch because they are large: closed minutes keep the
+ids of their events, and late cells theirs for a day, so after a backlog one copy can
+be megabytes (``bench/``: 3.5 MB). A batch whose partition was revoked meanwhile is
+dropped, with what was not stored yet: the next owner reads it again.
+
+**Grace and late events.** A minute closes when an event ``TOUCHPOINT_AGGREGATE_GRACE_
+SECONDS`` (2 minutes) later in event time has arrived; until then its row is provisional
+and complete so far. An event of a closed minute is late: it goes to
+``touchpoint_minute_late`` (never lost). With no new events a minute stays provisional:
+its figures are stored all the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, Final, cast
+
+import faust
+
+from touchpoint.schemas.codec import codec_for
+from touchpoint.sinks.base import Batch
+from touchpoint.sinks.writer import RetryingWriter
+from touchpoint.streams.rules import complaints
+from touchpoint.streams.rules.aggregates import (
+    LATE_COLUMNS,
+    MINUTE_COLUMNS,
+    MinuteKey,
+    MinuteWindows,
+    is_negative,
+    minute_key,
+    row_values,
+)
+from touchpoint.streams.runtime.consumer import is_current, only_current
+from touchpoint.streams.runtime.outbox import make_current
+from touchpoint.streams.stages.identity import provisional_customer_id
+
+__all__ = ["MINUTE_TABLE", "STATE_SECONDS", "MinuteStage", "Unstored", "register"]
+
+log = logging.getLogger(__name__)
+
+#: The Faust table holding the windows (one key: the input partition).
+MINUTE_TABLE: Final = "touchpoint-minutes"
+_MINUTE_KEY: Final = ("minute", "channel", "type", "store_id", "campaign_id", "part")
+#: Longest time counted events wait before the windows holding them are stored.
+STATE_SECONDS: Final = 5.0
+
+
+class MinuteStage:
+    """Windows of one input partition: add a batch of events, get the rows to store.
+
+    Kept apart from the agent so the rows of any sequence of batches, restarts
+    included, are tested without Kafka.
+    """
+
+    def __init__(self, rules: complaints.Rules, *, grace: timedelta, part: int = 0,
+                 stats: dict[str, int] | None = None) -> None:
+        self.rules, self.grace, self.part = rules, grace, part
+        self.stats = stats if stats is not None else {}
+        self.windows = MinuteWindows(part=part, grace=grace)
+
+    def load(self, stored: Mapping[str, Any] | None) -> None:
+        """Continue from windows stored by :meth:`state` (``None``: from the start)."""
+        self.windows = (MinuteWindows(part=self.part, grace=self.grace) if stored is None
+                        else MinuteWindows.from_dict(stored, part=self.part, grace=self.grace))
+
+    def state(self) -> dict[str, Any]:
+        """The windows as plain data, for the table."""
+        return self.windows.to_dict()
+
+    def add(self, events: Iterable[Mapping[str, Any]]
+            ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Count a batch of normalized events; return (minute rows, late rows) to upsert.
+
+        Minute rows are the final rows of minutes that closed and the provisional rows
+        of open minutes the batch changed; late rows those of late cells it changed. One
+        row per key, the latest.
+        """
+        minutes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        late: dict[tuple[Any, ...], dict[str, Any]] = {}
+        touched: set[MinuteKey] = set()
+        for event in events:
+            added = self.windows.add(event, negative=is_negative(event, self.rules),
+                                     customer_id=provisional_customer_id(event))
+            self.stats[added.status] = self.stats.get(added.status, 0) + 1
+            if added.status == "counted":
+                touched.add(minute_key(event))
+            for row in added.closed:
+                minutes[_key(row)] = row
+            for row in added.late:
+                late[(*_key(row), row["batch"])] = row
+        for key in touched:
+            cell = self.windows.open.get(key)
+            if cell is not None:  # else it closed in this batch: its final row is in
+                row = cell.row(self.part)
+                minutes[_key(row)] = row
+        return ([row_values(r, MINUTE_COLUMNS) for _, r in sorted(minutes.items())],
+                [row_values(r, LATE_COLUMNS) for _, r in sorted(late.items())])
+
+
+def _key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[name] for name in _MINUTE_KEY)
+
+
+class Unstored:
+    """Events counted into windows not stored yet, and when the windows are due.
+
+    The windows are stored at most every ``every`` seconds (``clock`` time) and the
+    events are acknowledged only after that, so a crash or a rebalance never commits
+    an offset past what the stored windows hold.
+    """
+
+    def __init__(self, every: float = STATE_SECONDS,
+                 clock: Any = time.monotonic) -> None:
+        self.every, self.clock = every, clock
+        self.events: list[faust.EventT] = []
+        self.partitions: set[int] = set()  # whose windows changed
+        self.stored_at = clock()
+
+    def add(self, partition: int, events: Sequence[faust.EventT]) -> None:
+        """Note a batch counted into ``partition``'s windows."""
+        self.events.extend(events)
+        self.partitions.add(partition)
+
+    def due(self) -> bool:
+        """Whether there is something to store, and the last store is ``every`` s ago."""
+        return bool(self.events) and self.clock() - self.stored_at >= self.every
+
+    def take(self) -> tuple[set[int], list[faust.EventT]]:
+        """The partitions to store and the events to acknowledge after; start over."""
+        taken = self.partitions, self.events
+        self.partitions, self.events = set(), []
+        self.stored_at = self.clock()
+        return taken
+
+    def drop(self) -> None:
+        """Forget everything (revoked: the next owner reads these events again)."""
+        self.partitions, self.events = set(), []
+
+
+def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter,
+             rules: complaints.Rules, grace: timedelta, batch_size: int,
+             flush_seconds: float, stats: dict[str, int]) -> None:
+    """Add the per-minute aggregates agent and its table to ``app``."""
+    table = app.Table(MINUTE_TABLE, partitions=1, key_type=str)
+    codec = codec_for("event")
+    stages: dict[int, MinuteStage] = {}  # per partition, loaded from the table on first use
+    unstored = Unstored()
+    streams: list[faust.Stream[bytes]] = []  # the agent's stream, for acknowledgements
+    lock = asyncio.Lock()  # one batch or one store at a time
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types sync receivers
+    async def _forget(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # The table is the truth: whoever owns a partition next starts from it.
+        stages.clear()
+        unstored.drop()
+
+    async def store() -> None:
+        """Store the changed windows, then acknowledge the events they hold."""
+        partitions, events = unstored.take()
+        if not events or not is_current(app, events[-1].message):
+            return  # revoked meanwhile: the windows were dropped, the next owner reads on
+        make_current(events[-1])  # for the table's changelog (see outbox.py)
+        for partition in sorted(partitions):
+            stage = stages.get(partition)
+            if stage is not None:
+                table[str(partition)] = stage.state()
+        for event in events:
+            await streams[0].ack(event)
+
+    @app.agent(unresolved, name="touchpoint.minutes")
+    async def minutes(stream: faust.StreamT[bytes]) -> None:
+        concrete = cast(faust.Stream[bytes], stream)
+        streams[:] = [concrete]
+        async for taken in concrete.noack_take(batch_size, within=flush_seconds):
+            # Records fetched before a rebalance are dropped: the partition's owner now
+            # reads them again, in order, from the committed offset.
+            events = list(only_current(app, cast(Sequence[faust.EventT], taken)))
+            async with lock:
+                by_partition: dict[int, list[faust.EventT]] = {}
+                for event in events:
+                    by_partition.setdefault(event.message.partition, []).append(event)
+                for partition, group in sorted(by_partition.items()):
+                    if not is_current(app, group[-1].message):
+                        break  # revoked while this batch was written: the rest is stale
+                    stage = stages.get(partition)
+                    if stage is None:
+                        stage = stages[partition] = MinuteStage(rules, grace=grace,
+                                                                part=partition, stats=stats)
+                        stage.load(table.get(str(partition)))
+                    minute_rows, late_rows = stage.add(codec.decode(e.value) for e in group)
+                    for name, columns, rows in (("touchpoint_minute_raw", MINUTE_COLUMNS,
+                                                 minute_rows),
+                                                ("touchpoint_minute_late_raw", LATE_COLUMNS,
+                                                 late_rows)):
+                        if rows:
+                            await writer.write(Batch(name, columns, rows,
+                                                     Batch.token_for_rows(name, rows)))
+                    if is_current(app, group[-1].message):
+                        unstored.add(partition, group)
+                if unstored.due():
+                    await store()
+
+    @app.timer(interval=1.0, name="touchpoint.minutes.store")
+    async def store_when_quiet() -> None:
+        # The last batch before a pause is stored (and acknowledged) here.
+        async with lock:
+            if unstored.due():
+                await store()

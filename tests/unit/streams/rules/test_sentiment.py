@@ -1,0 +1,173 @@
+"""Sentiment of call notes and feedback comments, English and Chinese."""
+
+# Chinese notes are written with full-width punctuation, which RUF001 flags.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from touchpoint.streams.rules import sentiment
+from touchpoint.streams.rules.sentiment import NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD, Sentiment
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Sentiment:
+    return Sentiment()
+
+
+@pytest.mark.parametrize("text", [None, "", "   ", "\n\t"])
+def test_empty_text_has_no_score(analyzer: Sentiment, text: str | None) -> None:
+    assert analyzer.score(text) is None
+    assert analyzer.label(text) is None
+    assert analyzer.negative(text) is False
+
+
+@pytest.mark.parametrize("text", [
+    "The courier was rude and my parcel is damaged.",
+    "I am not happy with this service at all.",
+    "Terrible support, I want to cancel my contract.",
+    "Great price but the staff were rude and unhelpful.",
+    "CUSTOMER VERY ANGRY, third complaint this month",
+])
+def test_unhappy_english_scores_negative(analyzer: Sentiment, text: str) -> None:
+    value = analyzer.score(text)
+    assert value is not None and value <= NEGATIVE_THRESHOLD
+    assert analyzer.label(text) == "negative"
+
+
+@pytest.mark.parametrize("text", [
+    "Thank you, the agent was wonderful and very helpful.",
+    "Customer is happy with the new router.",
+    "Not bad at all, the delivery was early.",
+    "Slow start, but in the end the team was excellent.",
+])
+def test_happy_english_scores_positive(analyzer: Sentiment, text: str) -> None:
+    value = analyzer.score(text)
+    assert value is not None and value >= POSITIVE_THRESHOLD
+
+
+@pytest.mark.parametrize("text", [
+    "我要投诉，客服态度很差。",
+    "不是很满意，包装也破了。",
+    "等了太久，非常失望。",
+    "送货速度还可以，但是售后服务太差了。",
+    "对处理结果不满意。",
+])
+def test_unhappy_chinese_scores_negative(analyzer: Sentiment, text: str) -> None:
+    value = analyzer.score(text)
+    assert value is not None and value <= NEGATIVE_THRESHOLD
+
+
+@pytest.mark.parametrize("text", [
+    "服务很好，谢谢！",
+    "客户对维修结果非常满意。",
+    "店员很友好，强烈推荐。",
+    "虽然等了一会儿，不过问题解决了，很满意。",
+])
+def test_happy_chinese_scores_positive(analyzer: Sentiment, text: str) -> None:
+    value = analyzer.score(text)
+    assert value is not None and value >= POSITIVE_THRESHOLD
+
+
+@pytest.mark.parametrize("text", [
+    "Customer called to change the delivery address.",
+    "客户来电修改收货地址。",
+    "询问门店营业时间。",
+])
+def test_factual_notes_are_neutral(analyzer: Sentiment, text: str) -> None:
+    assert analyzer.label(text) == "neutral"
+
+
+def test_negation_reverses_chinese_praise(analyzer: Sentiment) -> None:
+    praise = analyzer.chinese("很满意")
+    assert praise > 0
+    assert analyzer.chinese("不满意") < 0
+    # Negation over a degree adverb is the milder "not very satisfied".
+    assert analyzer.chinese("很不满意") < analyzer.chinese("不是很满意") < 0
+
+
+def test_contrast_weighs_the_clause_after_but(analyzer: Sentiment) -> None:
+    assert analyzer.chinese("价格不错，但是质量太差") < 0
+    assert analyzer.chinese("质量太差，但是价格不错") > 0
+    # Also inside one clause, with no punctuation before the contrast word.
+    assert analyzer.chinese("价格不错但是质量太差") < 0
+    assert analyzer.english("The price is good but the quality is bad") < 0
+
+
+def test_text_without_cjk_is_scored_as_english(analyzer: Sentiment) -> None:
+    text = "The refund never arrived and nobody answers."
+    assert analyzer.score(text) == analyzer.english(text)
+
+
+def test_chinese_with_a_latin_token_is_scored_as_chinese(analyzer: Sentiment) -> None:
+    text = "APP一直闪退，很生气"
+    assert analyzer.score(text) == analyzer.chinese(text)
+
+
+def test_mixed_text_scores_each_language_and_weighs_by_length(analyzer: Sentiment) -> None:
+    # The Chinese part carries no sentiment: the English part decides.
+    neutral_zh = "客户来电说 the agent was rude and the problem is still not solved"
+    assert analyzer.chinese(neutral_zh) == 0.0
+    value = analyzer.score(neutral_zh)
+    assert value is not None and value <= NEGATIVE_THRESHOLD
+    # Both parts carry sentiment: the result lies between them.
+    both = "客户非常满意 but the delivery was late and the box was damaged"
+    zh = analyzer.chinese(both)
+    en = analyzer.english("but the delivery was late and the box was damaged")
+    assert zh > 0 > en
+    value = analyzer.score(both)
+    assert value is not None and en < value < zh
+
+
+def test_scores_stay_within_bounds(analyzer: Sentiment) -> None:
+    texts = ["awful " * 200, "great " * 200, "太差" * 200, "非常满意" * 200]
+    values = [analyzer.score(text) for text in texts]
+    assert all(value is not None and -1.0 <= value <= 1.0 for value in values)
+
+
+def test_service_lexicon_can_be_left_out() -> None:
+    general = Sentiment(domain=False)
+    assert general.english("Issue unresolved.") == 0.0
+    assert general.chinese("客户投诉有隐藏收费") > Sentiment().chinese("客户投诉有隐藏收费")
+
+
+def test_negative_uses_the_given_threshold(analyzer: Sentiment) -> None:
+    text = "The delivery was a bit slow."
+    value = analyzer.score(text)
+    assert value is not None and value < 0
+    assert analyzer.negative(text, threshold=value) is True
+    assert analyzer.negative(text, threshold=value - 0.01) is False
+
+
+def test_label_boundaries() -> None:
+    assert sentiment.label(NEGATIVE_THRESHOLD) == "negative"
+    assert sentiment.label(0.0) == "neutral"
+    assert sentiment.label(POSITIVE_THRESHOLD) == "positive"
+
+
+def test_module_functions_share_one_analyzer() -> None:
+    assert sentiment.shared() is sentiment.shared()
+    assert sentiment.score(None) is None
+    assert sentiment.negative("退款一直没到账，我要投诉") is True
+    assert sentiment.negative("Thanks, all sorted!") is False
+
+
+def test_concurrent_scoring_matches_sequential(analyzer: Sentiment) -> None:
+    texts = ["排队太久了", "Great job, thanks", "客户说 the app crashed again，很生气",
+             "Order confirmed."] * 50
+    expected = [analyzer.score(text) for text in texts]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(analyzer.score, texts)) == expected
+
+
+def test_importing_the_module_loads_no_nlp_library() -> None:
+    code = ("import sys, touchpoint.streams.rules.sentiment; "
+            "print(sorted({'jieba', 'vader'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,150 @@
+"""The complaint detector inside the profiles stage: raise, conclude, merge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from touchpoint.schemas.codec import codec_for
+from touchpoint.streams.rules.complaints import Rules, next_due
+from touchpoint.streams.rules.signals import SIGNAL_KEY, SWEEP_MS, Detector
+from touchpoint.streams.stages.profiles import MERGED_INTO, ProfileStage
+
+from ..stages.test_profiles import _encoded, _merge
+
+T0 = 1_795_000_000_000
+HOUR = 3_600_000
+RULES = Rules.load()
+
+
+def call(event_id: str, at: int, *, outcome: str = "unresolved", reason: str = "billing",
+         **fields: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "channel": "callcenter", "type": "call_ended",
+            "occurred_at": at, "category": "personnel", "outcome": outcome,
+            "reason": reason, "queue_wait_s": 30, "transfers": 0, **fields}
+
+
+def page(event_id: str, at: int) -> dict[str, Any]:
+    return {"event_id": event_id, "channel": "web", "type": "page_view", "occurred_at": at,
+            "category": "channel", "url": "/p"}
+
+
+def stage_with_detector(clock: list[float] | None = None) -> tuple[ProfileStage, dict[str, Any]]:
+    ticks = iter(clock or [1000.0 + i for i in range(1000)])
+    table: dict[str, Any] = {}
+    detector = Detector(RULES, lambda profile: "standard", lateness_ms=60_000,
+                        clock=lambda: next(ticks))
+    return ProfileStage(table, {}, detector), table
+
+
+def feed(stage: ProfileStage, key: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for event in events:
+        stage.handle(key, _encoded(event, key))
+    out, stage.signals = stage.signals, []
+    return out
+
+
+def test_bad_calls_raise_one_signal_that_escalates() -> None:
+    stage, table = stage_with_detector()
+    records = feed(stage, "C1", [call("e1", T0), call("e2", T0 + 5 * HOUR),
+                                 call("e3", T0 + 9 * HOUR, outcome="escalated")])
+    assert len({r["signal_id"] for r in records}) == 1
+    assert records[-1]["severity"] in ("high", "critical")
+    assert records[-1]["status"] == "open"
+    assert table["C1"]["open_signals"] == 1
+    # every state is stamped for the table: emitted_at, and a revision that only grows
+    revisions = [r["revision"] for r in records]
+    assert revisions == sorted(set(revisions))
+    assert all(r["emitted_at"] == r["revision"] // 1000 for r in records)
+    codec = codec_for("complaint_signal")
+    assert codec.decode(codec.encode(records[-1])) == records[-1]
+
+
+def test_a_breach_falls_due_by_event_time_of_the_partition() -> None:
+    stage, table = stage_with_detector()
+    raised = feed(stage, "C1", [call("e1", T0), call("e2", T0 + HOUR),
+                                call("e3", T0 + 2 * HOUR, outcome="escalated")])
+    assert raised[-1]["severity"] in ("high", "critical")
+    # other customers' events move event time on; nothing of C1's arrives
+    assert feed(stage, "C2", [page("p1", T0 + 10 * HOUR)]) == []
+    later = feed(stage, "C2", [page("p2", T0 + 30 * HOUR)])
+    [breach] = [r for r in later if r["customer_id"] == "C1"]
+    assert breach["status"] == "breached"
+    assert breach["signal_id"] == raised[-1]["signal_id"]
+    assert table["C1"]["open_signals"] == 0
+    # once concluded, nothing more falls due for C1
+    assert [r for r in feed(stage, "C2", [page("p3", T0 + 60 * HOUR)])
+            if r["customer_id"] == "C1"] == []
+
+
+def test_a_breach_waits_for_the_lateness_allowance() -> None:
+    stage, _ = stage_with_detector()
+    feed(stage, "C1", [call("e1", T0), call("e2", T0 + HOUR),
+                       call("e3", T0 + 2 * HOUR, outcome="escalated")])
+    records = feed(stage, "C1", [])
+    assert records == []
+    # the watermark is 60 s behind the newest event: no breach a few seconds past due
+    episode = stage.table["C1"][SIGNAL_KEY]["episode"]
+    due = episode["service_from"] + int(RULES.service.hours * HOUR)
+    assert feed(stage, "C2", [page("p1", due + 30_000)]) == []
+    [breach] = feed(stage, "C2", [page("p2", due + 10 * 60_000)])
+    assert (breach["status"], breach["customer_id"]) == ("breached", "C1")
+
+
+def test_a_sweep_visits_only_customers_whose_time_has_come() -> None:
+    # Many customers have an open signal at any time; concluding them must not cost a
+    # look at each of them every minute of event time.
+    stage, table = stage_with_detector()
+    for n in range(50):
+        feed(stage, f"C{n}", [call(f"c{n}a", T0 + n * 60_000),
+                              call(f"c{n}b", T0 + HOUR + n * 60_000, outcome="escalated")])
+    detector = stage.detector
+    assert detector is not None
+    [(first_due, first)] = [min((t, c) for c, t in detector.due[0].items())]
+    assert first == "C0"
+    assert next_due(detector.state_of(table["C0"]), rules=RULES) == first_due
+    looked: list[str] = []
+    real_expire = detector.expire
+    detector.expire = lambda profile, partition: (  # type: ignore[method-assign]
+        looked.append(profile["customer_id"]) or real_expire(profile, partition))
+    feed(stage, "X", [page("x1", T0 + 3 * HOUR)])  # the watermark moves; nothing due
+    assert looked == []
+    # just past C0's and C1's time (each signal a minute after the one before)
+    feed(stage, "X", [page("x2", first_due + 60_000 + 60_000 + 1)])
+    assert looked == ["C0", "C1"]
+    assert [table[c]["open_signals"] for c in ("C0", "C1", "C2")] == [0, 0, 1]
+    assert "C0" not in detector.due[0] and "C2" in detector.due[0]
+
+
+def test_the_due_queue_stays_bounded_as_due_times_move() -> None:
+    detector = Detector(RULES, lambda profile: "standard")
+    # a customer whose due time moves with every change of its state
+    for n in range(5000):
+        detector._schedule("C1", 0, T0 + n)
+    assert detector.due[0] == {"C1": T0 + 4999}
+    assert len(detector._queue[0]) <= 2 * 1 + 1024  # stale entries were dropped
+    detector._newest[0] = T0 + 4998 + detector.lateness_ms
+    assert detector.sweep(0) == []
+    detector._newest[0] = T0 + 4999 + detector.lateness_ms + SWEEP_MS
+    assert detector.sweep(0) == ["C1"]
+
+
+def test_a_merged_customer_brings_its_signal_along() -> None:
+    stage, table = stage_with_detector()
+    raised = feed(stage, "A", [call("a1", T0), call("a2", T0 + HOUR)])
+    assert raised and table["A"]["open_signals"] == 1
+    feed(stage, "B", [page("b1", T0 + 2 * HOUR)])
+    [(into, absorb, _)] = stage.handle("A", _merge("A", "B"))
+    assert into == "B" and table["A"][MERGED_INTO] == "B"
+    stage.handle(into, absorb)
+    [carried] = stage.signals
+    assert carried["signal_id"] == raised[-1]["signal_id"]
+    assert (carried["customer_id"], carried["status"]) == ("B", "open")
+    assert table["B"]["open_signals"] == 1
+    assert "A" not in stage.detector.due.get(0, set())
+
+
+def test_without_a_detector_the_stage_raises_nothing() -> None:
+    table: dict[str, Any] = {}
+    stage = ProfileStage(table, {})
+    feed(stage, "C1", [call("e1", T0), call("e2", T0 + HOUR)])
+    assert stage.signals == [] and SIGNAL_KEY not in table["C1"]

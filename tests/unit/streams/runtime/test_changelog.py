@@ -1,0 +1,336 @@
+"""Table changelogs in batches: order, serialization, linger, failures, persisted offsets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
+from faust.sensors import Sensor
+from faust.types import TP, Message
+
+from touchpoint.streams.app import App
+from touchpoint.streams.runtime import changelog
+from touchpoint.streams.runtime.outbox import make_current
+
+SOURCE = "p.source"
+
+
+class _Producer:
+    """aiokafka's producer as the batches use it, with real builders and broker offsets."""
+
+    def __init__(self, batch_size: int = 16384) -> None:
+        self.batch_size = batch_size
+        self.fail = False
+        self.next_offset: dict[tuple[str, int], int] = {}
+        self.batches: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = []
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(self.batch_size, 0)
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *,
+                         partition: int) -> asyncio.Future[Any]:
+        records = [(r.key, r.value) for r in DefaultRecordBatch(bytes(batch._build()))]
+        self.batches.append((topic, partition, records))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.fail:
+            future.set_exception(RuntimeError("broker said no"))
+        else:
+            base = self.next_offset.get((topic, partition), 0)
+            self.next_offset[(topic, partition)] = base + len(records)
+            future.set_result(SimpleNamespace(topic=topic, partition=partition, offset=base))
+        return future
+
+
+class _Env(SimpleNamespace):
+    app: App
+    table: Any
+    producer: _Producer
+    persisted: list[tuple[TP, int]]
+    sent: dict[str, int]
+
+    def run(self, coroutine: Any) -> Any:
+        return self.app.loop.run_until_complete(coroutine)
+
+    def on(self, partition: int) -> None:
+        """Make a record of ``partition`` the current event, as a stage's loop does."""
+        message = Message(SOURCE, partition, 0, 0.0, 0, {}, b"k", b"v", None)
+        self.current = self.app.create_event(b"k", b"v", {}, message)  # Faust holds a weakref
+        make_current(self.current)
+
+
+@pytest.fixture
+def env() -> Iterator[_Env]:
+    loop = asyncio.new_event_loop()
+    app = App("test-changelog", broker="kafka://127.0.0.1:1", autodiscover=False,
+              store="memory://", Table=changelog.Table, loop=loop)
+    table = app.Table("things", partitions=2, key_type=str)
+    assert isinstance(table, changelog.Table)
+    producer = _Producer()
+    app.producer._ensure_producer = lambda: producer
+    persisted: list[tuple[TP, int]] = []
+    table.data.set_persisted_offset = lambda tp, offset: persisted.append((tp, offset))
+    sent: dict[str, int] = {}
+
+    class Counting(Sensor):
+        def on_records_sent(self, topic: str, count: int) -> None:
+            sent[topic] = sent.get(topic, 0) + count
+
+    app.sensors.add(Counting())
+    app.consumer.ack_generation = 1  # as an assignment sets it
+    yield _Env(app=app, table=table, producer=producer, persisted=persisted, sent=sent)
+    app.consumer._thread.thread_loop.close()  # never started
+    loop.close()
+
+
+def _wire(table: Any, key: str, value: Any) -> tuple[bytes, bytes | None]:
+    """The key and value Faust itself would send for this change."""
+    topic = table.changelog_topic
+    value_bytes = None if value is None else topic.prepare_value(value, table.value_serializer)[0]
+    return topic.prepare_key(key, table.key_serializer)[0], value_bytes
+
+
+def test_changes_go_in_one_batch_per_partition_in_order_as_faust_would_encode_them(
+        env: _Env) -> None:
+    async def write() -> None:
+        env.on(0)
+        env.table["a"] = {"n": 1}
+        env.table["b"] = {"n": 2}
+        env.on(1)
+        env.table["c"] = [1, 2]
+        env.on(0)
+        env.table["a"] = {"n": 3}
+        del env.table["b"]
+        await env.app.changelogs.ship()
+
+    env.run(write())
+    topic = env.table.changelog_topic.get_topic_name()
+    assert topic == "test-changelog-things-changelog"
+    assert env.producer.batches == [
+        (topic, 0, [_wire(env.table, "a", {"n": 1}), _wire(env.table, "b", {"n": 2}),
+                    _wire(env.table, "a", {"n": 3}), _wire(env.table, "b", None)]),
+        (topic, 1, [_wire(env.table, "c", [1, 2])]),
+    ]
+    # once per delivered batch, at its last record
+    assert sorted(env.persisted) == [(TP(topic, 0), 3), (TP(topic, 1), 0)]
+    assert env.sent == {topic: 5}
+    assert dict(env.table.items()) == {"a": {"n": 3}, "c": [1, 2]}
+
+
+def test_a_full_batch_waits_its_turn_and_order_is_kept(env: _Env) -> None:
+    env.producer.batch_size = 200  # a few records a batch
+
+    async def write() -> None:
+        env.on(0)
+        for i in range(30):
+            env.table[f"k{i % 3}"] = {"i": i, "pad": "x" * 20}
+        await env.app.changelogs.ship()
+
+    env.run(write())
+    assert len(env.producer.batches) > 3
+    shipped = [record for _, _, records in env.producer.batches for record in records]
+    assert shipped == [_wire(env.table, f"k{i % 3}", {"i": i, "pad": "x" * 20})
+                       for i in range(30)]
+    assert env.persisted[-1][1] == 29
+
+
+def test_a_batch_ships_by_itself_a_few_milliseconds_after_its_first_change(env: _Env) -> None:
+    async def write() -> int:
+        env.on(1)
+        env.table["a"] = 1
+        assert env.producer.batches == []  # not at once: later changes may join it
+        env.table["b"] = 2
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while not env.producer.batches and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(changelog.LINGER)
+        return len(env.producer.batches[0][2]) if env.producer.batches else 0
+
+    assert env.run(write()) == 2
+
+
+def test_an_undelivered_batch_fails_the_next_ship_and_persists_no_offset(env: _Env) -> None:
+    env.producer.fail = True
+
+    async def write() -> None:
+        env.on(0)
+        env.table["a"] = 1
+        await env.app.changelogs.ship()  # hands the batch over; delivery fails after
+        await asyncio.sleep(0)  # the delivery callback runs
+        await env.app.changelogs.ship()  # what a commit's flush calls
+
+    with pytest.raises(RuntimeError, match="broker said no"):
+        env.run(write())
+    assert env.persisted == []
+    assert env.sent == {}
+    env.producer.fail = False
+    env.run(env.app.changelogs.ship())  # reported once: the next one is clean
+
+
+
+def test_a_batch_written_before_a_rebalance_moves_no_persisted_offset(env: _Env) -> None:
+    async def write() -> None:
+        env.on(0)
+        env.table["a"] = 1  # generation 1
+        env.app.consumer.ack_generation = None  # revoked ...
+        env.app.consumer.ack_generation = 2  # ... and assigned again
+        env.table["b"] = 2  # generation 2: a batch of its own, after the first
+        await env.app.changelogs.ship()
+
+    env.run(write())
+    topic = env.table.changelog_topic.get_topic_name()
+    assert env.producer.batches == [(topic, 0, [_wire(env.table, "a", 1)]),
+                                    (topic, 0, [_wire(env.table, "b", 2)])]
+    # The first batch may land after records the partition's other owner wrote in
+    # between: an offset at its end could skip those in this worker's next recovery.
+    assert env.persisted == [(TP(topic, 0), 1)]
+    assert env.sent == {topic: 2}
+
+
+def test_a_batch_delivered_while_partitions_are_revoked_moves_no_persisted_offset(
+        env: _Env) -> None:
+    async def write() -> None:
+        env.on(1)
+        env.table["a"] = 1
+        env.app.consumer.ack_generation = None  # revoked before the batch was delivered
+        await env.app.changelogs.ship()
+
+    env.run(write())
+    assert len(env.producer.batches) == 1
+    assert env.persisted == []
+
+
+@pytest.fixture
+def rocks(tmp_path: Any) -> Iterator[_Env]:
+    """An app whose table "profiles" is stored in RocksDB, as a worker's are."""
+    loop = asyncio.new_event_loop()
+    app = App("test-changelog-rocksdb", broker="kafka://127.0.0.1:1", autodiscover=False,
+              store="rocksdb://", datadir=str(tmp_path), Table=changelog.Table, loop=loop)
+    table = app.Table("profiles", partitions=2, key_type=str)
+    producer = _Producer()
+    app.producer._ensure_producer = lambda: producer
+    table.data.set_persisted_offset = lambda tp, offset: None
+    app.consumer.ack_generation = 1
+    yield _Env(app=app, table=table, producer=producer)
+    for db in table.data._dbs.values():
+        db.close()
+    app.consumer._thread.thread_loop.close()
+    loop.close()
+
+
+def test_a_stored_value_is_encoded_once_for_its_record_and_the_store(rocks: _Env) -> None:
+    app, table, producer, env = rocks.app, rocks.table, rocks.producer, rocks
+    encoded: list[Any] = []
+    dumps_value = app.serializers.dumps_value
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        encoded.append(args[1])
+        return dumps_value(*args, **kwargs)
+
+    app.serializers.dumps_value = counting  # type: ignore[method-assign]
+    profile = {"customer_id": "c-1", "recent": ["ab", "cd"], "orders": 2}
+
+    async def write() -> None:
+        env.on(1)
+        table["c-1"] = profile
+        await app.changelogs.ship()
+
+    try:
+        env.run(write())
+        assert encoded == [profile]  # Faust encodes it twice: the record, then the store
+        topic = table.changelog_topic.get_topic_name()
+        assert producer.batches == [(topic, 1, [_wire(table, "c-1", profile)])]
+        key_bytes, value_bytes = _wire(table, "c-1", profile)
+        assert table.data._dbs[1].get(key_bytes) == value_bytes  # as recovery would store
+        env.on(1)
+        assert table["c-1"] == profile
+    finally:
+        app.serializers.dumps_value = dumps_value  # type: ignore[method-assign]
+
+
+def test_a_value_is_read_from_the_store_once(rocks: _Env) -> None:
+    app, table, env = rocks.app, rocks.table, rocks
+    store = table.data
+    lookups: list[str] = []
+
+    def counted(name: str) -> Any:
+        method = getattr(store, name)
+
+        def lookup(key: bytes) -> Any:
+            lookups.append(name)
+            return method(key)
+        return lookup
+
+    for name in ("_get", "_contains"):
+        setattr(store, name, counted(name))
+
+    async def read() -> None:
+        env.on(1)
+        table["c-1"] = {"orders": 2}
+        await app.changelogs.ship()
+        lookups.clear()
+        assert table.get("c-1") == {"orders": 2}
+        assert lookups == ["_get"]  # Faust's get: _contains, then _get
+        lookups.clear()
+        assert table.get("c-2") is None and table.get("c-2", "none") == "none"
+        assert lookups == ["_get", "_get"]
+
+    async def read_outside_a_stream() -> None:  # as the emitter does: still one read
+        lookups.clear()
+        assert table.get("c-1") == {"orders": 2} and lookups == ["_get"]
+
+    env.run(read())
+    env.current = None
+    env.run(asyncio.ensure_future(read_outside_a_stream(), loop=app.loop))  # a new context
+
+
+def test_a_value_read_in_its_partition_asks_only_that_partitions_database(
+        rocks: _Env) -> None:
+    app, table, env = rocks.app, rocks.table, rocks
+    store = table.data
+    asked: list[int] = []
+
+    async def write() -> None:
+        env.on(0)
+        table["c-0"] = {"orders": 1}
+        env.on(1)
+        table["c-1"] = {"orders": 2}
+        await app.changelogs.ship()
+
+    env.run(write())
+    env.current = None
+    store._key_index.clear()  # as for most keys once more than 1,000 were used since
+
+    class Counted:
+        def __init__(self, partition: int, db: Any) -> None:
+            self.partition, self.db = partition, db
+
+        def get(self, key: bytes) -> Any:
+            asked.append(self.partition)
+            return self.db.get(key)
+
+        def key_may_exist(self, key: bytes) -> Any:
+            asked.append(self.partition)
+            return self.db.key_may_exist(key)
+
+    real = dict(store._dbs)
+    store._dbs.update({p: Counted(p, db) for p, db in real.items()})
+
+    async def read() -> None:  # outside a stream, as the emitter reads
+        assert table.get("c-1") == {"orders": 2}
+        assert sorted(set(asked)) == [0, 1]  # Faust's get searched both databases
+        asked.clear()
+        assert table.get_in(1, "c-1") == {"orders": 2}
+        assert asked == [1]
+        asked.clear()
+        assert table.get_in(0, "c-1") is None and asked == [0]
+        assert table.get_in(5, "c-1", "gone") == "gone"  # a partition not held
+        assert 5 not in store._dbs  # and not opened for the read
+
+    try:
+        env.run(asyncio.ensure_future(read(), loop=app.loop))
+    finally:
+        store._dbs.update(real)
