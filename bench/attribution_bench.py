@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from touchpoint.streams.rules.campaigns import Attributor
-from touchpoint.streams.stages.profiles import new_profile
+from touchpoint.streams.rules.profile import new_profile
 
 T0 = 1_795_000_000_000
 MINUTE_MS = 60_000

@@ -72,7 +72,7 @@ def run_worker(args: argparse.Namespace) -> None:
     import faust
 
     from touchpoint.logs import configure_logging
-    from touchpoint.streams.app import App
+    from touchpoint.streams.runtime.app import App
     from touchpoint.streams.runtime.consumer import only_current
     from touchpoint.streams.runtime.outbox import Outbox, make_current
 

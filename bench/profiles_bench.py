@@ -228,7 +228,7 @@ def publish(settings: Any, *, events: int, customers: int, seed: int, start_ms: 
     """Publish ``events`` simulated events; return (published, refused, seconds)."""
     from touchpoint.exceptions import ContractError
     from touchpoint.publish import Publisher
-    from touchpoint.simulate import Simulator, run
+    from touchpoint.sim.simulate import Simulator, run
 
     simulator = Simulator(seed=seed, customers=customers, start_ms=start_ms)
     refused = 0

@@ -8,9 +8,9 @@ N for a latency measurement), each measurement with its own topic prefix, consum
 and embedded warehouse (chdb). Ports 9092 and 19092 (other engineers' brokers) are never
 touched.
 
-QUALITY (``quality``): the labelled scenario of ``touchpoint.scenarios`` (default seed 7,
+QUALITY (``quality``): the labelled scenario of ``touchpoint.sim.scenarios`` (default seed 7,
 3,000 customers over 28 days) goes through the broker and the worker, and the signals
-the worker publishes are scored with ``touchpoint.signal_quality.evaluate`` against the
+the worker publishes are scored with ``touchpoint.sim.signal_quality.evaluate`` against the
 scenario's truth: recall, median lead time, precision, false alarms, by channel mix and
 value tier, then per journey kind (the truth's ``journey``).
 
@@ -34,7 +34,7 @@ value tier, then per journey kind (the truth's ``journey``).
   whose each event is): where the pipeline and the replay differ, identity resolution,
   arrival order or value tiers made the difference; where both miss, the rules do.
 
-LATENCY (``latency``): steady background traffic from ``touchpoint.simulate.Simulator``
+LATENCY (``latency``): steady background traffic from ``touchpoint.sim.simulate.Simulator``
 (as ``touchpoint simulate --rate`` sends it), default 2,000 events/s for 60 s, while
 planted customers tip over: each gets a bad history (an unresolved call, or a low CSAT)
 that opens a ``watch``, and a few seconds later one tipping event (a repeat unresolved
@@ -576,10 +576,10 @@ def rules_facts(settings: Settings) -> str:
 
 
 def run_quality(args: argparse.Namespace, base: Path, run_tag: str) -> int:
-    from touchpoint import scenarios
     from touchpoint.exceptions import ContractError
     from touchpoint.publish import Publisher
-    from touchpoint.signal_quality import evaluate
+    from touchpoint.sim import scenarios
+    from touchpoint.sim.signal_quality import evaluate
 
     log(f"QUALITY: generating the labelled scenario (seed {args.seed}, {args.customers:,} "
         f"customers, {args.days:g} days from {args.start.isoformat()}) ...")
@@ -761,7 +761,7 @@ def replay_report(scenario: Any, settings: Settings, evaluate: Callable[..., Any
         normalize_phone,
     )
     from touchpoint.streams.rules import complaints
-    from touchpoint.streams.stages.ingest import Accepted, Ingestor
+    from touchpoint.streams.rules.normalize import Accepted, Ingestor
 
     log("offline replay: the same events through the pure detector (streams/rules/complaints.py),")
     log("in exact event-time order, each event given to its true customer (no identity")
@@ -887,7 +887,7 @@ def check_plants(settings: Settings) -> str:
     from touchpoint.schemas.codec import codec_for
     from touchpoint.schemas.contract import CHANNELS, COMMON_FIELDS
     from touchpoint.streams.rules import complaints
-    from touchpoint.streams.stages.ingest import Accepted, Ingestor
+    from touchpoint.streams.rules.normalize import Accepted, Ingestor
 
     rules = complaints.Rules.load(settings.signal_rules or None)
     ingestor = Ingestor(pii_salt="bench", phone_region=settings.phone_region, worker="check")
@@ -999,7 +999,7 @@ def prepare_background(args: argparse.Namespace, settings: Settings, rate: float
                        ) -> list[tuple[str, bytes, bytes] | None]:
     """The background traffic of the phase, simulated, checked and encoded ahead.
 
-    The same events ``touchpoint.simulate.run`` would send at ``rate`` for
+    The same events ``touchpoint.sim.simulate.run`` would send at ``rate`` for
     ``--duration`` seconds (event times follow the schedule, not the clock), encoded as
     ``Publisher.publish`` encodes them: (topic, key, value), or None where the contract
     refuses the event. Done before the phase so the load generator's CPU while it
@@ -1007,7 +1007,7 @@ def prepare_background(args: argparse.Namespace, settings: Settings, rate: float
     """
     from touchpoint.exceptions import ContractError
     from touchpoint.publish import Publisher
-    from touchpoint.simulate import Simulator
+    from touchpoint.sim.simulate import Simulator
     from touchpoint.streams.topics import TopicNames
 
     began = time.monotonic()
@@ -1084,7 +1084,7 @@ def run_latency_phase(args: argparse.Namespace, base: Path, run_tag: str, rate: 
                       name: str, broker_pid: int | None) -> PhaseResult:
     from touchpoint.exceptions import ContractError
     from touchpoint.publish import Publisher
-    from touchpoint.simulate import Simulator, run
+    from touchpoint.sim.simulate import Simulator, run
     from touchpoint.streams.topics import TopicNames
 
     result = PhaseResult(rate=rate, duration=args.duration, customers=args.sim_customers,

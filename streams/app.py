@@ -3,7 +3,9 @@
 inbound topics ─▶ ingest ─▶ touchpoints.unresolved ─▶ identity ─▶ <app_id>-resolved
 │     └─▶ minutes (touchpoint_minute)           └─▶ profiles ─▶ profiles.updates
 └─▶ touchpoints.deadletter ─▶ store                  (+ campaign attribution,
-                                                      + the events stored: store.Behind)
+                                                      + the events stored: runtime.Behind)
+
+The Faust ``App`` subclass and everything else that overrides Faust is in ``runtime/``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 import faust
-from mode.utils.objects import cached_property
-from mode.utils.queues import FlowControlEvent
 
 from touchpoint.settings import Settings
 from touchpoint.sinks.base import WarehouseSink
@@ -26,8 +26,10 @@ from touchpoint.streams.ops import access, web
 from touchpoint.streams.ops.dashboard import register as register_dashboard
 from touchpoint.streams.ops.lag import OffsetMonitor
 from touchpoint.streams.ops.metrics import register as register_metrics
-from touchpoint.streams.rules import attribution, campaigns, complaints
-from touchpoint.streams.runtime import changelog, consumer, sensors
+from touchpoint.streams.rules import attribution, campaigns, complaints, normalize, segments
+from touchpoint.streams.runtime import changelog
+from touchpoint.streams.runtime.app import App
+from touchpoint.streams.runtime.behind import behind
 from touchpoint.streams.stages import identity, ingest, minutes, profiles, store
 from touchpoint.streams.topics import LARGE_RECORD_BYTES, TopicNames, raw_topic
 
@@ -42,7 +44,7 @@ class Pipeline:
 
     app: faust.App
     topics: TopicNames
-    ingest_stats: ingest.IngestStats
+    ingest_stats: normalize.IngestStats
     writer: RetryingWriter
     warehouse: Warehouse
     identity_stats: dict[str, int] = field(default_factory=dict)
@@ -76,47 +78,6 @@ class Pipeline:
             "records_refetched": getattr(self.app.consumer, "records_refetched", 0),
             "offsets_taken_as_gaps": getattr(self.app.consumer, "offsets_taken_as_gaps", 0),
         }
-
-
-class App(faust.App):
-    """Faust's app with the generation-safe consumer of :mod:`touchpoint.streams.runtime.consumer`.
-
-    Its tables batch their changelogs (:mod:`touchpoint.streams.runtime.changelog`), and its
-    sensors cost per record only where they use it (:mod:`touchpoint.streams.runtime.sensors`).
-    """
-
-    #: How long a fetch may wait at the broker for a batch (``consumer.ConsumerThread``).
-    fetch_wait_ms: int = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("Monitor", sensors.Monitor)
-        super().__init__(*args, **kwargs)
-        lean = sensors.Sensors(self)
-        for sensor in self.sensors:  # none yet; kept should Faust add one here one day
-            lean.add(sensor)
-        self.sensors = lean
-        #: Stages (agents) that stopped with an error: name -> the error's type (/health).
-        self.stage_crashes: dict[str, str] = {}
-
-    async def _on_agent_error(self, agent: Any, exc: BaseException) -> None:
-        # Every agent's error comes here before Faust restarts the agent's actor; the
-        # records the failed one held stay unacknowledged, so the crash is remembered.
-        self.stage_crashes[str(agent.name)] = type(exc).__name__
-        await super()._on_agent_error(agent, exc)
-
-    def _new_transport(self) -> Any:
-        return consumer.Transport(self.conf.broker_consumer, self)
-
-    @cached_property
-    def changelogs(self) -> changelog.ChangelogBatches:
-        """The tables' changelog records, batched (:mod:`touchpoint.streams.runtime.changelog`)."""
-        return changelog.ChangelogBatches(self)
-
-    @cached_property
-    def flow_control(self) -> FlowControlEvent:
-        """Flow control that keeps stream buffers on resume (:class:`consumer.FlowControl`)."""
-        return consumer.FlowControl(lambda: getattr(self.tables, "_changelog_queue", None),
-                                    loop=self.loop)
 
 
 def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | None = None,
@@ -176,7 +137,7 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
     access.install(options, access.Access.of(settings))
     app = App(settings.app_id, **options)
     app.fetch_wait_ms = settings.fetch_wait_ms
-    ingest_stats = ingest.IngestStats()
+    ingest_stats = normalize.IngestStats()
     # Rows the warehouse refuses for their values go to the dead-letter topic, and the
     # rest of their batch is stored; refused dead letters themselves are retried (a dead
     # letter of a dead letter would come back to the same table).
@@ -190,12 +151,12 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
     updates = raw_topic(app, topics.profiles, partitions=settings.topic_partitions)
     signals = raw_topic(app, topics.signals, partitions=settings.topic_partitions)
     signal_rules = complaints.Rules.load(settings.signal_rules or None)
-    rules = profiles.SegmentRules(
+    rules = segments.SegmentRules(
         at_risk_days=settings.at_risk_days, lapsed_days=settings.lapsed_days,
         key_share=settings.key_tier_share, growth_share=settings.growth_tier_share)
 
     pipeline = Pipeline(app, topics, ingest_stats, writer, warehouse)
-    ingestor = ingest.Ingestor(pii_salt=settings.pii_salt, phone_region=settings.phone_region)
+    ingestor = normalize.Ingestor(pii_salt=settings.pii_salt, phone_region=settings.phone_region)
     ingest.register(app, topics, ingestor, ingest_stats)
     graph = identity.register(app, unresolved=unresolved, resolved=resolved,
                               stats=pipeline.identity_stats)
@@ -203,9 +164,9 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
         model=attribution.model_for(settings.attribution_model),
         window=timedelta(days=settings.attribution_window_days))
     # the profiles stage also stores the events it reads (see store.py)
-    stored = store.behind(app, writer, store.resolved_batches, name="touchpoint.store_events",
-                          batch_size=settings.sink_batch_size,
-                          flush_seconds=settings.sink_flush_seconds)
+    stored = behind(app, writer, store.resolved_batches, name="touchpoint.store_events",
+                    batch_size=settings.sink_batch_size,
+                    flush_seconds=settings.sink_flush_seconds)
     table = profiles.register(
         app, resolved=resolved, updates=updates, signals=signals, writer=writer,
         stored=stored, rules=rules,

@@ -29,8 +29,8 @@ from touchpoint.signals_view import SignalFilter, list_signals
 from touchpoint.sinks.clickhouse import Warehouse, quote_literal
 from touchpoint.sinks.query_guard import checked_select
 from touchpoint.streams.ops import access
+from touchpoint.streams.rules.identity import IdentityGraph
 from touchpoint.streams.stages.identity import TABLE as IDENTITY_TABLE
-from touchpoint.streams.stages.identity import IdentityGraph
 
 __all__ = ["Identify", "QueryLimits", "register", "register_customers"]
 

@@ -1,5 +1,8 @@
 """The business rules, with no Faust import.
 
-Complaint signals and their TOML, campaign attribution, per-minute aggregates and text
-sentiment: unit-tested without Kafka.
+Per event: normalization into the contract's event (``normalize``), the identity graph
+(``identity``), profile arithmetic and segments (``profile``, ``segments``), complaint
+signals and their TOML (``complaints``, ``signals``), text sentiment, campaign
+attribution (``attribution``, ``campaigns``), per-minute aggregates (``aggregates``,
+``minute_rows``) and the warehouse rows (``rows``). Unit-tested without Kafka.
 """

@@ -1,5 +1,6 @@
-"""Everything that replaces or reaches into Faust, in one place.
+"""Everything that replaces or reaches into Faust, in one place (docs/design/runtime.md).
 
-The generation-safe consumer, batched changelogs, the RocksDB table store, the outbox
-that sends in batches, lean sensors and the garbage-collector tuning.
+The app class, the generation-safe consumer, batched changelogs, the RocksDB table
+store, the outbox that sends in batches, the store that follows a stage (``behind``),
+lean sensors and the garbage-collector tuning.
 """

@@ -1,20 +1,10 @@
 """Table changelogs in aiokafka batches, shipped within milliseconds and before every commit.
 
-Faust sends a table's changelog record for every write on its own: a future, a
-``ProducerBuffer`` round, aiokafka's ``send`` with its partitioner and future, and on
-delivery a RocksDB write of the record's offset ("persisted offset", where recovery
-starts). Every event writes its customer's profile, and most write the identity graph,
-so that was about 7 % of a worker's CPU at 2,000 events/s (py-spy, 2026-11-23).
-
-:class:`Table` puts its changelog records into one aiokafka ``BatchBuilder`` per
-changelog partition instead (:class:`ChangelogBatches`). The builders go to the producer
-:data:`LINGER` seconds after their first record, when full, and before anything
-flushes the producer: Faust flushes it before it commits offsets, so a committed input
-record's table changes are in Kafka, as before. A delivered batch writes its partition's
-persisted offset once, at its last record.
-
-Order is kept: per partition, records enter one builder at a time and builders are
-shipped in the order they were started.
+:class:`Table` is Faust's table with its changelog records put into one aiokafka batch per
+changelog partition (:class:`ChangelogBatches`) instead of sent one by one, its values
+encoded once and read once; :class:`Producer` ships those batches before every flush, so
+before every commit. Why, and what it keeps of Faust's guarantees:
+``docs/design/runtime.md``.
 """
 
 from __future__ import annotations

@@ -1,47 +1,12 @@
-"""The Kafka consumer of the worker: Faust's, with acknowledgements that cannot outlive a rebalance.
+"""The worker's Kafka consumer: Faust's, with acknowledgements that cannot outlive a rebalance.
 
-Faust commits, per partition, the end of the first unbroken run of acknowledged offsets.
-Two things in faust-streaming 0.15 let an acknowledgement from *before* a rebalance into that run:
-
-- on revocation it forgets the partition's committed offset, and ``Consumer.ack`` then
-  accepts any offset at all;
-- a stream skips records of an older consumer generation, and acknowledges them as it
-  skips them.
-
-With ``stream_wait_empty`` off (see ``app.py``) a stage can still be working on, or
-skipping, records of the old generation while the new one starts again from the committed
-offset. An old record's offset then joins the new generation's acknowledgements, and
-the next commit can jump past records that nobody has processed yet. The worker that
-dies before reaching them, or is rebalanced once more, loses them.
-
-This consumer accepts an acknowledgement only for a record fetched in the current
-generation, and none between revocation and the next assignment. A refused record is
-not lost: the partition's owner in the new generation reads it again from the committed
-offset, and every stage is idempotent for repeats.
-
-It also delivers fetched records itself (:meth:`Consumer._drain_messages`), for two reasons:
-
-- **A batch fetched before a seek.** Faust's loop delivers a fetched batch record by
-  record while other tasks run. After a rebalance, recovery lets the stream partitions
-  fetch *before* it seeks them back to their committed offsets, so a batch fetched from
-  the old position can still be in delivery when the seek lands. Faust goes on with it:
-  the first record after the seek looks like a gap in the partition's offsets, and Faust
-  counts the "missing" offsets as acknowledged, so the next commit can skip records that
-  were never processed; and its read position is then ahead of the records fetched again
-  from the committed offset, which it drops. Here a seek ends delivery from any batch
-  fetched before it or while it ran, and each partition with records left in that batch
-  is repositioned where nothing can be skipped (:meth:`Consumer._reposition`), also when
-  the group rebalanced between the fetch and its answer: the answer then holds the new
-  generation's first records, and the client's position is past them.
-- **Speed.** Faust wraps every delivery in ``wait_first``, four tasks and three
-  cancellations a record; here a delivery that does not wait runs at once, and only one
-  that waits goes to ``wait_first``, where a rebalance can still interrupt it.
-
-Its fetches wait at the broker for a batch (:class:`ConsumerThread`): Faust's ask for
-whatever there is, so under load the worker spends its time on many small batches.
-
-:class:`FlowControl` keeps the stream buffers when flow resumes (Faust empties them;
-records delivered to them between a seek and the resume were lost that way).
+:class:`Consumer` accepts acknowledgements only of records fetched in the current
+consumer generation, and delivers fetched records itself so that a seek to the committed
+offsets ends delivery from batches fetched before it. :class:`ConsumerThread` lets
+fetches wait at the broker for a batch, :class:`FlowControl` keeps stream buffers when
+flow resumes, and :func:`is_current` / :func:`only_current` let a stage drop records of
+a partition it no longer owns. What each replaces in Faust, and why:
+``docs/design/runtime.md``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """Python's cyclic garbage collector, tuned for a worker, and its pauses measured.
 
-A worker allocates a few hundred objects an event, and many of them live past the
-youngest generation (fetched batches, buffered events, outbox batches). With Python's
-thresholds (700, 10, 10) the oldest generation, which holds everything the worker keeps
-(modules, schemas, Faust's structures, the identity cache, signal state), was walked
-every second or two at 2,000 events/s, ~150 ms each time: 7.2 s of the worker's 62 s of
-CPU in the signals benchmark (2026-11-23). Those walks are pauses too: nothing else runs
-while one does.
-
-:func:`tune` moves what start-up built out of the collector's sight (``gc.freeze``) and
-collects the young generation every 50,000 allocations instead of every 700. Reference
-counting still frees everything that has no cycles at once; only cyclic garbage waits
-longer. The same benchmark then spent 0.9 s in the collector.
+:func:`tune` freezes what start-up built and collects the young generation far less
+often; :func:`pauses` measures the collections for ``/metrics``. The measurements behind
+the thresholds: ``docs/design/runtime.md``.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Outbox: what a stage sends for one batch of records, delivered before the batch is acknowledged.
 
-Faust's ``topic.send()`` costs about a third of a millisecond per record in Python
-before aiokafka sees it (channel, future and callback objects), and a stage that awaits
-it for every record spends more time there than in its own work (``bench/``: a bare
-Faust hop ran 955 records/s with ``send``, 1,441/s batched through this path). The
-stages that can work in batches (ingest, identity: their tables have one partition, so
-Faust's changelog partition does not depend on which record is current) put their
-records into aiokafka batches directly and wait once per batch of input until Kafka has
-all of them. Only then does the batch's stream acknowledge its input, so an
-acknowledged record's outputs are always in Kafka (stronger than a plain ``send``,
-which is acknowledged before delivery).
+:class:`Outbox` puts a stage's output records into aiokafka batches directly, bypassing
+Faust's per-record ``topic.send()``, and waits once per batch of input until Kafka has
+them all; :func:`make_current` lets a task working on a batch write to tables. Why, and
+what it bypasses in Faust: ``docs/design/runtime.md``.
 """
 
 from __future__ import annotations

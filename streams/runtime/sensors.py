@@ -1,18 +1,8 @@
 """Faust's sensors at a cost per record only for sensors that use it.
 
-Faust calls every sensor on every record, several times over: when the consumer delivers
-it, when each stream takes and finishes it, when it is acknowledged, on every table read
-and write. Its delegate calls all of them, and builds a dictionary of states per record
-and stream, even for hooks that do nothing. Its own :class:`~faust.sensors.Monitor`
-keeps per-record statistics for Faust's ``/stats`` pages, which this worker does not
-serve (its figures are on ``/metrics``, from :mod:`touchpoint.streams.ops.metrics`). At
-2,000 events/s that was 3.2 % of the worker's py-spy samples (2026-11-24).
-
-:class:`Sensors` calls a sensor only for the hooks its class overrides, and
-:class:`Monitor` keeps of Faust's monitor what Faust itself reads: the time each
-partition last gave a stream an event, from which the consumer warns about a stream
-that stopped processing. Hooks run per batch, commit or rebalance are left as Faust has
-them.
+:class:`Sensors` calls a sensor only for the per-record hooks its class overrides, and
+:class:`Monitor` keeps of Faust's monitor only what Faust itself reads (when each
+partition last fed a stream). Why: ``docs/design/runtime.md``.
 """
 
 from __future__ import annotations

@@ -1,41 +1,9 @@
 """The tables' RocksDB store: Faust's, writing without RocksDB's write-ahead log.
 
-A table's truth is its changelog topic. The local RocksDB database is a copy that saves
-reading the changelog again on restart: each partition's database holds the offset of
-the last changelog record it has stored (Faust's "persisted offset"), and recovery reads
-the changelog from there. Faust's store writes every put into RocksDB's write-ahead log
-as well, one ``write(2)`` per put: a profile, an identity-graph entry and a persisted
-offset for every few events. That log was most of the cost of a put: 4.2 µs against
-1.0 µs for a 1.5 KB value (200,000 puts through rocksdict with Faust's options,
-2026-11-24). ``Store._set`` and ``set_persisted_offset`` were 5.5 % of a worker's
-samples at 2,000 events/s.
-
-:class:`RocksStore` turns the log off. What that means:
-
-- **A clean stop, a revocation** flush the memtables, so nothing is lost (RocksDB also
-  flushes when a database without a log is closed).
-- **A killed worker** (``SIGKILL``, out of memory) loses what was only in the memtables,
-  values and persisted offsets together: a flush writes a prefix of the database's
-  writes, and a persisted offset is written after the values of the records it covers.
-  So the database comes back at an older persisted offset with at least the values it
-  covers, and recovery reads the changelog from there, which takes longer (up to the
-  write buffers' size, 3 x 64 MiB a partition by Faust's defaults) but gives the same
-  tables. It also narrows a crash window: a value put before its changelog record was
-  sent used to survive a kill and be ahead of the changelog; now it survives only if a
-  flush happened in between.
-
-A damaged database (a disk or a copy that went wrong, e.g. ``Corruption: CURRENT file
-does not end with newline``) would stop the worker at start. As the changelog holds the
-whole table, :class:`RocksStore` moves such a database aside instead, to
-``<partition>.db.corrupt-<UTC time>`` next to it for an operator to inspect (it deletes
-nothing; remove those folders once done), logs a warning and opens an empty one: with no
-persisted offset, recovery reads the changelog from its beginning. Damaged means RocksDB
-said ``Corruption`` when opening the database or reading its persisted offset (recovery
-reads that first, before any value), a file it names is missing, the folder has no
-``CURRENT`` file (RocksDB would start a new database in it and delete the old files),
-or it is not a folder. Other errors are raised as before: a database locked by another
-worker is one Faust waits for. Corruption found later, in a value read while events are
-processed, is raised too: the partition cannot be rebuilt under a running agent.
+:class:`RocksStore` turns the log off (the changelog topic is the table's truth), flushes
+on stop and revocation, and moves a damaged partition database aside so that the
+partition is rebuilt from its changelog instead of stopping the worker. What that costs
+after a crash, and what counts as damaged: ``docs/design/runtime.md``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Minutes: the per-minute aggregates stage, from events to ``touchpoint_minute`` rows.
 
-The cells, windows and rows are in ``aggregates.py`` (pure). This stage feeds them and
-stores what they return, exactly once for readers:
+The cells and windows are in ``rules/aggregates.py``, the rows of a batch of events in
+``rules/minute_rows.py`` (pure). This stage feeds them and stores what they return,
+exactly once for readers:
 
 **Input: the one ordered log.** It reads ``touchpoints.unresolved``, the events after
 ingest in one partition, rather than ``<app_id>-resolved``. On ``resolved`` one event
@@ -45,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final, cast
 
@@ -55,84 +56,19 @@ from touchpoint.schemas.codec import codec_for
 from touchpoint.sinks.base import Batch
 from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams.rules import complaints
-from touchpoint.streams.rules.aggregates import (
-    LATE_COLUMNS,
-    MINUTE_COLUMNS,
-    MinuteKey,
-    MinuteWindows,
-    is_negative,
-    minute_key,
-    row_values,
-)
+from touchpoint.streams.rules.aggregates import LATE_COLUMNS, MINUTE_COLUMNS
+from touchpoint.streams.rules.minute_rows import MinuteStage
 from touchpoint.streams.runtime.consumer import is_current, only_current
 from touchpoint.streams.runtime.outbox import make_current
-from touchpoint.streams.stages.identity import provisional_customer_id
 
-__all__ = ["MINUTE_TABLE", "STATE_SECONDS", "MinuteStage", "Unstored", "register"]
+__all__ = ["MINUTE_TABLE", "STATE_SECONDS", "Unstored", "register"]
 
 log = logging.getLogger(__name__)
 
 #: The Faust table holding the windows (one key: the input partition).
 MINUTE_TABLE: Final = "touchpoint-minutes"
-_MINUTE_KEY: Final = ("minute", "channel", "type", "store_id", "campaign_id", "part")
 #: Longest time counted events wait before the windows holding them are stored.
 STATE_SECONDS: Final = 5.0
-
-
-class MinuteStage:
-    """Windows of one input partition: add a batch of events, get the rows to store.
-
-    Kept apart from the agent so the rows of any sequence of batches, restarts
-    included, are tested without Kafka.
-    """
-
-    def __init__(self, rules: complaints.Rules, *, grace: timedelta, part: int = 0,
-                 stats: dict[str, int] | None = None) -> None:
-        self.rules, self.grace, self.part = rules, grace, part
-        self.stats = stats if stats is not None else {}
-        self.windows = MinuteWindows(part=part, grace=grace)
-
-    def load(self, stored: Mapping[str, Any] | None) -> None:
-        """Continue from windows stored by :meth:`state` (``None``: from the start)."""
-        self.windows = (MinuteWindows(part=self.part, grace=self.grace) if stored is None
-                        else MinuteWindows.from_dict(stored, part=self.part, grace=self.grace))
-
-    def state(self) -> dict[str, Any]:
-        """The windows as plain data, for the table."""
-        return self.windows.to_dict()
-
-    def add(self, events: Iterable[Mapping[str, Any]]
-            ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Count a batch of normalized events; return (minute rows, late rows) to upsert.
-
-        Minute rows are the final rows of minutes that closed and the provisional rows
-        of open minutes the batch changed; late rows those of late cells it changed. One
-        row per key, the latest.
-        """
-        minutes: dict[tuple[Any, ...], dict[str, Any]] = {}
-        late: dict[tuple[Any, ...], dict[str, Any]] = {}
-        touched: set[MinuteKey] = set()
-        for event in events:
-            added = self.windows.add(event, negative=is_negative(event, self.rules),
-                                     customer_id=provisional_customer_id(event))
-            self.stats[added.status] = self.stats.get(added.status, 0) + 1
-            if added.status == "counted":
-                touched.add(minute_key(event))
-            for row in added.closed:
-                minutes[_key(row)] = row
-            for row in added.late:
-                late[(*_key(row), row["batch"])] = row
-        for key in touched:
-            cell = self.windows.open.get(key)
-            if cell is not None:  # else it closed in this batch: its final row is in
-                row = cell.row(self.part)
-                minutes[_key(row)] = row
-        return ([row_values(r, MINUTE_COLUMNS) for _, r in sorted(minutes.items())],
-                [row_values(r, LATE_COLUMNS) for _, r in sorted(late.items())])
-
-
-def _key(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[name] for name in _MINUTE_KEY)
 
 
 class Unstored:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from touchpoint.campaign_scenario import CampaignScenario, generate
+from touchpoint.sim.campaign_scenario import CampaignScenario, generate
 
 from .conftest import Worker, WorkerFactory, offsets
 

@@ -16,9 +16,9 @@ from urllib.parse import quote
 import pytest
 
 from touchpoint.schemas.codec import codec_for
-from touchpoint.simulate import Simulator
+from touchpoint.sim.simulate import Simulator
 from touchpoint.streams.ops.lag import partition_lag
-from touchpoint.streams.stages.identity import generated_id
+from touchpoint.streams.rules.identity import generated_id
 
 from .conftest import Worker, WorkerFactory, offsets, topic_records
 

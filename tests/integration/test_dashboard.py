@@ -18,7 +18,7 @@ import pytest
 
 from touchpoint.publish import Publisher
 from touchpoint.schemas.contract import parse_occurred_at
-from touchpoint.simulate import SimEvent, Simulator, run
+from touchpoint.sim.simulate import SimEvent, Simulator, run
 
 from .conftest import ARTIFACTS, Worker, WorkerFactory
 

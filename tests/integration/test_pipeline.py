@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from touchpoint.schemas.codec import codec_for
-from touchpoint.streams.stages.identity import generated_id
+from touchpoint.streams.rules.identity import generated_id
 
 from .conftest import Worker
 

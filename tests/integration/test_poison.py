@@ -24,8 +24,8 @@ from touchpoint.schemas.codec import codec_for
 from touchpoint.sinks.base import Batch, WarehouseSink
 from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.writer import RefusedRow, RetryingWriter
-from touchpoint.streams.stages.ingest import Ingestor, Rejected
-from touchpoint.streams.stages.store import (
+from touchpoint.streams.rules.normalize import Ingestor, Rejected
+from touchpoint.streams.rules.rows import (
     DEADLETTER_COLUMNS,
     EVENT_COLUMNS,
     deadletter_row,

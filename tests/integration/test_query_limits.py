@@ -24,7 +24,7 @@ from touchpoint.settings import load_settings
 from touchpoint.sinks.clickhouse import Warehouse, connect
 from touchpoint.sinks.migrate import migrate
 from touchpoint.sinks.query_guard import checked_select, open_reader
-from touchpoint.streams.stages.store import EVENT_COLUMNS, event_row
+from touchpoint.streams.rules.rows import EVENT_COLUMNS, event_row
 
 from ..unit.sinks.test_query_guard import project_sql
 from .conftest import BACKENDS, CLICKHOUSE, migrated_warehouse

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from touchpoint.scenarios import ScenarioEvent
 from touchpoint.schemas.codec import codec_for
 from touchpoint.schemas.contract import CHANNELS, COMMON_FIELDS
+from touchpoint.sim.scenarios import ScenarioEvent
 from touchpoint.streams.rules.aggregates import MinuteWindows
 from touchpoint.streams.rules.attribution import (
     LAST_TOUCH,
@@ -23,8 +23,8 @@ from touchpoint.streams.rules.attribution import (
     combine,
     observe,
 )
-from touchpoint.streams.stages.identity import IdentityGraph, identifiers_of
-from touchpoint.streams.stages.ingest import Accepted, Ingestor
+from touchpoint.streams.rules.identity import IdentityGraph, identifiers_of
+from touchpoint.streams.rules.normalize import Accepted, Ingestor
 
 FLAGS = ("exposed", "delivered", "opened", "clicked", "responded", "converted")
 
@@ -170,7 +170,7 @@ def load_warehouse(warehouse: Any, events: Sequence[ScenarioEvent], *,
     from touchpoint.streams.rules.attribution import ATTRIBUTION_COLUMNS
     from touchpoint.streams.rules.attribution import row_values as attribution_values
     from touchpoint.streams.rules.complaints import Rules
-    from touchpoint.streams.stages.store import ALIAS_COLUMNS, EVENT_COLUMNS, event_row
+    from touchpoint.streams.rules.rows import ALIAS_COLUMNS, EVENT_COLUMNS, event_row
 
     pairs = normalize(events)
     graph = IdentityGraph({}, {})

@@ -191,7 +191,7 @@ def test_a_bad_setting_is_one_error_line(monkeypatch, tmp_path) -> None:
 def test_simulate_scenario_writes_the_labelled_files(tmp_path, monkeypatch) -> None:
     from datetime import UTC, datetime
 
-    from touchpoint.scenarios import generate, load_events, load_truth, write
+    from touchpoint.sim.scenarios import generate, load_events, load_truth, write
 
     monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
     out = tmp_path / "scenario"
@@ -213,7 +213,7 @@ def test_simulate_scenario_writes_the_labelled_files(tmp_path, monkeypatch) -> N
 
 
 def test_simulate_scenario_start_moves_the_journeys(tmp_path, monkeypatch) -> None:
-    from touchpoint.scenarios import load_truth
+    from touchpoint.sim.scenarios import load_truth
 
     monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
     out = tmp_path / "scenario"
@@ -247,7 +247,7 @@ def test_simulate_scenario_options_go_together(tmp_path, monkeypatch, args, mess
 
 def test_simulate_campaign_scenario_writes_events_and_expected_report(tmp_path, monkeypatch
                                                                       ) -> None:
-    from touchpoint.campaign_scenario import load_expected
+    from touchpoint.sim.campaign_scenario import load_expected
 
     monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
     out = tmp_path / "campaigns"
@@ -268,7 +268,7 @@ def test_worker_loads_the_text_analyzers_before_it_starts_consuming(tmp_path,
 
     import faust.worker
 
-    from touchpoint import cli
+    from touchpoint.commands import worker as worker_command
     from touchpoint.streams.rules import sentiment
     from touchpoint.streams.runtime import memory
 
@@ -279,7 +279,7 @@ def test_worker_loads_the_text_analyzers_before_it_starts_consuming(tmp_path,
         f"tune, analyzers {'loaded' if sentiment._shared else 'not loaded'}"))
     pipeline = types.SimpleNamespace(app=object(), warehouse=types.SimpleNamespace(url="x"),
                                      close=lambda: None)
-    monkeypatch.setattr(cli, "_prepare_worker", lambda settings: pipeline)
+    monkeypatch.setattr(worker_command, "_prepare_worker", lambda settings: pipeline)
 
     class Worker:
         def __init__(self, app: object, **options: object) -> None:

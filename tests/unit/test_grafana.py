@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from touchpoint.sinks.writer import WriterStats
 from touchpoint.streams.ops.metrics import Metrics, _Collector
-from touchpoint.streams.stages.ingest import IngestStats
+from touchpoint.streams.rules.normalize import IngestStats
 from touchpoint.streams.topics import TopicNames
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"

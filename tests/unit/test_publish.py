@@ -11,9 +11,9 @@ import pytest
 from touchpoint.exceptions import ContractError, PublishError
 from touchpoint.publish import LineError, Publisher, encode_event, publish_lines, read_lines
 from touchpoint.schemas.codec import codec_for
-from touchpoint.streams.stages.ingest import Accepted, Ingestor, Rejected
+from touchpoint.streams.rules.normalize import Accepted, Ingestor, Rejected
 
-from .streams.stages.test_ingest import inbound
+from .streams.rules.test_normalize import inbound
 from .test_contract import LIMIT_BREAKS, LIMIT_IDS, T0, limit_event
 
 

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 import pytest
 from click.testing import CliRunner
 
-from touchpoint.campaign_scenario import CampaignScenario, generate
 from touchpoint.cli import main
 from touchpoint.exceptions import WarehouseUnavailable
 from touchpoint.report import (
@@ -28,6 +27,7 @@ from touchpoint.report import (
     parse_time,
     render,
 )
+from touchpoint.sim.campaign_scenario import CampaignScenario, generate
 from touchpoint.sinks.clickhouse import Warehouse, connect
 from touchpoint.sinks.migrate import migrate
 from touchpoint.streams.rules.aggregates import LATE_COLUMNS, MINUTE_COLUMNS

@@ -284,7 +284,7 @@ def project_sql() -> list[str]:
     found += [signals_view.NOW_SQL, signals_view.signals_sql(signals_view.SignalFilter()),
               signals_view.signals_sql(signals_view.SignalFilter(
                   status="any", customer="x'y", reason="long_wait", channel="web"))]
-    # touchpoint/demo.py's summary
+    # touchpoint/commands/demo.py's summary
     found += ["SELECT channel, count() AS events FROM touchpoint_events GROUP BY channel "
               "ORDER BY channel", "SELECT count() FROM deadletter",
               "SELECT count(), countIf(lifecycle_stage != 'prospect') FROM customer_profiles",

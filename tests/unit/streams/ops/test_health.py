@@ -101,7 +101,7 @@ def test_every_problem_is_listed() -> None:
 def test_the_app_remembers_a_crash_faust_reports_for_any_of_its_agents() -> None:
     from aiokafka.errors import MessageSizeTooLargeError
 
-    from touchpoint.streams.app import App
+    from touchpoint.streams.runtime.app import App
 
     async def scenario() -> dict[str, str]:
         app = App("health-test", broker="memory://", store="memory://", web_enabled=False,

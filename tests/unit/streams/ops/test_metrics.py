@@ -20,9 +20,9 @@ from touchpoint.streams.ops.metrics import (
     _Collector,
     health,
 )
+from touchpoint.streams.rules.normalize import IngestStats
+from touchpoint.streams.rules.rows import EVENT_COLUMNS, SIGNAL_COLUMNS
 from touchpoint.streams.runtime import memory
-from touchpoint.streams.stages.ingest import IngestStats
-from touchpoint.streams.stages.store import EVENT_COLUMNS, SIGNAL_COLUMNS
 from touchpoint.streams.topics import TopicNames
 
 

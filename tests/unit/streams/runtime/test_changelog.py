@@ -13,8 +13,8 @@ from aiokafka.record.default_records import DefaultRecordBatch
 from faust.sensors import Sensor
 from faust.types import TP, Message
 
-from touchpoint.streams.app import App
 from touchpoint.streams.runtime import changelog
+from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.outbox import make_current
 
 SOURCE = "p.source"

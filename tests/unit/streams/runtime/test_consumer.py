@@ -11,7 +11,7 @@ import pytest
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 
-from touchpoint.streams.app import App
+from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.consumer import FETCH_MIN_BYTES, Consumer
 
 TOPIC = "p.touchpoints.web"

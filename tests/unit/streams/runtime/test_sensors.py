@@ -10,9 +10,9 @@ import pytest
 from faust.sensors import Sensor
 from faust.types import TP
 
-from touchpoint.streams.app import App
 from touchpoint.streams.ops.metrics import Metrics, MetricsSensor
 from touchpoint.streams.runtime import sensors
+from touchpoint.streams.runtime.app import App
 
 PARTITION = TP("p.touchpoints.web", 0)
 

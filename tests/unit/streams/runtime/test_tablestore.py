@@ -21,15 +21,15 @@ import pytest
 from faust.stores.rocksdb import RocksDBOptions
 from faust.types import TP
 
-from touchpoint.streams.app import App
 from touchpoint.streams.runtime import changelog
+from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.tablestore import RocksStore
 
 _SETUP = """
 import asyncio, os, signal
 from faust.types import TP
 from touchpoint.streams.runtime import changelog
-from touchpoint.streams.app import App
+from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.tablestore import RocksStore
 
 app = App("test-tablestore", broker="kafka://127.0.0.1:1", autodiscover=False,

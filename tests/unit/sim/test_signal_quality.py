@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from touchpoint.scenarios import CustomerTruth, generate
-from touchpoint.signal_quality import MIX_GROUPS, channel_mix, evaluate
+from touchpoint.sim.scenarios import CustomerTruth, generate
+from touchpoint.sim.signal_quality import MIX_GROUPS, channel_mix, evaluate
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 T0_MS = round(T0.timestamp() * 1000)

@@ -370,6 +370,8 @@ def generate(*, seed: int, customers: int, start: datetime, days: float = 28.0,
     if stores < 1:
         raise ValueError(f"stores must be 1 or more, got {stores}")
     shares = _check_mix(DEFAULT_MIX if mix is None else mix)
+    # Seeds name the module's first home (touchpoint.scenarios): a seed gives the same
+    # journeys as before the move to touchpoint.sim.
     rng = random.Random(f"touchpoint.scenarios:{seed}:population")
     labels = [label for label, n in _counts(customers, shares).items() for _ in range(n)]
     rng.shuffle(labels)
@@ -436,7 +438,7 @@ def load_truth(path: str | Path) -> dict[str, CustomerTruth]:
         raise ValueError(f"cannot read the truth file {file}: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != TRUTH_FORMAT:
         raise ValueError(f"{file} is not a scenario truth file (format {TRUTH_FORMAT}): "
-                         "write it with touchpoint.scenarios.write")
+                         "write it with touchpoint.sim.scenarios.write")
     records = (CustomerTruth.from_dict(item) for item in data.get("customers", ()))
     return {record.customer_id: record for record in records}
 

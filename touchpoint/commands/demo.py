@@ -10,23 +10,48 @@ import time
 from datetime import datetime, timedelta, timezone
 from datetime import time as dt_time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from touchpoint.commands.common import one_line_errors, settings_or_exit
+from touchpoint.commands.customer import customer_text
+from touchpoint.commands.simulate import publish_traffic
 from touchpoint.exceptions import ServiceError, TouchpointError
 from touchpoint.settings import Settings
-from touchpoint.warehouse_client import query_worker
-from touchpoint.worker_api import WorkerAPI
 
-__all__ = ["run_demo"]
+if TYPE_CHECKING:
+    from touchpoint.worker_api import WorkerAPI
 
-REPO = Path(__file__).resolve().parents[1]
+__all__ = ["demo", "run_demo"]
+
+REPO = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka.sh"
+
+
+@click.command()
+@click.option("--duration", type=float, default=60, show_default=True,
+              help="Seconds of simulated traffic.")
+@click.option("--rate", type=float, default=200, show_default=True,
+              help="Events per second (a worker on 2 cores keeps up with a few hundred).")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Random seed of the simulated traffic.")
+def demo(duration: float, rate: float, seed: int) -> None:
+    """Run the whole pipeline locally: services, a worker, and simulated traffic.
+
+    Stops after --duration seconds or on Ctrl-C, waits for the worker to store what was
+    published, prints what happened, and stops what it started.
+    """
+    settings = settings_or_exit()
+    with one_line_errors():
+        sys.exit(run_demo(settings, duration=duration, rate=rate, seed=seed))
 
 
 def run_demo(settings: Settings, *, duration: float, rate: float, seed: int) -> int:
     """Start Kafka and a worker, simulate traffic, drain, summarize, stop. Returns exit code."""
+    # Imported here, as every command does, so `touchpoint --help` stays quick.
+    from touchpoint.worker_api import WorkerAPI
+
     env = {**os.environ, "TOUCHPOINT_HOME": str(settings.home)}
     started_kafka = _start_kafka(env)
     log_path = settings.home / "logs" / "worker.log"
@@ -46,14 +71,12 @@ def run_demo(settings: Settings, *, duration: float, rate: float, seed: int) -> 
                    f"{settings.home / 'api_token'} unless TOUCHPOINT_API_TOKENS names others)")
         click.echo(f"publishing simulated traffic: {rate:.0f} events/s for {duration:.0f}s "
                    "(Ctrl-C to stop early)")
-        from touchpoint.cli import _simulate
-
         began = time.monotonic()
         try:
-            published = _simulate(settings, rate=rate, duration=duration, events=None,
-                                  seed=seed, customers=25000, quiet=False,
-                                  start_ms=_business_hours(), faulty=0.002,
-                                  extra=_WorkerFigures(api))
+            published = publish_traffic(settings, rate=rate, duration=duration, events=None,
+                                        seed=seed, customers=25000, quiet=False,
+                                        start_ms=_business_hours(), faulty=0.002,
+                                        extra=_WorkerFigures(api))
         except KeyboardInterrupt:
             published = -1
         elapsed = time.monotonic() - began
@@ -128,6 +151,8 @@ def _drain(api: WorkerAPI, published: int, emit_seconds: float,
 
 def _summary(settings: Settings, published: int, elapsed: float,
              status: dict[str, Any]) -> None:
+    from touchpoint.warehouse_client import query_worker
+
     ingested = status.get("ingested", {})
     rejected = status.get("rejected", {})
     by_channel = query_worker(
@@ -189,7 +214,8 @@ class _WorkerFigures:
 
 def _show_a_customer(settings: Settings) -> None:
     """Look up the busiest customer, as a call-center agent would."""
-    from touchpoint.cli import _customer_text
+    from touchpoint.warehouse_client import query_worker
+    from touchpoint.worker_api import WorkerAPI
 
     busiest = query_worker(settings, (
         "SELECT customer_id FROM customer_profiles ORDER BY contacts_web + contacts_store "
@@ -200,7 +226,7 @@ def _show_a_customer(settings: Settings) -> None:
     api = WorkerAPI(settings)
     found = api.call(api.path_of("/customers/", customer_id))
     click.echo(f"\n$ touchpoint customer {customer_id}      # while a worker runs")
-    click.echo(_customer_text(found))
+    click.echo(customer_text(found))
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from touchpoint.scenarios import (
+from touchpoint.schemas.contract import check, normalize_email, normalize_phone, parse_occurred_at
+from touchpoint.sim.scenarios import (
     HEADING_LABELS,
     CustomerTruth,
     Scenario,
@@ -20,7 +21,6 @@ from touchpoint.scenarios import (
     load_truth,
     write,
 )
-from touchpoint.schemas.contract import check, normalize_email, normalize_phone, parse_occurred_at
 
 START = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
 DAY_MS = 86_400_000

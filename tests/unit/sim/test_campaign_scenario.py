@@ -11,18 +11,18 @@ from typing import Any
 
 import pytest
 
-from touchpoint.campaign_scenario import (
+from touchpoint.schemas.contract import check, parse_occurred_at
+from touchpoint.sim.campaign_scenario import (
     STORIES,
     CampaignScenario,
     generate,
     load_expected,
 )
-from touchpoint.scenarios import ScenarioEvent
-from touchpoint.schemas.contract import check, parse_occurred_at
+from touchpoint.sim.scenarios import ScenarioEvent
 from touchpoint.streams.rules.aggregates import MinuteWindows
 from touchpoint.streams.rules.attribution import AttributionState, observe
 
-from .campaign_helpers import (
+from ..campaign_helpers import (
     aggregate,
     attribute,
     attribute_through_identity,

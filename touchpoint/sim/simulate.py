@@ -440,6 +440,8 @@ class _Traffic:
 
     def __init__(self, sim: Simulator, *, start_ms: int, member_density: float,
                  guest_density: float, campaign_scale: float) -> None:
+        # Seeds name the module's first home (touchpoint.simulate): a seed gives the same
+        # traffic as before the move to touchpoint.sim.
         population = random.Random(f"touchpoint.simulate:{sim.seed}:population")
         self.rng = random.Random(f"touchpoint.simulate:{sim.seed}:traffic")
         self.random = self.rng.random

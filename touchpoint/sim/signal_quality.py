@@ -1,4 +1,4 @@
-"""How good complaint signals are, judged against labelled journeys (:mod:`touchpoint.scenarios`).
+"""How good complaint signals are, judged against labelled journeys (:mod:`.scenarios`).
 
 ``evaluate(truth, signals)`` compares complaint-signal records (the fields of
 ``schemas/avro/complaint_signal/v1.avsc``; several records per ``signal_id`` are
@@ -48,8 +48,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from touchpoint.scenarios import CustomerTruth
 from touchpoint.schemas.contract import normalize_email, normalize_phone
+from touchpoint.sim.scenarios import CustomerTruth
 
 __all__ = [
     "ALARM_SEVERITIES",

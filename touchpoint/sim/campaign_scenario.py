@@ -38,9 +38,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from touchpoint.scenarios import ScenarioEvent
 from touchpoint.schemas.contract import CHANNELS
-from touchpoint.streams.stages.identity import generated_id
+from touchpoint.sim.scenarios import ScenarioEvent
+from touchpoint.streams.rules.identity import generated_id
 
 __all__ = [
     "EXPECTED_FORMAT",
@@ -50,6 +50,8 @@ __all__ = [
     "load_expected",
 ]
 
+# Names the module's first home (touchpoint.campaign_scenario): files written before the
+# move to touchpoint.sim still load.
 EXPECTED_FORMAT: Final = "touchpoint.campaign_scenario.expected/1"
 _SECOND: Final = 1_000
 _MINUTE: Final = 60_000
@@ -490,6 +492,7 @@ def generate(*, seed: int = 1, customers: int = 120, start: datetime) -> Campaig
         raise ValueError(f"customers must be 1 or more, got {customers}")
     if start.tzinfo is None:
         raise ValueError("start needs a UTC offset, e.g. datetime(2026, 11, 2, tzinfo=UTC)")
+    # Like EXPECTED_FORMAT, the seed names the module's first home: the same stories as before.
     rng = random.Random(f"touchpoint.campaign_scenario:{seed}")
     start_ms = int(start.timestamp()) * _SECOND
     counter = iter(range(1, 10**9))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from touchpoint.schemas import contract
-from touchpoint.simulate import SimEvent, Simulator, run
+from touchpoint.sim.simulate import SimEvent, Simulator, run
 
 START = 1_795_000_000_000  # 2026-11-18T16:26:40+08:00, a Wednesday
 DAY_MS = 86_400_000
@@ -171,7 +171,7 @@ def test_event_ids_depend_on_the_start_so_a_later_run_is_not_a_replay() -> None:
 
 def test_start_defaults_to_now_when_events_start(monkeypatch: pytest.MonkeyPatch) -> None:
     simulator = Simulator(seed=0)
-    monkeypatch.setattr("touchpoint.simulate.time.time", lambda: START / 1000)
+    monkeypatch.setattr("touchpoint.sim.simulate.time.time", lambda: START / 1000)
     first = next(simulator.events())
     assert START <= event_ms(first.event["occurred_at"]) < START + DAY_MS
 
@@ -462,8 +462,8 @@ def test_without_campaigns_there_is_no_campaign_traffic() -> None:
 
 
 def test_faulty_records_are_rejected_by_ingest_for_the_intended_reason() -> None:
-    from touchpoint.simulate import FAULTS, faulty
-    from touchpoint.streams.stages.ingest import Ingestor, Rejected
+    from touchpoint.sim.simulate import FAULTS, faulty
+    from touchpoint.streams.rules.normalize import Ingestor, Rejected
 
     ingestor = Ingestor(pii_salt="s", phone_region="CN", worker="w")
     rng = random.Random(5)

@@ -1,0 +1,153 @@
+"""Segments: a profile's lifecycle stage and value tier, and the tier cut-offs.
+
+:class:`SegmentRules` classifies a profile (``rules/profile.py``) as of its latest
+contact, by event time, so a replay classifies the same way; :class:`TierEstimator`
+estimates the spend cut-offs of the value tiers from the customers a worker holds. The
+profiles stage publishes both with every profile, and the complaint detector and
+campaign attribution read the tier (see ``docs/design/identity.md``, "What a profile
+holds").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["DAY_MS", "SegmentRules", "TierEstimator", "spend_12m"]
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class SegmentRules:
+    """Lifecycle and value-tier rules; days and shares configurable (see settings).
+
+    Lifecycle, judged as of the customer's latest contact (event time):
+
+    - ``prospect``: no purchase yet;
+    - ``new``: first purchase within ``new_days``;
+    - ``lapsed``: no purchase for ``lapsed_days``;
+    - ``at_risk``: no purchase for ``at_risk_days``, or a formal complaint or open
+      complaint signal within ``at_risk_days``;
+    - ``loyal``: ``loyal_orders`` or more orders and a purchase within ``at_risk_days``;
+    - ``active``: everyone else.
+
+    Value tier: ``new`` before the first purchase or within ``new_days`` of it; else
+    ``key`` for the top ``key_share`` of customers by spend in the trailing 12 months,
+    ``growth`` for the next ``growth_share``, ``standard`` for the rest. The cut-offs are
+    estimated from the live spend distribution (:class:`TierEstimator`); until
+    ``min_population`` customers have spent, the fixed ``key_spend`` / ``growth_spend``
+    apply.
+    """
+
+    new_days: int = 30
+    at_risk_days: int = 90
+    lapsed_days: int = 180
+    loyal_orders: int = 5
+    key_share: float = 0.04
+    growth_share: float = 0.16
+    key_spend: float = 20_000.0
+    growth_spend: float = 5_000.0
+    min_population: int = 200
+
+    def lifecycle(self, p: Mapping[str, Any]) -> str:
+        """The lifecycle stage of a profile."""
+        if not p["orders"] or p["last_purchase_at"] is None:
+            return "prospect"
+        as_of = p["last_seen"]
+        since_purchase = (as_of - p["last_purchase_at"]) / DAY_MS
+        if (as_of - p["first_purchase_at"]) / DAY_MS <= self.new_days:
+            return "new"
+        if since_purchase > self.lapsed_days:
+            return "lapsed"
+        recent_complaint = any((as_of - c[0]) / DAY_MS <= self.at_risk_days
+                               for c in p["complaint_cases"])
+        if since_purchase > self.at_risk_days or recent_complaint or p["open_signals"]:
+            return "at_risk"
+        if p["orders"] >= self.loyal_orders:
+            return "loyal"
+        return "active"
+
+    def tier(self, p: Mapping[str, Any], cutoffs: tuple[float, float]) -> str:
+        """The value tier of a profile, given the (key, growth) spend cut-offs."""
+        if p["first_purchase_at"] is None or \
+                (p["last_seen"] - p["first_purchase_at"]) / DAY_MS <= self.new_days:
+            return "new"
+        spend = spend_12m(p)
+        key, growth = cutoffs
+        if spend >= key:
+            return "key"
+        if spend >= growth:
+            return "growth"
+        return "standard"
+
+
+def spend_12m(p: Mapping[str, Any]) -> float:
+    """Spend in the 12 calendar months up to the latest contact."""
+    if p["last_seen"] is None:
+        return 0.0
+    end = datetime.fromtimestamp(p["last_seen"] / 1000, tz=UTC)
+    first = (end.year * 12 + end.month - 1) - 11
+    start = f"{first // 12:04d}{first % 12 + 1:02d}"
+    return round(sum(v for m, v in p["spend_by_month"].items() if start <= m), 2)
+
+
+class TierEstimator:
+    """Spend cut-offs for key and growth customers, from the spend this worker has seen.
+
+    A log-scale histogram (8 buckets per doubling) of each customer's trailing spend;
+    quantiles from it are within about 9 % of the true value. The cut-offs are read for
+    every event (the detector's and attribution's value tier) but change only when the
+    emitter observes spend, so they are kept until then.
+    """
+
+    def __init__(self, rules: SegmentRules) -> None:
+        self.rules = rules
+        self._spend: dict[str, float] = {}
+        self._buckets: dict[int, int] = {}
+        self._cutoffs: tuple[float, float] | None = None
+
+    def observe(self, customer_id: str, spend: float) -> None:
+        """Record a customer's current trailing spend (replacing the previous value)."""
+        self._cutoffs = None
+        old = self._spend.get(customer_id)
+        if old is not None:
+            self._buckets[_bucket(old)] -= 1
+        if spend > 0:
+            self._spend[customer_id] = spend
+            self._buckets[_bucket(spend)] = self._buckets.get(_bucket(spend), 0) + 1
+        else:
+            self._spend.pop(customer_id, None)
+
+    def forget(self, customer_id: str) -> None:
+        """Drop a customer (merged away)."""
+        self.observe(customer_id, 0.0)
+
+    def cutoffs(self) -> tuple[float, float]:
+        """(key, growth) spend cut-offs."""
+        if self._cutoffs is None:
+            self._cutoffs = self._compute()
+        return self._cutoffs
+
+    def _compute(self) -> tuple[float, float]:
+        population = len(self._spend)
+        if population < self.rules.min_population:
+            return self.rules.key_spend, self.rules.growth_spend
+        return (self._quantile(1 - self.rules.key_share, population),
+                self._quantile(1 - self.rules.key_share - self.rules.growth_share, population))
+
+    def _quantile(self, q: float, population: int) -> float:
+        rank = q * population
+        seen = 0
+        for bucket in sorted(self._buckets):
+            seen += self._buckets[bucket]
+            if seen >= rank:
+                return float(2 ** (bucket / 8))
+        return math.inf
+
+
+def _bucket(spend: float) -> int:
+    return math.floor(math.log2(max(spend, 1.0)) * 8)

@@ -1,0 +1,60 @@
+"""The worker's Faust ``App``: Faust's, with every override of this package plugged in.
+
+Its consumer transport is the generation-safe one (:mod:`.consumer`), its flow control
+keeps stream buffers on resume, its tables batch their changelogs (:mod:`.changelog`),
+its sensors cost per record only where they use it (:mod:`.sensors`), and it remembers
+which agents crashed. What each replaces in Faust, and why: ``docs/design/runtime.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
+
+from touchpoint.streams.runtime import changelog, consumer, sensors
+
+__all__ = ["App"]
+
+
+class App(faust.App):
+    """Faust's app with the generation-safe consumer of :mod:`touchpoint.streams.runtime.consumer`.
+
+    Its tables batch their changelogs (:mod:`touchpoint.streams.runtime.changelog`), and its
+    sensors cost per record only where they use it (:mod:`touchpoint.streams.runtime.sensors`).
+    """
+
+    #: How long a fetch may wait at the broker for a batch (``consumer.ConsumerThread``).
+    fetch_wait_ms: int = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("Monitor", sensors.Monitor)
+        super().__init__(*args, **kwargs)
+        lean = sensors.Sensors(self)
+        for sensor in self.sensors:  # none yet; kept should Faust add one here one day
+            lean.add(sensor)
+        self.sensors = lean
+        #: Stages (agents) that stopped with an error: name -> the error's type (/health).
+        self.stage_crashes: dict[str, str] = {}
+
+    async def _on_agent_error(self, agent: Any, exc: BaseException) -> None:
+        # Every agent's error comes here before Faust restarts the agent's actor; the
+        # records the failed one held stay unacknowledged, so the crash is remembered.
+        self.stage_crashes[str(agent.name)] = type(exc).__name__
+        await super()._on_agent_error(agent, exc)
+
+    def _new_transport(self) -> Any:
+        return consumer.Transport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def changelogs(self) -> changelog.ChangelogBatches:
+        """The tables' changelog records, batched (:mod:`touchpoint.streams.runtime.changelog`)."""
+        return changelog.ChangelogBatches(self)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        """Flow control that keeps stream buffers on resume (:class:`consumer.FlowControl`)."""
+        return consumer.FlowControl(lambda: getattr(self.tables, "_changelog_queue", None),
+                                    loop=self.loop)
