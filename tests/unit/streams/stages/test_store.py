@@ -12,19 +12,7 @@ from touchpoint.streams.rules.rows import EVENT_COLUMNS, event_row
 from touchpoint.streams.stages.store import deadletter_refused
 from touchpoint.streams.topics import TopicNames
 
-T0 = 1_795_000_000_000
-
-
-def normalized(**fields: object) -> dict[str, object]:
-    base: dict[str, object] = {
-        "event_id": "e1", "channel": "store", "type": "served", "occurred_at": T0,
-        "ingested_at": T0 + 9, "customer_id": "C1", "anonymous_id": None, "email_hash": None,
-        "phone_hash": None, "campaign_id": None, "category": "personnel", "stage": "shopping",
-        "attributes": {"b": "2", "a": "1"}, "store_id": "S1", "queue_wait_s": 600,
-        "source_topic": "touchpoints.store", "source_partition": 1, "source_offset": 7,
-    }
-    base.update(fields)
-    return base
+from ..rules.test_rows import T0, normalized
 
 
 def test_batch_token_is_the_same_for_the_same_records_in_any_order() -> None:
