@@ -1,28 +1,16 @@
 """Avro single-object encoding for one subject: encode with its latest schema, decode any version.
 
-Wire format (Avro spec, "Single-object encoding"): the two-byte marker ``C3 01``, the
-8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical
-Form, then the Avro binary body. A decoder finds the writer schema by fingerprint among
-the subject's versions and resolves it to the subject's latest version, so producers
-and workers can be upgraded one at a time.
-
-Decoding untrusted bytes never raises anything but ``DecodeError`` (a
-``DecodeError``) whose ``code`` and message go to the dead-letter topic. Encoding our own
-records fails loudly with ``EncodeError`` naming the field that does not fit.
-
-Timestamps are plain ``int`` epoch milliseconds both ways: the codec works with Avro's
-physical types (see ``touchpoint.schemas.registry``), because fastavro has no per-call
-switch for logical-type conversion and we do not change its global tables.
-
-Between its own stages the pipeline writes a faster form, :meth:`Codec.pack`: the same
-header with the marker ``C3 4A`` ("J"), then the record as JSON without its null fields.
-For the 42-field normalized event, fastavro took ~13 us to write and ~13 us to read it,
-and a worker wrote it once and read it four times (identity, minutes, profiles, store);
-packed, ~1.4 us and ~1.7 us, at ~1.9x the bytes. ``decode`` reads both forms, and a
-packed record of an older version is resolved to the latest as an Avro one would be
-(new fields take their defaults). Channel systems never see it: inbound, dead-letter,
-signal and profile records stay Avro, and ingest reads inbound topics with
-``decode(value, packed=False)``, so no producer can send it to skip Avro's typing.
+A record on the wire is the marker ``C3 01``, the CRC-64-AVRO fingerprint of the writer
+schema, then the Avro body; a decoder finds the writer schema by fingerprint and resolves
+it to the subject's latest version, so producers and workers can be upgraded one at a
+time. Decoding untrusted bytes raises only ``DecodeError``, whose code goes to the
+dead-letter topic; encoding our own records fails loudly with ``EncodeError``.
+Timestamps are plain ``int`` epoch milliseconds (Avro's physical types: fastavro has no
+per-call switch for logical types, and we leave its global tables alone). Between its
+own stages the pipeline uses a faster *packed* form (:meth:`Codec.pack`, marker
+``C3 4A``: the record as JSON); ingest reads inbound topics with
+``decode(value, packed=False)`` so no producer can send it. Why the packed form exists
+is in docs/design/delivery.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
 """Schema registry: every ``avro/<subject>/v<N>.avsc`` parsed once, by subject and fingerprint.
 
-Each schema version is identified on the wire by the CRC-64-AVRO (Rabin) fingerprint of
-its Parsing Canonical Form, as Avro single-object encoding requires. The registry is
-built once (``default_registry()``) from the files shipped in this package, or from any
-folder with the same layout (``Registry.load(root)``), which is how a schema change is
-tried before it is deployed.
-
-Logical types: the ``.avsc`` files keep their ``logicalType`` annotations (e.g.
-``timestamp-millis``) so other readers see timestamps, but ``SchemaVersion.parsed``,
-the schema the codec reads and writes with, has them removed. The codec therefore deals
-in Avro's physical types: a ``timestamp-millis`` field is an ``int`` of epoch
-milliseconds in and out, never a ``datetime``. The canonical form, and so the
-fingerprint, is the same with or without the annotations (the spec strips them).
+Each schema version is identified on the wire by the CRC-64-AVRO fingerprint of its
+Parsing Canonical Form. The registry is built once (``default_registry()``) from the
+files shipped in this package, or from any folder with the same layout
+(``Registry.load(root)``) to try a schema change before it is deployed. The ``.avsc``
+files keep their ``logicalType`` annotations for other readers, but
+``SchemaVersion.parsed``, the schema the codec uses, has them removed, so a
+``timestamp-millis`` field is an ``int`` of epoch milliseconds in and out; the
+fingerprint is the same either way (the canonical form strips them).
 """
 
 from __future__ import annotations

@@ -118,9 +118,8 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
         "broker_commit_every": 1000,
         "broker_commit_interval": 1.0,
         # Faust pauses a partition whose stream buffer is nearly full and fetches it
-        # again when it drains. With 1,024 (tried to stop the inbound backlog crowding
-        # out later stages) the profiles benchmark resolved ~60 events/s; with Faust's
-        # default 4,096, ~170/s on the same machine.
+        # again when it drains; a smaller buffer cut the profiles stage's throughput
+        # (docs/design/runtime.md).
         "stream_buffer_maxsize": 4096,
         "web_enabled": True,
         # The store stages hold records unacknowledged until their rows are stored, so

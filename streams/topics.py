@@ -101,8 +101,9 @@ TABLES: dict[str, int | None] = {
 
 #: Largest record, in bytes, on the changelog of a table that keeps one large value per key:
 #: the minutes stage stores all its windows (with the ids of the events they counted) as
-#: one value, about 1 MB per 200 events/s of traffic (``streams/stages/minutes.py``), beyond
-#: Kafka's default limit of 1 MB. The producer's request limit follows it (``app.py``).
+#: one value, about 1 MB per 200 events/s of traffic, beyond Kafka's default limit of 1 MB
+#: (docs/design/aggregates-and-attribution.md). The producer's request limit follows it
+#: (``app.py``).
 LARGE_RECORD_BYTES = 64 * 1024 * 1024
 _LARGE_VALUE_TABLES = frozenset({"touchpoint-minutes"})
 

@@ -1,17 +1,12 @@
 """Who may ask the worker's web server what: API tokens, served host names, open pages.
 
-Every request passes one aiohttp middleware. It first refuses a ``Host`` the worker does
-not serve (421), so a page on another site whose name was rebound to 127.0.0.1 (DNS
-rebinding) gets nothing. Then everything needs a named API token in the
-``Authorization: Bearer`` header (401 otherwise), except the few pages that say nothing
-about customers: ``/health``, ``/metrics`` and the dashboard's page and static files
-(its figures come from ``/dashboard/data``, which needs the token). Refusing by default
-means a view added later is protected without anyone remembering to. A token never
-travels in a URL, and a cross-site form or ``<img>`` cannot set the header, so a web
-page open in the operator's browser cannot use the API either.
-
-Tokens are compared as SHA-256 digests with :func:`hmac.compare_digest`, against every
-configured token whatever matched, so the time taken says nothing about any of them.
+Every request passes one aiohttp middleware: it refuses a ``Host`` the worker does not
+serve (421, against DNS rebinding), then requires a named API token in the
+``Authorization: Bearer`` header (401 otherwise) everywhere except the few pages that say
+nothing about customers (``/health``, ``/metrics`` and the dashboard's page and static
+files). Tokens are compared as SHA-256 digests with :func:`hmac.compare_digest` against
+every configured token. Why it denies by default and keeps tokens out of URLs is in
+docs/design/security.md.
 """
 
 from __future__ import annotations

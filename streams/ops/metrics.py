@@ -1,16 +1,12 @@
 """Prometheus ``/metrics`` and ``/health`` for each worker.
 
-Every figure here is this worker's own (Prometheus adds workers up): records in and out
-per topic, events ingested and dead letters by reason, rows stored, insert batches,
-durations, failures and retries, complaint-signal states stored by severity, processing
-latency (event time to stored, and ingest to stored) and the lag on the partitions this
-worker is assigned. The hot path only bumps plain counters; they are turned into
-Prometheus samples when scraped. Whole-group figures are on the dashboard.
-
-``/health`` answers 200 once the worker has recovered its tables and is not
-rebalancing, 503 before and meanwhile: what an orchestrator's readiness probe wants.
-It also answers 503, with ``problems`` saying why, when a stage has stopped with an
-error, when Kafka cannot be read, or when warehouse writes have been failing for long.
+Every figure here is this worker's own (Prometheus adds workers up): records in and out,
+events ingested and dead letters by reason, rows stored, insert batches and failures,
+complaint-signal states, processing latency and the lag on this worker's partitions. The
+hot path only bumps plain counters; they become Prometheus samples when scraped.
+``/health`` answers 200 once the worker has recovered its tables and is not rebalancing,
+and 503 otherwise, or with ``problems`` when a stage has stopped with an error, Kafka
+cannot be read, or warehouse writes have been failing for long.
 """
 
 from __future__ import annotations

@@ -1,51 +1,15 @@
 """Per-minute aggregates: touchpoints per minute x channel x type x store x campaign.
 
-Pure, no Kafka and no Faust: the aggregates agent feeds every resolved event to a
+Pure, no Kafka and no Faust. The minutes stage feeds every event to a
 :class:`MinuteWindows` (kept in a changelog-backed table through ``to_dict`` /
 ``from_dict``) and upserts the rows it returns into ``touchpoint_minute_raw``
-(:data:`MINUTE_COLUMNS`) and ``touchpoint_minute_late_raw`` (:data:`LATE_COLUMNS`).
-
-**Cells.** A :class:`MinuteCell` holds one key's figures for one minute of event time:
-``events``, exact distinct ``customers`` (resolved ids), ``revenue`` (amounts of web and
-store purchases), ``wait_s_sum`` / ``wait_count`` (events that report ``queue_wait_s``),
-``negative`` (negative experiences, :func:`is_negative`). It remembers the ids of the
-events it counted, so a redelivered event is not counted twice. Revenue is summed in
-fixed point (1/10,000 of the currency unit), so the total does not depend on the order.
-
-**Rows are complete and versioned.** A row carries every figure of its cell and
-``version`` = the number of events counted, which only grows; the table keeps the
-highest version per key. Writing a cell's row again (after a restart, a retried batch,
-a replay) changes nothing, and a provisional row of a minute still open
-(:meth:`MinuteWindows.snapshot`) is replaced by the final one.
-
-**Watermark and grace.** The watermark is the latest event time seen minus ``grace``
-(2 minutes by default). A minute closes when its end is at or before the watermark: its
-final row is returned, and its event ids are remembered to recognize redeliveries: for
-``retain`` more of event time (5 minutes by default) and for ``retain_events`` more
-events (10,000 by default), whichever is longer. Redeliveries are the records read again
-after a restart, since the last committed offset: close behind in a busy stream, but
-possibly hours behind in event time when the stream is quiet. Events up to ``grace``
-out of order land in their minute as if they had come in order.
-
-**Late events.** An event whose minute has already closed is *late*: it is not added to
-the closed minute (whose row is final) but to a late cell for the same key, and the late
-cell's complete row goes to ``touchpoint_minute_late_raw``, so nothing is lost: a
-minute's full count is its row plus its late rows. A late cell is kept, with its ids,
-for ``late_retain`` (1 day by default) after it opened; a later late event for that key
-opens a new late cell (a new ``batch``), so late rows never overwrite each other.
-
-**Partitions.** The stream is partitioned by customer, so an agent may keep one
-:class:`MinuteWindows` per input partition (its state moving with the partition): every
-row carries that ``part``, which is in the table's key, and the ``touchpoint_minute``
-view adds the parts up. A customer's events are all in one partition, so the parts'
-distinct customers add up exactly too. A quiet partition's minutes close when its own
-events pass them, or when :meth:`MinuteWindows.advance` is given a watermark.
-
-**What is exact.** Every event is counted once, in its minute or as late, across
-redeliveries and restarts (the state is recovered with the changelog). Which events are
-late depends on arrival order beyond ``grace``; the raw events in ``touchpoint_events``
-remain the reference, and a full replay should start from an empty aggregate state (it
-then writes the very same rows when events arrive in the same order).
+(:data:`MINUTE_COLUMNS`) and ``touchpoint_minute_late_raw`` (:data:`LATE_COLUMNS`). A
+:class:`MinuteCell` holds one key's figures for one minute of event time and remembers
+the ids of the events it counted, so a redelivered event is not counted twice; each row
+is complete and versioned, so writing it again changes nothing. A minute closes once the
+watermark (latest event time minus ``grace``) passes its end; a later event of that
+minute goes to a late cell instead. Why this is exact for readers is in
+docs/design/aggregates-and-attribution.md.
 """
 
 from __future__ import annotations
@@ -306,7 +270,8 @@ class MinuteWindows:
     ``grace``: how far behind the latest event time the watermark trails; ``retain`` and
     ``retain_events``: how long the ids of a closed minute are kept to recognize
     redeliveries (event time, and events added since it closed);
-    ``late_retain``: how long a late cell keeps collecting (see the module docstring).
+    ``late_retain``: how long a late cell keeps collecting (see
+    docs/design/aggregates-and-attribution.md).
     ``part``: the input partition these windows count, written in every row.
     """
 

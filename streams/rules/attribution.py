@@ -1,71 +1,13 @@
 """Campaign attribution: which campaign exposure a customer's later contacts answer.
 
-Pure per-customer state and rules, no Kafka and no Faust. The attribution agent keeps one
-:class:`AttributionState` per resolved customer in a changelog-backed table
-(``to_dict`` / ``from_dict``), calls :func:`observe` for each of the customer's events and
-:func:`combine` when identity resolution merges two customers, and upserts the rows they
-return into ``campaign_attribution_raw`` (:data:`ATTRIBUTION_COLUMNS`, :func:`row_values`).
-
-**Exposure.** A ``campaign`` event ``sent``, ``delivered``, ``opened`` or ``clicked``, or a
-web ``ad_impression`` / ``ad_click`` that carries a ``campaign_id``. One customer x
-campaign x send is one exposure: a ``sent`` always starts a new exposure (a campaign sent
-again is a new send); any other exposure event joins the customer's latest exposure to
-the same campaign if that began less than ``window`` earlier, and starts a new one
-otherwise. Its flags say what happened to it: ``delivered`` (any event but ``sent``:
-the message or ad reached the customer), ``opened`` (an ``opened`` event), ``clicked``
-(``clicked`` or ``ad_click``). ``medium`` and ``variant`` come from its first event that
-has them; web ads have neither, so their medium is ``display`` and their variant the
-``ad_id`` (the creative), unless the event's attributes say ``medium`` / ``variant``.
-
-**Window.** An exposure opens an attribution window of ``window`` (7 days by default)
-from ``exposed_at``, the time of its first event: it may claim touchpoints that occur
-after ``exposed_at`` and at most ``window`` later.
-
-**Response and conversion.** Every event that is not a communication from us (contract
-category ``communication``: campaign messages, unsubscribes, ads) is a touchpoint the
-customer made: a web visit, a store visit, a call, a survey answer. Each touchpoint is
-credited by the attribution model to the exposures whose windows hold it; an exposure's
-*response* is the first touchpoint credited to it (``responded_at``, its channel, type
-and event id), and every credited purchase (web or store ``purchase``) is a
-*conversion*: ``converted_at`` is the first, ``conversions`` counts them, ``revenue`` sums
-the attributed share of their amounts.
-
-**The model** (:class:`AttributionModel`) is the one place that decides which
-exposures share a touchpoint, given the candidates whose windows hold it:
-
-- :class:`LastTouch` (default): all of it to the exposure touched last before it (its
-  latest event at or before the touchpoint: an e-mail clicked today beats an SMS
-  delivered yesterday). Overlapping campaigns never count one touchpoint twice.
-- :class:`FirstTouch`: all of it to the exposure that opened its window first.
-- :class:`Linear`: an equal share to each.
-
-Another model is a subclass with a ``name`` and ``credit``, added to :data:`MODELS`.
-
-**Exact rows, whatever the order.** The state keeps the exposure events and touchpoints
-that can still matter, and every row is recomputed from them: a function of the *set*
-of events, not of their order, so a late event lands as if it had come in order, and a
-repeated event (same ``event_id``) changes nothing. :func:`observe` returns the rows
-that changed, complete. ``version`` is the number of events the customer's state has
-applied (plus one per merge), so it grows with every row the state emits; the table
-keeps the highest version per ``exposure_id``. Whatever the order of the events (within
-``lateness``), the last row written for an exposure is the same, and in any run the
-highest version of an exposure is its last row: the stored row is exact after
-redeliveries, restarts and replays, even when a replay sees the events in another order.
-
-An exposure's id is derived from its campaign and the id of its first event; the
-customer is left out so that the id survives a merge. When a late event changes which
-event comes first (or a merge joins two exposures into one), the old id is *retracted*:
-a row with ``retracted = 1`` that the views leave out.
-
-**Late events.** An event more than ``lateness`` (1 day by default) older than the
-latest event of the customer is ignored and counted in ``state.late``: by then the
-exposures it could change have closed. An exposure closes when its window ended more
-than ``lateness`` ago; its row is final and its events are dropped, so the state stays
-bounded (also by :data:`MAX_EXPOSURE_EVENTS` and :data:`MAX_TOUCHPOINTS`, newest kept).
-
-**Merges.** :func:`combine` folds a merged-away customer's state into the one it became:
-the union of both histories, recomputed, so exposures of the anonymous visitor answered
-by purchases of the logged-in customer are credited as if one customer had made them all.
+Pure per-customer state and rules, no Kafka and no Faust. The profiles stage keeps one
+:class:`AttributionState` per resolved customer, calls :func:`observe` for each of the
+customer's events and :func:`combine` when identity resolution merges two customers, and
+upserts the complete, versioned rows they return into ``campaign_attribution_raw``
+(:data:`ATTRIBUTION_COLUMNS`, :func:`row_values`). Which exposures share a touchpoint is
+decided in one place, the :class:`AttributionModel` (:data:`MODELS`). What an exposure,
+a response and a conversion are is in docs/reports.md; why the rows are exact whatever
+the order of the events is in docs/design/aggregates-and-attribution.md.
 """
 
 from __future__ import annotations
@@ -401,7 +343,7 @@ class _Exposure:
 
 
 def _group(events: list[list[Any]], window: int) -> list[_Exposure]:
-    """Exposure events into exposures (see the module docstring), in time order."""
+    """Exposure events into exposures (see docs/reports.md), in time order."""
     ordered = sorted(events, key=lambda e: (e[2], e[0], _EXPOSURE_ORDER[e[3]], e[1]))
     groups: list[_Exposure] = []
     current: _Exposure | None = None

@@ -1,22 +1,14 @@
 """Campaigns: attribution in the profiles stage, and its rows for the warehouse.
 
-The rules are in ``attribution.py`` (pure). This is how the profiles stage runs them,
-the way ``signals.py`` runs the complaint detector: the customer's
-:class:`~touchpoint.streams.rules.attribution.AttributionState` lives inside the profile (key
-``attribution``), so it moves with a merge and is recovered with the profile from the
-changelog.
-
-- Every event the profile applies (each event once: repeats and replays across merges
-  are already taken care of there) goes to :func:`attribution.observe`.
-- A merge folds the merged-away customer's state in with :func:`attribution.combine`:
-  exposures of the anonymous visitor answered by purchases of the logged-in customer
-  count as one customer's, and the exposure rows now name the customer it became.
-- Rows are not written per event. The profiles emitter writes, for every customer it
-  publishes, the complete rows of the customer's exposures (:meth:`Attributor.rows`,
-  ``version`` = events the state applied, plus one per merge) into
-  ``campaign_attribution_raw``, which keeps the highest version per exposure. After a
-  start or a rebalance the emitter publishes every customer the worker holds, so rows of
-  changes made just before a crash are written again then.
+The rules are in ``attribution.py`` (pure); this is how the profiles stage runs them, the
+way ``signals.py`` runs the complaint detector. The customer's
+:class:`~touchpoint.streams.rules.attribution.AttributionState` lives inside the profile
+(key ``attribution``), so it moves with a merge and is recovered from the changelog.
+Every event the profile applies goes to :func:`attribution.observe`, a merge folds the
+merged-away customer's state in with :func:`attribution.combine`, and the profiles
+emitter writes the complete rows of a customer's exposures (:meth:`Attributor.rows`)
+when it publishes the customer. Why these rows are exact is in
+docs/design/aggregates-and-attribution.md.
 """
 
 from __future__ import annotations

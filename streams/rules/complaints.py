@@ -1,52 +1,14 @@
 """Complaint signals: warn, in event time, while a customer's problem is still small.
 
-Pure per-customer state and rules, no Kafka and no Faust: the signals agent keeps one
-:class:`ComplaintState` per resolved customer in a changelog-backed table
-(``to_dict`` / ``from_dict``), calls :func:`observe` for each of the customer's events and
-:func:`expire` with the stream's event-time watermark, and publishes the records they
-return on ``signals.complaints`` (adding ``emitted_at``, the one wall-clock field).
-
-**Score.** Every bad event adds points to one score per customer (weights in
-``complaints.toml``): a long wait, many transfers, an unresolved, escalated or abandoned
-call, a repeat call about the same reason, a low rating, negative text, channel hopping
-after a bad contact, web errors around an abandoned checkout. Points are multiplied by the
-customer's value-tier multiplier, capped per event below the ``high`` threshold (so one
-bad contact alone is at most ``watch``), and the score halves every ``half_life_hours`` of
-event time. A resolving contact (a resolved call, a good rating) multiplies it by
-``relief``.
-
-**Episodes.** A signal opens when the score reaches ``watch`` and escalates, never
-de-escalates, to ``high`` and ``critical`` as it climbs; all evidence while it is open
-belongs to that one signal. A record is returned when a signal opens, escalates or changes
-status, and for new evidence at most once per ``update_interval_minutes``. A signal is
-``resolved`` by a later resolving contact (a resolved call about one of its call reasons,
-or a good rating), or quietly when a ``watch`` fades below ``fade_below``; one that reached
-``service.from_severity`` and is not resolved within ``service.hours`` is ``breached``.
-A watch about a call issue still open (its last call unresolved) does not fade. After a
-resolution the score keeps at most ``carry_over``; after a breach it stays (the problem was
-never solved). A new signal then needs points earned since the close to reach ``watch``
-on their own, and opens no sooner than ``cooldown_hours`` later unless those points reach
-``bypass_severity`` or a predicted outcome (below) comes.
-
-**Predicted outcomes.** A formal complaint (feedback ``complaint``) or a call with reason
-``cancel`` is what signals should come before. Each is recorded in ``state.outcomes`` with
-the signal that stood at the time (``early`` is true when one was open or breached and was
-not itself raised by an outcome) and raises the signal to ``critical``, opening one if
-none is open. A signal opened by the outcome itself (``Episode.by_outcome``) is not an
-early warning: evaluate early detection on ``outcomes``, not on such signals.
-
-**Event time only.** ``detected_at`` is the occurred_at of the event that opened the
-signal, ``escalated_at`` that of the event that raised it to its current severity (never
-before ``detected_at``), ``first_evidence_at`` that of its earliest evidence; breaches and
-fades happen at the time they fall due (service deadline, decay), not at the time
-``expire`` is called. Signal ids are ``<customer>:<detected_at>:<n>``, so a replay of the
-same events gives the same records. A late event counts with its points decayed to the
-customer's latest event time; the clock never moves back.
-
-Reason codes: CONTRACT.md's ``repeat_contact``, ``long_wait``, ``transfers``,
-``unresolved``, ``abandoned``, ``low_rating``, ``negative_text``, ``channel_hopping``,
-``web_errors``, and three more: ``escalated`` (a call ended escalated), and
-``formal_complaint`` and ``cancel_request`` for the predicted outcomes.
+Pure per-customer state and rules, no Kafka and no Faust. The profiles stage keeps one
+:class:`ComplaintState` per resolved customer, calls :func:`observe` for each of the
+customer's events and :func:`expire` with the stream's event-time watermark, and
+publishes the records they return on ``signals.complaints``. Bad events add decaying
+points to one score per customer (weights and thresholds in ``complaints.toml``); a
+signal opens at ``watch``, escalates to ``high`` and ``critical``, and ends ``resolved``
+or ``breached``. Every time in a record is an event time, so a replay gives the same
+records. The reason codes are CONTRACT.md's plus ``escalated``, ``formal_complaint`` and
+``cancel_request``; the design is in docs/design/signals.md.
 """
 
 from __future__ import annotations

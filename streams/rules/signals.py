@@ -1,21 +1,15 @@
 """Signals: early complaint signals, raised in the profiles stage and published.
 
 The detector (``complaints.py``) needs every contact of a customer in event-time order,
-which is exactly what the profiles stage has: ``<app_id>-resolved`` keyed by resolved
-customer, merges and late events already taken care of. So its state lives inside the
-customer's profile (key ``complaints``), travels with it when customers merge, and is
-recovered with it from the changelog.
-
-What is raised goes to ``signals.complaints`` (keyed by customer id) and from there,
-through the store stage, to the ``complaint_signals`` table. Signals fall due without
-any new event of their customer (a breach of the service time, a checkout abandoned).
-They are concluded by *event time*: per partition of ``<app_id>-resolved``, the newest
-event time seen there less ``TOUCHPOINT_SIGNAL_LATENESS_SECONDS`` is the watermark, and
-whenever it has moved on by a minute the customers of that partition with something
-pending are swept, while the stage handles a record of that partition (Faust tables
-change only inside the stream, in the partition of the record at hand). Event time, not
-the wall clock, so a replay raises the same signals, stamped when they fell due; in a
-live system events never stop, so the watermark follows the clock.
+which is what the profiles stage has, so its state lives inside the customer's profile
+(key ``complaints``), moves with it when customers merge and is recovered with it from
+the changelog. What is raised goes to ``signals.complaints`` (keyed by customer id) and,
+through the store stage, to the warehouse. Signals that fall due without a new event are
+concluded by event time: per partition of ``<app_id>-resolved``, the newest event time
+less ``TOUCHPOINT_SIGNAL_LATENESS_SECONDS`` is the watermark, and when it has moved on by
+a minute the partition's customers with something pending are swept, while the stage
+handles a record of that partition (Faust tables change only inside the stream). The
+design is in docs/design/signals.md.
 """
 
 from __future__ import annotations

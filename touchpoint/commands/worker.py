@@ -38,10 +38,9 @@ def worker(web_port: int | None, log_level: str | None) -> None:
     from touchpoint.streams.rules import sentiment
     from touchpoint.streams.runtime import memory
 
-    # The text analyzers take 0.45-0.6 s to load (jieba's dictionary; worker logs here).
-    # Loaded lazily, that happened at the first note with text, with every stage waiting
-    # behind it: at 2,000 events/s, ~900-1,200 events piled up that a busy worker may
-    # never work off.
+    # Loading the text analyzers is slow (jieba's dictionary). Loaded lazily, that
+    # happened at the first note with text, with every stage waiting behind it and a
+    # backlog piling up that a busy worker may never work off (docs/design/signals.md).
     sentiment.shared()
     memory.tune()  # after loading: what start-up built is frozen out of the collector's way
     click.echo(f"touchpoint worker: {settings.kafka_bootstrap} -> {pipeline.warehouse.url}; "

@@ -1,30 +1,16 @@
 """A campaign scenario with known truth: events, and the exact reports they must give.
 
 ``generate(seed=..., customers=..., start=...)`` builds a :class:`CampaignScenario`: the
-events of customers answering (or not) e-mail, SMS, direct-mail and web-ad campaigns,
-in the order to publish them, and ``expected``: the campaign report per campaign x
-medium x variant (``exposed``, ``delivered``, ``opened``, ``clicked``, ``responded``,
-``converted``, ``revenue``) and the events per minute x channel, exactly.
-
-The truth is known by construction, not computed by the pipeline's code: each customer
-lives one *story* whose timeline is laid out so that the answer is certain under the
-default model (last touch, 7-day window): the story records, as it writes the events,
-which exposures they make and which of them the customer answers. Stories cover what
-the issue asks for: responses on the web, in a store, by phone and by survey; purchases
-inside and outside the window; a purchase before the exposure; a message never
-delivered; an unsubscribe; two campaigns competing for one store visit (the later touch
-wins); one campaign sent twice; web ads seen twice (one exposure) and a house ad (none);
-an anonymous visitor who clicks an ad and then logs in, merging into a CRM customer who
-had an e-mail exposure of their own; an ad clicker who never logs in (a customer with a
-generated id); campaign messages addressed by e-mail only; and customers without any
-campaign, for background traffic.
-
-A few events (about 3 %) are published up to 90 s after later events: late, but within
-the default grace of 2 minutes, so the per-minute figures must still be exact.
-
-:meth:`CampaignScenario.write` stores ``events.jsonl`` (``{"channel", "event"}`` lines in
-publish order), one ``<channel>.jsonl`` per channel (for ``touchpoint publish``) and
-``expected.json``; :func:`load_expected` reads it back.
+events of customers answering (or not) e-mail, SMS, direct-mail and web-ad campaigns, in
+publish order, and ``expected``: the exact campaign report per campaign x medium x
+variant and the events per minute x channel. The truth is known by construction, not
+computed by the pipeline's code: each customer lives one *story* (a response in a store,
+a purchase outside the window, two campaigns competing for one visit, an anonymous ad
+clicker who logs in...) that records which exposures it makes and which it answers,
+under the default model (last touch, 7-day window). A few events arrive late, within
+the default grace, so the per-minute figures must still be exact.
+:meth:`CampaignScenario.write` stores the events and ``expected.json``;
+:func:`load_expected` reads it back.
 """
 
 from __future__ import annotations

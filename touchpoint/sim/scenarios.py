@@ -1,36 +1,15 @@
 """Labelled customer journeys: events with ground truth, to judge early complaint signals.
 
 ``generate(seed=..., customers=..., start=...)`` builds a :class:`Scenario`: the
-time-ordered events (channel and CONTRACT §2 JSON form, each passing
-:func:`touchpoint.schemas.contract.check`) of a population whose fate is known, and the
-truth per CRM customer: :class:`CustomerTruth`. Labels:
-
-- ``satisfied``: browsing, purchases, store visits with normal waits, resolved calls,
-  good or neutral ratings and comments (English and Chinese), campaign messages;
-  Some ordinary things look like trouble at first sight: returns, a dead link, a
-  follow-up call about the same matter;
-- ``noisy``: the same, plus one bad moment (a long wait, a transfer, a low rating, an
-  abandoned call, a checkout error, or a rough day of two or three of these), sometimes
-  followed by a low rating of that very contact, then only fine contacts: a passing
-  problem, not a complaint in the making;
-- ``complaint`` and ``cancel``: an ordinary history, then over 1-10 days a problem
-  mounts (repeat calls about the same reason, long waits, transfers, unresolved,
-  escalated and abandoned calls, low ratings, angry notes and comments, web errors and
-  abandoned checkouts, hopping between channels; or only polite repeat calls, each
-  "resolved"), then a formal complaint (``feedback``/``complaint``) or a call with
-  reason ``cancel``. Some show only 2-3 warning contacts, some more than ten.
-
-A few percent of every label are key customers (high-spend purchases). Customers prefer
-some contact channels (phone only, store and web, all three...), so signal quality can be
-split by channel mix. Most events carry the CRM ``customer_id``; calls and SMS surveys
-often carry only the phone, some surveys only the e-mail address: these are linked to the
-customer by an earlier event that carries both. Web visits on a new device are anonymous
-until the customer logs in, in that visit or a later one.
-
-The same arguments give the same scenario. :func:`write` stores it as JSON Lines (one
-file per channel, publishable with ``touchpoint publish -c CHANNEL``, and ``events.jsonl``
-with every event in time order) and ``truth.json``; :func:`load_truth` and
-:func:`load_events` read them back.
+time-ordered events (channel and CONTRACT §2 JSON form) of a population whose fate is
+known, and the truth per CRM customer (:class:`CustomerTruth`). Each customer is
+``satisfied`` (ordinary contacts, some of which look like trouble at first sight),
+``noisy`` (one bad moment, then only fine contacts) or heading to a ``complaint`` or
+``cancel`` (a problem that mounts over days, then a formal complaint or a cancel call).
+Customers prefer some contact channels, and many events carry only a phone, an e-mail or
+a device, so signal quality can be split by channel mix and identity stitching is
+exercised. The same arguments give the same scenario; :func:`write` stores it as JSON
+Lines plus ``truth.json``, and :func:`load_truth` and :func:`load_events` read them back.
 """
 
 # ruff: noqa: RUF001 - the Chinese notes and comments use full-width punctuation, as written

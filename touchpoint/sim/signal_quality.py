@@ -1,42 +1,13 @@
 """How good complaint signals are, judged against labelled journeys (:mod:`.scenarios`).
 
-``evaluate(truth, signals)`` compares complaint-signal records (the fields of
-``schemas/avro/complaint_signal/v1.avsc``; several records per ``signal_id`` are
-successive states of one signal, and all are taken into account) with what really
-happened to each customer, and returns a :class:`QualityReport`:
-
-- **recall**: share of customers heading to a formal complaint (labels ``complaint``
-  and ``cancel``) with a signal of any severity detected before it
-  (``detected_at < complaint_at``);
-- **median lead time**: over those customers, ``complaint_at`` minus the ``detected_at``
-  of their earliest signal, in hours;
-- **alarm recall** and **median alarm lead time**: the same for signals that reached
-  ``high`` or ``critical`` before the complaint;
-- **precision**: of the customers with a signal that reached ``high`` or ``critical``
-  (before their complaint, if they have one), the share truly heading to a complaint.
-  A ``watch`` is never an alarm, so a watch on a passing problem costs nothing;
-- **false alarms per 1,000 satisfied customers**: satisfied customers with a signal
-  that reached ``high`` or ``critical``, per 1,000 satisfied customers. Alarms on
-  ``noisy`` customers are counted apart (``noisy_alarms``); they lower precision.
-
-When a signal reached ``high``/``critical``: for each state of that severity,
-``escalated_at`` (or ``detected_at`` when the signal was raised at that severity); the
-earliest over the states. With only the latest state of a signal (as the
-``complaint_signals`` table keeps it) a signal that went high, then critical, counts as
-alarming when it went critical.
-
-The same figures are given per channel mix and per value tier. Channel mix groups
-customers by which of the three contact channels they used: ``web``, ``store`` and
-``phone`` (the ``callcenter`` channel): ``phone``, ``store``, ``web``, ``phone+store``,
-``phone+web``, ``store+web``, ``phone+store+web`` (all three), or ``none``. Campaign
-messages (sent by the company) and feedback (surveys, reviews and the formal complaint
-itself, which every heading journey has) do not count towards the mix.
-
-Signals are matched to customers by ``customer_id``. A signal whose customer is not in
-the truth (an id generated for an identifier not yet linked) is matched through its
-``evidence_event_ids`` when ``events`` are given: each event belongs to the customer
-whose ``customer_id``, phone, e-mail or device it carries. Signals that still match no
-customer are counted as ``unmatched_signals``.
+``evaluate(truth, signals)`` compares complaint-signal records (every state of every
+signal) with what really happened to each customer and returns a :class:`QualityReport`:
+recall and median lead time (any signal before the complaint), the same for alarms
+(``high`` or ``critical``), precision of alarms and false alarms per 1,000 satisfied
+customers, overall, per channel mix (which of ``phone``, ``store`` and ``web`` the
+customer used, campaign messages and feedback not counted) and per value tier. Signals
+are matched to customers by ``customer_id``, else through their evidence events when
+``events`` are given. The exact definitions are in docs/design/signals.md.
 """
 
 from __future__ import annotations
@@ -68,7 +39,7 @@ _HOUR_MS: Final = 3_600_000
 
 
 def channel_mix(channels: Iterable[str]) -> str:
-    """Return the channel-mix group of a customer who used ``channels`` (see the module)."""
+    """Return the channel-mix group (``MIX_GROUPS``) of a customer who used ``channels``."""
     used = set(channels)
     names = [name for channel, name in _CONTACT_CHANNELS if channel in used]
     return "+".join(names) if names else "none"

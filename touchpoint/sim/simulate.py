@@ -1,26 +1,15 @@
 """Traffic simulator: realistic, deterministic touchpoint events for all five channels.
 
 ``Simulator(seed=...).events()`` yields an endless stream of :class:`SimEvent` (a
-channel and the JSON form of CONTRACT §2) in event-time order, from a simulated
-business: CRM customers with phones, e-mail addresses and browser cookies, guests
-outside the CRM, stores with queues, a call center, campaign waves and survey tools.
-Journeys cross channels the way identity stitching, profiles and complaint signals need
-them to: an anonymous visitor logs in, a customer buys in a store with the loyalty id
-and calls from a phone, a campaign click lands on the web site, a late parcel becomes
-repeat calls, transfers, low ratings and sometimes a formal complaint.
-
-The same seed and parameters give the same events. :func:`run` sends the stream into a
-``send`` callable (the CLI passes a Kafka producer), paced by wall-clock time.
-
-Event time. Unpaced, it advances with the population's natural activity: about
-:data:`EVENTS_PER_CUSTOMER_DAY` events per CRM customer per simulated day, guests adding
-a :data:`GUEST_SHARE` of the organic traffic, campaign waves on top, busier by day than
-by night. Paced at ``rate`` events/s, simulated time runs ``speedup`` times faster than
-wall time (on average over a simulated day), so the stream carries ``rate / speedup``
-events per simulated second: CRM customers become up to :data:`MAX_ACTIVITY_BOOST` times
-more active and guests, with the same journeys, make up the rest.
-:attr:`Simulator.natural_rate` is the rate at which no boost is needed; above about four
-times that, raise ``customers`` to keep the share of CRM customers.
+channel and the JSON form of CONTRACT §2) in event-time order, from a simulated business
+whose journeys cross channels the way identity stitching, profiles and complaint signals
+need them to (an anonymous visitor logs in, a late parcel becomes repeat calls and
+sometimes a formal complaint). The same seed and parameters give the same events;
+:func:`run` sends them to a ``send`` callable, paced by wall-clock time. Paced at
+``rate`` events/s, simulated time runs ``speedup`` times faster than wall time, and CRM
+customers become up to :data:`MAX_ACTIVITY_BOOST` times more active, guests making up
+the rest; well above :attr:`Simulator.natural_rate`, raise ``customers`` to keep the
+share of CRM customers.
 """
 
 # ruff: noqa: RUF001 - the Chinese notes and comments use full-width punctuation, as written
