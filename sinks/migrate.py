@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from touchpoint.sinks.clickhouse import Capabilities, Warehouse
+from touchpoint.sinks.tables import SCHEMA_MIGRATIONS
 from touchpoint.sinks.views import VIEW_SQL
 
 __all__ = ["DEADLETTER_RETENTION_DAYS", "Migration", "applied", "migrate", "migrations"]
@@ -105,7 +106,7 @@ def migrate(warehouse: Warehouse) -> list[Migration]:
         for statement in migration.statements(db, caps):
             warehouse.execute(statement)
         warehouse.insert(
-            "schema_migrations", ("version", "name", "applied_at"),
+            SCHEMA_MIGRATIONS, ("version", "name", "applied_at"),
             [(migration.version, migration.name, int(time.time() * 1000))],
         )
         newly.append(migration)

@@ -26,6 +26,7 @@ from sqlglot.tokens import TokenType
 
 from touchpoint.exceptions import ConfigError, QueryRefused
 from touchpoint.settings import Settings, WarehouseURL
+from touchpoint.sinks import tables
 from touchpoint.sinks.clickhouse import Warehouse, connect
 from touchpoint.sinks.sql_tokens import Token, canonical, tokenize
 
@@ -33,25 +34,13 @@ __all__ = ["INTERNAL", "QUERYABLE", "QueryRefused", "checked_select", "open_read
 
 #: Tables and views people may read: every one the migrations make for reports, operations
 #: and the worker's own views (``docs/reports.md``), raw tables included (reports read them
-#: with ``FINAL``). A table a new migration adds is listed here or in :data:`INTERNAL`.
-QUERYABLE: Final[frozenset[str]] = frozenset({
-    # events, dead letters
-    "touchpoint_events", "touchpoint_events_raw", "deadletter", "deadletter_raw",
-    # customers and identity
-    "customer_profiles", "customer_profiles_raw", "identity_merges", "customer_aliases",
-    # complaint signals
-    "complaint_signals", "complaint_signals_raw",
-    # per-minute aggregates and the reports built on them
-    "touchpoint_minute", "touchpoint_minute_raw", "touchpoint_minute_late",
-    "touchpoint_minute_late_raw", "touchpoint_scorecard",
-    # campaigns, ads, channels
-    "campaign_attribution", "campaign_attribution_raw", "campaign_response",
-    "campaign_response_by_tier", "ad_clicks", "ad_report", "channel_report",
-})
+#: with ``FINAL``). A table a new migration adds is named in :mod:`touchpoint.sinks.tables`
+#: and so readable here, unless it is listed in :data:`INTERNAL`.
+QUERYABLE: Final[frozenset[str]] = tables.MIGRATED
 
 #: Our database's bookkeeping, never read over HTTP (nor named by a CTE, which ClickHouse
 #: could resolve to the table where its scoping differs from sqlglot's).
-INTERNAL: Final[frozenset[str]] = frozenset({"schema_migrations"})
+INTERNAL: Final[frozenset[str]] = frozenset({tables.SCHEMA_MIGRATIONS})
 
 #: Longest SQL accepted, and deepest nesting of parentheses (the parser recurses).
 MAX_SQL_CHARS: Final = 50_000

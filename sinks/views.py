@@ -13,12 +13,18 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
 
+from touchpoint.sinks.tables import (
+    CAMPAIGN_ATTRIBUTION_RAW,
+    CAMPAIGN_RESPONSE,
+    CAMPAIGN_RESPONSE_BY_TIER,
+)
+
 __all__ = ["VIEW_SQL", "campaign_response_sql"]
 
 _DAY: Final = "toDate(exposed_at) AS day"
 
 
-def campaign_response_sql(keys: Sequence[str], *, table: str = "campaign_attribution_raw",
+def campaign_response_sql(keys: Sequence[str], *, table: str = CAMPAIGN_ATTRIBUTION_RAW,
                           where: str = "") -> str:
     """Campaign response per ``keys``: the funnel counts, revenue and rates of exposures.
 
@@ -57,8 +63,8 @@ _RESPONSE_KEYS: Final = ("campaign_id", "day", "medium", "variant")
 
 # Placeholder name -> the view's SELECT in database ``db``.
 VIEW_SQL: Final[Mapping[str, Callable[[str], str]]] = MappingProxyType({
-    "campaign_response": lambda db: campaign_response_sql(
-        _RESPONSE_KEYS, table=f"{db}.campaign_attribution_raw"),
-    "campaign_response_by_tier": lambda db: campaign_response_sql(
-        (*_RESPONSE_KEYS, "value_tier"), table=f"{db}.campaign_attribution_raw"),
+    CAMPAIGN_RESPONSE: lambda db: campaign_response_sql(
+        _RESPONSE_KEYS, table=f"{db}.{CAMPAIGN_ATTRIBUTION_RAW}"),
+    CAMPAIGN_RESPONSE_BY_TIER: lambda db: campaign_response_sql(
+        (*_RESPONSE_KEYS, "value_tier"), table=f"{db}.{CAMPAIGN_ATTRIBUTION_RAW}"),
 })

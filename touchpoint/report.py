@@ -21,6 +21,15 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 from touchpoint.sinks.clickhouse import quote_literal
+from touchpoint.sinks.tables import (
+    AD_CLICKS,
+    CAMPAIGN_ATTRIBUTION_RAW,
+    COMPLAINT_SIGNALS,
+    EVENTS,
+    EVENTS_RAW,
+    TOUCHPOINT_MINUTE,
+    TOUCHPOINT_MINUTE_LATE,
+)
 from touchpoint.sinks.views import campaign_response_sql
 
 __all__ = [
@@ -147,9 +156,9 @@ def touchpoints_sql(period: Period) -> ReportQuery:
     round(negative / contacts, 4) AS share_lost
 FROM
 (
-    {inner.format(table="touchpoint_minute")}
+    {inner.format(table=TOUCHPOINT_MINUTE)}
     UNION ALL
-    {inner.format(table="touchpoint_minute_late")}
+    {inner.format(table=TOUCHPOINT_MINUTE_LATE)}
 )
 GROUP BY channel, type, category, stage
 ORDER BY negative DESC, share_lost DESC, contacts DESC, channel, type"""
@@ -176,14 +185,14 @@ FROM
     SELECT ad_id, campaign_id, customer_id AS clicker,
         toUInt64(1) AS is_impression, toUInt64(0) AS is_click, toUInt64(0) AS is_landed,
         toInt64(0) AS dwell_ms
-    FROM touchpoint_events_raw FINAL
+    FROM {EVENTS_RAW} FINAL
     WHERE channel = 'web' AND type = 'ad_impression' AND ad_id != ''
         AND {period.where("occurred_at")}{campaign_filter}
     UNION ALL
     SELECT ad_id, campaign_id, customer_id AS clicker,
         toUInt64(0) AS is_impression, toUInt64(1) AS is_click, toUInt64(landed) AS is_landed,
         toInt64(ifNull(landing_dwell_ms, 0)) AS dwell_ms
-    FROM ad_clicks
+    FROM {AD_CLICKS}
     WHERE {period.where("clicked_at")}{campaign_filter}
 )
 GROUP BY ad_id, campaign_id
@@ -217,7 +226,7 @@ FROM
         sumIf(ifNull(amount, 0), type = 'purchase') AS r_revenue,
         toUInt64(0) AS r_responses, toUInt64(0) AS r_conversions,
         toFloat64(0) AS r_attributed
-    FROM touchpoint_events
+    FROM {EVENTS}
     WHERE {period.where("occurred_at")}
     GROUP BY channel
     UNION ALL
@@ -225,7 +234,7 @@ FROM
         toUInt64(0) AS r_customers, toUInt64(0) AS r_contacts, toUInt64(0) AS r_purchases,
         toFloat64(0) AS r_revenue, count() AS r_responses, toUInt64(0) AS r_conversions,
         toFloat64(0) AS r_attributed
-    FROM (SELECT * FROM campaign_attribution_raw FINAL)
+    FROM (SELECT * FROM {CAMPAIGN_ATTRIBUTION_RAW} FINAL)
     WHERE retracted = 0 AND isNotNull(responded_at)
         AND {period.where("assumeNotNull(responded_at)")}
     GROUP BY channel
@@ -234,7 +243,7 @@ FROM
         toUInt64(0) AS r_customers, toUInt64(0) AS r_contacts, toUInt64(0) AS r_purchases,
         toFloat64(0) AS r_revenue, toUInt64(0) AS r_responses, count() AS r_conversions,
         sum(revenue) AS r_attributed
-    FROM (SELECT * FROM campaign_attribution_raw FINAL)
+    FROM (SELECT * FROM {CAMPAIGN_ATTRIBUTION_RAW} FINAL)
     WHERE retracted = 0 AND isNotNull(converted_at)
         AND {period.where("assumeNotNull(converted_at)")}
     GROUP BY channel
@@ -253,7 +262,7 @@ def signals_sql(period: Period) -> ReportQuery:
     """Complaint signals detected in the period: open first, then by severity and time."""
     sql = f"""SELECT signal_id, customer_id, status, severity, score, detected_at,
     escalated_at, reasons, channels
-FROM complaint_signals
+FROM {COMPLAINT_SIGNALS}
 WHERE {period.where("detected_at")}
 ORDER BY indexOf(['open', 'breached', 'resolved'], status),
     indexOf(['critical', 'high', 'watch'], severity), detected_at, signal_id"""

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from touchpoint.sinks.clickhouse import QueryResult
+from touchpoint.sinks.tables import COMPLAINT_SIGNALS, EVENTS_RAW
 
 __all__ = ["SEVERITIES", "STATUSES", "SignalFilter", "list_signals", "signals_sql"]
 
@@ -62,14 +63,14 @@ def signals_sql(which: SignalFilter) -> str:
     if which.channel:
         where.append(f"has(channels, {_quote(which.channel)})")
     return (
-        f"SELECT {', '.join(COLUMNS)} FROM complaint_signals WHERE {' AND '.join(where)} "
+        f"SELECT {', '.join(COLUMNS)} FROM {COMPLAINT_SIGNALS} WHERE {' AND '.join(where)} "
         "ORDER BY indexOf(['critical', 'high', 'watch'], severity), "
         "isNull(due_at), due_at, detected_at DESC "
         f"LIMIT {int(which.limit)}"
     )
 
 
-NOW_SQL = "SELECT max(occurred_at) FROM touchpoint_events_raw"
+NOW_SQL = f"SELECT max(occurred_at) FROM {EVENTS_RAW}"
 
 
 def list_signals(query: Callable[[str], QueryResult], which: SignalFilter

@@ -35,6 +35,15 @@ from faust.web import Request, Response, View
 from touchpoint.exceptions import WarehouseError
 from touchpoint.schemas.contract import CHANNELS
 from touchpoint.sinks.clickhouse import QueryResult, Warehouse, connect, quote_literal
+from touchpoint.sinks.tables import (
+    CAMPAIGN_RESPONSE,
+    COMPLAINT_SIGNALS,
+    COMPLAINT_SIGNALS_RAW,
+    DEADLETTER,
+    DEADLETTER_RAW,
+    EVENTS,
+    EVENTS_RAW,
+)
 from touchpoint.streams.ops.lag import OffsetMonitor, partition_lag, rates
 from touchpoint.streams.topics import TopicNames
 
@@ -64,7 +73,7 @@ def activity_sql(window_s: int) -> str:
     """
     return ("SELECT channel, toUnixTimestamp(max(occurred_at)) AS newest, "
             f"countIf(ingested_at >= now() - {int(window_s)}) AS stored "
-            "FROM touchpoint_events_raw GROUP BY channel")
+            f"FROM {EVENTS_RAW} GROUP BY channel")
 
 
 def signal_feed_sql(limit: int) -> str:
@@ -74,14 +83,14 @@ def signal_feed_sql(limit: int) -> str:
         "channels, toUnixTimestamp(detected_at) AS detected, "
         "toUnixTimestamp(ifNull(escalated_at, detected_at)) AS escalated, "
         "toUnixTimestamp(due_at) AS due "
-        "FROM complaint_signals WHERE status = 'open' "
+        f"FROM {COMPLAINT_SIGNALS} WHERE status = 'open' "
         "ORDER BY greatest(detected_at, ifNull(escalated_at, detected_at)) DESC, signal_id "
         f"LIMIT {int(limit)}"
     )
 
 
 SIGNAL_COUNTS_SQL = ("SELECT status, severity, count() AS signals "
-                     "FROM complaint_signals_raw FINAL GROUP BY status, severity")
+                     f"FROM {COMPLAINT_SIGNALS_RAW} FINAL GROUP BY status, severity")
 
 
 def waits_sql(now_s: int, window_s: int) -> str:
@@ -92,7 +101,7 @@ def waits_sql(now_s: int, window_s: int) -> str:
         f"countIf(wait > if(channel = 'store', {STORE_LONG_WAIT_S}, {CALL_LONG_WAIT_S})) "
         "AS long_waits, countIf(outcome = 'abandoned') AS abandoned "
         "FROM (SELECT channel, store_id, outcome, assumeNotNull(queue_wait_s) AS wait "
-        "FROM touchpoint_events_raw FINAL "
+        f"FROM {EVENTS_RAW} FINAL "
         "WHERE channel IN ('store', 'callcenter') AND isNotNull(queue_wait_s) "
         f"AND occurred_at > toDateTime({int(now_s) - int(window_s)})) "
         "GROUP BY channel, store_id ORDER BY channel, store_id"
@@ -119,7 +128,7 @@ def scorecard_sql(now_s: int, limit: int = 10) -> str:
     any_negative = " OR ".join(f"n_{name}" for name in NEGATIVE_REASONS)
     return (
         f"SELECT channel, type, count() AS contacts, sum(toUInt8({any_negative})) AS negative, "
-        f"{sums} FROM (SELECT channel, type, {flags} FROM touchpoint_events_raw FINAL "
+        f"{sums} FROM (SELECT channel, type, {flags} FROM {EVENTS_RAW} FINAL "
         f"WHERE occurred_at >= toStartOfDay(toDateTime({int(now_s)}))) "
         "GROUP BY channel, type HAVING negative > 0 "
         f"ORDER BY negative DESC, contacts DESC, channel, type LIMIT {int(limit)}"
@@ -131,7 +140,7 @@ def campaign_view_sql(now_s: int, limit: int = 12) -> str:
     return (
         "SELECT campaign_id, sum(exposed) AS sent, sum(delivered) AS delivered, "
         "sum(opened) AS opened, sum(clicked) AS clicked, sum(responded) AS responded, "
-        "sum(converted) AS converted FROM campaign_response "
+        f"sum(converted) AS converted FROM {CAMPAIGN_RESPONSE} "
         f"WHERE day = toDate(toDateTime({int(now_s)})) "
         f"GROUP BY campaign_id ORDER BY sent DESC, campaign_id LIMIT {int(limit)}"
     )
@@ -143,7 +152,7 @@ def campaign_events_sql(now_s: int, limit: int = 12) -> str:
         "SELECT campaign_id, countIf(type = 'sent') AS sent, "
         "countIf(type = 'delivered') AS delivered, countIf(type = 'opened') AS opened, "
         "countIf(type = 'clicked') AS clicked, countIf(type = 'unsubscribed') AS unsubscribed "
-        "FROM touchpoint_events_raw FINAL WHERE channel = 'campaign' "
+        f"FROM {EVENTS_RAW} FINAL WHERE channel = 'campaign' "
         f"AND occurred_at >= toStartOfDay(toDateTime({int(now_s)})) "
         f"GROUP BY campaign_id ORDER BY sent DESC, campaign_id LIMIT {int(limit)}"
     )
@@ -159,7 +168,7 @@ def deadletters_sql(limit: int) -> str:
     """The newest dead letters."""
     return (
         "SELECT toUnixTimestamp(rejected_at) AS at, source_topic, source_partition, "
-        "source_offset, reason_code, reason, event_id FROM deadletter "
+        f"source_offset, reason_code, reason, event_id FROM {DEADLETTER} "
         f"ORDER BY rejected_at DESC, source_offset DESC LIMIT {int(limit)}"
     )
 
@@ -167,7 +176,7 @@ def deadletters_sql(limit: int) -> str:
 def deadletter_reasons_sql(window_s: int) -> str:
     """Dead letters per reason code over the last ``window_s`` seconds (wall clock)."""
     return (
-        "SELECT reason_code, count() AS records FROM deadletter_raw FINAL "
+        f"SELECT reason_code, count() AS records FROM {DEADLETTER_RAW} FINAL "
         f"WHERE rejected_at >= now() - {int(window_s)} "
         "GROUP BY reason_code ORDER BY records DESC, reason_code"
     )
@@ -407,12 +416,12 @@ class Dashboard:
     def _campaigns(self, run: Callable[[str, str], list[dict[str, Any]] | None],
                    now_s: int) -> dict[str, Any]:
         limit = self.windows.campaigns
-        if self._view_exists(run, "campaign_response"):
+        if self._view_exists(run, CAMPAIGN_RESPONSE):
             rows = run("campaigns", campaign_view_sql(now_s, limit))
             if rows:  # attribution runs: exposures and responses of today's campaigns
-                return {"source": "campaign_response", "day_of": now_s, "rows": rows}
+                return {"source": CAMPAIGN_RESPONSE, "day_of": now_s, "rows": rows}
         rows = run("campaigns", campaign_events_sql(now_s, limit)) or []
-        return {"source": "touchpoint_events", "day_of": now_s,
+        return {"source": EVENTS, "day_of": now_s,
                 "rows": [r for r in rows if r["campaign_id"]]}
 
     def _view_exists(self, run: Callable[[str, str], list[dict[str, Any]] | None],

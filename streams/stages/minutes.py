@@ -1,44 +1,15 @@
 """Minutes: the per-minute aggregates stage, from events to ``touchpoint_minute`` rows.
 
-The cells and windows are in ``rules/aggregates.py``, the rows of a batch of events in
-``rules/minute_rows.py`` (pure). This stage feeds them and stores what they return,
-exactly once for readers:
-
-**Input: the one ordered log.** It reads ``touchpoints.unresolved``, the events after
-ingest in one partition, rather than ``<app_id>-resolved``. On ``resolved`` one event
-can appear under two customers in two partitions (the identity stage, replaying after a
-crash, re-resolves an anonymous visitor's event to the customer they have since merged
-into; the profiles stage forwards records past merged-away ids), and counters kept per
-partition cannot see that the copy is a copy. On ``unresolved`` every copy of an event
-(a redelivery, an ingest replay) carries the same event id in the same log, so the
-windows' remembered ids recognize it; and the log's order is the same for every reader,
-so a replay sees the events in the order the first run did and writes the same rows.
-Every row has ``part = 0``. ``customers`` counts each event's own customer (its CRM id,
-else the generated id of its strongest identifier, as ``provisional_customer_id``): a
-visitor who logs in within a minute is one customer in ``touchpoint_events``, which reads
-through ``customer_aliases``, but may be two in that minute's row.
-
-**Batches, then state, then acks.** Records are taken in batches (``noack_take``, the
-sink's batch size and flush interval). For a batch the stage writes the final rows of
-the minutes that closed, the provisional rows of the open minutes it changed and the late
-rows it changed (complete, versioned rows: the tables keep the highest version per key).
-Every ``STATE_SECONDS`` it stores the windows in the changelog-backed table
-``touchpoint-minutes`` and then acknowledges the records they include, so a
-record is acknowledged only once windows holding it are stored. Faust flushes the
-producer (so the changelog) before it commits offsets, so after a crash the recovered
-windows hold at least every event whose offset was committed; events read again are
-known by their ids and change nothing. Rows written before a crash are rewritten with
-the same values, or replaced by higher versions. The windows are stored every few
-seconds rather than after every batch because they are large: closed minutes keep the
-ids of their events, and late cells theirs for a day, so after a backlog one copy can
-be megabytes (``bench/``: 3.5 MB). A batch whose partition was revoked meanwhile is
-dropped, with what was not stored yet: the next owner reads it again.
-
-**Grace and late events.** A minute closes when an event ``TOUCHPOINT_AGGREGATE_GRACE_
-SECONDS`` (2 minutes) later in event time has arrived; until then its row is provisional
-and complete so far. An event of a closed minute is late: it goes to
-``touchpoint_minute_late`` (never lost). With no new events a minute stays provisional:
-its figures are stored all the same.
+The cells and windows are in ``rules/aggregates.py`` and the rows of a batch in
+``rules/minute_rows.py`` (both pure); this stage feeds them and stores what they return,
+exactly once for readers. It reads ``touchpoints.unresolved``, the one ordered log in
+which every copy of an event has the same id, in batches; for each batch it writes the
+final rows of the minutes that closed and the provisional and late rows it changed, and
+every ``STATE_SECONDS`` it stores the windows in the changelog-backed table
+``touchpoint-minutes`` before acknowledging the records they include. A batch whose
+partition was revoked meanwhile is dropped: the next owner reads it again. Why it reads
+that log and stores its windows only every few seconds is in
+docs/design/aggregates-and-attribution.md.
 """
 
 from __future__ import annotations
@@ -54,6 +25,7 @@ import faust
 
 from touchpoint.schemas.codec import codec_for
 from touchpoint.sinks.base import Batch
+from touchpoint.sinks.tables import TOUCHPOINT_MINUTE_LATE_RAW, TOUCHPOINT_MINUTE_RAW
 from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams.rules import complaints
 from touchpoint.streams.rules.aggregates import LATE_COLUMNS, MINUTE_COLUMNS
@@ -158,9 +130,9 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
                                                                 part=partition, stats=stats)
                         stage.load(table.get(str(partition)))
                     minute_rows, late_rows = stage.add(codec.decode(e.value) for e in group)
-                    for name, columns, rows in (("touchpoint_minute_raw", MINUTE_COLUMNS,
+                    for name, columns, rows in ((TOUCHPOINT_MINUTE_RAW, MINUTE_COLUMNS,
                                                  minute_rows),
-                                                ("touchpoint_minute_late_raw", LATE_COLUMNS,
+                                                (TOUCHPOINT_MINUTE_LATE_RAW, LATE_COLUMNS,
                                                  late_rows)):
                         if rows:
                             await writer.write(Batch(name, columns, rows,

@@ -23,6 +23,7 @@ import faust
 
 from touchpoint.schemas.codec import codec_for, subject_of
 from touchpoint.sinks.base import Batch
+from touchpoint.sinks.tables import CAMPAIGN_ATTRIBUTION_RAW, CUSTOMER_PROFILES_RAW
 from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams.rules import complaints
 from touchpoint.streams.rules.attribution import ATTRIBUTION_COLUMNS
@@ -342,12 +343,12 @@ class ProfilePublisher:
             self.merged.update(tombstones)
         if rows:
             positions = [(r[0], r[-1], 0) for r in rows]
-            await self.writer.write(Batch("customer_profiles_raw", PROFILE_COLUMNS, rows,
-                                          Batch.token_for("customer_profiles_raw", positions)))
+            await self.writer.write(Batch(CUSTOMER_PROFILES_RAW, PROFILE_COLUMNS, rows,
+                                          Batch.token_for(CUSTOMER_PROFILES_RAW, positions)))
         if exposures:
-            await self.writer.write(Batch("campaign_attribution_raw", ATTRIBUTION_COLUMNS,
+            await self.writer.write(Batch(CAMPAIGN_ATTRIBUTION_RAW, ATTRIBUTION_COLUMNS,
                                           exposures,
-                                          Batch.token_for_rows("campaign_attribution_raw",
+                                          Batch.token_for_rows(CAMPAIGN_ATTRIBUTION_RAW,
                                                                exposures)))
         return count
 

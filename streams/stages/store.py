@@ -1,21 +1,14 @@
 """Store: dead letters and complaint signals into the warehouse, offsets after rows.
 
-Records go to the warehouse in batches (up to ``TOUCHPOINT_SINK_BATCH_SIZE`` records or
-``TOUCHPOINT_SINK_FLUSH_SECONDS``, whichever comes first), one columnar insert each, and
-are acknowledged only once the insert has succeeded; Faust commits acknowledged offsets
-only. Delivery is therefore at-least-once, and the tables make it exactly-once for
-readers (see ``sinks/migrations/0001_touchpoint_events.sql``).
-
-Every stored stream goes through :class:`~touchpoint.streams.runtime.behind.Behind`.
-Dead letters and complaint signals have agents of their own here; the events of
+Each stored stream goes through :class:`~touchpoint.streams.runtime.behind.Behind`: records
+are written in batches (``TOUCHPOINT_SINK_BATCH_SIZE`` / ``TOUCHPOINT_SINK_FLUSH_SECONDS``),
+one columnar insert each, and acknowledged only once the insert has succeeded. Dead
+letters and complaint signals have agents of their own here; the events of
 ``<app_id>-resolved`` are stored by the profiles stage (:func:`resolved_batches`), which
-reads that topic anyway, rather than by a second agent that would take every event
-through Faust's delivery a second time. How each record becomes a row is in
-:mod:`touchpoint.streams.rules.rows`.
-
-Rows the warehouse refuses for their values become dead letters too
-(:func:`deadletter_refused`, the writer's ``refused`` hook), with reason code
-``warehouse_refused``.
+reads that topic anyway. Rows the warehouse refuses for their values become dead letters
+with reason ``warehouse_refused`` (:func:`deadletter_refused`). How each record becomes a
+row is in :mod:`touchpoint.streams.rules.rows`; why this stores each event once is in
+docs/design/delivery.md.
 """
 
 from __future__ import annotations
@@ -31,6 +24,13 @@ import faust
 from touchpoint.exceptions import DecodeError
 from touchpoint.schemas.codec import codec_for, subject_of
 from touchpoint.sinks.base import Batch
+from touchpoint.sinks.tables import (
+    COMPLAINT_SIGNALS_RAW,
+    CUSTOMER_ALIASES,
+    DEADLETTER_RAW,
+    EVENTS_RAW,
+    IDENTITY_MERGES,
+)
 from touchpoint.sinks.writer import RefusedHandler, RefusedRow, RetryingWriter
 from touchpoint.streams.rules.rows import (
     ALIAS_COLUMNS,
@@ -127,9 +127,9 @@ def resolved_batches(events: Sequence[faust.EventT]) -> list[Batch]:
         # absorb records are for the profiles stage only
     positions = [(e.message.topic, e.message.partition, e.message.offset) for e in events]
     batches = []
-    for table, columns, found in (("touchpoint_events_raw", EVENT_COLUMNS, rows),
-                                  ("identity_merges", MERGE_COLUMNS, merges),
-                                  ("customer_aliases", ALIAS_COLUMNS, aliases)):
+    for table, columns, found in ((EVENTS_RAW, EVENT_COLUMNS, rows),
+                                  (IDENTITY_MERGES, MERGE_COLUMNS, merges),
+                                  (CUSTOMER_ALIASES, ALIAS_COLUMNS, aliases)):
         if found:
             batches.append(Batch(table, columns, list(found.values()),
                                  Batch.token_for(table, positions)))
@@ -158,9 +158,9 @@ def register(app: faust.App, topics: TopicNames, writer: RetryingWriter, *, batc
                     await stored.add(event)
 
     storing(deadletter, "touchpoint.store_deadletter", lambda events: [_batch(
-        "deadletter_raw", DEADLETTER_COLUMNS, events, "deadletter",
+        DEADLETTER_RAW, DEADLETTER_COLUMNS, events, "deadletter",
         lambda r, v, e: deadletter_row(r, v, original_payload(e.message.headers)),
         lambda r: (r["source_topic"], r["source_partition"], r["source_offset"]))])
     storing(signals, "touchpoint.store_signals", lambda events: [_batch(
-        "complaint_signals_raw", SIGNAL_COLUMNS, events, "complaint_signal",
+        COMPLAINT_SIGNALS_RAW, SIGNAL_COLUMNS, events, "complaint_signal",
         lambda r, v, e: signal_row(r, v), lambda r: (r["signal_id"], r.get("revision")))])

@@ -19,14 +19,39 @@ from touchpoint.commands.customer import customer_text
 from touchpoint.commands.simulate import publish_traffic
 from touchpoint.exceptions import ServiceError, TouchpointError
 from touchpoint.settings import Settings
+from touchpoint.sinks.tables import (
+    COMPLAINT_SIGNALS,
+    CUSTOMER_PROFILES,
+    DEADLETTER,
+    DEADLETTER_RAW,
+    EVENTS,
+    EVENTS_RAW,
+    IDENTITY_MERGES,
+)
 
 if TYPE_CHECKING:
     from touchpoint.worker_api import WorkerAPI
 
-__all__ = ["demo", "run_demo"]
+__all__ = ["SUMMARY_SQL", "demo", "run_demo"]
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka.sh"
+
+# What the summary asks the worker.
+EVENTS_BY_CHANNEL_SQL = (f"SELECT channel, count() AS events FROM {EVENTS} "
+                         "GROUP BY channel ORDER BY channel")
+DEADLETTERS_SQL = f"SELECT count() FROM {DEADLETTER}"
+CUSTOMERS_SQL = ("SELECT count(), countIf(lifecycle_stage != 'prospect') "
+                 f"FROM {CUSTOMER_PROFILES}")
+MERGES_SQL = f"SELECT count() FROM {IDENTITY_MERGES}"
+OPEN_SIGNALS_SQL = (f"SELECT severity, count() FROM {COMPLAINT_SIGNALS} "
+                    "WHERE status = 'open' GROUP BY severity")
+BUSIEST_CUSTOMER_SQL = (
+    f"SELECT customer_id FROM {CUSTOMER_PROFILES} ORDER BY contacts_web + contacts_store "
+    "+ contacts_callcenter + contacts_feedback DESC, customer_id LIMIT 1")
+#: Every query the demo sends (the query guard's tests check each is accepted).
+SUMMARY_SQL = (EVENTS_BY_CHANNEL_SQL, DEADLETTERS_SQL, CUSTOMERS_SQL, MERGES_SQL,
+               OPEN_SIGNALS_SQL, BUSIEST_CUSTOMER_SQL)
 
 
 @click.command()
@@ -135,7 +160,7 @@ def _drain(api: WorkerAPI, published: int, emit_seconds: float,
         status = api.status() or status
         ingested = sum(status.get("ingested", {}).values())
         rejected = sum(status.get("rejected", {}).values())
-        stored = status.get("sink", {}).get("rows", {}).get("touchpoint_events_raw", 0)
+        stored = status.get("sink", {}).get("rows", {}).get(EVENTS_RAW, 0)
         profiles = status.get("profiles", {})
         profiled = profiles.get("applied", 0) + profiles.get("repeats", 0)
         if ingested + rejected >= published >= 0 and stored >= ingested \
@@ -155,16 +180,11 @@ def _summary(settings: Settings, published: int, elapsed: float,
 
     ingested = status.get("ingested", {})
     rejected = status.get("rejected", {})
-    by_channel = query_worker(
-        settings, "SELECT channel, count() AS events FROM touchpoint_events "
-                  "GROUP BY channel ORDER BY channel")
-    dead = query_worker(settings, "SELECT count() FROM deadletter").rows[0][0]
-    customers = query_worker(settings, "SELECT count(), countIf(lifecycle_stage != 'prospect')"
-                                       " FROM customer_profiles").rows[0]
-    merges = query_worker(settings, "SELECT count() FROM identity_merges").rows[0][0]
-    signals = dict(query_worker(
-        settings, "SELECT severity, count() FROM complaint_signals WHERE status = 'open' "
-                  "GROUP BY severity").rows)
+    by_channel = query_worker(settings, EVENTS_BY_CHANNEL_SQL)
+    dead = query_worker(settings, DEADLETTERS_SQL).rows[0][0]
+    customers = query_worker(settings, CUSTOMERS_SQL).rows[0]
+    merges = query_worker(settings, MERGES_SQL).rows[0][0]
+    signals = dict(query_worker(settings, OPEN_SIGNALS_SQL).rows)
     total = sum(row[1] for row in by_channel.rows)
     click.echo("")
     click.echo("=== touchpoint demo: what happened ===")
@@ -176,10 +196,11 @@ def _summary(settings: Settings, published: int, elapsed: float,
     click.echo(f"dead-lettered {sum(rejected.values()):>9,}  "
                + ", ".join(f"{k} {v:,}" for k, v in sorted(rejected.items())))
     rows = status.get("sink", {}).get("rows", {})
-    click.echo(f"stored        {rows.get('touchpoint_events_raw', 0):>9,}  events and "
-               f"{rows.get('deadletter_raw', 0):,} dead letters written by this run")
-    click.echo(f"warehouse     {total:>9,}  events in touchpoint_events in all ("
-               + ", ".join(f"{c} {n:,}" for c, n in by_channel.rows) + f"); {dead:,} in deadletter")
+    click.echo(f"stored        {rows.get(EVENTS_RAW, 0):>9,}  events and "
+               f"{rows.get(DEADLETTER_RAW, 0):,} dead letters written by this run")
+    click.echo(f"warehouse     {total:>9,}  events in {EVENTS} in all ("
+               + ", ".join(f"{c} {n:,}" for c, n in by_channel.rows)
+               + f"); {dead:,} in {DEADLETTER}")
     click.echo(f"customers     {customers[0]:>9,}  profiles ({customers[1]:,} have bought); "
                f"{merges:,} merges of identities (e.g. a visitor who logged in)")
     click.echo(f"signals       {sum(signals.values()):>9,}  open complaint signals ("
@@ -187,7 +208,7 @@ def _summary(settings: Settings, published: int, elapsed: float,
                + "); list them: touchpoint signals")
     click.echo(f"              {settings.warehouse}")
     click.echo("while a worker runs, ask it: touchpoint query \"SELECT type, count() FROM "
-               "touchpoint_events GROUP BY type\"")
+               f"{EVENTS} GROUP BY type\"")
 
 
 class _WorkerFigures:
@@ -205,7 +226,7 @@ class _WorkerFigures:
             if status is not None:
                 rows = status.get("sink", {}).get("rows", {})
                 profiles = status.get("profiles", {})
-                self.text = (f"| stored {rows.get('touchpoint_events_raw', 0):,}"
+                self.text = (f"| stored {rows.get(EVENTS_RAW, 0):,}"
                              f"  profiles updated {profiles.get('applied', 0):,}"
                              f"  merges {status.get('identity', {}).get('merges', 0):,}"
                              f"  dead letters {sum(status.get('rejected', {}).values()):,}")
@@ -217,9 +238,7 @@ def _show_a_customer(settings: Settings) -> None:
     from touchpoint.warehouse_client import query_worker
     from touchpoint.worker_api import WorkerAPI
 
-    busiest = query_worker(settings, (
-        "SELECT customer_id FROM customer_profiles ORDER BY contacts_web + contacts_store "
-        "+ contacts_callcenter + contacts_feedback DESC, customer_id LIMIT 1")).rows
+    busiest = query_worker(settings, BUSIEST_CUSTOMER_SQL).rows
     if not busiest:
         return
     customer_id = busiest[0][0]

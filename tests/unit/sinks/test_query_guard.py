@@ -15,6 +15,7 @@ import sqlglot
 from sqlglot import exp
 
 from touchpoint import report, signals_view
+from touchpoint.commands import demo
 from touchpoint.exceptions import ConfigError, QueryRefused, WarehouseError
 from touchpoint.settings import WarehouseURL, load_settings
 from touchpoint.sinks import migrate
@@ -284,16 +285,7 @@ def project_sql() -> list[str]:
     found += [signals_view.NOW_SQL, signals_view.signals_sql(signals_view.SignalFilter()),
               signals_view.signals_sql(signals_view.SignalFilter(
                   status="any", customer="x'y", reason="long_wait", channel="web"))]
-    # touchpoint/commands/demo.py's summary
-    found += ["SELECT channel, count() AS events FROM touchpoint_events GROUP BY channel "
-              "ORDER BY channel", "SELECT count() FROM deadletter",
-              "SELECT count(), countIf(lifecycle_stage != 'prospect') FROM customer_profiles",
-              "SELECT count() FROM identity_merges",
-              "SELECT severity, count() FROM complaint_signals WHERE status = 'open' "
-              "GROUP BY severity",
-              "SELECT customer_id FROM customer_profiles ORDER BY contacts_web + "
-              "contacts_store + contacts_callcenter + contacts_feedback DESC, customer_id "
-              "LIMIT 1"]
+    found += list(demo.SUMMARY_SQL)
     grafana = json.loads((REPO / "deploy" / "grafana" / "dashboards" / "touchpoint.json")
                          .read_text())
     for panel in grafana["panels"]:
