@@ -19,6 +19,7 @@ from typing import Any
 import faust
 
 from touchpoint.settings import Settings
+from touchpoint.sinks import tables
 from touchpoint.sinks.base import WarehouseSink
 from touchpoint.sinks.clickhouse import Warehouse
 from touchpoint.sinks.writer import RetryingWriter
@@ -143,7 +144,7 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
     writer = RetryingWriter(
         WarehouseSink(warehouse), max_backoff=settings.sink_max_backoff_seconds,
         refused=store.deadletter_refused(app, topics, noted=ingest_stats.note_rejection),
-        retry_refused=("deadletter_raw",),
+        retry_refused=(tables.DEADLETTER_RAW,),
     )
     unresolved = raw_topic(app, topics.unresolved, partitions=1)
     resolved = raw_topic(app, topics.resolved, partitions=settings.topic_partitions)

@@ -31,6 +31,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from touchpoint.sinks import tables
 from touchpoint.sinks.base import Batch, Sink
 from touchpoint.sinks.writer import WriterStats
 from touchpoint.streams.ops.lag import OffsetMonitor, consumed_topics, partition_lag
@@ -115,12 +116,12 @@ class Metrics:
         rows.observe_many((len(batch.rows),))
         took.observe_many((seconds,))
         columns = batch.columns
-        if batch.table == "touchpoint_events_raw":
+        if batch.table == tables.EVENTS_RAW:
             occurred, ingested = columns.index("occurred_at"), columns.index("ingested_at")
             at_ms = at * 1000
             self.event_to_stored.observe_many((at_ms - r[occurred]) / 1000 for r in batch.rows)
             self.ingest_to_stored.observe_many((at_ms - r[ingested]) / 1000 for r in batch.rows)
-        elif batch.table == "complaint_signals_raw":
+        elif batch.table == tables.COMPLAINT_SIGNALS_RAW:
             severity, status = columns.index("severity"), columns.index("status")
             states = Counter((r[severity], r[status]) for r in batch.rows)
             with self._lock:

@@ -26,6 +26,7 @@ from faust.web.exceptions import ServiceUnavailable
 from touchpoint.exceptions import QueryRefused, WarehouseError, WarehouseUnavailable
 from touchpoint.schemas.contract import hash_pii, normalize_email, normalize_phone
 from touchpoint.signals_view import SignalFilter, list_signals
+from touchpoint.sinks import tables
 from touchpoint.sinks.clickhouse import Warehouse, quote_literal
 from touchpoint.sinks.query_guard import checked_select
 from touchpoint.streams.ops import access
@@ -164,7 +165,7 @@ def register_customers(app: faust.App, *, graph: IdentityGraph, profiles: Any,
     async def recent_touchpoints(customer_id: str) -> list[dict[str, Any]]:
         sql = (
             "SELECT occurred_at, channel, type, category, stage, store_id, campaign_id, amount,"
-            " queue_wait_s, score, outcome, reason, event_id FROM touchpoint_events"
+            f" queue_wait_s, score, outcome, reason, event_id FROM {tables.EVENTS}"
             f" WHERE customer_id = {quote_literal(customer_id)}"
             " ORDER BY occurred_at DESC, event_id LIMIT 20"
         )
