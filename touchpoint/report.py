@@ -21,16 +21,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 from touchpoint.sinks.clickhouse import quote_literal
-from touchpoint.sinks.tables import (
-    AD_CLICKS,
-    CAMPAIGN_ATTRIBUTION_RAW,
-    COMPLAINT_SIGNALS,
-    EVENTS,
-    EVENTS_RAW,
-    TOUCHPOINT_MINUTE,
-    TOUCHPOINT_MINUTE_LATE,
+from touchpoint.sinks.tables import COMPLAINT_SIGNALS
+from touchpoint.sinks.views import (
+    ad_report_sql,
+    campaign_response_sql,
+    channel_report_sql,
+    touchpoint_scorecard_sql,
 )
-from touchpoint.sinks.views import campaign_response_sql
 
 __all__ = [
     "REPORTS",
@@ -145,23 +142,11 @@ def campaigns_sql(period: Period, *, campaign: str | None = None,
 def touchpoints_sql(period: Period) -> ReportQuery:
     """Touchpoint scorecard: per event type, category and 4S stage, ranked by points lost.
 
-    From the per-minute aggregates, late events included.
+    From the per-minute aggregates, late events included: the SQL of the
+    ``touchpoint_scorecard`` view (:func:`~touchpoint.sinks.views.touchpoint_scorecard_sql`).
     """
-    where = period.where("minute")
-    inner = ("SELECT channel, type, category, stage, events AS m_events, "
-             "negative AS m_negative FROM {table} WHERE " + where)
-    sql = f"""SELECT channel, type, category, stage,
-    sum(m_events) AS contacts,
-    sum(m_negative) AS negative,
-    round(negative / contacts, 4) AS share_lost
-FROM
-(
-    {inner.format(table=TOUCHPOINT_MINUTE)}
-    UNION ALL
-    {inner.format(table=TOUCHPOINT_MINUTE_LATE)}
-)
-GROUP BY channel, type, category, stage
-ORDER BY negative DESC, share_lost DESC, contacts DESC, channel, type"""
+    sql = (f"{touchpoint_scorecard_sql(by_day=False, period=period.where)}\n"
+           "ORDER BY negative DESC, share_lost DESC, contacts DESC, channel, type")
     columns = ("rank", "channel", "type", "category", "stage", "contacts", "negative",
                "share_lost")
     return ReportQuery("touchpoints", sql, columns,
@@ -170,33 +155,17 @@ ORDER BY negative DESC, share_lost DESC, contacts DESC, channel, type"""
 
 
 def ads_sql(period: Period, *, campaign: str | None = None) -> ReportQuery:
-    """Web ad report per ad: impressions, clicks, unique clickers, repeat rate, dwell."""
+    """Web ad report per ad: impressions, clicks, unique clickers, repeat rate, dwell.
+
+    The SQL of the ``ad_report`` view (:func:`~touchpoint.sinks.views.ad_report_sql`).
+    """
     campaign_filter = _campaign_filter(campaign)
-    sql = f"""SELECT ad_id, campaign_id,
-    sum(is_impression) AS impressions,
-    sum(is_click) AS clicks,
-    uniqExactIf(clicker, is_click = 1) AS unique_clickers,
-    if(unique_clickers = 0, NULL, round(clicks / unique_clickers, 3)) AS repeat_rate,
-    if(impressions = 0, NULL, round(clicks / impressions, 4)) AS click_rate,
-    sum(is_landed) AS landed_clicks,
-    if(landed_clicks = 0, NULL, round(sum(dwell_ms) / landed_clicks / 1000, 1)) AS mean_dwell_s
-FROM
-(
-    SELECT ad_id, campaign_id, customer_id AS clicker,
-        toUInt64(1) AS is_impression, toUInt64(0) AS is_click, toUInt64(0) AS is_landed,
-        toInt64(0) AS dwell_ms
-    FROM {EVENTS_RAW} FINAL
-    WHERE channel = 'web' AND type = 'ad_impression' AND ad_id != ''
-        AND {period.where("occurred_at")}{campaign_filter}
-    UNION ALL
-    SELECT ad_id, campaign_id, customer_id AS clicker,
-        toUInt64(0) AS is_impression, toUInt64(1) AS is_click, toUInt64(landed) AS is_landed,
-        toInt64(ifNull(landing_dwell_ms, 0)) AS dwell_ms
-    FROM {AD_CLICKS}
-    WHERE {period.where("clicked_at")}{campaign_filter}
-)
-GROUP BY ad_id, campaign_id
-ORDER BY clicks DESC, impressions DESC, ad_id, campaign_id"""
+
+    def during(column: str) -> str:
+        return f"{period.where(column)}{campaign_filter}"
+
+    sql = (f"{ad_report_sql(by_day=False, period=during)}\n"
+           "ORDER BY clicks DESC, impressions DESC, ad_id, campaign_id")
     columns = ("ad_id", "campaign_id", "impressions", "clicks", "unique_clickers",
                "repeat_rate", "click_rate", "landed_clicks", "mean_dwell_s")
     kinds = {"impressions": "int", "clicks": "int", "unique_clickers": "int",
@@ -208,48 +177,11 @@ ORDER BY clicks DESC, impressions DESC, ad_id, campaign_id"""
 def channels_sql(period: Period) -> ReportQuery:
     """Channel report: reach, contacts, purchases, and campaign responses per channel.
 
-    Responses and conversions count in the period in which they happened.
+    Responses and conversions count in the period in which they happened: the SQL of
+    the ``channel_report`` view (:func:`~touchpoint.sinks.views.channel_report_sql`).
     """
-    sql = f"""SELECT channel,
-    sum(r_customers) AS customers_reached,
-    sum(r_contacts) AS contacts,
-    sum(r_purchases) AS purchases,
-    round(sum(r_revenue), 2) AS revenue,
-    sum(r_responses) AS responses,
-    sum(r_conversions) AS conversions,
-    round(sum(r_attributed), 2) AS attributed_revenue
-FROM
-(
-    SELECT channel,
-        uniqExact(customer_id) AS r_customers, count() AS r_contacts,
-        countIf(type = 'purchase') AS r_purchases,
-        sumIf(ifNull(amount, 0), type = 'purchase') AS r_revenue,
-        toUInt64(0) AS r_responses, toUInt64(0) AS r_conversions,
-        toFloat64(0) AS r_attributed
-    FROM {EVENTS}
-    WHERE {period.where("occurred_at")}
-    GROUP BY channel
-    UNION ALL
-    SELECT response_channel AS channel,
-        toUInt64(0) AS r_customers, toUInt64(0) AS r_contacts, toUInt64(0) AS r_purchases,
-        toFloat64(0) AS r_revenue, count() AS r_responses, toUInt64(0) AS r_conversions,
-        toFloat64(0) AS r_attributed
-    FROM (SELECT * FROM {CAMPAIGN_ATTRIBUTION_RAW} FINAL)
-    WHERE retracted = 0 AND isNotNull(responded_at)
-        AND {period.where("assumeNotNull(responded_at)")}
-    GROUP BY channel
-    UNION ALL
-    SELECT conversion_channel AS channel,
-        toUInt64(0) AS r_customers, toUInt64(0) AS r_contacts, toUInt64(0) AS r_purchases,
-        toFloat64(0) AS r_revenue, toUInt64(0) AS r_responses, count() AS r_conversions,
-        sum(revenue) AS r_attributed
-    FROM (SELECT * FROM {CAMPAIGN_ATTRIBUTION_RAW} FINAL)
-    WHERE retracted = 0 AND isNotNull(converted_at)
-        AND {period.where("assumeNotNull(converted_at)")}
-    GROUP BY channel
-)
-GROUP BY channel
-ORDER BY contacts DESC, channel"""
+    sql = (f"{channel_report_sql(by_day=False, period=period.where)}\n"
+           "ORDER BY contacts DESC, channel")
     columns = ("channel", "customers_reached", "contacts", "purchases", "revenue",
                "responses", "conversions", "attributed_revenue")
     kinds = {"customers_reached": "int", "contacts": "int", "purchases": "int",

@@ -174,24 +174,10 @@ CREATE VIEW IF NOT EXISTS {db}.campaign_response_by_tier AS
 -- x event type (channel, type) x touchpoint category x 4S stage: contacts, negative
 -- experiences (the complaint rules' long wait, transfers, bad call outcome, low rating,
 -- formal complaint, negative text, web error) and the share lost. Late events included.
--- Rank by negative (points lost) over the period you look at.
+-- Rank by negative (points lost) over the period you look at. The SELECT is
+-- sinks/views.py touchpoint_scorecard_sql, which `touchpoint report touchpoints` runs too.
 CREATE VIEW IF NOT EXISTS {db}.touchpoint_scorecard AS
-SELECT
-    day, channel, type, category, stage,
-    sum(m_events) AS contacts,
-    sum(m_negative) AS negative,
-    round(negative / contacts, 4) AS share_lost
-FROM
-(
-    SELECT toDate(minute) AS day, channel, type, category, stage,
-        events AS m_events, negative AS m_negative
-    FROM {db}.touchpoint_minute_raw FINAL
-    UNION ALL
-    SELECT toDate(minute) AS day, channel, type, category, stage,
-        events AS m_events, negative AS m_negative
-    FROM {db}.touchpoint_minute_late_raw FINAL
-)
-GROUP BY day, channel, type, category, stage;
+{touchpoint_scorecard};
 
 -- One row per web ad click, with the dwell after it: the dwell_ms of the first page view
 -- of the same tracker session at or after the click and within 30 minutes of it (the
@@ -230,71 +216,16 @@ ANY LEFT JOIN
 -- Web ad report per day x ad x campaign: impressions, clicks, unique clickers (resolved
 -- customers), repeat rate = clicks / unique clickers (4 means each clicker came back 3
 -- more times), click rate = clicks / impressions, and mean dwell after a click in
--- seconds (over clicks that landed). Unique clickers do not add up across days.
+-- seconds (over clicks that landed). Unique clickers do not add up across days. The
+-- SELECT is sinks/views.py ad_report_sql, which `touchpoint report ads` runs too.
 CREATE VIEW IF NOT EXISTS {db}.ad_report AS
-SELECT
-    day, ad_id, campaign_id,
-    sum(is_impression) AS impressions,
-    sum(is_click) AS clicks,
-    uniqExactIf(clicker, is_click = 1) AS unique_clickers,
-    if(unique_clickers = 0, NULL, round(clicks / unique_clickers, 3)) AS repeat_rate,
-    if(impressions = 0, NULL, round(clicks / impressions, 4)) AS click_rate,
-    sum(is_landed) AS landed_clicks,
-    if(landed_clicks = 0, NULL, round(sum(dwell_ms) / landed_clicks / 1000, 1)) AS mean_dwell_s
-FROM
-(
-    SELECT toDate(occurred_at) AS day, ad_id, campaign_id, customer_id AS clicker,
-        toUInt64(1) AS is_impression, toUInt64(0) AS is_click, toUInt64(0) AS is_landed,
-        toInt64(0) AS dwell_ms
-    FROM {db}.touchpoint_events_raw FINAL
-    WHERE channel = 'web' AND type = 'ad_impression' AND ad_id != ''
-    UNION ALL
-    SELECT day, ad_id, campaign_id, customer_id AS clicker,
-        toUInt64(0) AS is_impression, toUInt64(1) AS is_click, toUInt64(landed) AS is_landed,
-        toInt64(ifNull(landing_dwell_ms, 0)) AS dwell_ms
-    FROM {db}.ad_clicks
-)
-GROUP BY day, ad_id, campaign_id;
+{ad_report};
 
 -- Channel report per day x channel: customers reached (distinct resolved customers with
 -- a contact there, not additive across days), contacts, purchases and their revenue,
 -- and what campaigns earned there: responses (exposures whose response came through the
 -- channel), conversions and attributed revenue (exposures whose first conversion did).
+-- The SELECT is sinks/views.py channel_report_sql, which `touchpoint report channels`
+-- runs too.
 CREATE VIEW IF NOT EXISTS {db}.channel_report AS
-SELECT
-    day, channel,
-    sum(r_customers) AS customers_reached,
-    sum(r_contacts) AS contacts,
-    sum(r_purchases) AS purchases,
-    round(sum(r_revenue), 2) AS revenue,
-    sum(r_responses) AS responses,
-    sum(r_conversions) AS conversions,
-    round(sum(r_attributed), 2) AS attributed_revenue
-FROM
-(
-    SELECT toDate(occurred_at) AS day, channel,
-        uniqExact(customer_id) AS r_customers, count() AS r_contacts,
-        countIf(type = 'purchase') AS r_purchases,
-        sumIf(ifNull(amount, 0), type = 'purchase') AS r_revenue,
-        toUInt64(0) AS r_responses, toUInt64(0) AS r_conversions,
-        toFloat64(0) AS r_attributed
-    FROM {db}.touchpoint_events
-    GROUP BY day, channel
-    UNION ALL
-    SELECT toDate(assumeNotNull(responded_at)) AS day, response_channel AS channel,
-        toUInt64(0) AS r_customers, toUInt64(0) AS r_contacts, toUInt64(0) AS r_purchases,
-        toFloat64(0) AS r_revenue, count() AS r_responses, toUInt64(0) AS r_conversions,
-        toFloat64(0) AS r_attributed
-    FROM (SELECT * FROM {db}.campaign_attribution_raw FINAL)
-    WHERE retracted = 0 AND isNotNull(responded_at)
-    GROUP BY day, channel
-    UNION ALL
-    SELECT toDate(assumeNotNull(converted_at)) AS day, conversion_channel AS channel,
-        toUInt64(0) AS r_customers, toUInt64(0) AS r_contacts, toUInt64(0) AS r_purchases,
-        toFloat64(0) AS r_revenue, toUInt64(0) AS r_responses, count() AS r_conversions,
-        sum(revenue) AS r_attributed
-    FROM (SELECT * FROM {db}.campaign_attribution_raw FINAL)
-    WHERE retracted = 0 AND isNotNull(converted_at)
-    GROUP BY day, channel
-)
-GROUP BY day, channel;
+{channel_report};
