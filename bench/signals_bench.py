@@ -477,10 +477,7 @@ class LagProbe:
         from kafka import TopicPartition
 
         try:
-            if hasattr(self._admin, "list_group_offsets"):  # kafka-python 3
-                committed = self._admin.list_group_offsets(self._group)[self._group]
-            else:
-                committed = self._admin.list_consumer_group_offsets(self._group)
+            committed = self._admin.list_group_offsets(self._group)[self._group]
             out: dict[str, int] = {}
             for name, topics in self._topics.items():
                 tps = [TopicPartition(t, p) for t in topics

@@ -3,7 +3,7 @@
 -- Delivery from Kafka is at-least-once, so the same event may be inserted more than once
 -- (a retried batch, a rebalance, a replay). The raw table keeps every insert and
 -- ReplacingMergeTree collapses rows with the same event_id (the sorting key) in the
--- background, keeping the highest _version. The touchpoint_events view reads the
+-- background, keeping the highest _version. The touchpoint_events view (0003) reads the
 -- collapsed state with FINAL, so what reports read has exactly one row per event at any
 -- moment, merged or not.
 CREATE TABLE IF NOT EXISTS {db}.touchpoint_events_raw
@@ -57,6 +57,3 @@ ENGINE = ReplacingMergeTree(_version)
 PARTITION BY toYYYYMM(occurred_at)
 ORDER BY event_id
 SETTINGS index_granularity = 8192{dedup_window};
-
-CREATE VIEW IF NOT EXISTS {db}.touchpoint_events AS
-SELECT * FROM {db}.touchpoint_events_raw FINAL;

@@ -64,8 +64,6 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY alias
 SETTINGS index_granularity = 8192{dedup_window};
 
-DROP TABLE IF EXISTS {db}.touchpoint_events;
-
 CREATE VIEW IF NOT EXISTS {db}.touchpoint_events AS
 SELECT
     event_id, occurred_at, channel, type,

@@ -260,12 +260,8 @@ class OffsetMonitor(Service):
         from kafka.errors import KafkaError
 
         try:
-            if hasattr(admin, "list_group_offsets"):  # kafka-python 3
-                found: Mapping[Any, Any] = admin.list_group_offsets(self.group).get(
-                    self.group, {})
-                return found
-            legacy: Mapping[Any, Any] = admin.list_consumer_group_offsets(self.group)
-            return legacy
+            found: Mapping[Any, Any] = admin.list_group_offsets(self.group).get(self.group, {})
+            return found
         except KafkaError as exc:  # no group yet (nothing committed), or it is moving
             log.debug("no committed offsets for %s: %s", self.group, exc)
             return {}
@@ -274,11 +270,8 @@ class OffsetMonitor(Service):
         from kafka.errors import KafkaError
 
         try:
-            if hasattr(admin, "describe_groups"):  # kafka-python 3: dicts
-                group = admin.describe_groups([self.group]).get(self.group) or {}
-                return len(group.get("members") or [])
-            described = admin.describe_consumer_groups([self.group])
-            return len(described[0].members) if described else 0
+            group = admin.describe_groups([self.group]).get(self.group) or {}
+            return len(group.get("members") or [])
         except (KafkaError, IndexError, AttributeError) as exc:
             log.debug("cannot describe group %s: %s", self.group, exc)
             return None

@@ -310,7 +310,7 @@ def test_encode_refuses_a_missing_required_field(samples: dict[str, dict[str, An
 
     assert caught.value.field == "source_offset"
     assert str(caught.value) == (
-        "'event' record (schema v2) has no 'source_offset', which is required"
+        "'event' record (schema v1) has no 'source_offset', which is required"
     )
 
 
@@ -324,7 +324,7 @@ def test_encode_refuses_a_datetime_for_epoch_milliseconds(
 
     assert caught.value.field == "ingested_at"
     assert str(caught.value) == (
-        f"'event' record (schema v2) field 'ingested_at' is {when!r} (datetime), the schema "
+        f"'event' record (schema v1) field 'ingested_at' is {when!r} (datetime), the schema "
         'wants {"type": "long", "logicalType": "timestamp-millis"}: pass epoch milliseconds '
         "as an int"
     )
@@ -490,7 +490,7 @@ def test_a_varint_wider_than_64_bits_is_undecodable(value: int,
     assert data.endswith(b"\x02")  # source_offset is the last field
     error = decode_error(codec, data[:-1] + zigzag_varint(value))
     assert (error.code, str(error)) == ("undecodable", (
-        "'source_offset' of a 'event' v2 record is an integer wider than 64 bits (a varint "
+        "'source_offset' of a 'event' v1 record is an integer wider than 64 bits (a varint "
         "of more than 10 bytes), which no Avro int or long can be: the producer's Avro "
         "encoder is broken"))
 

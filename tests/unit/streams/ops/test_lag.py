@@ -88,19 +88,6 @@ class Admin3:
         pass
 
 
-class Admin2:
-    """kafka-python 2's admin."""
-
-    def list_consumer_group_offsets(self, group: str) -> dict[Any, Any]:
-        return {TopicPartition("t.a", 1): SimpleNamespace(offset=101)}
-
-    def describe_consumer_groups(self, groups: list[str]) -> list[Any]:
-        return [SimpleNamespace(members=["m1"])]
-
-    def close(self) -> None:
-        pass
-
-
 def _monitor(admin: Any) -> OffsetMonitor:
     monitor = OffsetMonitor(bootstrap=["k:9092"], group="g", topics=["t.a", "t.b"])
     consumer = FakeConsumer()
@@ -115,12 +102,6 @@ def test_a_sample_reads_ends_starts_commits_and_members() -> None:
     assert sample.committed == {("t.a", 0): 90}  # -1: nothing committed
     assert sample.members == 2
     assert [r["lag"] for r in partition_lag(sample)] == [10, 98]
-
-
-def test_a_sample_with_the_older_kafka_python_admin() -> None:
-    sample = _monitor(Admin2()).sample()
-    assert sample.committed == {("t.a", 1): 101}
-    assert sample.members == 1
 
 
 def test_refresh_keeps_samples_and_reports_failures() -> None:
