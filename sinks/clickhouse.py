@@ -126,6 +126,12 @@ _MEMORY_LIMIT_EXCEEDED = 241
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
 
 
+def _error_code(message: str) -> int | None:
+    """The ClickHouse error code a message names (``Code: 53.``), if any."""
+    found = _ERROR_CODE.search(message)
+    return int(found[1]) if found else None
+
+
 def _read_settings(timeout_s: float, max_rows: int, max_memory_bytes: int) -> dict[str, Any]:
     """Settings of a person's query.
 
@@ -151,8 +157,7 @@ def _read_limits(timeout_s: float, max_rows: int, max_memory_bytes: int) -> Iter
     except Exception as exc:
         code = getattr(exc, "code", None)
         if not isinstance(code, int):
-            found = _ERROR_CODE.search(str(exc))
-            code = int(found[1]) if found else None
+            code = _error_code(str(exc))
         if code == _TIMEOUT_EXCEEDED:
             raise WarehouseError(
                 f"query ran longer than {timeout_s:g} s and was stopped: narrow it (a WHERE "
@@ -461,7 +466,6 @@ def _ms_to_datetime(value: Any) -> Any:
 # --- embedded, chdb --------------------------------------------------------------------
 
 _CHDB_LOCKED = re.compile(r"Cannot lock file|Another server instance|EmbeddedServer already")
-_CHDB_CODE = re.compile(r"Code: (\d+)\.")
 
 #: Integer column types and the values they hold.
 _INT_RANGES = {
@@ -512,9 +516,9 @@ class EmbeddedWarehouse(Warehouse):
             message = str(exc).split("Stack trace")[0].strip()
             if "MEMORY_LIMIT_EXCEEDED" in message or "TOO_MANY_PARTS" in message:
                 raise WarehouseUnavailable(message) from exc
-            found = _CHDB_CODE.search(message)
-            if found and int(found[1]) in _CONTENT_CODES:
-                raise WarehouseRejected(message, code=int(found[1])) from exc
+            code = _error_code(message)
+            if code in _CONTENT_CODES:
+                raise WarehouseRejected(message, code=code) from exc
             raise WarehouseError(message) from exc
 
     def execute(self, sql: str) -> None:
@@ -666,9 +670,7 @@ def _json_result(raw: Any) -> QueryResult:
 
 
 def _json_converter(kind: str) -> Any:
-    inner = kind
-    if inner.startswith("Nullable("):
-        inner = inner[len("Nullable("):-1]
+    inner = _bare_type(kind)
     if inner.startswith("LowCardinality("):
         inner = inner[len("LowCardinality("):-1]
     if inner.startswith("DateTime"):

@@ -30,7 +30,8 @@ from typing import Any
 from touchpoint.exceptions import WarehouseError, WarehouseRejected, WarehouseUnavailable
 from touchpoint.sinks.base import Batch, Sink
 
-__all__ = ["REASON_CHARS", "RefusedHandler", "RefusedRow", "RetryingWriter", "WriterStats"]
+__all__ = ["REASON_CHARS", "RefusedHandler", "RefusedRow", "RetryingWriter", "WriterStats",
+           "bounded"]
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class RetryingWriter:
             await self._attempt(batch)
         except WarehouseRejected as exc:
             if len(batch.rows) == 1:
-                reason = _bounded(str(exc))
+                reason = bounded(str(exc))
                 log.warning("the warehouse refused a row of %s: %s", batch.table, reason)
                 refused.append(RefusedRow(batch.table, batch.columns, tuple(batch.rows[0]),
                                           reason))
@@ -151,11 +152,15 @@ class RetryingWriter:
                     raise
                 self._note_failure(batch, exc, delay,
                                    permanent=not isinstance(exc, WarehouseUnavailable))
-                # jitter: workers sharing a warehouse do not retry in lockstep
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.max_backoff)
+                delay = await self._pause(delay)
                 continue
             return
+
+    async def _pause(self, delay: float) -> float:
+        """Wait about ``delay`` seconds; the next, doubled delay (at most ``max_backoff``)."""
+        # jitter: workers sharing a warehouse do not retry in lockstep
+        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+        return min(delay * 2, self.max_backoff)
 
     def _splits(self, batch: Batch) -> bool:
         return self.refused is not None and batch.table not in self.retry_refused
@@ -169,8 +174,7 @@ class RetryingWriter:
                 await self.refused(refused)
             except Exception as exc:  # Kafka down, or a bug: the rows are kept, say so
                 self._note_failure(None, exc, delay, permanent=True)
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.max_backoff)
+                delay = await self._pause(delay)
                 continue
             return
 
@@ -179,7 +183,7 @@ class RetryingWriter:
         now = time.time()
         self.stats.retries += 1
         self.stats.failures[type(exc).__name__] += 1
-        self.stats.last_error = _bounded(str(exc))
+        self.stats.last_error = bounded(str(exc))
         self.stats.last_error_at = now
         if self.stats.retrying_since is None:
             self.stats.retrying_since = now
@@ -188,10 +192,10 @@ class RetryingWriter:
         level = logging.ERROR if permanent else logging.WARNING
         if batch is None:
             log.log(level, "refused rows could not be handed over (%s); retrying in %.1fs",
-                    _bounded(repr(exc)), delay)
+                    bounded(repr(exc)), delay)
         else:
             log.log(level, "insert of %d rows into %s failed (%s); retrying in %.1fs",
-                    len(batch.rows), batch.table, _bounded(str(exc)), delay)
+                    len(batch.rows), batch.table, bounded(str(exc)), delay)
 
     def close(self) -> None:
         """Close the sink and its thread."""
@@ -199,5 +203,6 @@ class RetryingWriter:
         self.sink.close()
 
 
-def _bounded(text: str, limit: int = REASON_CHARS) -> str:
+def bounded(text: str, limit: int = REASON_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, the last one an ellipsis when cut."""
     return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -32,6 +32,7 @@ from touchpoint.schemas.contract import (
     normalize_phone,
     parse_occurred_at,
 )
+from touchpoint.sinks.writer import REASON_CHARS, bounded
 from touchpoint.streams.rules.identity import strongest_identifier
 from touchpoint.streams.rules.sentiment import score as sentiment_score
 
@@ -45,7 +46,6 @@ __all__ = [
     "IngestStats",
     "Ingestor",
     "Rejected",
-    "bounded_reason",
     "original_headers",
 ]
 
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 #: keeps at most this much of the value and of the key, and a reason this long at most.
 DEADLETTER_PAYLOAD_BYTES = 256 * 1024
 DEADLETTER_KEY_BYTES = 16 * 1024
-DEADLETTER_REASON_CHARS = 1000
+DEADLETTER_REASON_CHARS = REASON_CHARS
 #: Headers of a dead letter whose payload was cut: the original value's size and SHA-256
 #: (hex), which the store stage records in the deadletter table.
 PAYLOAD_BYTES_HEADER = "touchpoint-payload-bytes"
@@ -198,7 +198,7 @@ class Ingestor:
         :data:`DEADLETTER_REASON_CHARS` (a reason may quote a field of the record).
         """
         payload = value or b""
-        reason = bounded_reason(rejection.reason)
+        reason = bounded(rejection.reason)
         if len(payload) > DEADLETTER_PAYLOAD_BYTES:
             reason += (f" (payload cut to its first {DEADLETTER_PAYLOAD_BYTES:,} of "
                        f"{len(payload):,} bytes)")
@@ -221,11 +221,6 @@ def _clean(value: str | None) -> str | None:
         return None
     value = value.strip()
     return value or None
-
-
-def bounded_reason(reason: str, limit: int = DEADLETTER_REASON_CHARS) -> str:
-    """``reason`` cut to ``limit`` characters, the last one an ellipsis when cut."""
-    return reason if len(reason) <= limit else reason[:limit - 1] + "…"
 
 
 def original_headers(value: bytes | None) -> list[tuple[str, bytes]] | None:

@@ -19,14 +19,13 @@ from typing import Any
 
 from touchpoint.exceptions import DecodeError, SchemaError
 from touchpoint.schemas.codec import codec_for
-from touchpoint.sinks.writer import RefusedRow
+from touchpoint.sinks.writer import RefusedRow, bounded
 from touchpoint.streams.rules.identity import provisional_customer_id
 from touchpoint.streams.rules.normalize import (
     DEADLETTER_PAYLOAD_BYTES,
     DEADLETTER_REASON_CHARS,
     PAYLOAD_BYTES_HEADER,
     PAYLOAD_SHA256_HEADER,
-    bounded_reason,
     original_headers,
 )
 
@@ -133,13 +132,13 @@ def deadletter_row(record: Mapping[str, Any], version: int,
     size, digest = original or (len(payload), hashlib.sha256(payload).hexdigest())
     timestamp = record.get("source_timestamp")
     return (
-        _clamp(record["rejected_at"], 0, _DATETIME_MAX_MS), _text(record["source_topic"], 256),
+        _clamp(record["rejected_at"], 0, _DATETIME_MAX_MS), bounded(record["source_topic"], 256),
         _clamp(record["source_partition"], 0, 2**16 - 1),
         _clamp(record["source_offset"], 0, 2**64 - 1),
         None if timestamp is None else _clamp(timestamp, 0, _DATETIME_MAX_MS),
-        _text(record["reason_code"], 64), _text(record["reason"], _REASON_CHARS),
-        _text(event_id, 256), _text(event_type, 256), _clamp(size, 0, 2**32 - 1),
-        _text(digest, 64), _text(record["worker"], 256), version,
+        bounded(record["reason_code"], 64), bounded(record["reason"], _REASON_CHARS),
+        bounded(event_id, 256), bounded(event_type, 256), _clamp(size, 0, 2**32 - 1),
+        bounded(digest, 64), bounded(record["worker"], 256), version,
     )
 
 
@@ -151,10 +150,6 @@ _REASON_CHARS = 2 * DEADLETTER_REASON_CHARS
 
 def _clamp(value: int, low: int, high: int) -> int:
     return min(max(value, low), high)
-
-
-def _text(value: str, limit: int) -> str:
-    return bounded_reason(value, limit)
 
 
 def original_payload(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None
@@ -186,14 +181,14 @@ def refused_record(refused: RefusedRow, *, worker: str, rejected_at: int
     if not (isinstance(topic, str) and _fits(partition, 31) and _fits(offset, 63)):
         topic, partition = f"warehouse.{refused.table}", 0
         offset = int.from_bytes(hashlib.sha256(body).digest()[:8]) >> 1
-    reason = bounded_reason(f"the warehouse refused this row of {refused.table}: "
+    reason = bounded(f"the warehouse refused this row of {refused.table}: "
                             f"{refused.reason}")
     if len(body) > DEADLETTER_PAYLOAD_BYTES:
         reason += (f" (payload cut to its first {DEADLETTER_PAYLOAD_BYTES:,} of "
                    f"{len(body):,} bytes)")
     record = {
         "payload": body[:DEADLETTER_PAYLOAD_BYTES], "key": None,
-        "source_topic": bounded_reason(topic, 249), "source_partition": partition,
+        "source_topic": bounded(topic, 249), "source_partition": partition,
         "source_offset": offset, "source_timestamp": None,
         "reason_code": "warehouse_refused", "reason": reason, "rejected_at": rejected_at,
         "worker": worker,

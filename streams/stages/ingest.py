@@ -77,18 +77,21 @@ def register(app: faust.App, topics: TopicNames, ingestor: Ingestor, stats: Inge
     source = raw_topic(app, *channel_of)
     outbox = Outbox(app)
 
+    def timestamp_ms(event: faust.EventT) -> int | None:
+        stamp = event.message.timestamp
+        return int(stamp * 1000) if stamp else None
+
     def where(event: faust.EventT) -> tuple[dict[str, Any], int | None]:
         message = event.message
         return ({"source_topic": message.topic, "source_partition": message.partition,
-                 "source_offset": message.offset},
-                int(message.timestamp * 1000) if message.timestamp else None)
+                 "source_offset": message.offset}, timestamp_ms(event))
 
     def output(event: faust.EventT) -> _Output:
         message = event.message
-        _, timestamp_ms = where(event)
         outcome = ingestor.process(
             channel_of[message.topic], event.key, event.value, topic=message.topic,
-            partition=message.partition, offset=message.offset, timestamp_ms=timestamp_ms)
+            partition=message.partition, offset=message.offset,
+            timestamp_ms=timestamp_ms(event))
         if isinstance(outcome, Accepted):
             stats.accepted[outcome.event["channel"]] += 1
             return _Output(event, topics.unresolved, outcome.key, outcome.value)
