@@ -6,9 +6,11 @@ Not a test. It starts its own single-node Kafka (``deploy/local/kafka.sh``) on p
 project's ``Publisher``, and only then starts ONE ``touchpoint worker`` subprocess, so
 the worker works off a full backlog and its figures are pure processing throughput.
 
-While the worker runs, ``GET /status`` is polled every second and the worker's memory is
-read from ``/proc/<pid>/status``. The run ends when every published event has been
-ingested, resolved by the identity stage and applied to a profile (or on --timeout).
+While the worker runs, ``GET /status`` is polled every second, with the worker's API
+token (its settings' ``api_token``: the local one in its TOUCHPOINT_HOME), and the
+worker's memory is read from ``/proc/<pid>/status``. The run ends when every published
+event has been ingested, resolved by the identity stage and applied to a profile (or on
+--timeout).
 
     .venv/bin/python bench/profiles_bench.py                       # 1,000,000 / 100,000
     .venv/bin/python bench/profiles_bench.py --events 20000 --customers 2000   # smoke run
@@ -42,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -98,12 +101,23 @@ def proc_cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def get_status(port: int, timeout: float) -> dict[str, Any] | None:
-    """The worker's /status, or None if it does not answer in time (no sample)."""
+def get_status(port: int, timeout: float, token: str | None) -> dict[str, Any] | None:
+    """The worker's /status, or None if it does not answer in time (no sample).
+
+    ``token`` is the worker's API token (its settings' ``api_token``), sent as
+    ``Authorization: Bearer``; a worker that refuses it ends the run (it never will answer).
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/status", headers=headers)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=timeout) as rsp:
+        with urllib.request.urlopen(request, timeout=timeout) as rsp:
             body: dict[str, Any] = json.load(rsp)
             return body
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise SystemExit(f"the worker on port {port} refused the API token (HTTP 401): "
+                             "TOUCHPOINT_API_TOKEN(S) of the bench and the worker differ") from None
+        return None
     except (OSError, ValueError):
         return None
 
@@ -344,7 +358,7 @@ def worker_env(settings_env: dict[str, str], home: Path, warehouse: str, port: i
             "TOUCHPOINT_LOG_LEVEL": "warning"}
 
 
-def run_worker(env: dict[str, str], log_path: Path, port: int, result: Run, *,
+def run_worker(env: dict[str, str], log_path: Path, port: int, token: str, result: Run, *,
                timeout: float, poll: float, status_timeout: float, settle: float,
                emit_seconds: float, on_started: Any) -> subprocess.Popen[bytes]:
     """Start the worker and watch it until done, timeout or death; return the process."""
@@ -358,7 +372,7 @@ def run_worker(env: dict[str, str], log_path: Path, port: int, result: Run, *,
     result.code = code_state()
     log(f"  code under test: {result.code[0]}")
     try:
-        _watch(process, port, result, began=began, deadline=began + timeout, poll=poll,
+        _watch(process, port, token, result, began=began, deadline=began + timeout, poll=poll,
                status_timeout=status_timeout, settle=settle, emit_seconds=emit_seconds)
     except KeyboardInterrupt:
         result.interrupted = True
@@ -369,7 +383,7 @@ def run_worker(env: dict[str, str], log_path: Path, port: int, result: Run, *,
     return process
 
 
-def _watch(process: subprocess.Popen[bytes], port: int, result: Run, *, began: float,
+def _watch(process: subprocess.Popen[bytes], port: int, token: str, result: Run, *, began: float,
            deadline: float, poll: float, status_timeout: float, settle: float,
            emit_seconds: float) -> None:
     pid = process.pid
@@ -380,7 +394,7 @@ def _watch(process: subprocess.Popen[bytes], port: int, result: Run, *, began: f
         if process.poll() is not None:
             result.worker_died = process.returncode
             break
-        body = get_status(port, status_timeout)
+        body = get_status(port, status_timeout, token)
         now = time.monotonic()
         mem = proc_status(pid)
         cpu = proc_cpu_seconds(pid)
@@ -718,8 +732,9 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal process
             process = p
 
-        process = run_worker(env, log_path, port, result, timeout=args.timeout,
-                             poll=args.poll, status_timeout=args.status_timeout,
+        process = run_worker(env, log_path, port, wsettings.api_token, result,
+                             timeout=args.timeout, poll=args.poll,
+                             status_timeout=args.status_timeout,
                              settle=args.settle, emit_seconds=wsettings.profile_emit_seconds,
                              on_started=started)
         counts: dict[str, Any] = {}

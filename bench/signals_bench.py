@@ -229,7 +229,11 @@ class Worker:
                          f"{self.log_tail()}")
 
     def status(self, timeout: float = 5.0) -> dict[str, Any] | None:
-        return pb.get_status(self.port, timeout)
+        """/status with the worker's API token (its settings': the local one in its home).
+
+        A ``--code`` commit from before API tokens has no ``api_token``: nothing is sent.
+        """
+        return pb.get_status(self.port, timeout, getattr(self.settings, "api_token", None))
 
     def progress(self, timeout: float = 5.0) -> Progress | None:
         body = self.status(timeout)
