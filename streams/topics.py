@@ -95,6 +95,7 @@ class TopicNames:
 TABLES: dict[str, int | None] = {
     "touchpoint-identity": 1,
     "touchpoint-profiles": None,
+    "touchpoint-applied": None,
     "touchpoint-minutes": 1,
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterator
 from functools import partial
 from typing import Any, NamedTuple, cast
 
@@ -219,6 +220,40 @@ class Table(faust.Table):
             return default
         self.on_key_get(key)
         return store._decode_value(value)
+
+    def items_in(self, partition: int, prefix: str) -> Iterator[tuple[Any, Any]]:
+        """The keys starting with ``prefix`` in ``partition``, with their values, in key order.
+
+        One seek in that partition's database, then its keys in order until the prefix
+        ends: the profiles stage reads a customer's applied-event keys
+        (``"<customer>/<digest>"``) this way without touching any other key. Text keys
+        are encoded character by character (JSON, or raw UTF-8), so the keys with a
+        prefix are the encoded keys with a byte prefix, next to each other in the
+        database. A partition this worker does not hold has nothing; other stores
+        (memory) are scanned.
+        """
+        store = self.data
+        if not isinstance(store, rocksdb.Store):
+            items = [(k, v) for k, v in self.data.items()
+                     if isinstance(k, str) and k.startswith(prefix)]
+            yield from sorted(items)
+            return
+        db = store._dbs.get(partition)
+        if db is None:
+            return
+        # the bytes every encoded key with this prefix starts with: the encoded prefix,
+        # without what closes an encoded text (a JSON string's quote)
+        a, b = store._encode_key(f"{prefix}a"), store._encode_key(f"{prefix}b")
+        start = a[:next(at for at, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)]
+        if store.rocksdb_options.use_rocksdict:
+            items = db.items(from_key=start)
+        else:  # python-rocksdb (table option driver="python-rocksdb")
+            items = db.iteritems()
+            items.seek(start)
+        for key, value in items:
+            if not key.startswith(start):
+                break
+            yield store._decode_key(key), store._decode_value(value)
 
     def on_key_set(self, key: Any, value: Any) -> None:
         """Send the change (batched), then do what Faust does after sending it."""

@@ -4,8 +4,9 @@
 consumer generation, and delivers fetched records itself so that a seek to the committed
 offsets ends delivery from batches fetched before it. :class:`ConsumerThread` lets
 fetches wait at the broker for a batch, :class:`FlowControl` keeps stream buffers when
-flow resumes, and :func:`is_current` / :func:`only_current` let a stage drop records of
-a partition it no longer owns. What each replaces in Faust, and why:
+flow resumes, :func:`is_current` / :func:`only_current` let a stage drop records of
+a partition it no longer owns, and :func:`committed_offset` says up to where a
+partition's records are done for good. What each replaces in Faust, and why:
 ``docs/design/runtime.md``.
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "ConsumerThread",
     "FlowControl",
     "Transport",
+    "committed_offset",
     "is_current",
     "only_current",
 ]
@@ -339,6 +341,18 @@ def is_current(app: object, message: Message) -> bool:
     if not isinstance(consumer, Consumer) or message.generation_id is None:
         return True  # not our consumer (unit tests), or a record without a generation
     return message.generation_id == consumer.ack_generation
+
+
+def committed_offset(app: object, tp: TP) -> int | None:
+    """The offset ``tp`` is read again from after a crash or rebalance; None if not known.
+
+    Faust flushes the producer (table changelogs included) before it commits, so every
+    record before this offset has its outputs and table changes in Kafka for good. Read
+    from Faust's private ``_committed_offset``, which a commit and a seek to the
+    committed offsets update and a revocation drops.
+    """
+    offsets = getattr(getattr(app, "consumer", None), "_committed_offset", None)
+    return None if offsets is None else cast(int | None, offsets.get(tp))
 
 
 def only_current(app: object, events: Iterable[E]) -> Iterator[E]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any, NamedTuple, cast
 
 import faust
+from faust.types import TP
 
 from touchpoint.schemas.codec import codec_for, subject_of
 from touchpoint.sinks.base import Batch
@@ -33,6 +34,7 @@ from touchpoint.streams.rules.profile import (
     apply_event,
     combine,
     detailed_profile,
+    event_digest,
     merged_away_row,
     new_profile,
     profile_row,
@@ -42,13 +44,17 @@ from touchpoint.streams.rules.segments import SegmentRules, TierEstimator, spend
 from touchpoint.streams.rules.signals import SIGNAL_KEY, Detector
 from touchpoint.streams.runtime import changelog
 from touchpoint.streams.runtime.behind import Behind
-from touchpoint.streams.runtime.consumer import is_current
+from touchpoint.streams.runtime.consumer import committed_offset, is_current
 from touchpoint.streams.runtime.outbox import Outbox
 from touchpoint.streams.stages.identity import AWAIT_HEADER
 
 __all__ = [
+    "CARRIED",
+    "HANDOVER_DIGESTS",
     "MERGED_INTO",
     "MERGED_STATE",
+    "Applied",
+    "AppliedTable",
     "ProfilePublisher",
     "ProfileStage",
     "Send",
@@ -63,6 +69,14 @@ log = logging.getLogger(__name__)
 MERGED_INTO = "__merged_into__"
 MERGED_STATE = "__merged_state__"
 
+#: The stamp of an applied-event key that came with a hand-over: the event is counted in
+#: the handed-over state, which the log delivers (again, after a crash), so the key holds
+#: whatever became of the receiving customer's own profile.
+CARRIED = -1
+#: Digests a hand-over record carries at most: 256 KiB, well below Kafka's default limit
+#: of 1 MB a record, however long the history (a longer one takes several records).
+HANDOVER_DIGESTS = 32_768
+
 
 class Send(NamedTuple):
     """A record the profiles stage sends on to ``<app_id>-resolved``."""
@@ -70,6 +84,49 @@ class Send(NamedTuple):
     key: str
     value: bytes
     awaiting: tuple[str, ...] = ()  # for events: aliases to fold in before applying
+
+
+class Applied:
+    """Which events each customer's history counts: one key per event, in any mapping.
+
+    A key is ``"<customer id>/<digest>"`` (:func:`~touchpoint.streams.rules.profile.event_digest`
+    in hex), so a customer's keys are found by their prefix; its value is a stamp
+    (:class:`ProfileStage`). This one keeps the keys in a plain dict, or any mapping, and
+    scans it for a customer's keys (unit tests); :class:`AppliedTable` seeks them in one
+    partition's database.
+    """
+
+    def __init__(self, keys: MutableMapping[str, int] | None = None) -> None:
+        self.keys: MutableMapping[str, int] = {} if keys is None else keys
+
+    def stamp(self, customer: str, digest: bytes) -> int | None:
+        """The stamp of ``digest``'s key under ``customer``, or None if there is none."""
+        return self.keys.get(f"{customer}/{digest.hex()}")
+
+    def add(self, customer: str, digest: bytes, stamp: int) -> None:
+        """Write ``digest``'s key under ``customer`` (in the current record's partition)."""
+        self.keys[f"{customer}/{digest.hex()}"] = stamp
+
+    def of(self, customer: str, partition: int, upto: int) -> list[bytes]:
+        """The digests under ``customer`` in ``partition`` whose stamp is ``upto`` or less."""
+        prefix = f"{customer}/"
+        size = len(prefix) + 16  # "<prefix><16 hex>": not a longer customer id's key
+        return [bytes.fromhex(key[len(prefix):]) for key, stamp in self._items(partition, prefix)
+                if len(key) == size and stamp <= upto]
+
+    def _items(self, partition: int, prefix: str) -> Iterable[tuple[str, int]]:
+        return [(k, v) for k, v in self.keys.items() if k.startswith(prefix)]
+
+
+class AppliedTable(Applied):
+    """:class:`Applied` in a changelog-backed table, a customer's keys read by one seek."""
+
+    def __init__(self, table: changelog.Table) -> None:
+        super().__init__(table)
+        self.table = table
+
+    def _items(self, partition: int, prefix: str) -> Iterable[tuple[str, int]]:
+        return self.table.items_in(partition, prefix)
 
 
 class ProfileStage:
@@ -86,64 +143,104 @@ class ProfileStage:
     it became (and the state it handed over), and whatever still arrives for it is passed
     on there; a merge read again after a crash hands that state over again, and the
     customer it became folds a state in once (by ``merged_from``).
+
+    Repeats: every event counted in a customer's history has a key in ``applied``
+    (:class:`Applied`), and a hand-over carries the merged-away customer's keys along.
+    The keys and the profiles are two tables, whose changelogs a crash can cut at
+    different points, so each key is stamped with the offset of the record whose
+    profile change counted it, and each profile with the offset of the last record that
+    changed it (``"offset"``). A key counts only if the profile has reached its stamp (a
+    key whose profile change was lost does not hide the event when it is read again);
+    a record read again that the profile has reached writes its key again (a profile
+    change whose key was lost); and events released from ``held`` are also listed in the
+    profile (``"released"``) until their record is committed, since the record read
+    again is not theirs. ``committed`` gives a partition's committed offset.
     """
 
     def __init__(self, table: MutableMapping[str, Any], stats: dict[str, int],
                  detector: Detector | None = None,
-                 attribution: Attributor | None = None) -> None:
+                 attribution: Attributor | None = None, *,
+                 applied: Applied | None = None,
+                 committed: Callable[[int], int | None] = lambda partition: None) -> None:
         self.table = table
         self.stats = stats
         self.detector = detector
         self.attribution = attribution
+        self.applied = Applied() if applied is None else applied
+        self.committed = committed
         self.changed: set[str] = set()
         self.merged: dict[str, str] = {}
         self.signals: list[dict[str, Any]] = []  # complaint-signal records to publish
         self._event, self._merge = codec_for("event"), codec_for("merge")
         self._absorb = codec_for("absorb")
+        self._counted: set[bytes] = set()  # digests counted by the record being handled
+        self._next = 0  # the offset of a record handled without one (unit tests)
 
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
 
     def handle(self, key: str, value: bytes, partition: int = 0,
-               awaiting: Iterable[str] = ()) -> list[Send]:
+               awaiting: Iterable[str] = (), offset: int | None = None) -> list[Send]:
         """Apply one record keyed by customer ``key``; return the records to send on.
 
         ``partition`` is the record's partition: complaint signals of that partition's
         customers that fell due by its event-time watermark are concluded with it.
         ``awaiting`` (events only) are the aliases the customer must have folded in
-        before the event is applied; until then it is held.
+        before the event is applied; until then it is held. ``offset`` is the record's
+        offset in its partition (without one, the next after the last record handled).
         """
-        sent = self._handle(key, value, partition, tuple(awaiting))
+        if offset is None:
+            offset = self._next
+        self._next = max(self._next, offset + 1)
+        self._counted.clear()
+        sent = self._handle(key, value, partition, offset, tuple(awaiting))
         self._conclude_due_signals(partition)
         return sent
 
-    def _handle(self, key: str, value: bytes, partition: int,
+    def _handle(self, key: str, value: bytes, partition: int, offset: int,
                 awaiting: tuple[str, ...]) -> list[Send]:
         subject = subject_of(value)
         current = self.table.get(key)
         if current is not None and MERGED_INTO in current:
-            return self._pass_on(key, current, subject, value, awaiting)
+            return self._pass_on(key, current, subject, value, partition, awaiting)
         if subject == "event":
-            self._on_event(key, current, self._event.decode(value), partition, awaiting)
+            self._on_event(key, current, self._event.decode(value), partition, offset,
+                           awaiting)
         elif subject == "merge":
             into = self._merge.decode(value)["into_id"]
-            return [self._on_merge(key, current, into, partition)]
+            return self._on_merge(key, current, into, partition)
         elif subject == "absorb":
-            other = json.loads(self._absorb.decode(value)["state"])
-            self._on_absorb(key, current, other, partition)
+            self._on_absorb(key, current, self._absorb.decode(value), partition, offset)
         return []
 
     def _on_event(self, key: str, current: dict[str, Any] | None, event: dict[str, Any],
-                  partition: int, awaiting: tuple[str, ...]) -> None:
+                  partition: int, offset: int, awaiting: tuple[str, ...]) -> None:
         """An event of ``key``: applied, or held until the aliases it awaits are folded in."""
         state = current or new_profile(key)
-        if awaiting and not set(awaiting).issubset(state["merged_from"]):
-            self._hold(key, state, event, awaiting)
-        elif self._apply_event(key, state, event, partition):
-            self.table[key] = state
+        digest = event_digest(event["event_id"])
+        if _offset(state) >= offset:
+            self._read_again(key, state, event, digest, offset)
+        elif self._seen(key, state, digest):
+            self._count("repeats")
+        elif awaiting and not set(awaiting).issubset(state["merged_from"]):
+            self._hold(key, state, event, awaiting, partition, offset)
+        else:
+            self._apply_event(key, state, event, digest, partition, offset)
+            self._put(key, state, partition, offset)
+
+    def _read_again(self, key: str, state: dict[str, Any], event: Mapping[str, Any],
+                    digest: bytes, offset: int) -> None:
+        """An event whose record the profile has reached: its key is written again.
+
+        The profile already has what the record did (the event counted, found a repeat,
+        or held), but a crash may have lost the key of a counted one.
+        """
+        self._count("repeats")
+        if not any(e["event_id"] == event["event_id"] for _, e in state.get("held", ())):
+            self._ensure(key, state, digest, offset)
 
     def _on_merge(self, key: str, current: dict[str, Any] | None, into: str,
-                  partition: int) -> Send:
+                  partition: int) -> list[Send]:
         """``key`` merged ``into`` another customer: leave a marker, hand the state over."""
         # Sent even when this id has no profile: the customer it became may hold
         # events until it knows this id is folded in.
@@ -153,25 +250,39 @@ class ProfileStage:
         self._count("merged_away")
         if self.detector is not None:
             self.detector.forget(key, partition)
-        return self._handover(key, into, state)
+        return self._handover(key, into, state, partition)
 
-    def _on_absorb(self, key: str, current: dict[str, Any] | None, other: dict[str, Any],
-                   partition: int) -> None:
-        """A merged-away customer's state ``other`` reaches ``key``: folded in once."""
-        if other["customer_id"] in (current or {}).get("merged_from", ()):
+    def _on_absorb(self, key: str, current: dict[str, Any] | None, record: dict[str, Any],
+                   partition: int, offset: int) -> None:
+        """A hand-over record reaches ``key``: its digests are written, its state folded in once."""
+        # Every time, even for a state folded in already: a record read again after a
+        # crash may be all that is left of them.
+        applied = record["applied"]
+        for at in range(0, len(applied), 8):
+            self.applied.add(key, applied[at:at + 8], CARRIED)
+        if record["state"] is None:
+            return  # digests only: the state comes in a later record
+        other = json.loads(record["state"])
+        state = current or new_profile(key)
+        if _offset(state) >= offset:  # read again: what its releases counted is kept
+            for hexed, at in state.get("released", {}).items():
+                if at == offset:
+                    self._ensure(key, state, bytes.fromhex(hexed), offset)
             return
-        state = combine(current or new_profile(key), other)
+        if other["customer_id"] in state["merged_from"]:
+            return
+        combine(state, other)
         if self.detector is not None:
             self.signals += self.detector.absorb(state, other.get(SIGNAL_KEY), partition)
         if self.attribution is not None:
             self.attribution.absorb(state, other.get(ATTRIBUTION_KEY))
-        self._release(key, state, partition)
-        self.table[key] = state
+        self._release(key, state, partition, offset)
+        self._put(key, state, partition, offset)
         self.changed.add(key)
         self._count("absorbed")
 
     def _pass_on(self, key: str, marker: dict[str, Any], subject: str | None, value: bytes,
-                 awaiting: tuple[str, ...]) -> list[Send]:
+                 partition: int, awaiting: tuple[str, ...]) -> list[Send]:
         """A record for ``key``, merged away: it belongs to the customer ``key`` became.
 
         What still arrives for it (the state of a customer merged into it earlier, sent
@@ -179,7 +290,7 @@ class ProfileStage:
         """
         target = marker[MERGED_INTO]
         if subject == "merge":
-            return self._merge_again(key, marker, value)
+            return self._merge_again(key, marker, value, partition)
         if subject == "absorb":
             record = self._absorb.decode(value)
             record["into_id"] = target
@@ -194,11 +305,28 @@ class ProfileStage:
             return [Send(target, value, awaiting)]
         return []
 
-    def _handover(self, key: str, into: str, state: Mapping[str, Any]) -> Send:
-        return Send(into, self._absorb.encode({"from_id": key, "into_id": into,
-                                               "state": json.dumps(state)}))
+    def _handover(self, key: str, into: str, state: Mapping[str, Any],
+                  partition: int) -> list[Send]:
+        """The records that hand ``key``'s state over to ``into``: digests first, state last.
 
-    def _merge_again(self, key: str, marker: dict[str, Any], value: bytes) -> list[Send]:
+        They all go to ``into``'s partition, in order, so the state is folded in (and
+        held events checked) only when every digest of its history is there. The digests
+        are the keys under ``key`` that its state has reached, read in ``partition``'s
+        database (they stay there for a hand-over sent again), and those of the events
+        it released lately.
+        """
+        digests = self.applied.of(key, partition, _offset(state))
+        digests += map(bytes.fromhex, state.get("released", ()))
+        applied = b"".join(dict.fromkeys(digests))
+        size = HANDOVER_DIGESTS * 8
+        records: list[dict[str, Any]] = [
+            {"from_id": key, "into_id": into, "applied": applied[at:at + size], "state": None}
+            for at in range(0, max(len(applied), 1), size)]
+        records[-1]["state"] = json.dumps(state)
+        return [Send(into, self._absorb.encode(record)) for record in records]
+
+    def _merge_again(self, key: str, marker: dict[str, Any], value: bytes,
+                     partition: int) -> list[Send]:
         """A merge of ``key``, already merged away (read again after a crash): hand over again.
 
         The marker is written before the state it hands over is delivered, so a worker
@@ -209,33 +337,60 @@ class ProfileStage:
             return []
         self.table[key] = marker  # again: the changelog may not have the first write
         self._count("merged_again")
-        return [self._handover(key, into, marker[MERGED_STATE])]
+        return self._handover(key, into, marker[MERGED_STATE], partition)
+
+    def _seen(self, key: str, state: Mapping[str, Any], digest: bytes) -> bool:
+        """Whether ``digest``'s event is counted in ``key``'s history already."""
+        if digest in self._counted or digest.hex() in state.get("released", ()):
+            return True
+        stamp = self.applied.stamp(key, digest)
+        # a key the profile has not reached belongs to a change a crash lost
+        return stamp is not None and stamp <= _offset(state)
+
+    def _ensure(self, key: str, state: Mapping[str, Any], digest: bytes, offset: int) -> None:
+        """Write ``digest``'s key, counted by the record at ``offset``, unless it is there."""
+        stamp = self.applied.stamp(key, digest)
+        if stamp is None or stamp > _offset(state):
+            self.applied.add(key, digest, offset)
 
     def _apply_event(self, key: str, state: dict[str, Any], event: Mapping[str, Any],
-                     partition: int) -> bool:
-        """Count ``event`` in the profile, then run the complaint detector and attribution."""
-        if not apply_event(state, event):
-            self._count("repeats")
-            return False
+                     digest: bytes, partition: int, offset: int) -> None:
+        """Count a new ``event`` in the profile, then run the complaint detector and attribution."""
+        apply_event(state, event)
+        self.applied.add(key, digest, offset)
+        self._counted.add(digest)
         if self.detector is not None:
             self.signals += self.detector.observe(state, event, partition)
         if self.attribution is not None:
             self.attribution.observe(state, event)
         self.changed.add(key)
         self._count("applied")
-        return True
+
+    def _put(self, key: str, state: dict[str, Any], partition: int, offset: int) -> None:
+        """Write ``key``'s profile as changed by the record at ``offset``."""
+        state["offset"] = offset
+        released = state.get("released")
+        committed = self.committed(partition)
+        if released and committed is not None:
+            # a committed record's keys are in Kafka: the list need not keep them
+            released = {hexed: at for hexed, at in released.items() if at >= committed}
+            if released:
+                state["released"] = released
+            else:
+                del state["released"]
+        self.table[key] = state
 
     def _hold(self, key: str, state: dict[str, Any], event: dict[str, Any],
-              awaiting: tuple[str, ...]) -> None:
+              awaiting: tuple[str, ...], partition: int, offset: int) -> None:
         held = state.setdefault("held", [])
         if any(e["event_id"] == event["event_id"] for _, e in held):
             self._count("repeats")
             return
         held.append([list(awaiting), event])
-        self.table[key] = state
+        self._put(key, state, partition, offset)
         self._count("held")
 
-    def _release(self, key: str, state: dict[str, Any], partition: int) -> None:
+    def _release(self, key: str, state: dict[str, Any], partition: int, offset: int) -> None:
         """Apply the held events whose awaited aliases are all folded in now."""
         held = state.pop("held", None)
         if not held:
@@ -243,11 +398,17 @@ class ProfileStage:
         folded = set(state["merged_from"])
         waiting = []
         for awaiting, event in held:
-            if folded.issuperset(awaiting):
-                self._apply_event(key, state, event, partition)
-                self._count("released")
-            else:
+            if not folded.issuperset(awaiting):
                 waiting.append([awaiting, event])
+                continue
+            self._count("released")
+            digest = event_digest(event["event_id"])
+            if self._seen(key, state, digest):
+                self._count("repeats")
+                continue
+            self._apply_event(key, state, event, digest, partition, offset)
+            # listed until this record is committed: read again, it cannot tell its keys
+            state.setdefault("released", {})[digest.hex()] = offset
         if waiting:
             state["held"] = waiting
 
@@ -265,6 +426,11 @@ class ProfileStage:
                 self.table[customer] = state
                 self.changed.add(customer)
                 self.signals += records
+
+
+def _offset(state: Mapping[str, Any]) -> int:
+    """The offset of the last record that changed a profile (-1: none yet)."""
+    return cast(int, state.get("offset", -1))
 
 
 class ProfilePublisher:
@@ -363,7 +529,9 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
              attribution: Attributor | None = None) -> Any:
     """Add the profiles table, agent and emitter to ``app``; return the table.
 
-    With ``attribution``, campaign attribution runs on every applied event and merge
+    Beside it, the table ``touchpoint-applied`` keeps a key for every event counted in a
+    customer's history (:class:`AppliedTable`), in the customer's partition like its
+    profile. With ``attribution``, campaign attribution runs on every applied event and merge
     (``campaigns.py``), and the emitter writes the exposure rows of the customers it
     publishes. The agent also stores every record it reads (events, merges, aliases)
     through ``stored``, which acknowledges each once its rows are in the warehouse.
@@ -375,7 +543,11 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
     estimator = TierEstimator(rules)
     detector = Detector(signal_rules, lambda p: rules.tier(p, estimator.cutoffs()),
                         lateness_ms=signal_lateness_ms)
-    stage = ProfileStage(profiles, stats, detector, attribution)
+    applied = cast(changelog.Table, app.Table("touchpoint-applied", partitions=partitions,
+                                              key_type=str))
+    resolved_name = resolved.get_topic_name()
+    stage = ProfileStage(profiles, stats, detector, attribution, applied=AppliedTable(applied),
+                         committed=lambda p: committed_offset(app, TP(resolved_name, p)))
     publisher = ProfilePublisher(app, profiles, updates=updates.get_topic_name(),
                                  writer=writer, rules=rules, estimator=estimator,
                                  map_type=map_type, attribution=attribution)
@@ -396,7 +568,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
     async def handle(event: faust.EventT) -> None:
         partition = event.message.partition
         for out in stage.handle(_customer_id(event.key), event.value, partition,
-                                _awaited(event.message.headers)):
+                                _awaited(event.message.headers), event.message.offset):
             await resolved.send(key=out.key.encode(), value=out.value,
                                 headers=_await_headers(out.awaiting))
         for record in stage.signals:  # complaint signals raised or concluded

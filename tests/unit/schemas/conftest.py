@@ -147,6 +147,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "from_id": "u-3f2a9c0d1e2b4a5c6d7e",
         "into_id": "CRM-100482",
         "state": '{"customer_id": "u-3f2a9c0d1e2b4a5c6d7e", "orders": 1}',
+        "applied": bytes.fromhex("9f86d081884c7d65") + bytes.fromhex("2c26b46b68ffc68f"),
     },
 }
 

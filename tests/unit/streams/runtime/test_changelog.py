@@ -334,3 +334,36 @@ def test_a_value_read_in_its_partition_asks_only_that_partitions_database(
         env.run(asyncio.ensure_future(read(), loop=app.loop))
     finally:
         store._dbs.update(real)
+
+
+def test_keys_with_a_prefix_are_read_in_one_partition_in_key_order(rocks: _Env) -> None:
+    app, table, env = rocks.app, rocks.table, rocks
+
+    async def write() -> None:
+        env.on(1)
+        for key, value in (("c-1/bb", 2), ("c-10/cc", 3), ("c-1", 4), ("c-1/aa", 1),
+                           ("c-0/zz", 5), ("c-1é/dd", 6)):
+            table[key] = value
+        env.on(0)
+        table["c-1/ee"] = 7
+        await app.changelogs.ship()
+
+    env.run(write())
+    env.current = None  # as a stage reads it, or outside one: the partition is named
+    assert list(table.items_in(1, "c-1/")) == [("c-1/aa", 1), ("c-1/bb", 2)]
+    assert list(table.items_in(0, "c-1/")) == [("c-1/ee", 7)]
+    assert list(table.items_in(1, "c-1é/")) == [("c-1é/dd", 6)]
+    assert list(table.items_in(1, "c-2/")) == []
+    assert list(table.items_in(5, "c-1/")) == []  # a partition not held
+    assert 5 not in table.data._dbs
+
+
+def test_keys_with_a_prefix_in_the_memory_store_are_scanned(env: _Env) -> None:
+    async def write() -> None:
+        env.on(0)
+        env.table["c-1/bb"] = 2
+        env.table["c-1/aa"] = 1
+        env.table["c-10/cc"] = 3
+
+    env.run(write())
+    assert list(env.table.items_in(0, "c-1/")) == [("c-1/aa", 1), ("c-1/bb", 2)]
