@@ -1,9 +1,11 @@
 """The Faust application: built from settings, with every stage wired in flow order.
 
-inbound topics ─▶ ingest ─▶ touchpoints.unresolved ─▶ identity ─▶ <app_id>-resolved
-│     └─▶ minutes (touchpoint_minute)           └─▶ profiles ─▶ profiles.updates
-└─▶ touchpoints.deadletter ─▶ store                  (+ campaign attribution,
-                                                      + the events stored: runtime.Behind)
+inbound topics ─▶ ingest ─▶ touchpoints.unresolved ─▶ identity ───────────▶ <app_id>-resolved
+│                   └─▶ minutes (touchpoint_minute)   └─▶ <app_id>-links ─▶ links ─┘  │
+└─▶ touchpoints.deadletter ─▶ store                     (graph: one partition)         │
+                                            profiles ◀─────────────────────────────────┘
+                                            ─▶ profiles.updates (+ campaign attribution,
+                                               + the events stored: runtime.Behind)
 
 The Faust ``App`` subclass and everything else that overrides Faust is in ``runtime/``.
 """
@@ -31,8 +33,9 @@ from touchpoint.streams.rules import attribution, campaigns, complaints, normali
 from touchpoint.streams.runtime import changelog
 from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.behind import behind
+from touchpoint.streams.runtime.replica import Replica
 from touchpoint.streams.stages import identity, ingest, minutes, profiles, store
-from touchpoint.streams.topics import LARGE_RECORD_BYTES, TopicNames, raw_topic
+from touchpoint.streams.topics import LARGE_RECORD_BYTES, TopicNames, changelog_topic, raw_topic
 
 __all__ = ["Pipeline", "create_app"]
 
@@ -149,7 +152,8 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
         refused=store.deadletter_refused(app, topics, noted=ingest_stats.note_rejection),
         retry_refused=(tables.DEADLETTER_RAW,),
     )
-    unresolved = raw_topic(app, topics.unresolved, partitions=1)
+    unresolved = raw_topic(app, topics.unresolved, partitions=settings.topic_partitions)
+    links = raw_topic(app, topics.links, partitions=1)
     resolved = raw_topic(app, topics.resolved, partitions=settings.topic_partitions)
     updates = raw_topic(app, topics.profiles, partitions=settings.topic_partitions)
     signals = raw_topic(app, topics.signals, partitions=settings.topic_partitions)
@@ -161,8 +165,13 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
     pipeline = Pipeline(app, topics, ingest_stats, writer, warehouse)
     ingestor = normalize.Ingestor(pii_salt=settings.pii_salt, phone_region=settings.phone_region)
     ingest.register(app, topics, ingestor, ingest_stats)
-    graph = identity.register(app, unresolved=unresolved, resolved=resolved,
-                              stats=pipeline.identity_stats)
+    # every worker's copy of the identity graph, for the partitioned identity stage
+    replica = app.add_dependency(Replica(
+        bootstrap=settings.kafka_servers, topic=changelog_topic(settings.app_id, identity.TABLE),
+        path=datadir / "identity-replica", key=identity.replica_key,
+        transform=identity.replica_value))
+    graph = identity.register(app, unresolved=unresolved, links=links, resolved=resolved,
+                              replica=replica, stats=pipeline.identity_stats)
     attributor = campaigns.Attributor(
         model=attribution.model_for(settings.attribution_model),
         window=timedelta(days=settings.attribution_window_days))
@@ -181,6 +190,7 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
     attributor.tier_of = lambda p: rules.tier(p, table.estimator.cutoffs())
     minutes.register(app, unresolved=unresolved, writer=writer, rules=signal_rules,
                      grace=timedelta(seconds=settings.aggregate_grace_seconds),
+                     partitions=settings.topic_partitions,
                      batch_size=settings.sink_batch_size,
                      flush_seconds=settings.sink_flush_seconds, stats=pipeline.minute_stats)
     store.register(app, topics, writer, batch_size=settings.sink_batch_size,

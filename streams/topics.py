@@ -25,12 +25,13 @@ class TopicNames:
     """Every topic the pipeline reads or writes, with the configured prefix applied.
 
     The contract's topics (inbound, dead letters, signals, profiles) and
-    ``touchpoints.unresolved`` (normalized events in one ordered log: a replaying group
-    reads the same events in the same order) are shared by whoever uses the prefix.
-    ``<app_id>-resolved`` belongs to one consumer group, like Faust's changelogs: a second
-    group on the same inbound topics (a replay into a fresh warehouse, a blue/green
-    deployment) must never read the first one's merges, hand-overs and forwarded events,
-    which are made against that group's own state.
+    ``touchpoints.unresolved`` (normalized events, keyed by their strongest identifier:
+    a replaying group reads the same events in the same order per partition) are shared
+    by whoever uses the prefix. ``<app_id>-links`` and ``<app_id>-resolved`` belong to
+    one consumer group, like Faust's changelogs: a second group on the same inbound
+    topics (a replay into a fresh warehouse, a blue/green deployment) must never read the
+    first one's links, merges, hand-overs and forwarded events, which are made against
+    that group's own state.
     """
 
     prefix: str = ""
@@ -59,8 +60,13 @@ class TopicNames:
 
     @property
     def unresolved(self) -> str:
-        """Valid events after ingest, in one ordered log for identity resolution."""
+        """Valid events after ingest, keyed by their strongest identifier."""
         return f"{self.prefix}touchpoints.unresolved"
+
+    @property
+    def links(self) -> str:
+        """Events whose identifiers the identity graph must link: one partition, one graph."""
+        return f"{self.prefix}{self.app_id}-links"
 
     @property
     def resolved(self) -> str:
@@ -79,16 +85,16 @@ class TopicNames:
 
     def all(self) -> list[str]:
         """Every topic the pipeline creates."""
-        return [*self.inbound, self.deadletter, self.unresolved, self.resolved, self.signals,
-                self.profiles]
+        return [*self.inbound, self.deadletter, self.unresolved, self.links, self.resolved,
+                self.signals, self.profiles]
 
     def compacted(self) -> set[str]:
         """Topics that keep only the latest record per key."""
         return {self.profiles}
 
     def partitions(self, name: str, default: int) -> int:
-        """Partitions a topic is created with: identity reads one ordered log."""
-        return 1 if name == self.unresolved else default
+        """Partitions a topic is created with: the graph's links go through one."""
+        return 1 if name == self.links else default
 
 
 #: The worker's Faust tables and their partitions (None: TOUCHPOINT_TOPIC_PARTITIONS).
@@ -96,13 +102,14 @@ TABLES: dict[str, int | None] = {
     "touchpoint-identity": 1,
     "touchpoint-profiles": None,
     "touchpoint-applied": None,
-    "touchpoint-minutes": 1,
+    "touchpoint-minutes": None,
 }
 
 
 #: Largest record, in bytes, on the changelog of a table that keeps one large value per key:
-#: the minutes stage stores all its windows (with the ids of the events they counted) as
-#: one value, about 1 MB per 200 events/s of traffic, beyond Kafka's default limit of 1 MB
+#: the minutes stage stores each input partition's windows (with the ids of the events
+#: they counted) as one value, about 1 MB per 200 events/s of that partition's traffic,
+#: beyond Kafka's default limit of 1 MB
 #: (docs/design/aggregates-and-attribution.md). The producer's request limit follows it
 #: (``app.py``).
 LARGE_RECORD_BYTES = 64 * 1024 * 1024

@@ -44,7 +44,7 @@ from touchpoint.sinks.tables import (
     EVENTS,
     EVENTS_RAW,
 )
-from touchpoint.streams.ops.lag import OffsetMonitor, partition_lag, rates
+from touchpoint.streams.ops.lag import OffsetMonitor, consumed_topics, partition_lag, rates
 from touchpoint.streams.topics import TopicNames
 
 __all__ = [
@@ -284,8 +284,7 @@ class Dashboard:
         samples = list(monitor.samples)
         inbound = self.topics.inbound
         times, series = rates(samples, [*inbound, self.topics.deadletter])
-        consumed = [*inbound, self.topics.deadletter, self.topics.unresolved,
-                    self.topics.resolved, self.topics.signals]
+        consumed = consumed_topics(self.topics)
         latest = samples[-1] if samples else None
         lag = [] if latest is None else partition_lag(latest, consumed)
         by_topic: dict[str, int] = {}

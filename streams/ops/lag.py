@@ -57,8 +57,8 @@ class OffsetSample:
 
 def consumed_topics(topics: TopicNames) -> list[str]:
     """The topics the workers' group consumes and commits (table changelogs aside)."""
-    return [*topics.inbound, topics.deadletter, topics.unresolved, topics.resolved,
-            topics.signals]
+    return [*topics.inbound, topics.deadletter, topics.unresolved, topics.links,
+            topics.resolved, topics.signals]
 
 
 def partition_lag(sample: OffsetSample, topics: Iterable[str] | None = None

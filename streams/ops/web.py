@@ -30,7 +30,7 @@ from touchpoint.sinks import tables
 from touchpoint.sinks.clickhouse import Warehouse, quote_literal
 from touchpoint.sinks.query_guard import checked_select
 from touchpoint.streams.ops import access
-from touchpoint.streams.rules.identity import IdentityGraph
+from touchpoint.streams.rules.identity import IdentityGraph, own_id
 from touchpoint.streams.stages.identity import TABLE as IDENTITY_TABLE
 
 __all__ = ["Identify", "QueryLimits", "register", "register_customers"]
@@ -198,18 +198,34 @@ def register_customers(app: faust.App, *, graph: IdentityGraph, profiles: Any,
             except (KeyError, ServiceUnavailable):
                 return self.json({"error": "the worker is starting or rebalancing; retry"},
                                  status=503)
-            customer_id = next((c for c in map(graph.lookup, identify.candidates(identifier))
-                                if c), None)
+            authorization = request.headers["Authorization"]
+            candidates = identify.candidates(identifier)
+            customer_id = next((c for c in map(graph.lookup, candidates) if c), None)
             if customer_id is None and identifier in graph.members:
                 customer_id = identifier  # a customer id, generated or CRM
+            members = graph.members.get(customer_id or "") or {"identifiers": [],
+                                                               "aliases": []}
+            profile = None
+            if customer_id is None:
+                # Never linked to another identifier, so not in the graph: the customer
+                # is the identifier's own id (or the id given), if it has a profile.
+                for candidate in (*candidates, None):
+                    own = identifier if candidate is None else own_id(candidate)
+                    profile = await profile_of(own, authorization)
+                    if profile is not None:
+                        customer_id = own
+                        members = {"identifiers": [candidate] if candidate else [],
+                                   "aliases": []}
+                        break
+            else:
+                profile = await profile_of(customer_id, authorization)
             if customer_id is None:
                 return self.json({"error": f"no customer known by {identifier!r}"}, status=404)
-            members = graph.members.get(customer_id) or {"identifiers": [], "aliases": []}
             return self.json({
                 "customer_id": customer_id,
                 "identifiers": sorted(members["identifiers"]),
                 "merged_ids": sorted(members["aliases"]),
-                "profile": await profile_of(customer_id, request.headers["Authorization"]),
+                "profile": profile,
                 "touchpoints": await recent_touchpoints(customer_id),
             })
 

@@ -14,7 +14,7 @@ continue from wherever a crash cuts the writes. The reasoning is in
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "is_crm",
     "own_id",
     "provisional_customer_id",
+    "resolve_known",
     "strongest_identifier",
 ]
 
@@ -101,6 +102,39 @@ class Resolution:
     aliases: tuple[str, ...] = ()
     repeated: tuple[Merge, ...] = ()
 
+    @property
+    def awaits(self) -> tuple[str, ...]:
+        """The aliases the profiles stage must have folded in before it applies the event.
+
+        None for an event that links groups for the first time: groups never split, so
+        its identifiers were never all in one group before, and no stage can have
+        resolved it (and counted it) under any of them.
+        """
+        return () if self.merges else self.aliases
+
+
+def resolve_known(identifiers: Sequence[str], owner: Callable[[str], str | None],
+                  aliases: Callable[[str], tuple[str, ...] | None]) -> Resolution | None:
+    """Who an event belongs to without linking anything, from a copy of the graph; else None.
+
+    ``owner`` and ``aliases`` read a copy of the graph that may lag behind it
+    (``streams/stages/identity.py``): ``aliases`` is None for a customer the copy has
+    no group for. The answer is the graph's (or a customer it has merged since, which
+    hands on whatever reaches it) when every identifier names one customer, or when the
+    event's one identifier is new (its own id: the graph merges that id into whoever the
+    identifier joins later). Anything else needs the graph itself: None.
+    """
+    owners = {owner(i) for i in identifiers}
+    if len(owners) != 1:
+        return None
+    (customer,) = owners
+    if customer is None:
+        return Resolution(own_id(identifiers[0])) if len(identifiers) == 1 else None
+    merged = aliases(customer)
+    if merged is None:
+        return None  # the copy lags behind its owners (compacted away): ask the graph
+    return Resolution(customer, aliases=merged)
+
 
 class IdentityGraph:
     """Union of identifiers into customers, over two key-value stores.
@@ -142,7 +176,13 @@ class IdentityGraph:
         target = event_crm or (crm[0] if crm else min(candidates))
 
         conflicts = [i for i, c in known.items() if c is not None and c != target and is_crm(c)]
-        merging = sorted(c for c in customers if c != target and not is_crm(c))
+        # An identifier new to the graph may have had events of its own already: the
+        # partitioned stage resolves an event with one unknown identifier to that
+        # identifier's own id without asking the graph. So that id is merged too, like
+        # a group of its one identifier (an empty profile if it had none).
+        alone = {own_id(i): i for i, c in known.items()
+                 if c is None and own_id(i) != target and not is_crm(own_id(i))}
+        merging = sorted({*(c for c in customers if c != target and not is_crm(c)), *alone})
         # The group as it will be, written first: the changelog may keep any prefix of
         # this record's writes (a crash), and an identifier that already names the target
         # must find the aliases it came with there (see the crash test in rules/test_identity.py).
@@ -154,7 +194,8 @@ class IdentityGraph:
         identifiers_now.update(dict.fromkeys(fresh))
         merges = []
         for merged in merging:
-            moved = self.members.get(merged) or {"identifiers": [], "aliases": []}
+            moved = self.members.get(merged) or {
+                "identifiers": [alone[merged]] if merged in alone else [], "aliases": []}
             identifiers_now.update(dict.fromkeys(moved["identifiers"]))
             aliases_now.update(dict.fromkeys([merged, *moved["aliases"]]))
             target_members["merges"].update(moved.get("merges") or {})

@@ -50,6 +50,8 @@ class Outbox:
         # topic, records, future, their tags
         self._shipped: list[tuple[str, int, Awaitable[Any], list[object]]] = []
         self._partitions: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+        #: The highest offset of the records delivered by the last wait, per topic.
+        self.last_offsets: dict[str, int] = {}
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: list[tuple[str, bytes]] | None = None, *,
@@ -100,11 +102,16 @@ class Outbox:
                                        return_exceptions=True)
         sent: Counter[str] = Counter()
         failures: list[tuple[object, BaseException]] = []
+        self.last_offsets = {}
         for (topic, count, _, tags), result in zip(shipped, results, strict=True):
             if isinstance(result, BaseException):
                 failures += [(tag, result) for tag in tags]
             else:
                 sent[topic] += count
+                first = getattr(result, "offset", None)  # a batch's metadata: its first
+                if first is not None:
+                    last = first + count - 1
+                    self.last_offsets[topic] = max(self.last_offsets.get(topic, last), last)
         for counter in sent_counters(self._app):
             for topic, count in sent.items():
                 counter(topic, count)

@@ -1,17 +1,23 @@
-"""Identity stage: the agent that resolves every event to one customer, across touchpoints.
+"""Identity stages: every event resolved to one customer, across touchpoints, on every partition.
 
-It reads the one ordered log of normalized events (``touchpoints.unresolved``, one
-partition), resolves each event's identifiers with the identity graph
-(``streams/rules/identity.py``), kept in one changelog-backed table, and forwards the
-event unchanged to ``<app_id>-resolved`` keyed by its customer id. A merge the event
-caused is published first, keyed by the merged-away id; an event of a customer with
+Two agents. ``touchpoint.identity`` reads the normalized events (``touchpoints.unresolved``,
+partitioned like the inbound topics) and resolves each with this worker's copy of the
+identity graph (:class:`~touchpoint.streams.runtime.replica.Replica` of the graph's
+changelog): an event whose identifiers all name one customer, or whose one identifier is
+new, goes on to ``<app_id>-resolved`` keyed by its customer id. The rest, events that
+link identifiers, go to ``<app_id>-links`` (one partition), where ``touchpoint.links``
+resolves them with the identity graph itself (``streams/rules/identity.py``, one
+changelog-backed table), publishes the merges they cause and forwards them. A merge is
+published before any event keyed by the customer it led to; an event of a customer with
 aliases names them in a header, for the profiles stage to fold in first. A replayed
 event that caused a merge publishes it again. Why this loses and double-counts nothing,
-across replays, crashes and rebalances, is in ``docs/design/identity.md``.
+across replays, crashes, rebalances and a copy of the graph that lags behind it, is in
+``docs/design/identity.md``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, MutableMapping
@@ -20,11 +26,19 @@ from typing import Any, cast
 import faust
 
 from touchpoint.schemas.codec import codec_for
-from touchpoint.streams.rules.identity import IdentityGraph, Keyspace, Merge, identifiers_of
-from touchpoint.streams.runtime.consumer import only_current
+from touchpoint.streams.rules.identity import (
+    IdentityGraph,
+    Keyspace,
+    Merge,
+    Resolution,
+    identifiers_of,
+    resolve_known,
+)
+from touchpoint.streams.runtime.consumer import is_current, only_current
 from touchpoint.streams.runtime.outbox import Outbox, make_current
+from touchpoint.streams.runtime.replica import Replica
 
-__all__ = ["AWAIT_HEADER", "TABLE", "ReadThrough", "register"]
+__all__ = ["AWAIT_HEADER", "TABLE", "ReadThrough", "register", "replica_key", "replica_value"]
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +109,49 @@ TABLE = "touchpoint-identity"
 #: Records one identity batch takes at most, and how long it waits to fill one (seconds).
 BATCH_RECORDS = 1000
 BATCH_WITHIN = 0.02
+#: The identity table's key for the offset of ``<app_id>-links`` before which the link
+#: stage has forwarded every event (every worker's copy of the graph has it too).
+LINKED_KEY = "linked"
 #: Kafka header on ``<app_id>-resolved`` events: the customer's aliases (comma-separated)
 #: that the profiles stage must have folded in before it applies the event.
 AWAIT_HEADER = "touchpoint-await"
 
 
-def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT,
-             stats: dict[str, int]) -> IdentityGraph:
-    """Add the identity agent and its tables to ``app``; return the graph (for lookups)."""
-    # keys raw (utf-8), values JSON: Faust's defaults for tables. One table, one changelog
+def replica_key(key: bytes) -> bytes:
+    """The key a worker's copy of the graph keeps for a changelog key (its text, UTF-8).
+
+    Faust writes a table's text keys JSON-encoded (``"o:anonymous_id:ck-1"``, quoted).
+    """
+    return str(json.loads(key)).encode()
+
+
+def replica_value(key: bytes, value: bytes) -> bytes | None:
+    """What a worker's copy of the graph keeps of a changelog record (see :class:`Replica`).
+
+    ``o:<identifier>``: its customer id; ``m:<customer>``: the ids merged into it,
+    comma-separated (empty: a group without aliases). ``key`` is :func:`replica_key`'s.
+    """
+    decoded = json.loads(value)
+    if key == LINKED_KEY.encode():
+        return str(int(decoded)).encode()
+    if key.startswith(b"o:"):
+        return str(decoded).encode()
+    if key.startswith(b"m:"):
+        return ",".join(decoded["aliases"]).encode()
+    return None
+
+
+def _await_headers(aliases: tuple[str, ...]) -> list[tuple[str, bytes]] | None:
+    return [(AWAIT_HEADER, ",".join(aliases).encode())] if aliases else None
+
+
+def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
+             resolved: faust.TopicT, replica: Replica, stats: dict[str, int]) -> IdentityGraph:
+    """Add the identity agents and the graph's table to ``app``; return the graph (for lookups).
+
+    ``replica`` follows the graph's changelog (``TABLE``) on this worker.
+    """
+    # keys and values JSON: Faust's defaults for tables. One table, one changelog
     # (see Keyspace): "o:<identifier>" -> customer id, "m:<customer id>" -> its group.
     table = ReadThrough(app.Table(TABLE, partitions=1, key_type=str), limit=1_000_000)
     graph = IdentityGraph(Keyspace(table, "o:"), Keyspace(table, "m:"))
@@ -113,8 +161,62 @@ def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT
         table.clear_kept()
     event_codec = codec_for("event")
     merge_codec = codec_for("merge")
-    outbox = Outbox(app)
-    resolved_name = resolved.get_topic_name()
+    resolved_name, links_name = resolved.get_topic_name(), links.get_topic_name()
+
+    def owner(identifier: str) -> str | None:
+        found = replica.get(b"o:" + identifier.encode())
+        return None if found is None else found.decode()
+
+    def aliases(customer: str) -> tuple[str, ...] | None:
+        found = replica.get(b"m:" + customer.encode())
+        if found is None:
+            return None
+        return tuple(found.decode().split(",")) if found else ()
+
+    def linked_up_to() -> int:
+        """The offset of ``<app_id>-links`` the link stage has forwarded everything before."""
+        found = replica.get(LINKED_KEY.encode())
+        return -1 if found is None else int(found)
+
+    @app.agent(unresolved, name="touchpoint.identity")
+    async def identity(stream: faust.StreamT[bytes]) -> None:
+        # Stateless but for the graph's copy, read as it stands: any partition, any worker.
+        # It never waits for the link stage: the worker's one delivery loop would stop
+        # feeding that stage once this one's buffer is full. Instead an event that names
+        # an identifier of one still on its way through the link stage follows it there
+        # (``waiting``: identifier -> offset of its last event sent to link), so a
+        # customer's later events do not overtake it.
+        outbox = Outbox(app)
+        await replica.caught_up.wait()  # else every known customer would look new
+        waiting: dict[str, int] = {}
+        concrete = cast(faust.Stream[bytes], stream)
+        async for events in concrete.take_events(BATCH_RECORDS, within=BATCH_WITHIN):
+            if waiting:
+                done = linked_up_to()
+                waiting = {i: at for i, at in waiting.items() if at >= done}
+            linking: set[str] = set()  # identifiers of this batch's events sent to link
+            known = 0
+            for message in only_current(app, events):
+                value = message.value
+                identifiers = identifiers_of(event_codec.decode(value))
+                resolution = None
+                if not any(i in linking or i in waiting for i in identifiers):
+                    resolution = resolve_known(identifiers, owner, aliases)
+                if resolution is None:
+                    linking.update(identifiers)
+                    stats["to_link"] = stats.get("to_link", 0) + 1
+                    await outbox.send(links_name, message.key, value)
+                else:
+                    known += 1
+                    await outbox.send(resolved_name, resolution.customer_id.encode(), value,
+                                      _await_headers(resolution.awaits))
+            await outbox.delivered()
+            if linking:
+                last = outbox.last_offsets.get(links_name, -1)
+                waiting.update(dict.fromkeys(linking, last))
+            stats["resolved"] = stats.get("resolved", 0) + known
+
+    links_outbox = Outbox(app)
 
     async def publish(merge: Merge, event: Mapping[str, Any]) -> None:
         record = {
@@ -123,40 +225,46 @@ def register(app: faust.App, *, unresolved: faust.TopicT, resolved: faust.TopicT
             "identifiers": list(merge.identifiers), "aliases": list(merge.aliases),
             "recorded_at": int(time.time() * 1000),
         }
-        await outbox.send(resolved_name, merge.merged_id.encode(), merge_codec.encode(record))
+        await links_outbox.send(resolved_name, merge.merged_id.encode(),
+                                merge_codec.encode(record))
 
-    @app.agent(unresolved, name="touchpoint.identity")
-    async def identity(stream: faust.StreamT[bytes]) -> None:
-        # In batches (the tables have one partition, so Faust's changelog partition does
+    async def forward(resolution: Resolution, event: Mapping[str, Any], value: bytes) -> None:
+        for merge in resolution.merges:
+            stats["merges"] = stats.get("merges", 0) + 1
+            await publish(merge, event)
+        for merge in resolution.repeated:
+            # A replay of the event that caused this merge: publish it again (the first
+            # copy may have died with the worker); downstream, a repeat is a no-op.
+            stats["merges_repeated"] = stats.get("merges_repeated", 0) + 1
+            await publish(merge, event)
+        if resolution.conflicts:
+            log.info("event %s: %s stay with another CRM customer than %s",
+                     event["event_id"], len(resolution.conflicts), resolution.customer_id)
+        stats["linked"] = stats.get("linked", 0) + 1  # of "resolved": through the graph
+        stats["resolved"] = stats.get("resolved", 0) + 1
+        await links_outbox.send(resolved_name, resolution.customer_id.encode(), value,
+                                _await_headers(resolution.awaits))
+
+    @app.agent(links, name="touchpoint.links")
+    async def link(stream: faust.StreamT[bytes]) -> None:
+        # In batches (the table has one partition, so Faust's changelog partition does
         # not depend on which record is current); outputs are delivered before the batch
         # is acknowledged (see outbox.py).
         concrete = cast(faust.Stream[bytes], stream)
         async for events in concrete.take_events(BATCH_RECORDS, within=BATCH_WITHIN):
-            # revoked mid-batch, it handles no more of it: this worker's tables and outputs would
-            # otherwise interleave with the partition's next owner's
+            # revoked mid-batch, it handles no more of it: this worker's tables and outputs
+            # would otherwise interleave with the partition's next owner's
             for message in only_current(app, events):
-                make_current(message)  # for the tables' changelog (see outbox.py)
-                value = message.value
-                event = event_codec.decode(value)
-                resolution = graph.resolve(identifiers_of(event), event["event_id"])
-                for merge in resolution.merges:
-                    stats["merges"] = stats.get("merges", 0) + 1
-                    await publish(merge, event)
-                for merge in resolution.repeated:
-                    # A replay of the event that caused this merge: publish it again (the
-                    # first copy may have died with the worker); downstream, a repeat is
-                    # a no-op.
-                    stats["merges_repeated"] = stats.get("merges_repeated", 0) + 1
-                    await publish(merge, event)
-                if resolution.conflicts:
-                    log.info("event %s: %s stay with another CRM customer than %s",
-                             event["event_id"], len(resolution.conflicts),
-                             resolution.customer_id)
-                stats["resolved"] = stats.get("resolved", 0) + 1
-                headers = ([(AWAIT_HEADER, ",".join(resolution.aliases).encode())]
-                           if resolution.aliases else None)
-                await outbox.send(resolved_name, resolution.customer_id.encode(), value,
-                                  headers)
-            await outbox.delivered()
+                make_current(message)  # for the table's changelog (see outbox.py)
+                event = event_codec.decode(message.value)
+                await forward(graph.resolve(identifiers_of(event), event["event_id"]), event,
+                              message.value)
+            await links_outbox.delivered()
+            last = events[-1]
+            if is_current(app, last.message):
+                # everything before is forwarded: the identity stage may resolve those
+                # events' identifiers itself again (see identity())
+                make_current(last)
+                table[LINKED_KEY] = last.message.offset + 1
 
     return graph

@@ -2,14 +2,15 @@
 
 The cells and windows are in ``rules/aggregates.py`` and the rows of a batch in
 ``rules/minute_rows.py`` (both pure); this stage feeds them and stores what they return,
-exactly once for readers. It reads ``touchpoints.unresolved``, the one ordered log in
-which every copy of an event has the same id, in batches; for each batch it writes the
-final rows of the minutes that closed and the provisional and late rows it changed, and
-every ``STATE_SECONDS`` it stores the windows in the changelog-backed table
-``touchpoint-minutes`` before acknowledging the records they include. A batch whose
-partition was revoked meanwhile is dropped: the next owner reads it again. Why it reads
-that log and stores its windows only every few seconds is in
-docs/design/aggregates-and-attribution.md.
+exactly once for readers. It reads ``touchpoints.unresolved``, where every copy of an
+event lands in the same partition (keyed by the event's strongest identifier), in
+batches, with windows of their own per partition; for each batch it writes the final
+rows of the minutes that closed and the provisional and late rows it changed, and every
+``STATE_SECONDS`` it stores the windows in the changelog-backed table
+``touchpoint-minutes`` (one key per input partition, in that partition) before
+acknowledging the records they include. A batch whose partition was revoked meanwhile
+is dropped: the next owner reads it again. Why it reads that log and stores its windows
+only every few seconds is in docs/design/aggregates-and-attribution.md.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams.rules import complaints
 from touchpoint.streams.rules.aggregates import LATE_COLUMNS, MINUTE_COLUMNS
 from touchpoint.streams.rules.minute_rows import MinuteStage
+from touchpoint.streams.runtime import changelog
 from touchpoint.streams.runtime.consumer import is_current, only_current
 from touchpoint.streams.runtime.outbox import make_current
 
@@ -55,35 +57,37 @@ class Unstored:
                  clock: Any = time.monotonic) -> None:
         self.every, self.clock = every, clock
         self.events: list[faust.EventT] = []
-        self.partitions: set[int] = set()  # whose windows changed
+        self.partitions: dict[int, faust.EventT] = {}  # whose windows changed: their last event
         self.stored_at = clock()
 
     def add(self, partition: int, events: Sequence[faust.EventT]) -> None:
         """Note a batch counted into ``partition``'s windows."""
         self.events.extend(events)
-        self.partitions.add(partition)
+        self.partitions[partition] = events[-1]
 
     def due(self) -> bool:
         """Whether there is something to store, and the last store is ``every`` s ago."""
         return bool(self.events) and self.clock() - self.stored_at >= self.every
 
-    def take(self) -> tuple[set[int], list[faust.EventT]]:
-        """The partitions to store and the events to acknowledge after; start over."""
+    def take(self) -> tuple[dict[int, faust.EventT], list[faust.EventT]]:
+        """The partitions to store, with an event of each; the events to acknowledge after."""
         taken = self.partitions, self.events
-        self.partitions, self.events = set(), []
+        self.partitions, self.events = {}, []
         self.stored_at = self.clock()
         return taken
 
     def drop(self) -> None:
         """Forget everything (revoked: the next owner reads these events again)."""
-        self.partitions, self.events = set(), []
+        self.partitions, self.events = {}, []
 
 
 def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter,
-             rules: complaints.Rules, grace: timedelta, batch_size: int,
+             rules: complaints.Rules, grace: timedelta, partitions: int, batch_size: int,
              flush_seconds: float, stats: dict[str, int]) -> None:
     """Add the per-minute aggregates agent and its table to ``app``."""
-    table = app.Table(MINUTE_TABLE, partitions=1, key_type=str)
+    # partitioned as its input; the app's tables are changelog.Table (app.py)
+    table = cast(changelog.Table, app.Table(MINUTE_TABLE, partitions=partitions,
+                                            key_type=str))
     codec = codec_for("event")
     stages: dict[int, MinuteStage] = {}  # per partition, loaded from the table on first use
     unstored = Unstored()
@@ -99,12 +103,12 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
     async def store() -> None:
         """Store the changed windows, then acknowledge the events they hold."""
         partitions, events = unstored.take()
-        if not events or not is_current(app, events[-1].message):
-            return  # revoked meanwhile: the windows were dropped, the next owner reads on
-        make_current(events[-1])  # for the table's changelog (see outbox.py)
-        for partition in sorted(partitions):
+        for partition, last in sorted(partitions.items()):
+            if not is_current(app, last.message):
+                continue  # revoked meanwhile: dropped, the partition's next owner reads on
             stage = stages.get(partition)
             if stage is not None:
+                make_current(last)  # the changelog partition is the input's (outbox.py)
                 table[str(partition)] = stage.state()
         for event in events:
             await streams[0].ack(event)
@@ -128,7 +132,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
                     if stage is None:
                         stage = stages[partition] = MinuteStage(rules, grace=grace,
                                                                 part=partition, stats=stats)
-                        stage.load(table.get(str(partition)))
+                        stage.load(table.get_in(partition, str(partition)))
                     minute_rows, late_rows = stage.add(codec.decode(e.value) for e in group)
                     for name, columns, rows in ((TOUCHPOINT_MINUTE_RAW, MINUTE_COLUMNS,
                                                  minute_rows),

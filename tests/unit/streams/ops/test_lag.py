@@ -54,7 +54,8 @@ def test_the_group_consumes_every_stage_topic_but_the_changelogs() -> None:
     assert consumed_topics(topics) == [
         "p.touchpoints.web", "p.touchpoints.store", "p.touchpoints.callcenter",
         "p.touchpoints.campaign", "p.touchpoints.feedback", "p.touchpoints.deadletter",
-        "p.touchpoints.unresolved", "p.touchpoint-resolved", "p.signals.complaints"]
+        "p.touchpoints.unresolved", "p.touchpoint-links", "p.touchpoint-resolved",
+        "p.signals.complaints"]
 
 
 class FakeConsumer:

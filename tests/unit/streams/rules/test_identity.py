@@ -10,6 +10,7 @@ from touchpoint.streams.rules.identity import (
     generated_id,
     identifiers_of,
     is_crm,
+    resolve_known,
 )
 
 
@@ -222,3 +223,96 @@ def test_owners_and_groups_share_one_table_without_mixing() -> None:
     assert (list(owner), len(members), owner.get("x", "none")) == (["C1"], 1, "none")
     assert members.pop("C1") == {"identifiers": ["customer_id:C1"]}
     assert "C1" not in members and owner["C1"] == "C1"
+
+
+def _copy_of(g: IdentityGraph) -> tuple[object, object]:
+    """The lookups of a copy of ``g`` as the partitioned stage reads it (worker's replica)."""
+    def aliases(customer: str) -> tuple[str, ...] | None:
+        group = g.members.get(customer)
+        return None if group is None else tuple(group["aliases"])
+    return g.owner.get, aliases
+
+
+def test_an_event_with_one_new_identifier_is_its_own_customer_without_the_graph() -> None:
+    g = graph()
+    owner, aliases = _copy_of(g)
+    found = resolve_known(["anonymous_id:ck-1"], owner, aliases)  # type: ignore[arg-type]
+    assert found is not None
+    assert (found.customer_id, found.aliases) == (generated_id("anonymous_id:ck-1"), ())
+    # two new identifiers link: only the graph can say who that is
+    assert resolve_known(["customer_id:C1", "anonymous_id:ck-1"], owner,  # type: ignore[arg-type]
+                         aliases) is None
+
+
+def test_the_graph_merges_the_own_id_of_a_new_identifier_it_links() -> None:
+    # The partitioned stage sent the cookie's first events to the cookie's own id without
+    # telling the graph; the login that links the cookie must fold that profile in.
+    g = graph()
+    login = g.resolve(["customer_id:C1", "anonymous_id:ck-1"], "login-1")
+    own = generated_id("anonymous_id:ck-1")
+    assert login.merges == (Merge(own, "C1", ("anonymous_id:ck-1",), ()),)
+    assert login.aliases == (own,)
+    # it caused the merge, so it was never counted under the id merged: it waits for none
+    assert login.awaits == ()
+    assert g.resolve(["anonymous_id:ck-1"], "view-1").awaits == (own,)
+    # a CRM id new to the graph is the customer itself: nothing to merge
+    assert g.resolve(["customer_id:C2", "anonymous_id:ck-2"], "login-2").merges == (
+        Merge(generated_id("anonymous_id:ck-2"), "C2", ("anonymous_id:ck-2",), ()),)
+    assert g.resolve(["customer_id:C3"], "buy-3").merges == ()
+
+
+def test_a_copy_of_the_graph_resolves_known_customers_with_their_aliases() -> None:
+    g = graph()
+    g.resolve(["customer_id:C1", "anonymous_id:ck-1"], "login-1")
+    owner, aliases = _copy_of(g)
+    found = resolve_known(["anonymous_id:ck-1"], owner, aliases)  # type: ignore[arg-type]
+    assert found is not None
+    assert (found.customer_id, found.aliases) == ("C1", (generated_id("anonymous_id:ck-1"),))
+    both = resolve_known(["customer_id:C1", "anonymous_id:ck-1"], owner,  # type: ignore[arg-type]
+                         aliases)
+    assert both is not None and both.customer_id == "C1"
+    # a known identifier with a new one, or two customers: a link, for the graph
+    assert resolve_known(["customer_id:C1", "email:e"], owner, aliases) is None  # type: ignore[arg-type]
+    g.resolve(["customer_id:C2"], "buy-2")
+    g.resolve(["customer_id:C2", "phone:p"], "call-2")
+    assert resolve_known(["customer_id:C1", "phone:p"], owner, aliases) is None  # type: ignore[arg-type]
+
+
+def test_a_copy_without_the_customer_s_group_asks_the_graph() -> None:
+    # a compacted changelog read part-way: the owner is there, its group not yet
+    found = resolve_known(["anonymous_id:ck-1"], {"anonymous_id:ck-1": "C1"}.get,
+                          lambda customer: None)
+    assert found is None
+
+
+def test_every_event_reaches_the_customer_the_graph_alone_would_give_it() -> None:
+    # Random traffic, each event resolved by a copy of the graph when it can and by the
+    # graph otherwise: following the merges from the id an event was sent to ends, at
+    # every point and at the end, at the customer the graph alone gives it.
+    rng = random.Random(7)
+    ids = [f"anonymous_id:a{i}" for i in range(12)] + [f"customer_id:C{i}" for i in range(4)] \
+        + [f"email:e{i}" for i in range(6)]
+    alone, split = graph(), graph()
+    merged: dict[str, dict[str, str]] = {"alone": {}, "split": {}}
+
+    def follow(which: str, customer: str) -> str:
+        while customer in merged[which]:
+            customer = merged[which][customer]
+        return customer
+    sent = []
+    for n in range(2000):
+        event = sorted(set(rng.sample(ids, rng.choice((1, 1, 1, 2)))),
+                       key=lambda i: ("customer_id", "email", "anonymous_id").index(
+                           i.split(":")[0]))
+        if sum(i.startswith("customer_id:") for i in event) > 1:
+            continue
+        owner, aliases = _copy_of(split)
+        found = resolve_known(event, owner, aliases)  # type: ignore[arg-type]
+        if found is None:
+            found = split.resolve(event, f"e{n}")
+            merged["split"].update({m.merged_id: m.into_id for m in found.merges})
+        expected = alone.resolve(event, f"e{n}")
+        merged["alone"].update({m.merged_id: m.into_id for m in expected.merges})
+        assert follow("split", found.customer_id) == expected.customer_id
+        sent.append((found.customer_id, expected.customer_id))
+    assert all(follow("split", a) == follow("alone", b) for a, b in sent)

@@ -41,7 +41,9 @@ class _Producer:
         if any(value == self.fail_on for _, value, _ in records):
             future.set_exception(RuntimeError("broker said no"))
         else:
-            future.set_result(SimpleNamespace(topic=topic, partition=partition))
+            # as aiokafka's batch metadata: the first record's offset
+            before = sum(len(r) for t, q, r in self.batches[:-1] if (t, q) == (topic, partition))
+            future.set_result(SimpleNamespace(topic=topic, partition=partition, offset=before))
         return future
 
 
@@ -115,3 +117,21 @@ def test_a_failed_batch_raises_and_counts_only_what_was_delivered() -> None:
     with pytest.raises(RuntimeError, match="broker said no"):
         asyncio.run(run())
     assert sensor.sent == Counter({"t.good": 1})
+
+
+def test_the_last_offset_delivered_per_topic_is_known_after_a_wait() -> None:
+    producer = _Producer({"links": 1, "other": 2})
+    app, _ = _app(producer)
+
+    async def run() -> tuple[dict[str, int], dict[str, int]]:
+        outbox = Outbox(app)
+        for n in range(3):
+            await outbox.send("links", b"k", b"v%d" % n)
+        await outbox.delivered()
+        first = dict(outbox.last_offsets)
+        for n in range(2):
+            await outbox.send("links", b"k", b"w%d" % n)
+        await outbox.delivered()
+        return first, dict(outbox.last_offsets)
+    first, second = asyncio.run(run())
+    assert (first, second) == ({"links": 2}, {"links": 4})

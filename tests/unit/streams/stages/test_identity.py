@@ -25,3 +25,22 @@ def test_read_through_keeps_reads_and_writes_through() -> None:
     assert owner.pop("a") == "C1" and owner.get("a") is None
     owner.clear_kept()
     assert owner.get("b") == "C2" and Counting.reads > 1
+
+
+def test_a_worker_s_copy_of_the_graph_keeps_owners_and_aliases_by_their_text_keys() -> None:
+    # Faust writes the table's text keys and values JSON-encoded to the changelog
+    from faust.serializers import codecs
+
+    from touchpoint.streams.stages.identity import replica_key, replica_value
+
+    def record(key: str, value: object) -> tuple[bytes, bytes]:
+        return codecs.dumps("json", key), codecs.dumps("json", value)
+
+    key, value = record("o:anonymous_id:ck-1", "C1")
+    assert (replica_key(key), replica_value(replica_key(key), value)) == (
+        b"o:anonymous_id:ck-1", b"C1")
+    key, value = record("m:C1", {"identifiers": ["customer_id:C1"], "aliases": ["u-1", "u-2"],
+                                 "merges": {}})
+    assert replica_value(replica_key(key), value) == b"u-1,u-2"
+    key, value = record("m:C2", {"identifiers": ["customer_id:C2"], "aliases": [], "merges": {}})
+    assert replica_value(replica_key(key), value) == b""
