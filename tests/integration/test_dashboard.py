@@ -19,6 +19,8 @@ import pytest
 from touchpoint.publish import Publisher
 from touchpoint.schemas.contract import parse_occurred_at
 from touchpoint.sim.simulate import SimEvent, Simulator, run
+from touchpoint.streams.ops.lag import consumed_topics
+from touchpoint.streams.topics import TopicNames
 
 from .conftest import ARTIFACTS, Worker, WorkerFactory
 
@@ -167,14 +169,22 @@ def test_kafka_figures_cover_every_partition_of_the_group(
     expected = {(f"touchpoints.{c}", p) for c in
                 ("web", "store", "callcenter", "campaign", "feedback", "deadletter")
                 for p in range(partitions)}
-    expected |= {(t, p) for t in (f"{worker.settings.app_id}-resolved", "signals.complaints")
+    expected |= {(t, p) for t in (f"{worker.settings.app_id}-resolved", "signals.complaints",
+                                  "touchpoints.unresolved")
                  for p in range(partitions)}
-    expected |= {("touchpoints.unresolved", 0)}
+    expected |= {(f"{worker.settings.app_id}-links", 0)}  # the graph's links: one partition
     assert {(r["topic"], r["partition"]) for r in kafka["lag"]} == expected
     assert kafka["members"] == 1 and kafka["group"] == worker.settings.app_id
     assert set(kafka["rates"]["channels"]) == {"web", "store", "callcenter", "campaign",
                                                "feedback"}
     assert all(len(s) == len(kafka["rates"]["t"]) for s in kafka["rates"]["channels"].values())
+
+
+def _consumed_partitions(worker: Worker) -> int:
+    """How many partitions the worker's group reads (every topic but the changelogs)."""
+    topics = TopicNames.of(worker.settings)
+    return sum(topics.partitions(name, worker.settings.topic_partitions)
+               for name in consumed_topics(topics))
 
 
 def _samples(text: str) -> dict[str, float]:
@@ -215,11 +225,11 @@ def test_metrics_count_the_planted_day(worker: Worker,
     deadline = time.monotonic() + 45
     while True:
         lag = {k: v for k, v in metrics.items() if k.startswith("touchpoint_consumer_lag{")}
-        if len(lag) == 25 or time.monotonic() > deadline:
+        if len(lag) == _consumed_partitions(worker) or time.monotonic() > deadline:
             break
         time.sleep(1)
         metrics = _samples(_get(worker, "/metrics")[1].decode())
-    assert len(lag) == 25 and set(lag.values()) == {0.0}
+    assert len(lag) == _consumed_partitions(worker) and set(lag.values()) == {0.0}
 
 
 def test_health_says_ready(worker: Worker) -> None:
@@ -267,7 +277,8 @@ def test_two_workers_show_the_whole_group(worker_factory: WorkerFactory) -> None
         for w in (first, second):
             metrics = _samples(_get(w, "/metrics")[1].decode())
             owned.append({k for k in metrics if k.startswith("touchpoint_consumer_lag{")})
-        return owned if owned[0] and owned[1] and len(owned[0] | owned[1]) == 25 else None
+        return (owned if owned[0] and owned[1]
+                and len(owned[0] | owned[1]) == _consumed_partitions(first) else None)
 
     owned = _until("both workers report the lag of their own partitions", lag_series,
                    timeout=30)
