@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import faust
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
@@ -195,7 +196,9 @@ def register_customers(app: faust.App, *, graph: IdentityGraph, profiles: Any,
                                                   request)
             except SameNode:
                 pass
-            except (KeyError, ServiceUnavailable):
+            except (KeyError, ServiceUnavailable, TypeError):
+                # TypeError: aiokafka has no metadata for the graph's changelog yet (just
+                # started), and Faust's router asks it for the key's partition anyway
                 return self.json({"error": "the worker is starting or rebalancing; retry"},
                                  status=503)
             authorization = request.headers["Authorization"]
@@ -206,19 +209,25 @@ def register_customers(app: faust.App, *, graph: IdentityGraph, profiles: Any,
             members = graph.members.get(customer_id or "") or {"identifiers": [],
                                                                "aliases": []}
             profile = None
-            if customer_id is None:
-                # Never linked to another identifier, so not in the graph: the customer
-                # is the identifier's own id (or the id given), if it has a profile.
-                for candidate in (*candidates, None):
-                    own = identifier if candidate is None else own_id(candidate)
-                    profile = await profile_of(own, authorization)
-                    if profile is not None:
-                        customer_id = own
-                        members = {"identifiers": [candidate] if candidate else [],
-                                   "aliases": []}
-                        break
-            else:
-                profile = await profile_of(customer_id, authorization)
+            try:
+                if customer_id is None:
+                    # Never linked to another identifier, so not in the graph: the
+                    # customer is the identifier's own id (or the id given), if it has a
+                    # profile.
+                    for candidate in (*candidates, None):
+                        own = identifier if candidate is None else own_id(candidate)
+                        profile = await profile_of(own, authorization)
+                        if profile is not None:
+                            customer_id = own
+                            members = {"identifiers": [candidate] if candidate else [],
+                                       "aliases": []}
+                            break
+                else:
+                    profile = await profile_of(customer_id, authorization)
+            except (KeyError, ServiceUnavailable, TypeError, aiohttp.ClientError):
+                # the profiles' partitions are not assigned yet, or their worker is away
+                return self.json({"error": "the worker is starting or rebalancing; retry"},
+                                 status=503)
             if customer_id is None:
                 return self.json({"error": f"no customer known by {identifier!r}"}, status=404)
             return self.json({
