@@ -242,8 +242,16 @@ def register_customers(app: faust.App, *, graph: IdentityGraph, profiles: Any,
     class Profile(View):
         """The profile of one customer, answered by the worker that holds it."""
 
-        @app.table_route(table=profiles, match_info="customer_id")  # type: ignore[arg-type]
         async def get(self, request: Request, customer_id: str) -> Response:
+            try:  # routed to the worker that holds the profile, as table_route would
+                return await app.router.route_req(profiles.name, customer_id, self.web,
+                                                  request)
+            except SameNode:
+                pass
+            except (KeyError, ServiceUnavailable, TypeError):
+                # TypeError: aiokafka has no metadata for the changelog yet (just started)
+                return self.json({"error": "the worker is starting or rebalancing; retry"},
+                                 status=503)
             found = lookup(customer_id)
             if found is None:
                 return self.json({"error": f"no profile for {customer_id!r}"}, status=404)
