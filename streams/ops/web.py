@@ -186,21 +186,29 @@ def register_customers(app: faust.App, *, graph: IdentityGraph, profiles: Any,
                                        headers=headers) as rsp:
             return await rsp.json() if rsp.status == 200 else None
 
+    async def elsewhere(view: View, table: str, key: str, request: Request) -> Response | None:
+        """The answer of the worker that holds ``key`` of ``table``; None if it is this one.
+
+        503 while no worker can be named (Faust's ``table_route`` would answer 500: its
+        router raises TypeError when aiokafka has no metadata for the changelog yet).
+        """
+        try:
+            return await app.router.route_req(table, key, view.web, request)
+        except SameNode:
+            return None
+        except (KeyError, ServiceUnavailable, TypeError):
+            return view.json({"error": "the worker is starting or rebalancing; retry"},
+                             status=503)
+
     @app.page("/customers/{identifier}")
     class Customer(View):
         """Who this is: profile, identifiers (hashed) and the last 20 touchpoints."""
 
         async def get(self, request: Request, identifier: str) -> Response:
-            try:  # the identity graph has one partition; its owner answers
-                return await app.router.route_req(owner_table.name, "graph", self.web,
-                                                  request)
-            except SameNode:
-                pass
-            except (KeyError, ServiceUnavailable, TypeError):
-                # TypeError: aiokafka has no metadata for the graph's changelog yet (just
-                # started), and Faust's router asks it for the key's partition anyway
-                return self.json({"error": "the worker is starting or rebalancing; retry"},
-                                 status=503)
+            # the identity graph has one partition; its owner answers
+            routed = await elsewhere(self, owner_table.name, "graph", request)
+            if routed is not None:
+                return routed
             authorization = request.headers["Authorization"]
             candidates = identify.candidates(identifier)
             customer_id = next((c for c in map(graph.lookup, candidates) if c), None)
@@ -243,15 +251,9 @@ def register_customers(app: faust.App, *, graph: IdentityGraph, profiles: Any,
         """The profile of one customer, answered by the worker that holds it."""
 
         async def get(self, request: Request, customer_id: str) -> Response:
-            try:  # routed to the worker that holds the profile, as table_route would
-                return await app.router.route_req(profiles.name, customer_id, self.web,
-                                                  request)
-            except SameNode:
-                pass
-            except (KeyError, ServiceUnavailable, TypeError):
-                # TypeError: aiokafka has no metadata for the changelog yet (just started)
-                return self.json({"error": "the worker is starting or rebalancing; retry"},
-                                 status=503)
+            routed = await elsewhere(self, profiles.name, customer_id, request)
+            if routed is not None:
+                return routed
             found = lookup(customer_id)
             if found is None:
                 return self.json({"error": f"no profile for {customer_id!r}"}, status=404)
