@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Any, Final, NamedTuple, TypeVar
 
 from touchpoint.schemas.contract import CHANNELS
+from touchpoint.sim.simulate import COMMENTS_NEUTRAL, COMMENTS_POSITIVE
 
 __all__ = [
     "DEFAULT_MIX",
@@ -171,14 +172,6 @@ _NOTES_CANCEL: Final = (
     "Wants to close the account, retention offer refused",
     "客户因多次问题要求取消会员",
     "客户要求注销账户，拒绝挽留方案",
-)
-_COMMENTS_POSITIVE: Final = (
-    "Fast delivery, great quality", "Staff were very helpful", "Love it, will buy again",
-    "质量很好，物流很快", "店员服务热情", "非常满意，会回购",
-)
-_COMMENTS_NEUTRAL: Final = (
-    "It's okay", "Average experience", "Product as described",
-    "还可以吧", "一般般", "和描述一致",
 )
 _COMMENTS_NEGATIVE: Final = (
     "Waited 40 minutes in the store, terrible", "Parcel arrived late and damaged",
@@ -1160,8 +1153,8 @@ def _comment(rng: random.Random, score: int, top: int) -> str:
     if share <= 0.4:
         return rng.choice(_COMMENTS_NEGATIVE)
     if share < 0.75:
-        return rng.choice(_COMMENTS_NEUTRAL)
-    return rng.choice(_COMMENTS_POSITIVE)
+        return rng.choice(COMMENTS_NEUTRAL)
+    return rng.choice(COMMENTS_POSITIVE)
 
 
 def _occurred_at(rng: random.Random, channel: str, t: int) -> str | int:

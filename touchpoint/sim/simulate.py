@@ -225,11 +225,11 @@ _NOTES_NEGATIVE: Final = (
     "客户说承诺的回电一直没有来",
 )
 _NOTES_ABANDONED: Final = ("Caller hung up while waiting in the queue", "客户排队时挂断")
-_COMMENTS_POSITIVE: Final = (
+COMMENTS_POSITIVE: Final = (
     "Fast delivery, great quality", "Staff were very helpful", "Love it, will buy again",
     "质量很好，物流很快", "店员服务热情", "非常满意，会回购",
 )
-_COMMENTS_NEUTRAL: Final = (
+COMMENTS_NEUTRAL: Final = (
     "It's okay", "Average experience", "Product as described",
     "还可以吧", "一般般", "和描述一致",
 )
@@ -1013,8 +1013,8 @@ class _Traffic:
         if share <= 0.4:
             return self._choice(_COMMENTS_NEGATIVE)
         if share < 0.75:
-            return self._choice(_COMMENTS_NEUTRAL)
-        return self._choice(_COMMENTS_POSITIVE)
+            return self._choice(COMMENTS_NEUTRAL)
+        return self._choice(COMMENTS_POSITIVE)
 
     def _nps(self, t: int, person: _Person) -> None:
         score = self._rating(person, t, 0, 10)
