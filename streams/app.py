@@ -30,7 +30,7 @@ from touchpoint.streams.ops.dashboard import register as register_dashboard
 from touchpoint.streams.ops.lag import OffsetMonitor
 from touchpoint.streams.ops.metrics import register as register_metrics
 from touchpoint.streams.rules import attribution, campaigns, complaints, normalize, segments
-from touchpoint.streams.runtime import changelog
+from touchpoint.streams.runtime import changelog, tablestore
 from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.behind import behind
 from touchpoint.streams.runtime.replica import Replica
@@ -96,6 +96,7 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
     datadir.mkdir(parents=True, exist_ok=True)
     # RocksDB (through rocksdict) keeps tables on disk; memory works everywhere.
     table_store = "rocksdb://" if importlib.util.find_spec("rocksdict") else "memory://"
+    tablestore.share_memory(settings.rocksdb_memory_mb)
     options: dict[str, Any] = {
         "broker": ";".join(f"kafka://{server}" for server in settings.kafka_servers),
         "store": table_store,

@@ -102,6 +102,13 @@ def _fetch_wait(raw: str) -> int:
     return value
 
 
+def _rocksdb_memory(raw: str) -> int:
+    value = _positive_int(raw)
+    if value < 16:  # below this RocksDB flushes a memtable every few writes
+        raise ValueError("must be at least 16 (MiB)")
+    return value
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"debug", "info", "warning", "error"}:
@@ -231,6 +238,11 @@ SETTINGS: tuple[Setting, ...] = (
             "before answering. Fewer, larger batches leave the worker CPU for the stages "
             "under load; when traffic is light each of the three hops to a profile waits "
             "up to this long. 0: answer at once with what there is.", _fetch_wait),
+    Setting("rocksdb_memory_mb", "128",
+            "Memory all of a worker's RocksDB databases (its tables and its copy of the "
+            "identity graph) share, in MiB: half read cache, half write buffers. A worker "
+            "holding more customers needs no more than this; more makes reads of rarely "
+            "seen customers cheaper.", _rocksdb_memory),
     Setting("sink_batch_size", "5000", "Rows per warehouse insert, at most.", _positive_int),
     Setting("sink_flush_seconds", "1.0", "Longest wait before a partial batch is written.",
             _positive_float),
@@ -333,6 +345,7 @@ class Settings:
     clickhouse_query_url: str
     session_timeout_seconds: float
     fetch_wait_ms: int
+    rocksdb_memory_mb: int
     sink_batch_size: int
     sink_flush_seconds: float
     sink_max_backoff_seconds: float

@@ -22,6 +22,8 @@ from typing import Any
 
 from mode import Service
 
+from touchpoint.streams.runtime.tablestore import bounded_options
+
 __all__ = ["Replica"]
 
 log = logging.getLogger(__name__)
@@ -68,9 +70,7 @@ class Replica(Service):
 
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        options = rocksdict.Options(raw_mode=True)
-        options.create_if_missing(True)
-        self._db = rocksdict.Rdict(str(self.path), options)
+        self._db = rocksdict.Rdict(str(self.path), bounded_options())
         write = rocksdict.WriteOptions()
         write.disable_wal = True  # type: ignore[method-assign,assignment]
         self._db.set_write_options(write)

@@ -1,9 +1,12 @@
-"""The tables' RocksDB store: Faust's, writing without RocksDB's write-ahead log.
+"""The tables' RocksDB store: Faust's, without the write-ahead log, in a bounded memory.
 
 :class:`RocksStore` turns the log off (the changelog topic is the table's truth), flushes
 on stop and revocation, and moves a damaged partition database aside so that the
-partition is rebuilt from its changelog instead of stopping the worker. What that costs
-after a crash, and what counts as damaged: ``docs/design/runtime.md``.
+partition is rebuilt from its changelog instead of stopping the worker. Every RocksDB
+database of the process (each table partition, the copy of the identity graph) shares
+one read cache and one write-buffer budget (:func:`share_memory`), where Faust gives each
+its own 2 GiB cache and up to 192 MiB of memtables. What that costs after a crash, and
+what counts as damaged: ``docs/design/runtime.md``.
 """
 
 from __future__ import annotations
@@ -11,20 +14,89 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import rocksdict
 from faust.stores import rocksdb
 from faust.types import TP
 
-__all__ = ["RocksStore"]
+__all__ = ["MemoryBudget", "RocksStore", "bounded_options", "share_memory"]
 
 log = logging.getLogger(__name__)
+
+#: Largest memtable of one database: with a dozen or more databases per worker, the
+#: shared write-buffer budget rather than this decides when they flush.
+WRITE_BUFFER_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """The read cache and write-buffer manager every RocksDB database of the process shares."""
+
+    megabytes: int
+    cache: Any
+    write_buffers: Any
+
+    @classmethod
+    def of(cls, megabytes: int) -> MemoryBudget:
+        """Half of ``megabytes`` for cached blocks (with index and filters), half for memtables."""
+        half = megabytes * 1024 * 1024 // 2
+        return cls(megabytes, rocksdict.Cache(half), rocksdict.WriteBufferManager(half, False))
+
+
+_budget: MemoryBudget | None = None
+
+
+def share_memory(megabytes: int) -> MemoryBudget:
+    """Set the memory the databases opened from now on share (``TOUCHPOINT_ROCKSDB_MEMORY_MB``)."""
+    global _budget
+    if _budget is None or _budget.megabytes != megabytes:
+        _budget = MemoryBudget.of(megabytes)
+    return _budget
+
+
+def bounded_options(bloom_bits: int = 3) -> Any:
+    """Options (rocksdict) for a database held to the shared budget, with raw bytes keys."""
+    budget = _budget if _budget is not None else share_memory(128)
+    table = rocksdict.BlockBasedOptions()
+    table.set_bloom_filter(bloom_bits, True)
+    table.set_block_cache(budget.cache)
+    # index and filter blocks count against the cache instead of growing beside it with
+    # the data; level 0's stay pinned, as every read consults them
+    table.set_cache_index_and_filter_blocks(True)
+    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+    options = rocksdict.Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_block_based_table_factory(table)
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    options.set_max_write_buffer_number(2)
+    options.set_write_buffer_manager(budget.write_buffers)
+    return options
+
+
+class _BoundedOptions(rocksdb.RocksDBOptions):
+    """Faust's options for a table partition, on the shared budget."""
+
+    def as_options(self) -> Any:
+        options = bounded_options(self.bloom_filter_size)
+        if self.max_open_files is not None:
+            options.set_max_open_files(self.max_open_files)
+        options.set_target_file_size_base(self.target_file_size_base)
+        return options
 
 
 class RocksStore(rocksdb.Store):
     """Faust's RocksDB store (rocksdict), its writes without the write-ahead log."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.rocksdb_options.use_rocksdict:
+            # built as Faust builds its own (the options dict has lost driver and read_only)
+            self.rocksdb_options = _BoundedOptions(**dict(self.options or {}),
+                                                   use_rocksdict=True)
 
     def _open_for_partition(self, partition: int) -> Any:
         db = self._open_or_set_aside(partition)

@@ -21,7 +21,7 @@ import pytest
 from faust.stores.rocksdb import RocksDBOptions
 from faust.types import TP
 
-from touchpoint.streams.runtime import changelog
+from touchpoint.streams.runtime import changelog, tablestore
 from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.tablestore import RocksStore
 
@@ -30,6 +30,7 @@ import asyncio, os, signal
 from faust.types import TP
 from touchpoint.streams.runtime import changelog
 from touchpoint.streams.runtime.app import App
+from touchpoint.streams.runtime import tablestore
 from touchpoint.streams.runtime.tablestore import RocksStore
 
 app = App("test-tablestore", broker="kafka://127.0.0.1:1", autodiscover=False,
@@ -251,3 +252,25 @@ def test_a_locked_database_is_not_set_aside(
     assert caplog.records == []
     db = store._db_for_partition(0)  # once the other lets go: the same database
     assert (db.get(OFFSET_KEY), db.get(b"k01999")) == (b"41", bytes([1999 % 251]) * 100)
+
+
+def test_every_partition_database_writes_into_one_shared_budget(store: RocksStore) -> None:
+    budget = tablestore.share_memory(32)
+    first, second = store._db_for_partition(0), store._db_for_partition(1)
+    opened = budget.write_buffers.get_usage()
+    first[b"a"] = b"x" * 100_000
+    after_first = budget.write_buffers.get_usage()
+    second[b"b"] = b"y" * 100_000
+    # both memtables are charged to the one manager: its usage grows with each database
+    assert opened < after_first < budget.write_buffers.get_usage()
+    assert budget.write_buffers.get_buffer_size() == 16 * 1024 * 1024
+    first.flush()
+    second.flush()
+    assert first[b"a"] == b"x" * 100_000  # read back through the shared cache
+    assert budget.cache.get_usage() > 0
+
+
+def test_the_budget_is_set_once_per_size() -> None:
+    budget = tablestore.share_memory(48)
+    assert tablestore.share_memory(48) is budget
+    assert tablestore.share_memory(64) is not budget
