@@ -106,21 +106,23 @@ class TierEstimator:
 
     def __init__(self, rules: SegmentRules) -> None:
         self.rules = rules
-        self._spend: dict[str, float] = {}
+        # each customer's bucket, not its spend: a small int is shared, not stored per entry
+        self._bucket_of: dict[str, int] = {}
         self._buckets: dict[int, int] = {}
         self._cutoffs: tuple[float, float] | None = None
 
     def observe(self, customer_id: str, spend: float) -> None:
         """Record a customer's current trailing spend (replacing the previous value)."""
         self._cutoffs = None
-        old = self._spend.get(customer_id)
+        old = self._bucket_of.get(customer_id)
         if old is not None:
-            self._buckets[_bucket(old)] -= 1
+            self._buckets[old] -= 1
         if spend > 0:
-            self._spend[customer_id] = spend
-            self._buckets[_bucket(spend)] = self._buckets.get(_bucket(spend), 0) + 1
+            bucket = _bucket(spend)
+            self._bucket_of[customer_id] = bucket
+            self._buckets[bucket] = self._buckets.get(bucket, 0) + 1
         else:
-            self._spend.pop(customer_id, None)
+            self._bucket_of.pop(customer_id, None)
 
     def forget(self, customer_id: str) -> None:
         """Drop a customer (merged away)."""
@@ -133,7 +135,7 @@ class TierEstimator:
         return self._cutoffs
 
     def _compute(self) -> tuple[float, float]:
-        population = len(self._spend)
+        population = len(self._bucket_of)
         if population < self.rules.min_population:
             return self.rules.key_spend, self.rules.growth_spend
         return (self._quantile(1 - self.rules.key_share, population),

@@ -46,14 +46,15 @@ log = logging.getLogger(__name__)
 class ReadThrough(MutableMapping[str, Any]):
     """A Faust table with the entries read recently kept as Python objects.
 
-    A table read decodes JSON from RocksDB; the identity stage reads an identifier's
-    owner for every event. Only the identity agent writes these tables and it writes
+    A table read decodes JSON from RocksDB; the link stage reads the owner of every
+    identifier of every event it gets. Only the link agent writes the graph and it writes
     through this mapping, so the copy stays true while this worker holds the partition;
     it is dropped on every rebalance (the table may have been changed elsewhere) and
-    when it outgrows ``limit`` entries.
+    when it outgrows ``limit`` entries (a worker's memory must not grow with the
+    customers it has seen: the copy keeps what recent links touched).
     """
 
-    def __init__(self, table: MutableMapping[str, Any], limit: int = 500_000) -> None:
+    def __init__(self, table: MutableMapping[str, Any], limit: int = 100_000) -> None:
         self.table = table
         self.limit = limit
         self._kept: dict[str, Any] = {}
@@ -153,7 +154,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
     """
     # keys and values JSON: Faust's defaults for tables. One table, one changelog
     # (see Keyspace): "o:<identifier>" -> customer id, "m:<customer id>" -> its group.
-    table = ReadThrough(app.Table(TABLE, partitions=1, key_type=str), limit=1_000_000)
+    table = ReadThrough(app.Table(TABLE, partitions=1, key_type=str))
     graph = IdentityGraph(Keyspace(table, "o:"), Keyspace(table, "m:"))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types sync receivers
