@@ -30,7 +30,7 @@ from touchpoint.streams.ops.dashboard import register as register_dashboard
 from touchpoint.streams.ops.lag import OffsetMonitor
 from touchpoint.streams.ops.metrics import register as register_metrics
 from touchpoint.streams.rules import attribution, campaigns, complaints, normalize, segments
-from touchpoint.streams.runtime import changelog, tablestore
+from touchpoint.streams.runtime import changelog, compression, tablestore
 from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.behind import behind
 from touchpoint.streams.runtime.replica import Replica
@@ -97,6 +97,7 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
     # RocksDB (through rocksdict) keeps tables on disk; memory works everywhere.
     table_store = "rocksdb://" if importlib.util.find_spec("rocksdict") else "memory://"
     tablestore.share_memory(settings.rocksdb_memory_mb)
+    compression.use_fast_lz4()
     options: dict[str, Any] = {
         "broker": ";".join(f"kafka://{server}" for server in settings.kafka_servers),
         "store": table_store,
@@ -115,7 +116,8 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
         "producer_linger": 0.005,
         "producer_max_batch_size": 512 * 1024,
         # Profiles rewritten as JSON make most of the bytes the workers produce; LZ4 cuts
-        # them 4-8x for less CPU than the socket writes it saves (docs/design/runtime.md).
+        # them 4-8x for less CPU than the socket writes it saves (docs/design/runtime.md),
+        # at its fast level (compression.py).
         "producer_compression_type": "lz4",
         # the minutes stage's window state is one large changelog record (topics.py)
         "producer_max_request_size": LARGE_RECORD_BYTES,
