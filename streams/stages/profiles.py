@@ -13,6 +13,7 @@ double-count a contact: ``docs/design/identity.md``.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -55,8 +56,10 @@ __all__ = [
     "MERGED_STATE",
     "Applied",
     "AppliedTable",
+    "Handled",
     "ProfilePublisher",
     "ProfileStage",
+    "Record",
     "Send",
     "profile_lookup",
     "register",
@@ -84,6 +87,22 @@ class Send(NamedTuple):
     key: str
     value: bytes
     awaiting: tuple[str, ...] = ()  # for events: aliases to fold in before applying
+
+
+class Record(NamedTuple):
+    """A record of ``<app_id>-resolved`` for :meth:`ProfileStage.handle_batch`."""
+
+    key: str  # the customer id
+    value: bytes
+    awaiting: tuple[str, ...] = ()  # events: the aliases of its await header
+    offset: int | None = None  # None: the next after the last record handled (unit tests)
+
+
+class Handled(NamedTuple):
+    """What one record of a batch leaves to do once the batch is applied, in this order."""
+
+    sends: list[Send]  # records to send on to ``<app_id>-resolved``
+    signals: list[dict[str, Any]]  # complaint-signal records raised or concluded with it
 
 
 class Applied:
@@ -130,13 +149,28 @@ class AppliedTable(Applied):
 
 
 class ProfileStage:
-    """What the profiles stage does with one record of ``<app_id>-resolved``.
+    """What the profiles stage does with the records of ``<app_id>-resolved``.
 
-    ``handle`` updates the table and returns the records to send on (absorbed state for
-    the customer a merge led to, or records forwarded past a merged-away id); after it,
-    ``changed`` and ``merged`` say which profiles to publish and which ids are gone, and
-    ``signals`` holds the complaint-signal records to publish. Kept apart from the agent
-    so the ordering rules are tested without Kafka.
+    ``handle_batch`` applies a batch of one partition's records in order, updates the
+    table and returns, for each record, the records to send on (absorbed state for the
+    customer a merge led to, or records forwarded past a merged-away id) and the
+    complaint-signal records to publish; after it, ``changed`` and ``merged`` say which
+    profiles to publish and which ids are gone. ``handle`` does the same for one record,
+    adding its signals to ``signals``. Kept apart from the agent so the ordering rules are
+    tested without Kafka.
+
+    Within a batch each customer's profile (or marker) is read from the table at most
+    once and written at most once, at the end, with the value the last of its records
+    that changed it would have written one by one: the records read and change the
+    batch's copy, so each sees what the records before it did. The ``applied`` keys are
+    written as each record goes. The table is written before anything the batch sends,
+    as it was before each record's sends, so a crash in between is a case that was
+    handled already (the records are unacknowledged, so read again): a merge whose
+    marker is in the changelog and whose hand-over was lost is handed over again
+    (``_merge_again``); a hand-over delivered while the marker was lost comes again when
+    the merge is read again, and the customer it reaches folds a state in once (by
+    ``merged_from``); events passed on are passed on again and count once where they
+    land; keys whose profile change was lost are stamped past the profile (below).
 
     The rules (``docs/design/identity.md``): an event that names aliases is held until
     each of them has been folded in; a merged-away id keeps a marker naming the customer
@@ -174,6 +208,9 @@ class ProfileStage:
         self._event, self._merge = codec_for("event"), codec_for("merge")
         self._absorb = codec_for("absorb")
         self._counted: set[bytes] = set()  # digests counted by the record being handled
+        # the batch's profiles and markers as read (None: none) or changed, and which changed
+        self._batch: dict[str, dict[str, Any] | None] = {}
+        self._writes: dict[str, None] = {}
         self._next = 0  # the offset of a record handled without one (unit tests)
 
     def _count(self, name: str) -> None:
@@ -183,24 +220,66 @@ class ProfileStage:
                awaiting: Iterable[str] = (), offset: int | None = None) -> list[Send]:
         """Apply one record keyed by customer ``key``; return the records to send on.
 
-        ``partition`` is the record's partition: complaint signals of that partition's
-        customers that fell due by its event-time watermark are concluded with it.
+        A batch of one (:meth:`handle_batch`); its complaint signals go to ``signals``.
+        """
+        [done] = self.handle_batch([Record(key, value, tuple(awaiting), offset)], partition)
+        self.signals += done.signals
+        return done.sends
+
+    def handle_batch(self, records: Iterable[Record], partition: int = 0) -> list[Handled]:
+        """Apply ``records``, all of ``partition``, in order; write the table once at the end.
+
+        Complaint signals of the partition's customers that fell due by its event-time
+        watermark are concluded with the record that moved the watermark there.
         ``awaiting`` (events only) are the aliases the customer must have folded in
         before the event is applied; until then it is held. ``offset`` is the record's
-        offset in its partition (without one, the next after the last record handled).
+        offset in its partition. Returns what each record leaves to send, in order. If
+        it raises, the table is not written: the batch is read again, as after a crash.
         """
-        if offset is None:
-            offset = self._next
-        self._next = max(self._next, offset + 1)
-        self._counted.clear()
-        sent = self._handle(key, value, partition, offset, tuple(awaiting))
-        self._conclude_due_signals(partition)
-        return sent
+        earlier, self.signals = self.signals, []
+        self._batch.clear()
+        self._writes.clear()
+        try:
+            done = []
+            for key, value, awaiting, offset in records:
+                if offset is None:
+                    offset = self._next
+                self._next = max(self._next, offset + 1)
+                self._counted.clear()
+                sent = self._handle(key, value, partition, offset, tuple(awaiting))
+                # After every record, not once a batch: a sweep concludes what the
+                # watermark of that moment passed, before the batch's later events are
+                # observed (one of them may still change a pending signal), and the next
+                # sweep waits for the watermark to move on from there. Until the
+                # watermark has moved a sweep step this costs two dict reads.
+                self._conclude_due_signals(partition)
+                done.append(Handled(sent, self.signals))
+                self.signals = []
+            for key in self._writes:
+                self.table[key] = self._batch[key]
+            return done
+        finally:
+            self.signals = earlier
+            self._batch.clear()
+            self._writes.clear()
+
+    def _get(self, key: str) -> dict[str, Any] | None:
+        """``key``'s profile or marker as the batch has it: read from the table once."""
+        try:
+            return cast(dict[str, Any] | None, self._batch[key])
+        except KeyError:
+            value = self._batch[key] = self.table.get(key)
+            return cast(dict[str, Any] | None, value)
+
+    def _set(self, key: str, value: dict[str, Any]) -> None:
+        """Set ``key``'s profile or marker; the table gets it at the end of the batch."""
+        self._batch[key] = value
+        self._writes[key] = None
 
     def _handle(self, key: str, value: bytes, partition: int, offset: int,
                 awaiting: tuple[str, ...]) -> list[Send]:
         subject = subject_of(value)
-        current = self.table.get(key)
+        current = self._get(key)
         if current is not None and MERGED_INTO in current:
             return self._pass_on(key, current, subject, value, partition, awaiting)
         if subject == "event":
@@ -245,7 +324,7 @@ class ProfileStage:
         # Sent even when this id has no profile: the customer it became may hold
         # events until it knows this id is folded in.
         state = current or new_profile(key)
-        self.table[key] = {MERGED_INTO: into, MERGED_STATE: state}
+        self._set(key, {MERGED_INTO: into, MERGED_STATE: state})
         self.merged[key] = into
         self._count("merged_away")
         if self.detector is not None:
@@ -335,7 +414,7 @@ class ProfileStage:
         into = self._merge.decode(value)["into_id"]
         if into != marker[MERGED_INTO] or MERGED_STATE not in marker:
             return []
-        self.table[key] = marker  # again: the changelog may not have the first write
+        self._set(key, marker)  # again: the changelog may not have the first write
         self._count("merged_again")
         return self._handover(key, into, marker[MERGED_STATE], partition)
 
@@ -378,7 +457,7 @@ class ProfileStage:
                 state["released"] = released
             else:
                 del state["released"]
-        self.table[key] = state
+        self._set(key, state)
 
     def _hold(self, key: str, state: dict[str, Any], event: dict[str, Any],
               awaiting: tuple[str, ...], partition: int, offset: int) -> None:
@@ -417,13 +496,16 @@ class ProfileStage:
         if self.detector is None:
             return
         for customer in self.detector.sweep(partition):
-            state = self.table.get(customer)
-            if state is None or MERGED_INTO in state:
+            current = self._get(customer)
+            if current is None or MERGED_INTO in current:
                 self.detector.forget(customer, partition)
                 continue
+            # on a copy: a profile that concludes nothing is not written, and one by one
+            # the change expire() made to it was never read again either
+            state = copy.deepcopy(current)
             records = self.detector.expire(state, partition)
             if records:
-                self.table[customer] = state
+                self._set(customer, state)
                 self.changed.add(customer)
                 self.signals += records
 
