@@ -8,7 +8,8 @@ and to campaign attribution (``rules/campaigns.py``); a merge hands the merged-a
 customer's profile over to the customer it became. A timer publishes changed profiles,
 at most every ``TOUCHPOINT_PROFILE_EMIT_SECONDS`` per customer, to ``profiles.updates``
 (compacted) and ``customer_profiles``. Why merges, replays and crashes neither lose nor
-double-count a contact: ``docs/design/identity.md``.
+double-count a contact: ``docs/design/identity.md``; why taking the records in batches
+keeps that: ``docs/design/delivery.md``.
 """
 
 from __future__ import annotations
