@@ -8,16 +8,18 @@ and to campaign attribution (``rules/campaigns.py``); a merge hands the merged-a
 customer's profile over to the customer it became. A timer publishes changed profiles,
 at most every ``TOUCHPOINT_PROFILE_EMIT_SECONDS`` per customer, to ``profiles.updates``
 (compacted) and ``customer_profiles``. Why merges, replays and crashes neither lose nor
-double-count a contact: ``docs/design/identity.md``.
+double-count a contact: ``docs/design/identity.md``; why taking the records in batches
+keeps that: ``docs/design/delivery.md``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from typing import Any, NamedTuple, cast
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any, Final, NamedTuple, cast
 
 import faust
 from faust.types import TP
@@ -44,19 +46,23 @@ from touchpoint.streams.rules.segments import SegmentRules, TierEstimator, spend
 from touchpoint.streams.rules.signals import SIGNAL_KEY, Detector
 from touchpoint.streams.runtime import changelog
 from touchpoint.streams.runtime.behind import Behind
-from touchpoint.streams.runtime.consumer import committed_offset, is_current
-from touchpoint.streams.runtime.outbox import Outbox
+from touchpoint.streams.runtime.consumer import committed_offset, only_current
+from touchpoint.streams.runtime.outbox import Outbox, make_current
 from touchpoint.streams.stages.identity import AWAIT_HEADER
 
 __all__ = [
+    "BATCH_RECORDS",
+    "BATCH_SECONDS",
     "CARRIED",
     "HANDOVER_DIGESTS",
     "MERGED_INTO",
     "MERGED_STATE",
     "Applied",
     "AppliedTable",
+    "Handled",
     "ProfilePublisher",
     "ProfileStage",
+    "Record",
     "Send",
     "profile_lookup",
     "register",
@@ -77,6 +83,15 @@ CARRIED = -1
 #: of 1 MB a record, however long the history (a longer one takes several records).
 HANDOVER_DIGESTS = 32_768
 
+#: Records the agent takes at once. A profile is read and written once a batch, not once
+#: a record (a JSON decode and a RocksDB read, a JSON encode, a store and a changelog
+#: record each); in a backlog a thousand records of one partition often hold several of
+#: one customer, and Faust's per-record stream overhead is paid once a batch.
+BATCH_RECORDS: Final = 1000
+#: The longest a record waits for its batch to fill: live traffic is delayed by far less
+#: than the emitter's interval (``TOUCHPOINT_PROFILE_EMIT_SECONDS``).
+BATCH_SECONDS: Final = 0.05
+
 
 class Send(NamedTuple):
     """A record the profiles stage sends on to ``<app_id>-resolved``."""
@@ -84,6 +99,22 @@ class Send(NamedTuple):
     key: str
     value: bytes
     awaiting: tuple[str, ...] = ()  # for events: aliases to fold in before applying
+
+
+class Record(NamedTuple):
+    """A record of ``<app_id>-resolved`` for :meth:`ProfileStage.handle_batch`."""
+
+    key: str  # the customer id
+    value: bytes
+    awaiting: tuple[str, ...] = ()  # events: the aliases of its await header
+    offset: int | None = None  # None: the next after the last record handled (unit tests)
+
+
+class Handled(NamedTuple):
+    """What one record of a batch leaves to do once the batch is applied, in this order."""
+
+    sends: list[Send]  # records to send on to ``<app_id>-resolved``
+    signals: list[dict[str, Any]]  # complaint-signal records raised or concluded with it
 
 
 class Applied:
@@ -130,13 +161,28 @@ class AppliedTable(Applied):
 
 
 class ProfileStage:
-    """What the profiles stage does with one record of ``<app_id>-resolved``.
+    """What the profiles stage does with the records of ``<app_id>-resolved``.
 
-    ``handle`` updates the table and returns the records to send on (absorbed state for
-    the customer a merge led to, or records forwarded past a merged-away id); after it,
-    ``changed`` and ``merged`` say which profiles to publish and which ids are gone, and
-    ``signals`` holds the complaint-signal records to publish. Kept apart from the agent
-    so the ordering rules are tested without Kafka.
+    ``handle_batch`` applies a batch of one partition's records in order, updates the
+    table and returns, for each record, the records to send on (absorbed state for the
+    customer a merge led to, or records forwarded past a merged-away id) and the
+    complaint-signal records to publish; after it, ``changed`` and ``merged`` say which
+    profiles to publish and which ids are gone. ``handle`` does the same for one record,
+    adding its signals to ``signals``. Kept apart from the agent so the ordering rules are
+    tested without Kafka.
+
+    Within a batch each customer's profile (or marker) is read from the table at most
+    once and written at most once, at the end, with the value the last of its records
+    that changed it would have written one by one: the records read and change the
+    batch's copy, so each sees what the records before it did. The ``applied`` keys are
+    written as each record goes. The table is written before anything the batch sends,
+    as it was before each record's sends, so a crash in between is a case that was
+    handled already (the records are unacknowledged, so read again): a merge whose
+    marker is in the changelog and whose hand-over was lost is handed over again
+    (``_merge_again``); a hand-over delivered while the marker was lost comes again when
+    the merge is read again, and the customer it reaches folds a state in once (by
+    ``merged_from``); events passed on are passed on again and count once where they
+    land; keys whose profile change was lost are stamped past the profile (below).
 
     The rules (``docs/design/identity.md``): an event that names aliases is held until
     each of them has been folded in; a merged-away id keeps a marker naming the customer
@@ -174,6 +220,9 @@ class ProfileStage:
         self._event, self._merge = codec_for("event"), codec_for("merge")
         self._absorb = codec_for("absorb")
         self._counted: set[bytes] = set()  # digests counted by the record being handled
+        # the batch's profiles and markers as read (None: none) or changed, and which changed
+        self._batch: dict[str, dict[str, Any] | None] = {}
+        self._writes: dict[str, None] = {}
         self._next = 0  # the offset of a record handled without one (unit tests)
 
     def _count(self, name: str) -> None:
@@ -183,24 +232,66 @@ class ProfileStage:
                awaiting: Iterable[str] = (), offset: int | None = None) -> list[Send]:
         """Apply one record keyed by customer ``key``; return the records to send on.
 
-        ``partition`` is the record's partition: complaint signals of that partition's
-        customers that fell due by its event-time watermark are concluded with it.
+        A batch of one (:meth:`handle_batch`); its complaint signals go to ``signals``.
+        """
+        [done] = self.handle_batch([Record(key, value, tuple(awaiting), offset)], partition)
+        self.signals += done.signals
+        return done.sends
+
+    def handle_batch(self, records: Iterable[Record], partition: int = 0) -> list[Handled]:
+        """Apply ``records``, all of ``partition``, in order; write the table once at the end.
+
+        Complaint signals of the partition's customers that fell due by its event-time
+        watermark are concluded with the record that moved the watermark there.
         ``awaiting`` (events only) are the aliases the customer must have folded in
         before the event is applied; until then it is held. ``offset`` is the record's
-        offset in its partition (without one, the next after the last record handled).
+        offset in its partition. Returns what each record leaves to send, in order. If
+        it raises, the table is not written: the batch is read again, as after a crash.
         """
-        if offset is None:
-            offset = self._next
-        self._next = max(self._next, offset + 1)
-        self._counted.clear()
-        sent = self._handle(key, value, partition, offset, tuple(awaiting))
-        self._conclude_due_signals(partition)
-        return sent
+        earlier, self.signals = self.signals, []
+        self._batch.clear()
+        self._writes.clear()
+        try:
+            done = []
+            for key, value, awaiting, offset in records:
+                if offset is None:
+                    offset = self._next
+                self._next = max(self._next, offset + 1)
+                self._counted.clear()
+                sent = self._handle(key, value, partition, offset, tuple(awaiting))
+                # After every record, not once a batch: a sweep concludes what the
+                # watermark of that moment passed, before the batch's later events are
+                # observed (one of them may still change a pending signal), and the next
+                # sweep waits for the watermark to move on from there. Until the
+                # watermark has moved a sweep step this costs two dict reads.
+                self._conclude_due_signals(partition)
+                done.append(Handled(sent, self.signals))
+                self.signals = []
+            for key in self._writes:
+                self.table[key] = self._batch[key]
+            return done
+        finally:
+            self.signals = earlier
+            self._batch.clear()
+            self._writes.clear()
+
+    def _get(self, key: str) -> dict[str, Any] | None:
+        """``key``'s profile or marker as the batch has it: read from the table once."""
+        try:
+            return cast(dict[str, Any] | None, self._batch[key])
+        except KeyError:
+            value = self._batch[key] = self.table.get(key)
+            return cast(dict[str, Any] | None, value)
+
+    def _set(self, key: str, value: dict[str, Any]) -> None:
+        """Set ``key``'s profile or marker; the table gets it at the end of the batch."""
+        self._batch[key] = value
+        self._writes[key] = None
 
     def _handle(self, key: str, value: bytes, partition: int, offset: int,
                 awaiting: tuple[str, ...]) -> list[Send]:
         subject = subject_of(value)
-        current = self.table.get(key)
+        current = self._get(key)
         if current is not None and MERGED_INTO in current:
             return self._pass_on(key, current, subject, value, partition, awaiting)
         if subject == "event":
@@ -245,7 +336,7 @@ class ProfileStage:
         # Sent even when this id has no profile: the customer it became may hold
         # events until it knows this id is folded in.
         state = current or new_profile(key)
-        self.table[key] = {MERGED_INTO: into, MERGED_STATE: state}
+        self._set(key, {MERGED_INTO: into, MERGED_STATE: state})
         self.merged[key] = into
         self._count("merged_away")
         if self.detector is not None:
@@ -335,7 +426,7 @@ class ProfileStage:
         into = self._merge.decode(value)["into_id"]
         if into != marker[MERGED_INTO] or MERGED_STATE not in marker:
             return []
-        self.table[key] = marker  # again: the changelog may not have the first write
+        self._set(key, marker)  # again: the changelog may not have the first write
         self._count("merged_again")
         return self._handover(key, into, marker[MERGED_STATE], partition)
 
@@ -378,7 +469,7 @@ class ProfileStage:
                 state["released"] = released
             else:
                 del state["released"]
-        self.table[key] = state
+        self._set(key, state)
 
     def _hold(self, key: str, state: dict[str, Any], event: dict[str, Any],
               awaiting: tuple[str, ...], partition: int, offset: int) -> None:
@@ -417,13 +508,16 @@ class ProfileStage:
         if self.detector is None:
             return
         for customer in self.detector.sweep(partition):
-            state = self.table.get(customer)
-            if state is None or MERGED_INTO in state:
+            current = self._get(customer)
+            if current is None or MERGED_INTO in current:
                 self.detector.forget(customer, partition)
                 continue
+            # on a copy: a profile that concludes nothing is not written, and one by one
+            # the change expire() made to it was never read again either
+            state = copy.deepcopy(current)
             records = self.detector.expire(state, partition)
             if records:
-                self.table[customer] = state
+                self._set(customer, state)
                 self.changed.add(customer)
                 self.signals += records
 
@@ -555,28 +649,49 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
     @app.agent(resolved, name="touchpoint.profiles")
     async def profile_agent(stream: faust.StreamT[bytes]) -> None:
         # each record is acknowledged by `stored`, once applied and stored
+        concrete = cast(faust.Stream[bytes], stream)
         async with stored.running(stream):
-            async for event in stream.events():
-                if is_current(app, event.message):
-                    await handle(event)
-                    await stored.add(event)
-                else:
-                    # revoked meanwhile: the partition's next owner reads it again (the
-                    # consumer does not count this acknowledgement)
-                    await stream.ack(event)
+            async for taken in concrete.noack_take(BATCH_RECORDS, within=BATCH_SECONDS):
+                await handle(concrete, cast(Sequence[faust.EventT], taken))
 
-    async def handle(event: faust.EventT) -> None:
-        partition = event.message.partition
-        for out in stage.handle(_customer_id(event.key), event.value, partition,
-                                _awaited(event.message.headers), event.message.offset):
-            await resolved.send(key=out.key.encode(), value=out.value,
-                                headers=_await_headers(out.awaiting))
-        for record in stage.signals:  # complaint signals raised or concluded
-            stats["signals"] = stats.get("signals", 0) + 1
-            await signals.send(key=record["customer_id"].encode(),
-                               value=signal_codec.encode(record, check=False))
-        stage.signals.clear()
-        publisher.note(stage, partition)
+    async def handle(stream: faust.Stream[bytes], taken: Sequence[faust.EventT]) -> None:
+        """Apply a batch, then send what it leaves to send and store its records."""
+        events = list(only_current(app, taken))
+        by_partition: dict[int, list[faust.EventT]] = {}
+        for event in events:
+            by_partition.setdefault(event.message.partition, []).append(event)
+        # No await from here until every partition's records are applied, its profiles
+        # written and noted: the emitter (same loop) reads the table and clears what was
+        # noted, and a profile noted before it is written would not be published.
+        handled: dict[int, Handled] = {}  # by id() of the event
+        for partition, group in by_partition.items():
+            make_current(group[-1])  # table reads and writes go to this partition
+            done = stage.handle_batch(
+                [Record(_customer_id(e.key), e.value, _awaited(e.message.headers),
+                        e.message.offset) for e in group], partition)
+            handled.update(zip(map(id, group), done, strict=True))
+            publisher.note(stage, partition)
+        # In record order. A revocation from here on does not stop them: the table has
+        # these records' changes already, and a profile read again that has reached a
+        # record does not raise its signals again (as one by one, a record's sends went
+        # on after its table write).
+        for event in events:
+            sends, raised = handled[id(event)]
+            for out in sends:
+                await resolved.send(key=out.key.encode(), value=out.value,
+                                    headers=_await_headers(out.awaiting))
+            for record in raised:  # complaint signals raised or concluded
+                stats["signals"] = stats.get("signals", 0) + 1
+                await signals.send(key=record["customer_id"].encode(),
+                                   value=signal_codec.encode(record, check=False))
+            await stored.add(event)
+        if len(events) < len(taken):
+            current = set(map(id, events))
+            for event in taken:
+                if id(event) not in current:
+                    # fetched before a rebalance: the partition's owner reads it again
+                    # (the consumer does not count this acknowledgement)
+                    await stream.ack(event)
 
     @app.timer(interval=emit_seconds, name="touchpoint.profiles.emit")
     async def emitter() -> None:

@@ -1,0 +1,197 @@
+"""The profiles stage in batches: the same tables, signals and sends as one record at a time."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from typing import Any
+
+from ..rules.test_profile import T0, ev
+from ..rules.test_signals import call, page
+from .test_profiles import _encoded, _merge
+
+MINUTE = 60_000
+
+
+class JsonTable(dict[str, Any]):
+    """A table that keeps values encoded, as the real one does: each read decodes a copy.
+
+    Counts the stage's reads (``get``) and writes per key.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.reads: Counter[str] = Counter()
+        self.writes: Counter[str] = Counter()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.reads[key] += 1
+        raw = super().get(key)
+        return default if raw is None else json.loads(raw)
+
+    def __getitem__(self, key: str) -> Any:
+        return json.loads(super().__getitem__(key))
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes[key] += 1
+        super().__setitem__(key, json.dumps(value))
+
+    def raw(self) -> dict[str, str]:
+        return dict(super().items())
+
+
+def _stage(table: JsonTable, applied: Any = None) -> Any:
+    from touchpoint.streams.rules.campaigns import Attributor
+    from touchpoint.streams.rules.complaints import Rules
+    from touchpoint.streams.rules.signals import Detector
+    from touchpoint.streams.stages.profiles import ProfileStage
+
+    ticks = itertools.count(1000)  # the same revisions for the same signals, in order
+    detector = Detector(Rules.load(), lambda profile: "standard", lateness_ms=MINUTE,
+                        clock=lambda: next(ticks))
+    return ProfileStage(table, {}, detector, Attributor(), applied=applied)
+
+
+def _traffic() -> list[Any]:
+    """Three customers' calls, purchases and page views, an hour apart, with repeats and
+    late events, then a fourth customer's page views: the watermark moves a sweep step
+    with every record, signals are raised, escalated and concluded by sweeps."""
+    from touchpoint.streams.stages.profiles import Record
+
+    records = []
+    for i in range(42):
+        customer, at = f"C{i % 3}", T0 + i * 60 * MINUTE
+        if i % 6 in (0, 1):
+            event = call(f"c{i}", at, outcome="escalated" if i % 12 == 1 else "unresolved")
+        elif i % 6 == 2:
+            event = ev(f"s{i}", "store", "purchase", at, amount=10.0 + i)
+        else:
+            event = page(f"p{i}", at)
+        records.append(Record(customer, _encoded(event, customer)))
+        if i in (9, 25):  # an event of C1 behind the watermark by now, then a repeat
+            late = call(f"late{i}", at - 3 * 60 * MINUTE)
+            records.append(Record("C1", _encoded(late, "C1")))
+            records.append(records[3])
+    for i in range(42, 90, 2):  # then only C3's page views: sweeps conclude the others' signals
+        records.append(Record("C3", _encoded(page(f"p{i}", T0 + i * 60 * MINUTE), "C3")))
+    return [r._replace(offset=n) for n, r in enumerate(records)]
+
+
+def _one_by_one(records: list[Any], table: JsonTable | None = None,
+                applied: Any = None) -> tuple[Any, JsonTable, list[Any]]:
+    table = JsonTable() if table is None else table
+    stage = _stage(table, applied)
+    done = []
+    for record in records:
+        sends = stage.handle(*record[:2], awaiting=record.awaiting, offset=record.offset)
+        done.append((sends, stage.signals))
+        stage.signals = []
+    return stage, table, done
+
+
+def _batched(records: list[Any], size: int, table: JsonTable | None = None,
+             applied: Any = None) -> tuple[Any, JsonTable, list[Any]]:
+    table = JsonTable() if table is None else table
+    stage = _stage(table, applied)
+    done = []
+    for at in range(0, len(records), size):
+        done += [tuple(handled) for handled in stage.handle_batch(records[at:at + size])]
+    return stage, table, done
+
+
+def test_a_batch_ends_with_the_table_and_signals_of_its_records_one_by_one() -> None:
+    records = _traffic()
+    single, table, done = _one_by_one(records)
+    signals = [s for _, raised in done for s in raised]
+    assert {s["status"] for s in signals} == {"open", "breached"}
+    # concluded by a sweep, with another customer's record
+    assert any(s["customer_id"] != record.key
+               for record, (_, raised) in zip(records, done, strict=True) for s in raised)
+    assert single.stats["repeats"] == 2
+    for size in (len(records), 7, 1):
+        batched, batch_table, batch_done = _batched(records, size)
+        assert batch_table.raw() == table.raw(), size
+        assert batch_done == done, size  # the same sends and signals, with each record
+        assert batched.stats == single.stats
+        assert batched.applied.keys == single.applied.keys
+        assert batched.changed == single.changed
+
+
+def test_a_batch_reads_and_writes_each_customer_once() -> None:
+    records = _traffic()
+    _, table, _ = _batched(records, len(records))
+    assert table.reads == {"C0": 1, "C1": 1, "C2": 1, "C3": 1}
+    assert table.writes == {"C0": 1, "C1": 1, "C2": 1, "C3": 1}
+    # one by one: a read and a write for every record
+    _, single, _ = _one_by_one(records)
+    assert single.reads["C1"] > 10 and single.writes["C1"] > 10
+
+
+def _merge_traffic() -> list[Any]:
+    """A's events, A merged into B, then events still keyed A (passed on) and B's own."""
+    from touchpoint.streams.stages.profiles import Record
+
+    a = [_encoded(ev(f"a{i}", "web", "page_view", T0 + i), "A") for i in range(3)]
+    b = [_encoded(ev(f"b{i}", "store", "purchase", T0 + 10 + i, amount=5.0), "B")
+         for i in range(2)]
+    late = _encoded(ev("a9", "web", "page_view", T0 + 9), "A")
+    records = [Record("A", a[0]), Record("B", b[0]), Record("A", a[1]), Record("A", a[2]),
+               Record("A", _merge("A", "B")), Record("A", late), Record("A", a[1]),
+               Record("B", b[1]), Record("B", a[0], ("A",))]
+    return [r._replace(offset=n) for n, r in enumerate(records)]
+
+
+def _deliver(stage: Any, done: list[Any], offset: int) -> list[Any]:
+    """Hand what ``done`` sends on to the stage as one batch, from ``offset``; what it sends."""
+    from touchpoint.streams.stages.profiles import Record
+
+    sends = [Record(s.key, s.value, s.awaiting, offset + n)
+             for n, s in enumerate(s for sent, _ in done for s in sent)]
+    return [tuple(h) for h in stage.handle_batch(sends)]
+
+
+def test_a_merge_and_events_of_the_merged_away_id_in_one_batch_go_on_as_one_by_one() -> None:
+    from touchpoint.streams.stages.profiles import MERGED_INTO
+
+    records = _merge_traffic()
+    single, table, done = _one_by_one(records)
+    batched, batch_table, batch_done = _batched(records, len(records))
+    assert batch_done == done
+    assert batch_table.raw() == table.raw()
+    assert batch_table["A"][MERGED_INTO] == "B"
+    forwarded = [(s.key, s.awaiting) for sent, _ in batch_done for s in sent
+                 if s.value[:2] != b"\xc3\x4a" or s.awaiting]
+    assert ("B", ("A",)) in forwarded  # the events keyed A after the merge wait for A's state
+    # the hand-over and the passed-on events reach B: every event counts once
+    assert _deliver(batched, batch_done, 100) == _deliver(single, done, 100)
+    assert batch_table.raw() == table.raw()
+    assert batch_table["B"]["contacts_by_channel"] == {"web": 4, "store": 2}
+    assert batched.stats == single.stats
+
+
+def test_a_batch_read_again_after_a_crash_counts_nothing_twice() -> None:
+    from touchpoint.streams.stages.profiles import Applied
+
+    records = [*_merge_traffic(), *_traffic()[len(_merge_traffic()):]]
+    expected, table, done = _batched(records, len(records))
+    _deliver(expected, done, 200)
+    final = table.raw()
+    counted = {key: json.loads(value).get("contacts_by_channel") for key, value in final.items()}
+
+    # the table kept the batch's changes, the records were not committed: read again
+    restarted = _stage(JsonTable(final), expected.applied)
+    again = [tuple(h) for h in restarted.handle_batch(records)]
+    assert restarted.stats["merged_again"] == 1
+    assert "applied" not in restarted.stats  # every event is a repeat now
+    _deliver(restarted, again, 300)  # the hand-over, again: folded in once
+    assert {key: json.loads(value).get("contacts_by_channel")
+            for key, value in restarted.table.raw().items()} == counted
+
+    # the profiles' changes were lost, their applied keys kept: the keys stamped past
+    # the profiles do not hide the events, which count once
+    applied = Applied(dict(expected.applied.keys))
+    lost = _stage(JsonTable(), applied)
+    again = [tuple(h) for h in lost.handle_batch(records)]
+    _deliver(lost, again, 200)
+    assert lost.table.raw() == final
