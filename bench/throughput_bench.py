@@ -698,6 +698,27 @@ class WorkerApi:
         return [tuple(row) for row in body["rows"]]
 
 
+def _setting(raw: str) -> tuple[str, str]:
+    """``name=value`` of ``--set``, checked against the worker's settings."""
+    from touchpoint.settings import SETTINGS
+
+    name, sep, value = raw.partition("=")
+    name = name.strip().lower().removeprefix("touchpoint_")
+    known = {setting.name for setting in SETTINGS}
+    if not sep or name not in known:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r}: expected NAME=VALUE with NAME one of: {', '.join(sorted(known))}")
+    if name in _FIXED_SETTINGS:
+        raise argparse.ArgumentTypeError(f"{name} is set by the benchmark itself")
+    return name, value
+
+
+#: Settings the benchmark gives every worker itself (its ports, topics, warehouse, tokens).
+_FIXED_SETTINGS = frozenset({"home", "kafka_bootstrap", "topic_prefix", "topic_partitions",
+                             "app_id", "clickhouse_url", "pii_salt", "api_tokens",
+                             "api_token", "web_port"})
+
+
 # --- workers ---------------------------------------------------------------------------------
 
 @dataclass
@@ -850,6 +871,7 @@ class Bench:
             # the end-of-run counts over a million profiles may take a while (chdb, HTTP)
             "TOUCHPOINT_QUERY_TIMEOUT_SECONDS": "300",
             "TOUCHPOINT_LOG_LEVEL": "warning",
+            **{f"TOUCHPOINT_{name.upper()}": value for name, value in self.args.set},
         }
 
     def database(self, k: int) -> str:
@@ -1206,7 +1228,8 @@ def report_summary(bench: Bench, results: list[KResult], planned: list[int],
            if bench.backlog.hot_sent else "")
         + (f", {bench.backlog.filled:,} --memory fill" if bench.backlog.filled else ""))
     log(f"set-up      {args.partitions} partitions a topic; warehouse {args.warehouse}; "
-        f"CPU quota {f'{args.cpu_quota:g} per worker' if args.cpu_quota else 'none'}")
+        f"CPU quota {f'{args.cpu_quota:g} per worker' if args.cpu_quota else 'none'}"
+        + "".join(f"; TOUCHPOINT_{name.upper()}={value}" for name, value in args.set))
     if floor is not None:
         quota = f", {floor.quota:g}-CPU quota" if floor.quota else ""
         log(f"read floor  raw {floor.raw_rate:,.0f} records/s, read+decode "
@@ -1327,6 +1350,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="server: our own ClickHouse server (deploy/local/clickhouse.sh), "
                           "one database per K; embedded: chdb in the K's folder (one worker "
                           "only). Default: server when a K > 1 is asked for, else embedded")
+    run.add_argument("--set", type=_setting, action="append", default=[],
+                     metavar="NAME=VALUE",
+                     help="a worker setting, e.g. --set standby_replicas=1 for "
+                          "TOUCHPOINT_STANDBY_REPLICAS (`touchpoint settings` lists them); "
+                          "repeatable. Settings the benchmark sets itself cannot be changed")
     run.add_argument("--timeout", type=float, default=1800.0,
                      help="seconds from worker start before a K is given up (PARTIAL "
                           "report, exit 2, later K not run)")
