@@ -141,10 +141,8 @@ def _pack(ids: set[str]) -> str:
     return "".join(ids)
 
 
-def _unpack(packed: str | list[str]) -> set[str]:
-    """The digests stored by :func:`_pack` (or as a list, as stored before it)."""
-    if isinstance(packed, list):
-        return set(packed)
+def _unpack(packed: str) -> set[str]:
+    """The digests stored by :func:`_pack`."""
     return {packed[i:i + _DIGEST_CHARS] for i in range(0, len(packed), _DIGEST_CHARS)}
 
 
@@ -294,6 +292,9 @@ class MinuteWindows:
         self.open: dict[MinuteKey, MinuteCell] = {}
         self.closed: dict[MinuteKey, tuple[int, set[str]]] = {}  # key -> (added at close, ids)
         self.late: dict[MinuteKey, tuple[int, MinuteCell]] = {}  # key -> (batch, cell)
+        # A closed minute's ids never change: packed once for every later to_dict, which
+        # runs every few seconds over all of them (the bulk of the windows)
+        self._closed_packed: dict[MinuteKey, str] = {}
         # The earliest open minute and the earliest late batch (_NEVER: none), so that an
         # event that closes nothing does not scan ``open`` and ``late`` (it runs per event).
         self._first_open = self._first_late = _NEVER
@@ -372,6 +373,7 @@ class MinuteWindows:
                 cell = self.open.pop(key)
                 rows.append(cell.row(self.part))
                 self.closed[key] = (self.added, cell.ids)
+                self._closed_packed.pop(key, None)
             self._find_firsts()
         # Minutes close in time order, so ``closed`` is in order of minute and of ``at``:
         # what can go is a prefix (this runs for every event; a full scan cost more than
@@ -383,6 +385,7 @@ class MinuteWindows:
             expired.append(key)
         for key in expired:
             del self.closed[key]
+            self._closed_packed.pop(key, None)
         if self._first_late <= mark - self.late_retain:
             for key in [k for k, (batch, _) in self.late.items()
                         if batch <= mark - self.late_retain]:
@@ -400,11 +403,17 @@ class MinuteWindows:
         return {
             "max_time": self.max_time, "floor": self.floor, "added": self.added,
             "open": [cell.to_dict() for _, cell in sorted(self.open.items())],
-            "closed": [[list(key), at, _pack(ids)]
+            "closed": [[list(key), at, self._packed(key, ids)]
                        for key, (at, ids) in sorted(self.closed.items())],
             "late": [[batch, cell.to_dict()] for _, (batch, cell) in sorted(self.late.items())],
             "stats": dict(self.stats),
         }
+
+    def _packed(self, key: MinuteKey, ids: set[str]) -> str:
+        packed = self._closed_packed.get(key)
+        if packed is None:
+            packed = self._closed_packed[key] = _pack(ids)
+        return packed
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, part: int = 0,
@@ -420,7 +429,9 @@ class MinuteWindows:
         for item in data["open"]:
             cell = MinuteCell.from_dict(item)
             windows.open[cell.key] = cell
-        windows.closed = {MinuteKey(*key): (at, _unpack(ids)) for key, at, ids in data["closed"]}
+        for key, at, packed in data["closed"]:
+            windows.closed[MinuteKey(*key)] = (at, _unpack(packed))
+            windows._closed_packed[MinuteKey(*key)] = packed
         for batch, item in data["late"]:
             cell = MinuteCell.from_dict(item)
             windows.late[cell.key] = (batch, cell)
