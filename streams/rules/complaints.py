@@ -192,6 +192,7 @@ class ResolutionRules:
 
     call_outcomes: tuple[str, ...]
     relief: float
+    order_relief: float
     fade_below: float
 
 
@@ -308,6 +309,8 @@ class Rules:
         _positive("service.hours", self.service.hours)
         if not 0 <= self.resolution.relief <= 1:
             raise _KeyProblem("resolution.relief", "must be between 0 and 1")
+        if not 0 <= self.resolution.order_relief <= 1:
+            raise _KeyProblem("resolution.order_relief", "must be between 0 and 1")
         if not 0 <= self.episode.carry_over < s.watch:
             raise _KeyProblem("episode.carry_over", "must be at least 0 and below severity.watch")
         if not 0 <= self.resolution.fade_below < s.watch:
@@ -513,7 +516,8 @@ class _Finding:
     channel: str
     items: list[tuple[str, float]] = field(default_factory=list)
     subject: str | None = None  # call reason
-    resolving: bool = False
+    resolving: bool = False  # a resolved call or a good rating: resolves an open signal
+    ordered: bool = False  # a completed order: the customer is buying again
     predicted: str | None = None  # "complaint" or "cancel"
 
     def add(self, reason: str, points: float) -> None:
@@ -575,11 +579,18 @@ def _assess(state: ComplaintState, event: Mapping[str, Any], at: int, rules: Rul
         wait = event.get("queue_wait_s")
         if wait is not None and wait >= rules.long_wait.store_s:
             found.add("long_wait", rules.long_wait.weight)
+        found.ordered = kind == "purchase"
     elif channel == "feedback":
         _feedback(event, kind, found, rules)
     elif channel == "web":
         _web(state, event, kind, found, rules)
-    if sentiment is not None and sentiment <= rules.negative_text.threshold:
+        found.ordered = kind == "purchase"
+    recovery = found.resolving or found.ordered
+    if recovery:
+        # Recovery is never a complaint: a resolved call's note ("question answered, no
+        # further action") or the wait before a call that fixed things is not new trouble.
+        found.items.clear()
+    elif sentiment is not None and sentiment <= rules.negative_text.threshold:
         found.add("negative_text", rules.negative_text.weight)
     _incident(state, event, found, rules)
     hop = rules.channel_hopping
@@ -587,6 +598,8 @@ def _assess(state: ComplaintState, event: Mapping[str, Any], at: int, rules: Rul
     service = f"{channel}:{kind}" in hop.contact_types or (
         channel == "web" and kind == "page_view" and any(p in url for p in hop.web_paths))
     _hopping(state, found, service=service, rules=rules)
+    if recovery:
+        found.items.clear()  # logged as a service contact, but completes no hop
     return found
 
 
@@ -777,6 +790,10 @@ def _apply(state: ComplaintState, found: _Finding, rules: Rules) -> list[dict[st
         if ep is not None and is_open and at >= ep.detected_at:
             records.append(_close(state, ep, "resolved", at, rules))
             is_open = False
+    elif found.ordered and late == 1.0:
+        # buying again eases the episode, without closing a signal someone acts on
+        state.score *= rules.resolution.order_relief
+        state.fresh *= rules.resolution.order_relief
     # Evidence from before the latest signal closed (a late event) belonged to it.
     after_close = ep is None or ep.closed_at is None or at >= ep.closed_at
     points = min(found.points * rules.tier_factor(state.value_tier),
