@@ -29,6 +29,13 @@ value tier, then per journey kind (the truth's ``journey``).
   concludes (breaches, fades), as live traffic would. Every record of
   ``signals.complaints`` is then read from the beginning (all states of every signal).
 
+  ``--order bulk`` publishes the same events the way a replay, a backfill or a nightly
+  upload delivers them: all at once, each channel lagging the others by a fixed amount
+  of up to ``--skew-hours`` (24). ``--order both`` runs live and then bulk, each with
+  its own worker and topics, and prints their overall figures side by side and how many
+  signal states (customer, severity, detection and escalation time, status) differ. The
+  signals should be a function of the events, not of their arrival order.
+
   For comparison, the same events are also replayed through the pure detector
   (``streams/rules/complaints.py``) in exact time order with perfect identity (the truth says
   whose each event is): where the pipeline and the replay differ, identity resolution,
@@ -101,6 +108,7 @@ import itertools
 import logging
 import math
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -576,7 +584,22 @@ def rules_facts(settings: Settings) -> str:
     return f"{shown} (sha256 {digest})"
 
 
-def run_quality(args: argparse.Namespace, base: Path, run_tag: str) -> int:
+def bulk_order(events: Sequence[tuple[str, Mapping[str, Any]]], times: Sequence[int],
+               seed: int, skew_hours: float) -> list[int]:
+    """The scenario's events as a bulk load sends them: all at once, channels skewed.
+
+    Each channel gets a fixed lag of up to ``skew_hours`` (drawn from ``seed``), as if its
+    system uploaded its batch late, e.g. at night; events are sent in order of event
+    time plus their channel's lag. Within a channel, event-time order is kept.
+    """
+    rng = random.Random(seed)
+    skew = {channel: rng.uniform(0, skew_hours) * HOUR_MS
+            for channel in sorted({channel for channel, _ in events})}
+    return sorted(range(len(events)), key=lambda i: (times[i] + skew[events[i][0]], i))
+
+
+def run_quality(args: argparse.Namespace, base: Path, run_tag: str,
+                order: str = "live") -> tuple[int, Any, list[dict[str, Any]]]:
     from touchpoint.exceptions import ContractError
     from touchpoint.publish import Publisher
     from touchpoint.sim import scenarios
@@ -591,10 +614,19 @@ def run_quality(args: argparse.Namespace, base: Path, run_tag: str) -> int:
     log(f"  {len(scenario.events):,} events in {time.monotonic() - began:.1f} s; "
         f"customers {scenario.counts()}")
     start_ms = int(args.start.timestamp() * 1000)
-    parts = slices(times, start_ms, int(args.slice_hours * HOUR_MS))
+    parts: list[Sequence[int]]
+    if order == "bulk":
+        parts = [bulk_order(scenario.events, times, args.seed, args.skew_hours)]
+        wait_s = args.bulk_timeout
+        log(f"  order: bulk, all {len(times):,} events at once, channels skewed by up to "
+            f"{args.skew_hours:g} h")
+    else:
+        parts = list(slices(times, start_ms, int(args.slice_hours * HOUR_MS)))
+        wait_s = args.slice_timeout
+        log(f"  order: live, {len(parts)} slices of {args.slice_hours:g} h event time")
 
     worker = Worker.make(base, kafka_port=args.kafka_port, partitions=args.partitions,
-                         run_tag=run_tag, name="quality")
+                         run_tag=run_tag, name=f"quality-{order}")
     log(f"  starting worker (port {worker.port}, log {worker.log_path}) ...")
     worker.start()
     log(f"  worker answered after {worker.startup:.1f} s")
@@ -619,9 +651,9 @@ def run_quality(args: argparse.Namespace, base: Path, run_tag: str) -> int:
             for number, part in enumerate(parts, start=1):
                 published += sum(send(*scenario.events[i]) for i in part)
                 publisher.flush()
-                if wait_processed(worker, published, timeout=args.slice_timeout) is None:
+                if wait_processed(worker, published, timeout=wait_s) is None:
                     slow_slices.append(number)
-                    log(f"  WARNING: slice {number} not applied within {args.slice_timeout:.0f} s"
+                    log(f"  WARNING: slice {number} not applied within {wait_s:.0f} s"
                         "; going on (later events may overtake it)")
                     if not worker.alive():
                         raise SystemExit(f"the worker died:\n{worker.log_tail()}")
@@ -653,14 +685,17 @@ def run_quality(args: argparse.Namespace, base: Path, run_tag: str) -> int:
     report = evaluate(scenario.truth, signals, events=scenario.events)
     log("")
     log("=" * 78)
-    log("signals benchmark: QUALITY (labelled scenario through Kafka and one worker)")
+    log(f"signals benchmark: QUALITY, {order} order (labelled scenario through Kafka and "
+        "one worker)")
     log("=" * 78)
     log(f"scenario              seed {args.seed}, {args.customers:,} customers over "
         f"{args.days:g} days from {args.start.isoformat()}: "
         + ", ".join(f"{k} {v:,}" for k, v in scenario.counts().items()))
+    how = (f"in {len(parts)} slices of {args.slice_hours:g} h event time, each applied "
+           "before the next" if order == "live" else
+           f"all at once, channels skewed by up to {args.skew_hours:g} h")
     log(f"events published      {len(scenario.events) - refused:,} scenario events "
-        f"({refused} refused) + {len(later)} time-passes page views; in {len(parts)} slices "
-        f"of {args.slice_hours:g} h event time, each applied before the next "
+        f"({refused} refused) + {len(later)} time-passes page views; {how} "
         f"({publish_s:,.0f} s, {(len(scenario.events) - refused) / publish_s:,.0f} events/s)")
     if slow_slices:
         log(f"                      {len(slow_slices)} slice(s) timed out: {slow_slices[:10]}")
@@ -686,7 +721,45 @@ def run_quality(args: argparse.Namespace, base: Path, run_tag: str) -> int:
         log("")
         replay_report(scenario, worker.settings, evaluate)
     log("=" * 78)
-    return 0 if not slow_slices else 2
+    return (0 if not slow_slices else 2), report, signals
+
+
+def compare_orders(results: Mapping[str, tuple[Any, list[dict[str, Any]]]]) -> None:
+    """The overall figures of each order side by side, and whether the signals are the same.
+
+    Signals are compared by what they conclude: the customer, each severity reached and
+    when it was detected and escalated, and how each signal ended.
+    """
+    log("")
+    log("=" * 78)
+    log("signals benchmark: QUALITY, the same events in time order and in bulk")
+    log("=" * 78)
+    titles = ("order", "recall", "precision", "lead h", "alarm recall", "noisy alarms",
+              "signals")
+    rows = [titles]
+    for order, (report, _) in results.items():
+        m = report.overall
+        rows.append((order, _percent(m.recall), _percent(m.precision),
+                     f"{m.median_lead_hours or 0:.1f}", _percent(m.alarm_recall),
+                     f"{m.noisy_alarms}/{m.noisy}", f"{report.signals:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(titles))]
+    for row in rows:
+        log("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+
+    def concluded(signals: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+        return {(s["customer_id"], s["severity"], s["detected_at"], s.get("escalated_at"),
+                 s["status"]) for s in signals}
+
+    (first, (_, a)), (second, (_, b)) = list(results.items())[:2]
+    only_a, only_b = concluded(a) - concluded(b), concluded(b) - concluded(a)
+    customers = {c for c, *_ in only_a | only_b}
+    log(f"same signal states    {'yes' if not only_a and not only_b else 'no'}: "
+        f"{len(only_a):,} only in {first}, {len(only_b):,} only in {second}, "
+        f"{len(customers):,} customers differ")
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def stored_counts(worker: Worker, published: int, timeout: float = 120) -> str:
@@ -1704,6 +1777,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                               "worker applied it (smaller is closer to live arrival order)")
     quality.add_argument("--slice-timeout", type=float, default=120.0,
                          help="seconds to wait for one slice before going on (with a warning)")
+    quality.add_argument("--order", choices=("live", "bulk", "both"), default="live",
+                         help="live: publish in time slices, each applied before the next "
+                              "(events arrive in time order); bulk: everything at once, each "
+                              "channel lagging by up to --skew-hours (a nightly upload, a "
+                              "replay); both: one after the other, then side by side")
+    quality.add_argument("--skew-hours", type=float, default=24.0,
+                         help="bulk: the most one channel lags the others (default 24)")
+    quality.add_argument("--bulk-timeout", type=float, default=3600.0,
+                         help="bulk: seconds to wait for the whole load to be applied")
     quality.add_argument("--no-replay", dest="replay", action="store_false",
                          help="skip the offline replay through the pure detector")
     latency = parser.add_argument_group("latency")
@@ -1807,7 +1889,13 @@ def main(argv: list[str] | None = None) -> int:
         took = kafka.start()
         log(f"  Kafka {kafka.version()} ready in {took:.1f} s")
         if args.which in ("all", "quality"):
-            status = max(status, run_quality(args, base, run_tag))
+            results = {}
+            for order in (("live", "bulk") if args.order == "both" else (args.order,)):
+                code, report, signals = run_quality(args, base, run_tag, order)
+                status = max(status, code)
+                results[order] = (report, signals)
+            if len(results) > 1:
+                compare_orders(results)
         if args.which in ("all", "latency"):
             status = max(status, run_latency(args, base, run_tag, kafka))
         log("")
