@@ -23,7 +23,8 @@ M = 60_000
 Event = tuple[str, dict[str, Any]]
 
 
-def call(eid: str, cid: str, at: int, *, outcome: str = "resolved", reason: str = "billing",
+def call(eid: str, cid: str, at: int, *, outcome: str | None = "resolved",
+         reason: str = "billing",
          wait: int = 40, transfers: int = 0, notes: str | None = None) -> Event:
     event = {"event_id": eid, "type": "call_ended", "occurred_at": at, "customer_id": cid,
              "call_id": eid, "agent_id": "A1", "queue_wait_s": wait, "talk_s": 200,
@@ -59,13 +60,15 @@ def scenario(run: str) -> list[Event]:
 
     return [
         call(f"{run}-r1", c("repeat"), T0, reason="delivery"),
-        call(f"{run}-r2", c("repeat"), T0 + 20 * H, reason="delivery"),
-        call(f"{run}-w1", c("wait"), T0, wait=1200),
-        call(f"{run}-x1", c("transfers"), T0, transfers=3),
+        # a resolving call adds no points (recovery is not a complaint): these calls' outcome
+        # is not known
+        call(f"{run}-r2", c("repeat"), T0 + 20 * H, reason="delivery", outcome=None),
+        call(f"{run}-w1", c("wait"), T0, wait=1200, outcome=None),
+        call(f"{run}-x1", c("transfers"), T0, transfers=3, outcome=None),
         call(f"{run}-u1", c("unresolved"), T0, outcome="unresolved"),
         call(f"{run}-a1", c("abandoned"), T0, outcome="abandoned"),
         rating(f"{run}-l1", c("lowrating"), T0, "csat", 1),
-        call(f"{run}-n1", c("text_en"), T0, notes=EN_NOTES),
+        call(f"{run}-n1", c("text_en"), T0, notes=EN_NOTES, outcome=None),
         rating(f"{run}-z1", c("text_zh"), T0, "review", 3, comment=ZH_COMMENT),
         # a bad call, then the help pages, then a store return: hopping channels
         call(f"{run}-h1", c("hopping"), T0, outcome="unresolved", reason="product"),
