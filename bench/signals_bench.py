@@ -62,8 +62,8 @@ matched within the drain timeout counts as "more than the timeout" in the percen
   broker started for the run compiles its hot paths during its first minute of load: in
   a cold 2,000/s phase it took ~75 % of a core in the first seconds (22-30 % warm), the
   worker's main thread waited for a core meanwhile, and the backlog of those seconds set
-  p99 (2026-11-24: p99 2.6-3.9 s in five cold runs, 0.41 and 0.58 s in the first two warm
-  ones). A production broker has run for months. ``--broker-warmup 0`` measures cold.
+  p99 (p99 2.6-3.9 s in five cold runs, 0.41 and 0.58 s in the first two warm ones). A
+  production broker has run for months. ``--broker-warmup 0`` measures cold.
 
   The worker has a CPU to itself. From when the workers start until the phase ends, the
   broker and this process (load generator, signal reader) run on the last CPU only
@@ -1808,8 +1808,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                               "reader) are confined to during a phase, as if they ran on "
                               "other machines: the worker keeps every CPU, and the others to "
                               "itself. auto: the last CPU, on a machine with two or more; "
-                              "all: not confined (how this benchmark ran before 2026-11-24, "
-                              "third session); or a list such as 1 or 2,3")
+                              "all: not confined; or a list such as 1 or 2,3")
     latency.add_argument("--drain-timeout", type=float, default=120.0,
                          help="after publishing, wait at most this long for unmatched tips")
     latency.add_argument("--fallback-rate", type=float, default=None,

@@ -71,7 +71,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # The table value of a merged-away customer: {MERGED_INTO: "<the customer it became>",
-# MERGED_STATE: <its state as handed over>} (markers written before 2026-11-24 have no state).
+# MERGED_STATE: <its state as handed over>}.
 MERGED_INTO = "__merged_into__"
 MERGED_STATE = "__merged_state__"
 
@@ -424,7 +424,7 @@ class ProfileStage:
         that died between the two kept the marker and lost the state.
         """
         into = self._merge.decode(value)["into_id"]
-        if into != marker[MERGED_INTO] or MERGED_STATE not in marker:
+        if into != marker[MERGED_INTO]:
             return []
         self._set(key, marker)  # again: the changelog may not have the first write
         self._count("merged_again")
