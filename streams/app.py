@@ -125,8 +125,8 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
         # Faust's 60 s would hold a killed worker's partitions, unprocessed, for a minute
         # (also against its own restart, which waits for the group to drop it).
         "broker_session_timeout": settings.session_timeout_seconds,
-        # Faust keeps one standby by default, Kafka Streams none: each standby has every
-        # worker read and store the others' table changelogs (docs/design/runtime.md)
+        # each standby has every worker read and store the others' table changelogs
+        # (docs/design/runtime.md)
         "table_standby_replicas": settings.standby_replicas,
         "broker_commit_every": 1000,
         "broker_commit_interval": 1.0,
