@@ -23,6 +23,8 @@ import rocksdict
 from faust.stores import rocksdb
 from faust.types import TP
 
+from touchpoint.settings import SETTINGS
+
 __all__ = ["MemoryBudget", "RocksStore", "bounded_options", "share_memory"]
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class MemoryBudget:
 
 
 _budget: MemoryBudget | None = None
+_DEFAULT_MEGABYTES = int(next(s.default for s in SETTINGS if s.name == "rocksdb_memory_mb"))
 
 
 def share_memory(megabytes: int) -> MemoryBudget:
@@ -60,7 +63,8 @@ def share_memory(megabytes: int) -> MemoryBudget:
 
 def bounded_options(bloom_bits: int = 3) -> Any:
     """Options (rocksdict) for a database held to the shared budget, with raw bytes keys."""
-    budget = _budget if _budget is not None else share_memory(128)
+    # a store opened outside a worker (tests, tools) gets the setting's default
+    budget = _budget if _budget is not None else share_memory(_DEFAULT_MEGABYTES)
     table = rocksdict.BlockBasedOptions()
     table.set_bloom_filter(bloom_bits, True)
     table.set_block_cache(budget.cache)
