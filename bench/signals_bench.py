@@ -715,8 +715,7 @@ def compare_orders(results: Mapping[str, tuple[Any, list[dict[str, Any]]]]) -> N
     """The overall figures of each order side by side, and whether the signals are the same.
 
     Signals are compared by what they conclude: the latest state of each signal not
-    withdrawn (customer, severity, status, and when it was detected, first evidenced,
-    escalated and due).
+    withdrawn (``offline.concluded``).
     """
     from touchpoint.sim import offline
 

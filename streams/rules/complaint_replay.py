@@ -55,7 +55,8 @@ class History:
     # recent contacts, each with the event fields the detector reads plus ``at``, ``tier``
     # and ``sentiment``, sorted by (at, event_id)
     journal: list[dict[str, Any]] = field(default_factory=list)
-    # signal id -> states published: [severity, status, escalated_at, due_at, first_evidence_at]
+    # signal id -> states published (``_state``): severity, status, escalated_at, due_at,
+    # first_evidence_at, reasons, channels
     shown: dict[str, list[list[Any]]] = field(default_factory=dict)
     # event time up to which conclusions without a new contact were drawn (``expire``)
     settled: int | None = None
@@ -260,8 +261,10 @@ def _note(history: History, records: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 def _state(record: Mapping[str, Any]) -> list[Any]:
+    """What a published state says, bar its score and evidence ids."""
     return [record["severity"], record["status"], record.get("escalated_at"),
-            record.get("due_at"), record["first_evidence_at"]]
+            record.get("due_at"), record["first_evidence_at"], record["reasons"],
+            record["channels"]]
 
 
 def _number(signal_id: str) -> tuple[str, int]:
@@ -287,7 +290,7 @@ def _forget_shown(history: History) -> None:
 
 
 def _withdrawn(customer_id: str, signal_id: str, state: list[Any]) -> dict[str, Any]:
-    severity, _, escalated_at, _, first_evidence_at = state
+    severity, _, escalated_at, _, first_evidence_at, *_ = state
     detected_at = int(signal_id.rsplit(":", 2)[-2])
     return {"signal_id": signal_id, "customer_id": customer_id, "detected_at": detected_at,
             "first_evidence_at": first_evidence_at, "severity": severity, "score": 0.0,

@@ -94,8 +94,8 @@ def concluded(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[Any, ...]
     """The latest state of each signal that stands (not withdrawn), by signal id.
 
     Records from the signals topic or :func:`detect`, in the order they were published.
-    Compared by what a signal concludes: customer, severity, status, and when it was
-    detected, first evidenced, escalated and due.
+    Compared by what a signal concludes: customer, severity, status, when it was
+    detected, first evidenced, escalated and due, its reasons and channels.
     """
     latest: dict[str, Mapping[str, Any]] = {}
     for record in records:  # the highest revision wins, as in the warehouse; then the last
@@ -103,7 +103,8 @@ def concluded(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[Any, ...]
         if known is None or record.get("revision", 0) >= known.get("revision", 0):
             latest[record["signal_id"]] = record
     return {sid: (r["customer_id"], r["severity"], r["status"], r["detected_at"],
-                  r["first_evidence_at"], r.get("escalated_at"), r.get("due_at"))
+                  r["first_evidence_at"], r.get("escalated_at"), r.get("due_at"),
+                  tuple(r["reasons"]), tuple(r["channels"]))
             for sid, r in latest.items() if r["status"] != WITHDRAWN}
 
 
