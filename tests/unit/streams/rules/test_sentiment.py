@@ -12,7 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from touchpoint.streams.rules import sentiment
+from touchpoint.streams.rules.complaints import Rules
 from touchpoint.streams.rules.sentiment import NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD, Sentiment
+
+# What the complaint detector counts as negative text (complaints.toml [negative_text]).
+FLAG = Rules.load().negative_text.threshold
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +95,87 @@ def test_negation_reverses_chinese_praise(analyzer: Sentiment) -> None:
     assert analyzer.chinese("很不满意") < analyzer.chinese("不是很满意") < 0
 
 
+@pytest.mark.parametrize("text", [
+    # the issue's polite complaints
+    "希望尽快处理",
+    "麻烦尽快",
+    "请尽快给个说法",
+    "麻烦尽快给我一个答复，谢谢",
+    "请给我一个合理的解释。",
+    "退款的事情麻烦帮忙催一下",
+])
+def test_polite_chinese_complaints_are_flagged(analyzer: Sentiment, text: str) -> None:
+    value = analyzer.score(text)
+    assert value is not None and value <= FLAG
+
+
+@pytest.mark.parametrize("text", [
+    "麻烦您帮我查一下订单",
+    "麻烦帮我把地址改一下，谢谢",
+    "打扰一下，请问门店几点关门？",
+    "不好意思，刚才打错了",
+    "希望周末能送货",
+])
+def test_polite_chinese_requests_are_not_flagged(analyzer: Sentiment, text: str) -> None:
+    value = analyzer.score(text)
+    assert value is not None and value > FLAG
+    assert analyzer.label(text) == "neutral"
+
+
+@pytest.mark.parametrize("text", [
+    "退款还没到账",
+    "一直没收到货",
+    "商家迟迟不发货",
+    "约好的师傅到现在也没上门",
+    "打了三次电话都没人处理",
+    "手机开不了机",
+    "上次反映的问题一直没有结果",
+])
+def test_chinese_service_that_has_not_happened_is_flagged(analyzer: Sentiment,
+                                                          text: str) -> None:
+    value = analyzer.score(text)
+    assert value is not None and value <= FLAG
+
+
+@pytest.mark.parametrize("text", [
+    "这合理吗？",
+    "到底什么时候才能退款？",
+    "怎么又扣了我的钱？",
+    "这已经是第三次出现了",
+])
+def test_chinese_rhetorical_questions_and_repeats_are_flagged(analyzer: Sentiment,
+                                                             text: str) -> None:
+    value = analyzer.score(text)
+    assert value is not None and value <= FLAG
+
+
+@pytest.mark.parametrize("text", [
+    "不到一天就送到了，很快",
+    "第二次购买了，还是很好",
+    "快递到了，还没拆",
+    "一般来说周末也送货",
+])
+def test_chinese_lookalikes_are_not_flagged(analyzer: Sentiment, text: str) -> None:
+    value = analyzer.score(text)
+    assert value is not None and value > FLAG
+
+
+def test_emphatic_negation_is_stronger_than_plain(analyzer: Sentiment) -> None:
+    # 一点都不 is "not at all", not "a little".
+    assert analyzer.chinese("一点都不好用") < analyzer.chinese("不好用") < 0
+
+
+def test_negated_complaint_reads_as_praise(analyzer: Sentiment) -> None:
+    assert analyzer.chinese("没什么不满意的，服务很周到") >= POSITIVE_THRESHOLD
+    assert analyzer.chinese("一点问题都没有") > 0
+
+
+def test_closing_thanks_comforts_praise_but_not_a_complaint(analyzer: Sentiment) -> None:
+    complaint = "麻烦尽快给我一个答复"
+    assert analyzer.chinese(complaint + "，谢谢") == analyzer.chinese(complaint) < 0
+    assert analyzer.chinese("东西很好，谢谢") > analyzer.chinese("东西很好") > 0
+
+
 def test_contrast_weighs_the_clause_after_but(analyzer: Sentiment) -> None:
     assert analyzer.chinese("价格不错，但是质量太差") < 0
     assert analyzer.chinese("质量太差，但是价格不错") > 0
@@ -134,6 +219,8 @@ def test_service_lexicon_can_be_left_out() -> None:
     general = Sentiment(domain=False)
     assert general.english("Issue unresolved.") == 0.0
     assert general.chinese("客户投诉有隐藏收费") > Sentiment().chinese("客户投诉有隐藏收费")
+    # The service constructions go with it: general HowNet reads 希望 as hope.
+    assert general.chinese("希望尽快处理") > 0 > Sentiment().chinese("希望尽快处理")
 
 
 def test_negative_uses_the_given_threshold(analyzer: Sentiment) -> None:
