@@ -292,3 +292,19 @@ def test_worker_loads_the_text_analyzers_before_it_starts_consuming(tmp_path,
     result = CliRunner().invoke(main, ["worker"])
     assert result.exit_code == 0, result.output
     assert order == ["tune, analyzers loaded", "worker, analyzers loaded"]
+
+
+def test_publish_shows_a_progress_bar_when_asked_or_on_a_terminal(tmp_path, monkeypatch
+                                                                   ) -> None:
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    source = tmp_path / "events.jsonl"
+    source.write_text(_event_line("a") * 3)
+    size = source.stat().st_size
+    asked = CliRunner().invoke(main, ["publish", "-c", "web", "--dry-run", "--progress",
+                                      str(source)])
+    assert asked.exit_code == 0, asked.output
+    assert f"publish: 100%|██████████| {size}/{size} [" in asked.output
+    assert "3 valid, 0 rejected" in asked.output
+    # not a terminal (the runner's output), not asked: no bar
+    quiet = CliRunner().invoke(main, ["publish", "-c", "web", "--dry-run", str(source)])
+    assert quiet.output == "3 valid, 0 rejected\n"

@@ -13,8 +13,8 @@ import click
 from touchpoint.exceptions import TouchpointError
 from touchpoint.settings import Settings, load_settings
 
-__all__ = ["Progress", "fail", "one_line_errors", "settings_or_exit", "show_progress",
-           "text_table"]
+__all__ = ["Progress", "fail", "one_line_errors", "progress_bar", "settings_or_exit",
+           "show_progress", "text_table"]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -97,3 +97,23 @@ def show_progress(events: int | None, duration: float | None, quiet: bool,
         yield progress
     finally:
         progress.close()
+
+
+@contextmanager
+def progress_bar(total: float | None, *, enabled: bool | None, unit: str = "events",
+                 unit_scale: bool = False, desc: str | None = None) -> Iterator[Any]:
+    """A progress bar on stderr (tqdm: done, rate, ETA), closed after.
+
+    ``enabled`` None shows it on a terminal only (a log file gets no bar); True shows it
+    anyway, as a line every 10 s when stderr is not a terminal.
+    """
+    from tqdm import tqdm
+
+    live = sys.stderr.isatty()
+    bar = tqdm(total=total, unit=unit, unit_scale=unit_scale, desc=desc, file=sys.stderr,
+               disable=not (live if enabled is None else enabled), dynamic_ncols=True,
+               mininterval=0.2 if live else 10.0, smoothing=0.05)
+    try:
+        yield bar
+    finally:
+        bar.close()
