@@ -1,4 +1,4 @@
-"""The ``touchpoint`` command: services, worker, publish, simulate, migrate, query, demo.
+"""The ``touchpoint`` command: services, worker, publish, deadletters, query, demo, ...
 
 One module per command (or pair of commands) in :mod:`touchpoint.commands`; this module
 only gathers them. ``python -m touchpoint.cli worker`` runs a worker, as the demo and the
@@ -11,6 +11,7 @@ import click
 
 from touchpoint import __version__
 from touchpoint.commands.customer import customer
+from touchpoint.commands.deadletters import deadletters
 from touchpoint.commands.demo import demo
 from touchpoint.commands.publish import publish
 from touchpoint.commands.reports import report, signals
@@ -40,7 +41,7 @@ def main() -> None:
 
 
 for command in (services, worker, publish, simulate, migrate, query, signals, report, customer,
-                show_settings, demo):
+                deadletters, show_settings, demo):
     main.add_command(command)
 
 

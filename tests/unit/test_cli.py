@@ -10,7 +10,8 @@ from touchpoint.cli import main
 from touchpoint.settings import settings_markdown
 
 COMMANDS = ["services", "worker", "publish", "simulate", "migrate", "query", "settings", "demo",
-            "customer", "signals", "report"]
+            "customer", "signals", "report", "deadletters"]
+SUBCOMMANDS = [("deadletters", "list"), ("deadletters", "show"), ("deadletters", "replay")]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -47,6 +48,16 @@ def test_help_keeps_the_example_blocks_as_written() -> None:
 def test_every_option_has_help(command: str) -> None:
     options = [p for p in main.commands[command].params if isinstance(p, click.Option)]
     assert [o.name for o in options if not o.help] == []
+
+
+@pytest.mark.parametrize(("group", "command"), SUBCOMMANDS)
+def test_every_subcommand_has_help_with_examples(group: str, command: str) -> None:
+    found = main.commands[group].commands[command]  # type: ignore[attr-defined]
+    options = [p for p in found.params if isinstance(p, click.Option)]
+    assert [o.name for o in options if not o.help] == []
+    result = CliRunner().invoke(main, [group, command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert f"  touchpoint {group} {command} " in result.output
 
 
 def test_settings_markdown() -> None:
