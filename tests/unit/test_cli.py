@@ -10,7 +10,7 @@ from touchpoint.cli import main
 from touchpoint.settings import settings_markdown
 
 COMMANDS = ["services", "worker", "publish", "simulate", "migrate", "query", "settings", "demo",
-            "customer", "signals", "report", "deadletters"]
+            "customer", "signals", "report", "backfill", "deadletters"]
 SUBCOMMANDS = [("deadletters", "list"), ("deadletters", "show"), ("deadletters", "replay")]
 
 
@@ -319,3 +319,20 @@ def test_publish_shows_a_progress_bar_when_asked_or_on_a_terminal(tmp_path, monk
     # not a terminal (the runner's output), not asked: no bar
     quiet = CliRunner().invoke(main, ["publish", "-c", "web", "--dry-run", str(source)])
     assert quiet.output == "3 valid, 0 rejected\n"
+
+
+def test_backfill_refuses_an_unsorted_input_before_publishing_anything(tmp_path, monkeypatch
+                                                                        ) -> None:
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    # Kafka here is nowhere: the refusal comes before anything would be sent
+    monkeypatch.setenv("TOUCHPOINT_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    source = tmp_path / "web.jsonl"
+    source.write_text(_event_line("a") + _event_line("b", occurred_at=1794999999999))
+    result = CliRunner().invoke(main, ["backfill", f"web={source}"])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: web={source} is not in event-time order: line 2 is "
+                             "earlier than line 1; sort it (e.g. by occurred_at), or pass "
+                             "--sort to sort it in chunks on disk\n")
+    missing = CliRunner().invoke(main, ["backfill", f"web={tmp_path / 'nope.jsonl'}"])
+    assert missing.exit_code == 1
+    assert missing.output.startswith("Error: cannot read web=")
