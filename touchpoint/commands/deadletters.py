@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from touchpoint.commands.common import fail, one_line_errors, settings_or_exit, text_table
 from touchpoint.schemas.contract import CHANNELS
+
+if TYPE_CHECKING:
+    from touchpoint.deadletters import DeadLetter
 
 __all__ = ["deadletters"]
 
@@ -86,24 +90,29 @@ def list_(reasons: tuple[str, ...], channels: tuple[str, ...], since: str | None
 
     settings = settings_or_exit()
     selection = _selection(settings, (), reasons, channels, since, until)
-    rows: list[dict[str, Any]] = []
     count = 0
+
+    def counted(letters: Iterable[DeadLetter]) -> Iterator[DeadLetter]:
+        nonlocal count
+        for letter in letters:
+            count += 1
+            yield letter
+
     with one_line_errors():
         replays = ReplayLog.load(settings, producer=None)
-        for letter in read_dead_letters(settings, selection):
-            count += 1
-            if len(rows) < limit:
-                rows.append({"id": letter.id, "rejected_at": _time(letter.rejected_at),
-                             "reason_code": letter.reason_code,
-                             "replay": replays.state(letter.id) or "",
-                             "reason": letter.reason})
+        # the topic is read partition by partition; keep only the oldest `limit` of it
+        oldest = heapq.nsmallest(limit, counted(read_dead_letters(settings, selection)),
+                                 key=lambda d: (d.rejected_at, d.id))
+    rows = [{"id": letter.id, "rejected_at": _time(letter.rejected_at),
+             "reason_code": letter.reason_code, "replay": replays.state(letter.id) or "",
+             "reason": letter.reason} for letter in oldest]
     if fmt == "json":
         click.echo(json.dumps({"count": count, "dead_letters": rows}, ensure_ascii=False,
                               indent=1))
         return
     if rows:
         click.echo(text_table(list(rows[0]), [[_clip(v) for v in r.values()] for r in rows]))
-    more = f" (first {limit} listed: --limit)" if count > limit else ""
+    more = f" (the oldest {limit} listed: --limit)" if count > limit else ""
     click.echo(f"\n{count} dead letter(s){more}")
 
 
