@@ -222,6 +222,7 @@ def plan(sources: Sequence[Source], path: Path, *, restart: bool = False, sort: 
         return Plan(list(sources), path, found)
     total, unsorted, read = 0, [], 0
     for index, source in enumerate(sources):
+        _refuse_json_array(source)
         previous: Line | None = None
         for line in _lines(index, source):
             total += 1
@@ -241,6 +242,16 @@ def plan(sources: Sequence[Source], path: Path, *, restart: bool = False, sort: 
     checkpoint = Checkpoint(inputs=inputs, total=total, unsorted=unsorted)
     checkpoint.save(path)
     return Plan(list(sources), path, checkpoint)
+
+
+def _refuse_json_array(source: Source) -> None:
+    """A JSON array would be refused as one bad line; say what to do instead."""
+    with source.path.open("rb") as stream:
+        start = stream.read(64).lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
+    if start.startswith(b"["):
+        raise InputError(f"{source.label} is a JSON array; backfill reads JSON Lines, one "
+                         f"event a line, so that big files stream: convert it with "
+                         f"jq -c '.[]' {source.path} > {source.path.stem}.jsonl")
 
 
 class Sender(Protocol):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +31,13 @@ from touchpoint.settings import Settings
 from touchpoint.streams.rules.normalize import PAYLOAD_BYTES_HEADER
 from touchpoint.streams.topics import TopicNames
 
-__all__ = ["DeadLetter", "Selection", "correct", "merge_patch", "original_event",
+__all__ = ["STALL_SECONDS", "DeadLetter", "Selection", "correct", "merge_patch", "original_event",
            "parse_id", "parse_patch", "parse_set", "read_dead_letters", "read_topic"]
 
 log = logging.getLogger(__name__)
+
+#: Longest a topic read waits for records it knows are there before it gives up.
+STALL_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,7 @@ def read_topic(settings: Settings, topic: str, *, start: Mapping[int, int] | Non
 
     try:
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers,
-                                 enable_auto_commit=False, group_id=group,
-                                 consumer_timeout_ms=30_000)
+                                 enable_auto_commit=False, group_id=group)
     except KafkaError as exc:
         raise ServiceError(f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}): start it "
                            "with `touchpoint services start` or set TOUCHPOINT_KAFKA_BOOTSTRAP"
@@ -143,8 +146,15 @@ def read_topic(settings: Settings, topic: str, *, start: Mapping[int, int] | Non
             else:
                 consumer.seek(tp, first)
             # read until the end seen at the start: records arriving meanwhile wait for next time
+            moved = time.monotonic()
             while consumer.position(tp) < ends[tp]:
                 batch = consumer.poll(timeout_ms=1000).get(tp, [])
+                if batch:
+                    moved = time.monotonic()
+                elif time.monotonic() - moved > STALL_SECONDS:
+                    raise ServiceError(f"Kafka gave no records of {topic} partition "
+                                       f"{tp.partition} for {STALL_SECONDS} s (at offset "
+                                       f"{consumer.position(tp)} of {ends[tp]}): is it up?")
                 for message in batch:
                     if message.offset >= ends[tp]:
                         break

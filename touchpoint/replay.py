@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from touchpoint.deadletters import DeadLetter, correct, original_event, read_topic
-from touchpoint.exceptions import ContractError, PublishError
+from touchpoint.exceptions import ContractError, PublishError, ServiceError
 from touchpoint.publish import encode_event
 from touchpoint.schemas.contract import Rejection
 from touchpoint.settings import Settings
@@ -89,7 +89,17 @@ class ReplayLog:
         for message in read_topic(settings, topic):
             if message.key is None:
                 continue
-            entries[message.key.decode()] = json.loads(message.value)
+            try:
+                entry = json.loads(message.value)
+                if not isinstance(entry, dict) or entry.get("state") not in (SENDING, REPLAYED):
+                    raise ValueError("no state of ours")
+            except (TypeError, ValueError) as exc:
+                # skipping it could replay that dead letter twice: stop and say where
+                raise ServiceError(
+                    f"record {message.partition}/{message.offset} of {topic} is not a replay "
+                    f"log entry ({exc!r}): only touchpoint deadletters replay writes there"
+                ) from None
+            entries[message.key.decode(errors="replace")] = entry
         return cls(topic, producer, entries)
 
     def state(self, letter_id: str) -> str | None:

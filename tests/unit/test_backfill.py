@@ -209,3 +209,11 @@ class _Counter:
 
     def flush(self) -> None:
         pass
+
+
+def test_a_json_array_is_refused_with_how_to_convert_it(tmp_path: Path) -> None:
+    path = tmp_path / "export.json"
+    path.write_text("\ufeff  " + json.dumps([{**web("w1", T0), "channel": "web"}]))
+    with pytest.raises(InputError, match=r"export.json is a JSON array; backfill reads JSON "
+                                         r"Lines.*jq -c '\.\[\]' .*export.json > export.jsonl"):
+        plan([Source.parse(str(path))], tmp_path / "cp.json")

@@ -154,3 +154,24 @@ def test_a_crash_between_send_and_log_is_settled_from_the_topic(settings: Any) -
                                     "settled": True}
     assert entries[never_sent.id]["state"] == "replayed"
     assert entries[never_sent.id]["offset"] == 1
+
+
+def test_a_replay_log_entry_not_ours_stops_the_replay(settings: Any, monkeypatch: Any) -> None:
+    from types import SimpleNamespace
+
+    import touchpoint.replay as module
+    from touchpoint.exceptions import ServiceError
+
+    def records(*entries: bytes) -> Any:
+        return lambda settings, topic: iter(
+            SimpleNamespace(key=b"t/0/1", value=value, partition=0, offset=offset)
+            for offset, value in enumerate(entries))
+
+    monkeypatch.setattr(module, "read_topic", records(b'{"state": "sending"}',
+                                                      b'{"state": "replayed"}'))
+    assert ReplayLog.load(settings, producer=None).state("t/0/1") == "replayed"
+    for foreign in (b"not json", b'["state"]', b'{"state": "done"}'):
+        monkeypatch.setattr(module, "read_topic", records(foreign))
+        with pytest.raises(ServiceError, match=r"record 0/0 of p.touchpoints.deadletter-"
+                                               r"replays is not a replay log entry"):
+            ReplayLog.load(settings, producer=None)

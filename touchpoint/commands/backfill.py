@@ -60,7 +60,9 @@ def backfill(inputs: tuple[str, ...], sort: bool, rate: float | None,
     path = checkpoint or fill.checkpoint_path(settings.home, sources)
     with one_line_errors():
         total_bytes = sum(s.path.stat().st_size for s in sources if s.path.is_file())
-        with progress_bar(total_bytes, enabled=progress, unit="B", unit_scale=True,
+        # a resumed run reads no input ahead: no bar for that
+        checking = progress if restart or not path.exists() else False
+        with progress_bar(total_bytes, enabled=checking, unit="B", unit_scale=True,
                           desc="checking order") as bar:
             planned = fill.plan(sources, path, restart=restart, sort=sort,
                                 progress=lambda n: bar.update(n - bar.n))
