@@ -136,6 +136,8 @@ class Checkpoint:
     inputs: list[dict[str, Any]]
     total: int
     unsorted: list[int]
+    #: The slice of event time published, epoch ms [since, until); None: no bound.
+    window: list[int | None] = field(default_factory=lambda: [None, None])
     position: list[int] | None = None
     published: int = 0
     rejected: int = 0
@@ -182,9 +184,11 @@ def _fingerprint(sources: Sequence[Source]) -> list[dict[str, Any]]:
     return found
 
 
-def checkpoint_path(home: Path, sources: Sequence[Source]) -> Path:
-    """The default checkpoint of a backfill of ``sources``: the same for the same inputs."""
-    names = "\n".join(f"{s.channel or ''}={s.path.resolve()}" for s in sources)
+def checkpoint_path(home: Path, sources: Sequence[Source],
+                    window: tuple[int | None, int | None] = (None, None)) -> Path:
+    """The default checkpoint of a backfill: the same for the same inputs and time slice."""
+    names = "\n".join([f"{s.channel or ''}={s.path.resolve()}" for s in sources]
+                      + ([f"window={window[0]},{window[1]}"] if window != (None, None) else []))
     return home / "backfill" / f"{hashlib.sha256(names.encode()).hexdigest()[:16]}.json"
 
 
@@ -203,12 +207,14 @@ class Plan:
 
 
 def plan(sources: Sequence[Source], path: Path, *, restart: bool = False, sort: bool = False,
+         window: tuple[int | None, int | None] = (None, None),
          progress: Callable[[int], None] | None = None) -> Plan:
     """Check the inputs (or find them unchanged since the checkpoint at ``path``).
 
     Raises :class:`InputError` when an input cannot be read, when an input is not in
     event-time order and ``sort`` is off (naming the first line out of order), or when
-    the inputs changed since the checkpoint (``restart`` starts over instead).
+    the inputs or the ``window`` (a slice of event time, epoch ms, ``until`` exclusive)
+    changed since the checkpoint (``restart`` starts over instead).
     ``progress`` gets the bytes read so far.
     """
     if not sources:
@@ -216,9 +222,10 @@ def plan(sources: Sequence[Source], path: Path, *, restart: bool = False, sort: 
     inputs = _fingerprint(sources)
     found = None if restart else Checkpoint.load(path)
     if found is not None:
-        if found.inputs != inputs:
+        if found.inputs != inputs or found.window != list(window):
             raise InputError(f"the inputs are not those of checkpoint {path} (another list of "
-                             "files, or a file changed since): pass --restart to start over")
+                             "files, a file changed since, or another --since/--until): "
+                             "pass --restart to start over")
         return Plan(list(sources), path, found)
     total, unsorted, read = 0, [], 0
     for index, source in enumerate(sources):
@@ -239,7 +246,7 @@ def plan(sources: Sequence[Source], path: Path, *, restart: bool = False, sort: 
                 progress(read)
     if progress is not None:
         progress(read)
-    checkpoint = Checkpoint(inputs=inputs, total=total, unsorted=unsorted)
+    checkpoint = Checkpoint(inputs=inputs, total=total, unsorted=unsorted, window=list(window))
     checkpoint.save(path)
     return Plan(list(sources), path, checkpoint)
 
@@ -274,6 +281,8 @@ class BackfillReport:
     errors: list[tuple[str, int, str, str]] = field(default_factory=list)
     #: Lines an earlier run had done, skipped by this one.
     skipped: int = 0
+    #: Lines outside the slice of event time (--since, --until), left alone.
+    outside: int = 0
     interrupted: bool = False
 
 
@@ -297,8 +306,9 @@ def run(backfill: Plan, publisher: Sender, *, stop: Callable[[], bool] = lambda:
     if state.done:
         return report
     after = tuple(state.position) if state.position is not None else None
+    since, until = state.window
     labels = [s.label for s in backfill.sources]
-    started, sent, done = clock(), 0, 0
+    started, sent, done, unsaved = clock(), 0, 0, 0
     saved = started
     with ExitStack() as stack:
         streams: list[Iterable[Line]] = []
@@ -320,7 +330,15 @@ def run(backfill: Plan, publisher: Sender, *, stop: Callable[[], bool] = lambda:
             if stop():
                 report.interrupted = True
                 break
-            if isinstance(line.event, Rejection):
+            if until is not None and line.at >= until:
+                # the order is event time: every line from here is past the slice too
+                report.outside += state.total - done + 1
+                if progress is not None:
+                    progress(state.total)
+                break
+            if since is not None and line.at < since:
+                report.outside += 1
+            elif isinstance(line.event, Rejection):
                 _refuse(report, labels[line.source], line.number, line.event.code,
                         line.event.reason)
             else:
@@ -334,10 +352,10 @@ def run(backfill: Plan, publisher: Sender, *, stop: Callable[[], bool] = lambda:
             last = line.position
             if progress is not None:
                 progress(done)
-            if (report.published + report.rejected) % every == 0 or \
-                    clock() - saved >= every_seconds:
+            unsaved += 1
+            if unsaved >= every or clock() - saved >= every_seconds:
                 _save(backfill, publisher, report, last, done=False)
-                saved = clock()
+                saved, unsaved = clock(), 0
             if rate:
                 ahead = started + sent / rate - clock()
                 if ahead > 0:

@@ -217,3 +217,25 @@ def test_a_json_array_is_refused_with_how_to_convert_it(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"export.json is a JSON array; backfill reads JSON "
                                          r"Lines.*jq -c '\.\[\]' .*export.json > export.jsonl"):
         plan([Source.parse(str(path))], tmp_path / "cp.json")
+
+
+def test_a_slice_of_event_time_publishes_only_its_events_and_has_its_own_checkpoint(
+        tmp_path: Path) -> None:
+    a = write(tmp_path / "web.jsonl", [web(f"w{i}", T0 + i) for i in range(10)])
+    b = write(tmp_path / "store.jsonl", [store(f"s{i}", T0 + i) for i in range(0, 10, 3)])
+    sources = [Source.parse(f"web={a}"), Source.parse(f"store={b}")]
+    slices = [(None, T0 + 4), (T0 + 4, T0 + 8), (T0 + 8, None)]
+    paths = {checkpoint_path(tmp_path, sources, window) for window in slices}
+    assert len(paths) == 3 and checkpoint_path(tmp_path, sources) not in paths
+    sent: list[str] = []
+    for window in slices:
+        recorder = Recorder()
+        report = run(plan(sources, checkpoint_path(tmp_path, sources, window), window=window),
+                     recorder, every=2)
+        assert report.published + report.outside == 14
+        sent += [e for _, e in recorder.sent]
+    assert sent == ["w0", "s0", "w1", "w2", "w3", "s3", "w4", "w5", "w6", "s6", "w7", "w8",
+                    "w9", "s9"]
+    # the same files with another slice are not the checkpoint's backfill
+    with pytest.raises(InputError, match="another --since/--until"):
+        plan(sources, checkpoint_path(tmp_path, sources, slices[0]), window=slices[1])

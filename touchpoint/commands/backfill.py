@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,6 +21,10 @@ __all__ = ["backfill"]
 @click.option("--sort", is_flag=True,
               help="Sort inputs that are not in event-time order, in chunks on disk "
                    "(default: refuse them, naming the first line out of order).")
+@click.option("--since", help="Only events at or after this event time: a UTC day, "
+                              "2026-11-01, or a time with offset, 2026-11-01T09:00+08:00.")
+@click.option("--until", help="Only events before this event time: a day (inclusive: up to "
+                              "its end) or a time (exclusive).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True),
               help="Most events a second (default: as fast as Kafka takes them).")
 @click.option("--checkpoint", "checkpoint", type=click.Path(dir_okay=False, path_type=Path),
@@ -31,8 +36,9 @@ __all__ = ["backfill"]
               help="Show a progress bar (events, rate, ETA) on stderr. Default: on a terminal.")
 @click.option("--show", type=click.IntRange(0), default=20, show_default=True,
               help="How many rejected lines to list.")
-def backfill(inputs: tuple[str, ...], sort: bool, rate: float | None,
-             checkpoint: Path | None, restart: bool, progress: bool | None, show: int) -> None:
+def backfill(inputs: tuple[str, ...], sort: bool, since: str | None, until: str | None,
+             rate: float | None, checkpoint: Path | None, restart: bool,
+             progress: bool | None, show: int) -> None:
     """Publish history from many files, merged into event-time order.
 
     Each input is JSON Lines: CHANNEL=FILE for one channel's events (as `touchpoint
@@ -40,7 +46,8 @@ def backfill(inputs: tuple[str, ...], sort: bool, rate: float | None,
     is checked as `publish` checks it; refused lines are listed with file, line number
     and reason (exit 1), the rest are published. Each input must be in event-time
     order (--sort sorts those that are not); big files stream, memory does not grow
-    with them.
+    with them. --since and --until publish one slice of event time, so history can go
+    in slices while workers keep up.
 
     Ctrl-C stops after the events sent so far are acknowledged and saved in the
     checkpoint; the same command resumes there and publishes nothing twice. After a
@@ -50,21 +57,29 @@ def backfill(inputs: tuple[str, ...], sort: bool, rate: float | None,
     \b
       touchpoint backfill web=web-2026-11.jsonl store=pos-2026-11.jsonl callcenter=calls.jsonl
       touchpoint backfill --sort --rate 2000 export.jsonl    # mixed channels, unsorted
+      touchpoint backfill --until 2026-11-07 web=web.jsonl store=pos.jsonl   # a week, then
+      touchpoint backfill --since 2026-11-08 web=web.jsonl store=pos.jsonl   # the rest
       touchpoint backfill --restart web=web.jsonl            # again, from the start
     """  # noqa: D301 - click needs a real backspace in "\b"
     from touchpoint import backfill as fill
     from touchpoint.publish import Publisher
+    from touchpoint.report import parse_period
 
     settings = settings_or_exit()
     sources = [fill.Source.parse(text) for text in inputs]
-    path = checkpoint or fill.checkpoint_path(settings.home, sources)
+    try:
+        period = parse_period(since, until)
+    except ValueError as exc:
+        fail(str(exc))
+    window = (_millis(period.since), _millis(period.until))
+    path = checkpoint or fill.checkpoint_path(settings.home, sources, window)
     with one_line_errors():
         total_bytes = sum(s.path.stat().st_size for s in sources if s.path.is_file())
         # a resumed run reads no input ahead: no bar for that
         checking = progress if restart or not path.exists() else False
         with progress_bar(total_bytes, enabled=checking, unit="B", unit_scale=True,
                           desc="checking order") as bar:
-            planned = fill.plan(sources, path, restart=restart, sort=sort,
+            planned = fill.plan(sources, path, restart=restart, sort=sort, window=window,
                                 progress=lambda n: bar.update(n - bar.n))
         state = planned.checkpoint
         if state.done:
@@ -78,7 +93,8 @@ def backfill(inputs: tuple[str, ...], sort: bool, rate: float | None,
                 progress_bar(state.total, enabled=progress, desc="backfill") as bar:
             report = fill.run(planned, publisher, stop=stop, rate=rate,
                               progress=lambda n: bar.update(n - bar.n))
-    click.echo(f"{report.published:,} published, {report.rejected:,} rejected "
+    outside = f", {report.outside:,} outside --since/--until" if report.outside else ""
+    click.echo(f"{report.published:,} published, {report.rejected:,} rejected{outside} "
                f"of {report.total:,} lines")
     for code, count in report.reasons.most_common():
         click.echo(f"  {code}: {count}")
@@ -90,6 +106,10 @@ def backfill(inputs: tuple[str, ...], sort: bool, rate: float | None,
         click.echo(f"Stopped; the same command resumes from checkpoint {path}.", err=True)
         sys.exit(130)
     sys.exit(1 if report.rejected else 0)
+
+
+def _millis(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
 
 
 class _Interrupt:
