@@ -336,3 +336,21 @@ def test_backfill_refuses_an_unsorted_input_before_publishing_anything(tmp_path,
     missing = CliRunner().invoke(main, ["backfill", f"web={tmp_path / 'nope.jsonl'}"])
     assert missing.exit_code == 1
     assert missing.output.startswith("Error: cannot read web=")
+
+
+def test_the_progress_bar_shows_on_a_terminal_that_reports_no_size(monkeypatch) -> None:
+    import os
+    import pty
+
+    from touchpoint.commands.common import progress_bar
+
+    reader, writer = pty.openpty()  # a new pseudo-terminal reports 0 rows, 0 columns
+    assert os.get_terminal_size(writer) == os.terminal_size((0, 0))
+    with os.fdopen(writer, "w") as terminal:
+        monkeypatch.setattr("sys.stderr", terminal)
+        with progress_bar(3, enabled=None, desc="work") as bar:
+            bar.update(3)
+        terminal.flush()
+        shown = os.read(reader, 4096).decode()
+    os.close(reader)
+    assert "work: 100%|" in shown and "3/3 [" in shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -110,9 +111,17 @@ def progress_bar(total: float | None, *, enabled: bool | None, unit: str = "even
     from tqdm import tqdm
 
     live = sys.stderr.isatty()
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # not a terminal, or no file at all
+        size = os.terminal_size((0, 0))
+    # A terminal that reports no size (some CI and serial consoles) would get no bar at
+    # all from tqdm, which hides bars below the screen's last row: assume 80x24 there.
+    shape: dict[str, Any] = ({"dynamic_ncols": True} if size.columns and size.lines else
+                             {"nrows": 24, "ncols": 80 if live else None})
     bar = tqdm(total=total, unit=unit, unit_scale=unit_scale, desc=desc, file=sys.stderr,
-               disable=not (live if enabled is None else enabled), dynamic_ncols=True,
-               mininterval=0.2 if live else 10.0, smoothing=0.05)
+               disable=not (live if enabled is None else enabled),
+               mininterval=0.2 if live else 10.0, smoothing=0.05, **shape)
     try:
         yield bar
     finally:
