@@ -139,3 +139,10 @@ def test_corrections_given_wrong_are_refused_with_the_fix() -> None:
         parse_patch("{score: 4}")
     with pytest.raises(ValueError, match="one JSON object"):
         parse_patch("[1]")
+
+
+def test_text_from_the_topic_is_shown_escaped_never_obeyed() -> None:
+    from touchpoint.commands import deadletters as command
+
+    assert command._safe("bad_field: 价格 is not a number") == "bad_field: 价格 is not a number"
+    assert command._safe("ok\x1b[2J\x9b31m") == "ok\\x1b[2J\\x9b31m"

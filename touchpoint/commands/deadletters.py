@@ -142,19 +142,19 @@ def show(ids: tuple[str, ...]) -> None:
             shown.add(letter.id)
             found = original_event(letter, topics)
             entry = replays.entries.get(letter.id)
-            click.echo(f"{letter.id}\n"
-                       f"  rejected_at: {_time(letter.rejected_at)} by {letter.worker}\n"
-                       f"  reason:      [{letter.reason_code}] {letter.reason}\n"
+            click.echo(f"{_safe(letter.id)}\n"
+                       f"  rejected_at: {_time(letter.rejected_at)} by {_safe(letter.worker)}\n"
+                       f"  reason:      [{_safe(letter.reason_code)}] {_safe(letter.reason)}\n"
                        f"  key:         {_bytes_text(letter.key)}\n"
                        f"  replay:      {json.dumps(entry) if entry else 'never'}")
             if isinstance(found, Rejection):
                 click.echo(f"  record ({len(letter.payload):,} bytes, not replayable as it is: "
-                           f"{found.reason}):\n    {_bytes_text(letter.payload)}\n")
+                           f"{_safe(found.reason)}):\n    {_bytes_text(letter.payload)}\n")
             else:
                 record = {k: v for k, v in found[1].items() if v not in (None, {})}
+                as_json = json.dumps(record, ensure_ascii=False, indent=2, default=repr)
                 click.echo(f"  record ({found[0]}):\n"
-                           + json.dumps(record, ensure_ascii=False, indent=2, default=repr)
-                           .replace("\n", "\n    ").join(("    ", "\n")))
+                           + "".join(f"    {_safe(line)}\n" for line in as_json.split("\n")))
     missing = [i for i in selection.ids if i not in shown]
     if missing:
         fail(f"no dead letter {', '.join(sorted(missing))} on {topics.deadletter}")
@@ -245,8 +245,17 @@ def _time(millis: int) -> str:
     return datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _safe(text: str) -> str:
+    """Text from the topic as it can be shown: control characters escaped, not obeyed.
+
+    Whoever wrote to the dead-letter topic chose these strings; a terminal escape in
+    them must not move the cursor or rewrite what an operator sees.
+    """
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _clip(value: Any, width: int = 90) -> str:
-    text = str(value)
+    text = _safe(str(value))
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
