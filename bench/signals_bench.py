@@ -108,7 +108,6 @@ import itertools
 import logging
 import math
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -584,25 +583,11 @@ def rules_facts(settings: Settings) -> str:
     return f"{shown} (sha256 {digest})"
 
 
-def bulk_order(events: Sequence[tuple[str, Mapping[str, Any]]], times: Sequence[int],
-               seed: int, skew_hours: float) -> list[int]:
-    """The scenario's events as a bulk load sends them: all at once, channels skewed.
-
-    Each channel gets a fixed lag of up to ``skew_hours`` (drawn from ``seed``), as if its
-    system uploaded its batch late, e.g. at night; events are sent in order of event
-    time plus their channel's lag. Within a channel, event-time order is kept.
-    """
-    rng = random.Random(seed)
-    skew = {channel: rng.uniform(0, skew_hours) * HOUR_MS
-            for channel in sorted({channel for channel, _ in events})}
-    return sorted(range(len(events)), key=lambda i: (times[i] + skew[events[i][0]], i))
-
-
 def run_quality(args: argparse.Namespace, base: Path, run_tag: str,
                 order: str = "live") -> tuple[int, Any, list[dict[str, Any]]]:
     from touchpoint.exceptions import ContractError
     from touchpoint.publish import Publisher
-    from touchpoint.sim import scenarios
+    from touchpoint.sim import offline, scenarios
     from touchpoint.sim.signal_quality import evaluate
 
     log(f"QUALITY: generating the labelled scenario (seed {args.seed}, {args.customers:,} "
@@ -616,7 +601,8 @@ def run_quality(args: argparse.Namespace, base: Path, run_tag: str,
     start_ms = int(args.start.timestamp() * 1000)
     parts: list[Sequence[int]]
     if order == "bulk":
-        parts = [bulk_order(scenario.events, times, args.seed, args.skew_hours)]
+        parts = [offline.arrival_order([channel for channel, _ in scenario.events], times,
+                                       seed=args.seed, skew_hours=args.skew_hours)]
         wait_s = args.bulk_timeout
         log(f"  order: bulk, all {len(times):,} events at once, channels skewed by up to "
             f"{args.skew_hours:g} h")
@@ -719,7 +705,8 @@ def run_quality(args: argparse.Namespace, base: Path, run_tag: str,
     log_breakdown(scenario.truth, signals, scenario.events, evaluate)
     if args.replay:
         log("")
-        replay_report(scenario, worker.settings, evaluate)
+        replay_report(scenario, worker.settings, evaluate, skew_hours=args.skew_hours,
+                      seed=args.seed)
     log("=" * 78)
     return (0 if not slow_slices else 2), report, signals
 
@@ -727,9 +714,12 @@ def run_quality(args: argparse.Namespace, base: Path, run_tag: str,
 def compare_orders(results: Mapping[str, tuple[Any, list[dict[str, Any]]]]) -> None:
     """The overall figures of each order side by side, and whether the signals are the same.
 
-    Signals are compared by what they conclude: the customer, each severity reached and
-    when it was detected and escalated, and how each signal ended.
+    Signals are compared by what they conclude: the latest state of each signal not
+    withdrawn (customer, severity, status, and when it was detected, first evidenced,
+    escalated and due).
     """
+    from touchpoint.sim import offline
+
     log("")
     log("=" * 78)
     log("signals benchmark: QUALITY, the same events in time order and in bulk")
@@ -747,8 +737,7 @@ def compare_orders(results: Mapping[str, tuple[Any, list[dict[str, Any]]]]) -> N
         log("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
 
     def concluded(signals: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-        return {(s["customer_id"], s["severity"], s["detected_at"], s.get("escalated_at"),
-                 s["status"]) for s in signals}
+        return set(offline.concluded(signals).values())
 
     (first, (_, a)), (second, (_, b)) = list(results.items())[:2]
     only_a, only_b = concluded(a) - concluded(b), concluded(b) - concluded(a)
@@ -825,74 +814,43 @@ def to_ms(value: Any) -> int:
     return int(value)
 
 
-def replay_report(scenario: Any, settings: Settings, evaluate: Callable[..., Any]) -> None:
-    """The same events through the pure detector, exact order, perfect identity."""
-    from touchpoint.schemas.codec import codec_for
-    from touchpoint.schemas.contract import (
-        CHANNELS,
-        COMMON_FIELDS,
-        normalize_email,
-        normalize_phone,
-    )
+def replay_report(scenario: Any, settings: Settings, evaluate: Callable[..., Any],
+                  skew_hours: float = 24.0, seed: int = 7) -> None:
+    """The same events through the pure detector: perfect identity, two arrival orders."""
+    from touchpoint.sim import offline
     from touchpoint.streams.rules import complaints
-    from touchpoint.streams.rules.normalize import Accepted, Ingestor
 
-    log("offline replay: the same events through the pure detector (streams/rules/complaints.py),")
-    log("in exact event-time order, each event given to its true customer (no identity")
-    log("resolution, no arrival order), ingest's normalization and sentiment included.")
+    log("offline replay: the same events through the profiles stage's detector")
+    log("(streams/rules/signals.py), each event given to its true customer (no identity")
+    log("resolution, no Kafka), ingest's normalization and sentiment included.")
     began = time.monotonic()
-    index: dict[tuple[str, str], str] = {}
-    for record in scenario.truth.values():
-        index["phone", record.phone] = record.customer_id
-        index["email", normalize_email(record.email) or record.email] = record.customer_id
-        for device in record.devices:
-            index["device", device] = record.customer_id
-    ingestor = Ingestor(pii_salt="bench", phone_region=settings.phone_region, worker="replay")
-    codecs = {channel: codec_for(channel) for channel in CHANNELS}
-    normalized: list[tuple[str, dict[str, Any]]] = []
-    for offset, (channel, event) in enumerate(scenario.events):
-        owner = event.get("customer_id")
-        if owner not in scenario.truth:
-            owner = None
-            if event.get("phone"):
-                owner = index.get(("phone", normalize_phone(event["phone"],
-                                                            settings.phone_region) or ""))
-            if owner is None and event.get("email"):
-                owner = index.get(("email", normalize_email(event["email"]) or ""))
-            if owner is None and event.get("anonymous_id"):
-                owner = index.get(("device", event["anonymous_id"]))
-        if owner is None:
-            continue
-        record = {name: event.get(name) for name in (*COMMON_FIELDS, *CHANNELS[channel].fields)}
-        record["attributes"] = dict(event.get("attributes") or {})
-        outcome = ingestor.process(channel, None, codecs[channel].encode(record),
-                                   topic="replay", partition=0, offset=offset,
-                                   timestamp_ms=None)
-        if isinstance(outcome, Accepted):
-            normalized.append((owner, outcome.event))
+    normalized = offline.normalize(scenario, phone_region=settings.phone_region)
     rules = complaints.Rules.load(settings.signal_rules or None)
-    end = max(e["occurred_at"] for _, e in normalized) + 7 * DAY_MS
-    tier_cases: list[tuple[str, Callable[[Any], str]]] = [
+    times = [int(event["occurred_at"]) for _, event in normalized]
+    orders = {
+        "time order": sorted(range(len(times)), key=lambda i: (times[i], i)),
+        f"bulk, channels skewed by up to {skew_hours:g} h": offline.arrival_order(
+            [event["channel"] for _, event in normalized], times, seed=seed,
+            skew_hours=skew_hours),
+    }
+    tier_cases: list[tuple[str, Callable[[str], str]]] = [
         ("tier as the pipeline sees it here (\"new\": every first purchase is under "
-         "new_days=30 old)", lambda truth: "new"),
+         "new_days=30 old)", lambda customer: "new"),
         ("tier from the truth (key -> \"key\", regular -> \"standard\")",
-         lambda truth: "key" if truth.value_tier == "key" else "standard"),
+         offline.truth_tier(scenario.truth)),
     ]
     for title, tier_of in tier_cases:
-        states: dict[str, Any] = {}
-        records: list[dict[str, Any]] = []
-        for owner, event in normalized:
-            state = states.get(owner) or complaints.ComplaintState(owner)
-            state, out = complaints.observe(state, event, rules=rules,
-                                            value_tier=tier_of(scenario.truth[owner]),
-                                            sentiment=event.get("sentiment"))
-            states[owner] = state
-            records += out
-        for state in states.values():
-            records += complaints.expire(state, end, rules=rules)[1]
-        log("")
-        log(f"replay, {title}:")
-        log(evaluate(scenario.truth, records).format())
+        outcomes = {}
+        for order, indexes in orders.items():
+            records = offline.detect(normalized, indexes, rules=rules, tier_of=tier_of)
+            outcomes[order] = offline.concluded(records)
+            log("")
+            log(f"replay, {order}, {title}:")
+            log(evaluate(scenario.truth, records).format())
+        (first, a), (second, b) = outcomes.items()
+        differ = set(a.items()) ^ set(b.items())
+        log(f"same signals in {first} and {second}: {'yes' if not differ else 'no'} "
+            f"({len(a):,} and {len(b):,} signals; {len(differ):,} states differ)")
     log(f"(replay took {time.monotonic() - began:.0f} s)")
 
 
@@ -1746,6 +1704,21 @@ def export_code(rev: str, into: Path) -> tuple[Path, str]:
 
 
 
+def offline_only(args: argparse.Namespace) -> int:
+    """The quality scenario through the pure detector in two orders, no Kafka."""
+    from touchpoint.settings import load_settings
+    from touchpoint.sim import scenarios
+    from touchpoint.sim.signal_quality import evaluate
+
+    log(f"REPLAY: the labelled scenario (seed {args.seed}, {args.customers:,} customers, "
+        f"{args.days:g} days from {args.start.isoformat()})")
+    scenario = scenarios.generate(seed=args.seed, customers=args.customers, start=args.start,
+                                  days=args.days)
+    replay_report(scenario, load_settings(create_secrets=False), evaluate,
+                  skew_hours=args.skew_hours, seed=args.seed)
+    return 0
+
+
 def parse_start(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     if value.tzinfo is None:
@@ -1764,8 +1737,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "Starts its own Kafka on 127.0.0.1:39192 (controller 39193). Prints "
                     "figures; asserts nothing.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("which", nargs="?", choices=("all", "quality", "latency"),
-                        default="all", help="which benchmark to run")
+    parser.add_argument("which", nargs="?", choices=("all", "quality", "latency", "replay"),
+                        default="all",
+                        help="which benchmark to run; replay: only the offline replay of the "
+                             "quality scenario through the pure detector, in time order and "
+                             "in bulk (no Kafka, seconds)")
     quality = parser.add_argument_group("quality")
     quality.add_argument("--seed", type=int, default=7, help="scenario seed")
     quality.add_argument("--customers", type=int, default=3000, help="scenario customers")
@@ -1867,6 +1843,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pb.interrupt_on_signals()
+    if args.which == "replay":
+        return offline_only(args)
     made_home = args.home is None
     base = Path(tempfile.mkdtemp(prefix="signals-bench-")) if made_home \
         else args.home.expanduser().resolve()

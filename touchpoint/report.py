@@ -28,6 +28,7 @@ from touchpoint.sinks.views import (
     channel_report_sql,
     touchpoint_scorecard_sql,
 )
+from touchpoint.streams.rules.complaint_replay import WITHDRAWN
 
 __all__ = [
     "REPORTS",
@@ -195,7 +196,7 @@ def signals_sql(period: Period) -> ReportQuery:
     sql = f"""SELECT signal_id, customer_id, status, severity, score, detected_at,
     escalated_at, reasons, channels
 FROM {COMPLAINT_SIGNALS}
-WHERE {period.where("detected_at")}
+WHERE {period.where("detected_at")} AND status != '{WITHDRAWN}'
 ORDER BY indexOf(['open', 'breached', 'resolved'], status),
     indexOf(['critical', 'high', 'watch'], severity), detected_at, signal_id"""
     columns = ("signal_id", "customer_id", "status", "severity", "score", "detected_at",

@@ -15,11 +15,14 @@ from typing import Any
 
 from touchpoint.sinks.clickhouse import QueryResult
 from touchpoint.sinks.tables import COMPLAINT_SIGNALS, EVENTS_RAW
+from touchpoint.streams.rules.complaint_replay import WITHDRAWN
 
 __all__ = ["SEVERITIES", "STATUSES", "SignalFilter", "list_signals", "signals_sql"]
 
 SEVERITIES = ("watch", "high", "critical")
-STATUSES = ("open", "resolved", "breached", "any")
+#: ``any``: every signal raised; ``withdrawn`` (a later replay in event-time order no longer
+#: raises it) is listed only when asked for.
+STATUSES = ("open", "resolved", "breached", WITHDRAWN, "any")
 
 COLUMNS = ("signal_id", "customer_id", "severity", "status", "score", "reasons", "channels",
            "detected_at", "escalated_at", "due_at", "first_evidence_at", "evidence_event_ids")
@@ -55,6 +58,8 @@ def signals_sql(which: SignalFilter) -> str:
     where = [f"severity IN ({', '.join(map(_quote, wanted))})"]
     if which.status != "any":
         where.append(f"status = {_quote(which.status)}")
+    else:
+        where.append(f"status != {_quote(WITHDRAWN)}")
     if which.customer:
         where.append(f"(customer_id = {_quote(which.customer)} "
                      f"OR stored_customer_id = {_quote(which.customer)})")

@@ -17,7 +17,7 @@ import copy
 import hashlib
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,9 @@ __all__ = [
     "ComplaintState",
     "Episode",
     "Rules",
+    "current_record",
     "expire",
+    "matters",
     "next_due",
     "observe",
     "open_signals",
@@ -215,6 +217,14 @@ class ServiceRules:
 
 
 @dataclass(frozen=True)
+class OrderRules:
+    """``[order]``: how late a contact may arrive and still count as if in order."""
+
+    lateness_hours: float
+    journal_items: int
+
+
+@dataclass(frozen=True)
 class LimitRules:
     """``[limits]``: bounds on the per-customer state."""
 
@@ -250,6 +260,7 @@ class Rules:
     resolution: ResolutionRules
     episode: EpisodeRules
     service: ServiceRules
+    order: OrderRules
     limits: LimitRules
 
     @classmethod
@@ -326,6 +337,10 @@ class Rules:
                                   f"has {name!r}: write channel:type, e.g. store:return")
         _positive("web_errors.abandon_after_minutes", self.web_errors.abandon_after_minutes)
         _positive("feedback.window_hours", self.feedback.window_hours)
+        if self.order.lateness_hours < 0:
+            raise _KeyProblem("order.lateness_hours", "must be 0 or more")
+        if self.order.journal_items < 1:
+            raise _KeyProblem("order.journal_items", "must be 1 or more")
         for limit in fields(self.limits):
             if getattr(self.limits, limit.name) < 1:
                 raise _KeyProblem(f"limits.{limit.name}", "must be 1 or more")
@@ -552,6 +567,40 @@ def observe(state: ComplaintState, event: Mapping[str, Any], *, rules: Rules,
     records += _apply(state, found, rules)
     _prune(state, rules)
     return state, records
+
+
+def matters(event: Mapping[str, Any], *, sessions: Container[str], rules: Rules,
+            sentiment: float | None = None) -> bool:
+    """Whether ``event`` can change a detector state beyond its clock and seen ids.
+
+    ``sessions`` are the web sessions the state follows (``ComplaintState.sessions``).
+    Contacts, feedback, web errors, checkouts and purchases can; so can any web event in a
+    session the detector follows (it keeps the session alive), a service page, and any
+    text that reads negative. A page view or a campaign message otherwise cannot.
+    """
+    channel = event.get("channel")
+    if channel in ("callcenter", "store", "feedback"):
+        return True
+    if sentiment is not None and sentiment <= rules.negative_text.threshold:
+        return True
+    kind = event.get("type")
+    hop = rules.channel_hopping
+    if f"{channel}:{kind}" in hop.contact_types:
+        return True
+    if channel != "web":
+        return False
+    if kind in ("error", "checkout_started", "purchase") or \
+            str(event.get("session_id") or "") in sessions:
+        return True
+    url = str(event.get("url") or "")
+    return kind == "page_view" and any(p in url for p in hop.web_paths)
+
+
+def current_record(state: ComplaintState, *, rules: Rules) -> dict[str, Any]:
+    """The record of the customer's current signal as it stands (there must be one)."""
+    ep = state.episode
+    assert ep is not None
+    return _emit(state, ep, ep.last_emit_at, rules)
 
 
 def expire(state: ComplaintState, now: datetime | int, *,

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from touchpoint.streams.rules.complaint_replay import episode_of
 from touchpoint.streams.rules.segments import SegmentRules, spend_12m
 from touchpoint.streams.rules.signals import SIGNAL_KEY
 
@@ -216,7 +217,7 @@ def detailed_profile(state: Mapping[str, Any], rules: SegmentRules,
     pub["merged_from"] = state["merged_from"]
     pub["scores"] = state["scores"]
     pub["complaint_cases"] = state["complaint_cases"]
-    episode = (state.get(SIGNAL_KEY) or {}).get("episode")
+    episode = episode_of(state.get(SIGNAL_KEY))
     pub["signal"] = None if episode is None else {
         k: episode[k] for k in ("signal_id", "severity", "status", "reasons",
                                 "detected_at", "escalated_at")}

@@ -1,10 +1,11 @@
 """Signals: early complaint signals, raised in the profiles stage and published.
 
-The detector (``complaints.py``) needs every contact of a customer in event-time order,
-which is what the profiles stage has, so its state lives inside the customer's profile
-(key ``complaints``), moves with it when customers merge and is recovered with it from
-the changelog. What is raised goes to ``signals.complaints`` (keyed by customer id) and,
-through the store stage, to the warehouse. Signals that fall due without a new event are
+The detector (``complaints.py``, kept in event-time order by ``complaint_replay.py``) needs
+every contact of a customer, which is what the profiles stage has, so its state lives
+inside the customer's profile (key ``signal_state``), moves with it when customers merge
+and is recovered with it from the changelog. What is raised goes to
+``signals.complaints`` (keyed by customer id) and, through the store stage, to the
+warehouse. Signals that fall due without a new event are
 concluded by event time: per partition of ``<app_id>-resolved``, the newest event time
 less ``TOUCHPOINT_SIGNAL_LATENESS_SECONDS`` is the watermark, and when it has moved on by
 a minute the partition's customers with something pending are swept, while the stage
@@ -19,8 +20,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from touchpoint.streams.rules import complaints
-from touchpoint.streams.rules.complaints import ComplaintState
+from touchpoint.streams.rules import complaint_replay, complaints
+from touchpoint.streams.rules.complaint_replay import History
 
 __all__ = ["SIGNAL_KEY", "SWEEP_MS", "Detector"]
 
@@ -62,21 +63,26 @@ class Detector:
     def observe(self, profile: dict[str, Any], event: Mapping[str, Any],
                 partition: int) -> list[dict[str, Any]]:
         """Apply one new event of ``profile``'s customer; update the profile in place."""
-        state = self.state_of(profile)
-        state, records = complaints.observe(
-            state, event, rules=self.rules, value_tier=self.tier_of(profile),
-            sentiment=event.get("sentiment"))
         self._newest[partition] = max(self._newest.get(partition, 0),
                                       int(event["occurred_at"]))
-        due = self._next_due(state)
+        sentiment = event.get("sentiment")
+        stored = profile.get(SIGNAL_KEY)
+        sessions = stored["live"]["sessions"] if stored is not None else ()
+        if not complaints.matters(event, sessions=sessions, rules=self.rules,
+                                  sentiment=sentiment):
+            return []  # most page views: nothing the detector keeps changes
+        history, records = complaint_replay.observe(
+            self.state_of(profile), event, rules=self.rules, value_tier=self.tier_of(profile),
+            sentiment=sentiment)
+        due = self._next_due(history)
         watermark = self.watermark(partition)
         if due is not None and due <= watermark:
             # A customer whose events arrive behind the partition's event time: what is
             # overdue by now is concluded now, not at the next sweep.
-            state, overdue = complaints.expire(state, watermark, rules=self.rules)
+            history, overdue = complaint_replay.expire(history, watermark, rules=self.rules)
             records += overdue
-            due = self._next_due(state)
-        self._keep(profile, state, partition, due)
+            due = self._next_due(history)
+        self._keep(profile, history, partition, due)
         return self._stamp(records)
 
     def sweep(self, partition: int) -> list[str]:
@@ -96,9 +102,10 @@ class Detector:
 
     def expire(self, profile: dict[str, Any], partition: int) -> list[dict[str, Any]]:
         """Conclude what fell due for ``profile``'s customer by the watermark."""
-        state = self.state_of(profile)
-        state, records = complaints.expire(state, self.watermark(partition), rules=self.rules)
-        self._keep(profile, state, partition, self._next_due(state))
+        history = self.state_of(profile)
+        history, records = complaint_replay.expire(history, self.watermark(partition),
+                                                   rules=self.rules)
+        self._keep(profile, history, partition, self._next_due(history))
         return self._stamp(records)
 
     def absorb(self, profile: dict[str, Any], other: Mapping[str, Any] | None,
@@ -106,9 +113,9 @@ class Detector:
         """Fold a merged-away customer's detector state into ``profile``'s."""
         if not other:
             return []
-        state, records = complaints.combine(
-            self.state_of(profile), ComplaintState.from_dict(other), rules=self.rules)
-        self._keep(profile, state, partition, self._next_due(state))
+        history, records = complaint_replay.combine(
+            self.state_of(profile), History.from_dict(other), rules=self.rules)
+        self._keep(profile, history, partition, self._next_due(history))
         return self._stamp(records)
 
     def forget(self, customer_id: str, partition: int) -> None:
@@ -124,25 +131,25 @@ class Detector:
         """Note whether ``profile`` has something pending (after a recovery)."""
         stored = profile.get(SIGNAL_KEY)
         if stored is not None:
-            state = ComplaintState.from_dict(stored)
-            self._schedule(state.customer_id, partition, self._next_due(state))
+            history = History.from_dict(stored)
+            self._schedule(history.live.customer_id, partition, self._next_due(history))
 
-    def state_of(self, profile: Mapping[str, Any]) -> ComplaintState:
-        """The detector state kept in ``profile`` (a fresh one if it has none)."""
+    def state_of(self, profile: Mapping[str, Any]) -> History:
+        """The detector history kept in ``profile`` (a fresh one if it has none)."""
         stored = profile.get(SIGNAL_KEY)
         if stored is None:
-            return ComplaintState(profile["customer_id"])
-        return ComplaintState.from_dict(stored)
+            return History.new(profile["customer_id"])
+        return History.from_dict(stored)
 
-    def _keep(self, profile: dict[str, Any], state: ComplaintState, partition: int,
+    def _keep(self, profile: dict[str, Any], history: History, partition: int,
               when: int | None) -> None:
-        """Store ``state`` in ``profile``; ``when`` is its ``complaints.next_due``."""
-        profile[SIGNAL_KEY] = state.to_dict()
-        profile["open_signals"] = complaints.open_signals(state)
-        self._schedule(state.customer_id, partition, when)
+        """Store ``history`` in ``profile``; ``when`` is its ``next_due``."""
+        profile[SIGNAL_KEY] = history.to_dict()
+        profile["open_signals"] = complaint_replay.open_signals(history)
+        self._schedule(history.live.customer_id, partition, when)
 
-    def _next_due(self, state: ComplaintState) -> int | None:
-        return complaints.next_due(state, rules=self.rules)
+    def _next_due(self, history: History) -> int | None:
+        return complaint_replay.next_due(history, rules=self.rules)
 
     def _schedule(self, customer_id: str, partition: int, when: int | None) -> None:
         """Note that ``customer_id`` next falls due at event time ``when`` (None: never)."""

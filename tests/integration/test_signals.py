@@ -252,3 +252,36 @@ def test_open_signals_are_listed_by_the_cli_and_the_worker(worker: Worker,
     # time left is measured on event time: the breached one has none, open ones count down
     assert all(s["time_left_s"] is None for s in body["signals"]
                if s["customer_id"] == f"{published}-breach")
+
+
+_CONCLUDED = ("SELECT signal_id, customer_id, severity, status, reasons, channels, "
+              "toUnixTimestamp(detected_at) AS detected, "
+              "toUnixTimestamp(first_evidence_at) AS first_evidence, "
+              "toUnixTimestamp(escalated_at) AS escalated FROM complaint_signals "
+              "WHERE customer_id LIKE '{run}-%' AND status != 'withdrawn' ORDER BY signal_id")
+
+
+def test_the_same_events_all_at_once_in_another_order_give_the_same_signals(
+        worker: Worker, published: str, worker_factory: Any) -> None:
+    # The module's worker got the contacts one by one in event-time order. A second worker
+    # gets the very same events at once, channel by channel in the reverse order of the
+    # calls (ratings first, calls last), as a backfill or a nightly upload would send them.
+    run = published
+    live = worker.query(_CONCLUDED.format(run=run)).dicts()
+    assert {row["status"] for row in live} >= {"open", "resolved", "breached"}
+    other = worker_factory(worker.backend)
+    rank = {"feedback": 0, "store": 1, "web": 2, "callcenter": 3}
+    events = sorted(scenario(run), key=lambda item: (rank[item[0]], item[1]["occurred_at"]))
+    for channel, event in [*events, *later(run)]:
+        other.publisher.publish(channel, event)
+    other.publisher.flush()
+    count = f"SELECT count() FROM touchpoint_events WHERE event_id LIKE '{run}-%'"
+    other.wait_for(count, len(events) + 60, timeout=120)
+    deadline = time.monotonic() + 60
+    bulk: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:  # corrections follow the late contacts
+        bulk = other.query(_CONCLUDED.format(run=run)).dicts()
+        if bulk == live:
+            break
+        time.sleep(0.5)
+    assert bulk == live

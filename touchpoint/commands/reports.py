@@ -8,13 +8,14 @@ import sys
 import click
 
 from touchpoint.commands.common import fail, one_line_errors, settings_or_exit, text_table
+from touchpoint.signals_view import STATUSES
 
 __all__ = ["report", "signals"]
 
 
 @click.command()
-@click.option("--status", type=click.Choice(["open", "resolved", "breached", "any"]),
-              default="open", show_default=True, help="Signals in this status.")
+@click.option("--status", type=click.Choice(STATUSES), default="open", show_default=True,
+              help="Signals in this status (any: every signal not withdrawn).")
 @click.option("--severity", type=click.Choice(["watch", "high", "critical"]), default="watch",
               show_default=True, help="Lowest severity listed.")
 @click.option("--customer", help="Only this customer (its id now, or an id merged into it).")

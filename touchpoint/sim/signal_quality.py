@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from touchpoint.schemas.contract import normalize_email, normalize_phone
 from touchpoint.sim.scenarios import CustomerTruth
+from touchpoint.streams.rules.complaint_replay import WITHDRAWN
 
 __all__ = [
     "ALARM_SEVERITIES",
@@ -137,12 +138,21 @@ def evaluate(truth: Mapping[str, CustomerTruth] | Iterable[CustomerTruth],
     customers = dict(truth) if isinstance(truth, Mapping) else {t.customer_id: t for t in truth}
     states = 0
     merged: dict[str, _Signal] = {}
-    for record in signals:
+    # signal id -> (revision, position, status) of its latest state
+    latest: dict[str, tuple[int, int, str]] = {}
+    for n, record in enumerate(signals):
         states += 1
         state = _Signal.read(record)
         known = merged.get(state.signal_id)
         merged[state.signal_id] = state if known is None else known.merge(state)
-    owners = _event_owners(customers, events, phone_region) if events is not None else {}
+        order = (int(record.get("revision") or 0), n, str(record.get("status")))
+        if state.signal_id not in latest or order[:2] >= latest[state.signal_id][:2]:
+            latest[state.signal_id] = order
+    # A signal that a replay in event-time order withdrew was never raised.
+    for signal_id, (_, _, status) in latest.items():
+        if status == WITHDRAWN:
+            del merged[signal_id]
+    owners = event_owners(customers, events, phone_region) if events is not None else {}
     by_customer: dict[str, list[_Signal]] = defaultdict(list)
     unmatched: list[str] = []
     for signal in merged.values():
@@ -266,7 +276,7 @@ def _metrics(outcomes: Iterable[_Outcome]) -> Metrics:
     )
 
 
-def _event_owners(customers: Mapping[str, CustomerTruth],
+def event_owners(customers: Mapping[str, CustomerTruth],
                   events: Iterable[tuple[str, Mapping[str, Any]]],
                   region: str) -> dict[str, str]:
     """Return event_id -> truth customer, by the identifiers each event carries."""

@@ -83,7 +83,7 @@ def test_a_breach_waits_for_the_lateness_allowance() -> None:
     records = feed(stage, "C1", [])
     assert records == []
     # the watermark is 60 s behind the newest event: no breach a few seconds past due
-    episode = stage.table["C1"][SIGNAL_KEY]["episode"]
+    episode = stage.table["C1"][SIGNAL_KEY]["live"]["episode"]
     due = episode["service_from"] + int(RULES.service.hours * HOUR)
     assert feed(stage, "C2", [page("p1", due + 30_000)]) == []
     [breach] = feed(stage, "C2", [page("p2", due + 10 * 60_000)])
@@ -101,7 +101,7 @@ def test_a_sweep_visits_only_customers_whose_time_has_come() -> None:
     assert detector is not None
     [(first_due, first)] = [min((t, c) for c, t in detector.due[0].items())]
     assert first == "C0"
-    assert next_due(detector.state_of(table["C0"]), rules=RULES) == first_due
+    assert next_due(detector.state_of(table["C0"]).live, rules=RULES) == first_due
     looked: list[str] = []
     real_expire = detector.expire
     detector.expire = lambda profile, partition: (  # type: ignore[method-assign]
