@@ -1,8 +1,9 @@
 """Backfill: many channel files merged into event-time order and published, resumably.
 
-History loaded file by file lets one channel run hours ahead of another, and its events
-then count as late for signals and per-minute aggregates. A backfill publishes every
-input's events in one event-time order instead:
+History loaded file by file lets one channel run hours ahead of another, and the others'
+events then count as late for per-minute aggregates and attribution (and for complaint
+signals past 48 hours). A backfill publishes every input's events in one event-time
+order instead:
 
 * :func:`plan` reads each input once, streaming: it counts the lines (for the progress
   bar) and finds the first line that is earlier than the one before it. Such a file is
