@@ -59,6 +59,11 @@ class TopicNames:
         return f"{self.prefix}touchpoints.deadletter"
 
     @property
+    def replays(self) -> str:
+        """Dead letters replayed, keyed by dead letter, compacted (``touchpoint/replay.py``)."""
+        return f"{self.prefix}touchpoints.deadletter-replays"
+
+    @property
     def unresolved(self) -> str:
         """Valid events after ingest, keyed by their strongest identifier."""
         return f"{self.prefix}touchpoints.unresolved"
@@ -85,12 +90,12 @@ class TopicNames:
 
     def all(self) -> list[str]:
         """Every topic the pipeline creates."""
-        return [*self.inbound, self.deadletter, self.unresolved, self.links, self.resolved,
-                self.signals, self.profiles]
+        return [*self.inbound, self.deadletter, self.replays, self.unresolved, self.links,
+                self.resolved, self.signals, self.profiles]
 
     def compacted(self) -> set[str]:
         """Topics that keep only the latest record per key."""
-        return {self.profiles}
+        return {self.profiles, self.replays}
 
     def partitions(self, name: str, default: int) -> int:
         """Partitions a topic is created with: the graph's links go through one."""

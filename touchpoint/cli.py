@@ -1,4 +1,4 @@
-"""The ``touchpoint`` command: services, worker, publish, simulate, migrate, query, demo.
+"""The ``touchpoint`` command: services, worker, publish, backfill, deadletters, query, demo, ...
 
 One module per command (or pair of commands) in :mod:`touchpoint.commands`; this module
 only gathers them. ``python -m touchpoint.cli worker`` runs a worker, as the demo and the
@@ -10,7 +10,9 @@ from __future__ import annotations
 import click
 
 from touchpoint import __version__
+from touchpoint.commands.backfill import backfill
 from touchpoint.commands.customer import customer
+from touchpoint.commands.deadletters import deadletters
 from touchpoint.commands.demo import demo
 from touchpoint.commands.publish import publish
 from touchpoint.commands.reports import report, signals
@@ -39,8 +41,8 @@ def main() -> None:
     """
 
 
-for command in (services, worker, publish, simulate, migrate, query, signals, report, customer,
-                show_settings, demo):
+for command in (services, worker, publish, backfill, simulate, migrate, query, signals, report,
+                customer, deadletters, show_settings, demo):
     main.add_command(command)
 
 

@@ -7,6 +7,7 @@ __all__ = [
     "ContractError",
     "DecodeError",
     "EncodeError",
+    "InputError",
     "PublishError",
     "QueryRefused",
     "SchemaError",
@@ -58,6 +59,13 @@ class EncodeError(TouchpointError):
 
 class SchemaError(TouchpointError):
     """A schema is missing, malformed or clashes with another; the message names the file."""
+
+
+class InputError(TouchpointError):
+    """Input files cannot be used as given (missing, unsorted, changed since a checkpoint).
+
+    The message names the file, the line when there is one, and the fix.
+    """
 
 
 class PublishError(TouchpointError):

@@ -10,7 +10,8 @@ from touchpoint.cli import main
 from touchpoint.settings import settings_markdown
 
 COMMANDS = ["services", "worker", "publish", "simulate", "migrate", "query", "settings", "demo",
-            "customer", "signals", "report"]
+            "customer", "signals", "report", "backfill", "deadletters"]
+SUBCOMMANDS = [("deadletters", "list"), ("deadletters", "show"), ("deadletters", "replay")]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -47,6 +48,16 @@ def test_help_keeps_the_example_blocks_as_written() -> None:
 def test_every_option_has_help(command: str) -> None:
     options = [p for p in main.commands[command].params if isinstance(p, click.Option)]
     assert [o.name for o in options if not o.help] == []
+
+
+@pytest.mark.parametrize(("group", "command"), SUBCOMMANDS)
+def test_every_subcommand_has_help_with_examples(group: str, command: str) -> None:
+    found = main.commands[group].commands[command]  # type: ignore[attr-defined]
+    options = [p for p in found.params if isinstance(p, click.Option)]
+    assert [o.name for o in options if not o.help] == []
+    result = CliRunner().invoke(main, [group, command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert f"  touchpoint {group} {command} " in result.output
 
 
 def test_settings_markdown() -> None:
@@ -292,3 +303,54 @@ def test_worker_loads_the_text_analyzers_before_it_starts_consuming(tmp_path,
     result = CliRunner().invoke(main, ["worker"])
     assert result.exit_code == 0, result.output
     assert order == ["tune, analyzers loaded", "worker, analyzers loaded"]
+
+
+def test_publish_shows_a_progress_bar_when_asked_or_on_a_terminal(tmp_path, monkeypatch
+                                                                   ) -> None:
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    source = tmp_path / "events.jsonl"
+    source.write_text(_event_line("a") * 3)
+    size = source.stat().st_size
+    asked = CliRunner().invoke(main, ["publish", "-c", "web", "--dry-run", "--progress",
+                                      str(source)])
+    assert asked.exit_code == 0, asked.output
+    assert f"publish: 100%|██████████| {size}/{size} [" in asked.output
+    assert "3 valid, 0 rejected" in asked.output
+    # not a terminal (the runner's output), not asked: no bar
+    quiet = CliRunner().invoke(main, ["publish", "-c", "web", "--dry-run", str(source)])
+    assert quiet.output == "3 valid, 0 rejected\n"
+
+
+def test_backfill_refuses_an_unsorted_input_before_publishing_anything(tmp_path, monkeypatch
+                                                                        ) -> None:
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    # Kafka here is nowhere: the refusal comes before anything would be sent
+    monkeypatch.setenv("TOUCHPOINT_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    source = tmp_path / "web.jsonl"
+    source.write_text(_event_line("a") + _event_line("b", occurred_at=1794999999999))
+    result = CliRunner().invoke(main, ["backfill", f"web={source}"])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: web={source} is not in event-time order: line 2 is "
+                             "earlier than line 1; sort it (e.g. by occurred_at), or pass "
+                             "--sort to sort it in chunks on disk\n")
+    missing = CliRunner().invoke(main, ["backfill", f"web={tmp_path / 'nope.jsonl'}"])
+    assert missing.exit_code == 1
+    assert missing.output.startswith("Error: cannot read web=")
+
+
+def test_the_progress_bar_shows_on_a_terminal_that_reports_no_size(monkeypatch) -> None:
+    import os
+    import pty
+
+    from touchpoint.commands.common import progress_bar
+
+    reader, writer = pty.openpty()  # a new pseudo-terminal reports 0 rows, 0 columns
+    assert os.get_terminal_size(writer) == os.terminal_size((0, 0))
+    with os.fdopen(writer, "w") as terminal:
+        monkeypatch.setattr("sys.stderr", terminal)
+        with progress_bar(3, enabled=None, desc="work") as bar:
+            bar.update(3)
+        terminal.flush()
+        shown = os.read(reader, 4096).decode()
+    os.close(reader)
+    assert "work: 100%|" in shown and "3/3 [" in shown

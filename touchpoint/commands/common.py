@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -13,8 +14,8 @@ import click
 from touchpoint.exceptions import TouchpointError
 from touchpoint.settings import Settings, load_settings
 
-__all__ = ["Progress", "fail", "one_line_errors", "settings_or_exit", "show_progress",
-           "text_table"]
+__all__ = ["Progress", "fail", "one_line_errors", "progress_bar", "settings_or_exit",
+           "show_progress", "text_table"]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -97,3 +98,31 @@ def show_progress(events: int | None, duration: float | None, quiet: bool,
         yield progress
     finally:
         progress.close()
+
+
+@contextmanager
+def progress_bar(total: float | None, *, enabled: bool | None, unit: str = "events",
+                 unit_scale: bool = False, desc: str | None = None) -> Iterator[Any]:
+    """A progress bar on stderr (tqdm: done, rate, ETA), closed after.
+
+    ``enabled`` None shows it on a terminal only (a log file gets no bar); True shows it
+    anyway, as a line every 10 s when stderr is not a terminal.
+    """
+    from tqdm import tqdm
+
+    live = sys.stderr.isatty()
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # not a terminal, or no file at all
+        size = os.terminal_size((0, 0))
+    # A terminal that reports no size (some CI and serial consoles) would get no bar at
+    # all from tqdm, which hides bars below the screen's last row: assume 80x24 there.
+    shape: dict[str, Any] = ({"dynamic_ncols": True} if size.columns and size.lines else
+                             {"nrows": 24, "ncols": 80 if live else None})
+    bar = tqdm(total=total, unit=unit, unit_scale=unit_scale, desc=desc, file=sys.stderr,
+               disable=not (live if enabled is None else enabled),
+               mininterval=0.2 if live else 10.0, smoothing=0.05, **shape)
+    try:
+        yield bar
+    finally:
+        bar.close()
