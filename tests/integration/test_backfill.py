@@ -107,10 +107,16 @@ def test_a_backfill_killed_between_send_and_checkpoint_is_still_stored_once(
     args = ["--checkpoint", str(checkpoint), *write_inputs(tmp_path, run)]
     first = backfill(worker, "--rate", "40", *args)
     under_way(first, checkpoint)
-    # kill it once Kafka has events the checkpoint does not count yet
+    # Kill it once Kafka has events the checkpoint does not count yet. It is stopped
+    # (SIGSTOP) while Kafka and the checkpoint are compared, so no checkpoint can be
+    # saved between the comparison and the kill.
     deadline = time.monotonic() + 30
-    while (len(event_ids(worker, run)) <= json.loads(checkpoint.read_text())["published"]
-           and time.monotonic() < deadline):
+    while True:
+        first.send_signal(signal.SIGSTOP)
+        if len(event_ids(worker, run)) > json.loads(checkpoint.read_text())["published"] \
+                or time.monotonic() > deadline:
+            break
+        first.send_signal(signal.SIGCONT)
         time.sleep(0.1)
     first.kill()  # no flush, no checkpoint: what it sent since the last one goes again
     first.communicate(timeout=60)
