@@ -127,12 +127,22 @@ class Detector:
         self.due.clear()
         self._queue.clear()
 
-    def track(self, profile: Mapping[str, Any], partition: int) -> None:
-        """Note whether ``profile`` has something pending (after a recovery)."""
+    def track(self, profile: Mapping[str, Any], partition: int) -> list[dict[str, Any]]:
+        """Note whether ``profile`` has something pending (after a recovery).
+
+        Returns the current state of the customer's latest signal, to publish again: a
+        crash between the profile's write and the signal's send would otherwise lose that
+        state for good (the event is a repeat when read again). The latest state wins, so
+        publishing it twice changes nothing.
+        """
         stored = profile.get(SIGNAL_KEY)
-        if stored is not None:
-            history = History.from_dict(stored)
-            self._schedule(history.live.customer_id, partition, self._next_due(history))
+        if stored is None:
+            return []
+        history = History.from_dict(stored)
+        self._schedule(history.live.customer_id, partition, self._next_due(history))
+        if history.live.episode is None:
+            return []
+        return self._stamp([complaints.current_record(history.live, rules=self.rules)])
 
     def state_of(self, profile: Mapping[str, Any]) -> History:
         """The detector history kept in ``profile`` (a fresh one if it has none)."""

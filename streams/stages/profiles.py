@@ -699,7 +699,11 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         # changes made before a crash may not have been.
         if publisher.everything:
             publisher.everything = False
-            keys = _track_everything_held(app, profiles, resolved, detector)
+            keys, current = _track_everything_held(app, profiles, resolved, detector)
+            for record in current:  # each held customer's latest signal, published again
+                stats["signals"] = stats.get("signals", 0) + 1
+                await signals.send(key=record["customer_id"].encode(),
+                                   value=signal_codec.encode(record, check=False))
         else:
             keys = dict(sorted(publisher.dirty.items()))
         publisher.dirty.clear()
@@ -717,10 +721,14 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
     return profiles
 
 
-def _track_everything_held(app: faust.App, profiles: changelog.Table,
-                           resolved: faust.TopicT, detector: Detector) -> dict[str, int]:
-    """Every customer this worker holds (id -> partition); the detector tracks them anew."""
+def _track_everything_held(app: faust.App, profiles: changelog.Table, resolved: faust.TopicT,
+                           detector: Detector) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Every customer this worker holds (id -> partition), and their signals' current states.
+
+    The detector tracks them anew.
+    """
     keys: dict[str, int] = {}
+    current: list[dict[str, Any]] = []
     detector.reset()
     for held in profiles:
         key = held.decode() if isinstance(held, bytes) else held
@@ -728,8 +736,8 @@ def _track_everything_held(app: faust.App, profiles: changelog.Table,
         keys[key] = where.partition
         state = profiles.get_in(where.partition, key)
         if state is not None and MERGED_INTO not in state:
-            detector.track(state, where.partition)
-    return keys
+            current += detector.track(state, where.partition)
+    return keys, current
 
 
 def _customer_id(key: Any) -> str:

@@ -148,3 +148,24 @@ def test_without_a_detector_the_stage_raises_nothing() -> None:
     stage = ProfileStage(table, {})
     feed(stage, "C1", [call("e1", T0), call("e2", T0 + HOUR)])
     assert stage.signals == [] and SIGNAL_KEY not in table["C1"]
+
+
+def test_after_a_recovery_each_customer_s_latest_signal_state_is_published_again() -> None:
+    # A crash between a profile's write and its signal's send must not lose that state:
+    # read again, the event is a repeat and raises nothing.
+    stage, table = stage_with_detector()
+    raised = feed(stage, "C1", [call("e1", T0), call("e2", T0 + HOUR),
+                                call("e3", T0 + 2 * HOUR, outcome="escalated")])
+    feed(stage, "C2", [page("p1", T0)])
+    detector = stage.detector
+    assert detector is not None
+    detector.reset()
+    [again] = detector.track(table["C1"], 0)
+    assert detector.track(table["C2"], 0) == []
+
+    def content(record: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in record.items() if k not in ("emitted_at", "revision")}
+
+    assert content(again) == content(raised[-1])
+    assert again["revision"] > raised[-1]["revision"]  # the latest state wins, as it was
+    assert detector.due[0]  # and C1's breach is scheduled again
