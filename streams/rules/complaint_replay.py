@@ -148,19 +148,24 @@ def combine(into: History, other: History, *,
             rules: Rules) -> tuple[History, list[dict[str, Any]]]:
     """Fold a merged-away customer's history into ``into``'s (in place); return records.
 
-    The live states combine as ``complaints.combine`` does, and so do the checkpoints; the
-    journals are united, so a later replay of the merged customer counts both histories.
+    The checkpoints combine as ``complaints.combine`` does; the journals are united and
+    replayed, so the merged customer's signals are those of one customer who made both
+    customers' recent contacts. The merged-away customer's signals that the replay can
+    reach (opened since its checkpoint) are withdrawn: their contacts now raise the
+    merged customer's signals.
     """
-    _, records = complaints.combine(into.live, other.live, rules=rules)
-    complaints.combine(into.base, other.base, rules=rules)
+    _, combined = complaints.combine(into.base, other.base, rules=rules)
     ids = {e["event_id"] for e in into.journal}
     into.journal = sorted([*into.journal, *(e for e in other.journal if e["event_id"] not in ids)],
                           key=lambda e: (e["at"], e["event_id"]))
+    replaced = {sid for sid in other.shown
+                if _number(sid)[0] == other.live.customer_id
+                and _number(sid)[1] > other.base.episodes}
     for sid, states in other.shown.items():
         into.shown.setdefault(sid, states)
     if other.settled is not None:
         into.settled = max(into.settled or other.settled, other.settled)
-    records = _note(into, records)
+    records = _replay(into, rules, first=combined, replaced=replaced)
     _fold(into, rules)
     return into, records
 
@@ -205,20 +210,25 @@ def _fold(history: History, rules: Rules) -> None:
         _forget_shown(history)
 
 
-def _replay(history: History, rules: Rules) -> list[dict[str, Any]]:
-    """Recompute ``live`` from the checkpoint; return what must be published again."""
+def _replay(history: History, rules: Rules, *, first: list[dict[str, Any]] | None = None,
+            replaced: set[str] | None = None) -> list[dict[str, Any]]:
+    """Recompute ``live`` from the checkpoint; return what must be published again.
+
+    ``first`` are records the checkpoint itself produced (a merge); ``replaced`` names
+    signals withdrawn unless the replay raises them.
+    """
     live = ComplaintState.from_dict(history.base.to_dict())
-    replayed: list[dict[str, Any]] = []
+    replayed: list[dict[str, Any]] = list(first or ())
     for entry in history.journal:
         replayed += _apply(live, entry, rules)
     if history.settled is not None:
         replayed += complaints.expire(live, history.settled, rules=rules)[1]
     history.live = live
-    return _corrections(history, replayed, rules)
+    return _corrections(history, replayed, rules, replaced or set())
 
 
-def _corrections(history: History, replayed: list[dict[str, Any]],
-                 rules: Rules) -> list[dict[str, Any]]:
+def _corrections(history: History, replayed: list[dict[str, Any]], rules: Rules,
+                 replaced: set[str]) -> list[dict[str, Any]]:
     """The replay's records that say something not yet published, and withdrawals."""
     out: list[dict[str, Any]] = []
     last: dict[str, dict[str, Any]] = {}
@@ -239,8 +249,8 @@ def _corrections(history: History, replayed: list[dict[str, Any]],
         episode = live.episode
         if episode is not None and episode.signal_id == sid:
             record = complaints.current_record(live, rules=rules)
-        elif _opened_since_base(history, sid):
-            record = _withdrawn(live.customer_id, sid, states[-1])
+        elif sid in replaced or _opened_since_base(history, sid):
+            record = _withdrawn(_number(sid)[0], sid, states[-1])
         else:
             continue  # concluded before the checkpoint: no replay can change it
         if states[-1] != _state(record):

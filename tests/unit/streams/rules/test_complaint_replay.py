@@ -133,16 +133,26 @@ def test_a_contact_beyond_the_bound_still_counts_in_the_checkpoint() -> None:
     assert history.live.score > 0
 
 
-def test_merged_histories_keep_both_journals_and_replay_together() -> None:
-    mine, _ = feed([call("a1", T0 + 2 * HOUR)])
-    theirs, _ = feed([call("b1", T0 + 3 * HOUR)], history=History.new("C2"))
-    merged, _ = complaint_replay.combine(mine, theirs, rules=RULES)
-    assert [e["event_id"] for e in merged.journal] == ["a1", "b1"]
-    merged, _ = feed([call("a0", T0 + HOUR)], history=merged)  # late: replays all three
-    assert [e["event_id"] for e in merged.journal] == ["a0", "a1", "b1"]
-    alone, _ = feed([call("a0", T0 + HOUR), call("a1", T0 + 2 * HOUR),
-                     call("b1", T0 + 3 * HOUR)])
-    assert merged.live.score == pytest.approx(alone.live.score)
+def test_a_merge_gives_the_signals_of_one_customer_with_both_histories() -> None:
+    # An anonymous caller (known by phone only) raised a signal of its own before the
+    # phone was linked to the CRM customer, who had called too.
+    anonymous, theirs = feed([call("a1", T0 + HOUR), call("a2", T0 + 3 * HOUR)],
+                             history=History.new("u-1"))
+    known, mine = feed([call("b1", T0 + 2 * HOUR)], history=History.new("C1"))
+    assert {r["customer_id"] for r in theirs} == {"u-1"}
+    merged, records = complaint_replay.combine(known, anonymous, rules=RULES)
+    assert [e["event_id"] for e in merged.journal] == ["a1", "b1", "a2"]
+    # as if C1 had made the three calls: u-1's signal withdrawn, C1's raised from them
+    _, alone = feed([call("a1", T0 + HOUR), call("b1", T0 + 2 * HOUR),
+                     call("a2", T0 + 3 * HOUR)], history=History.new("C1"))
+    published = offline.concluded([*theirs, *mine, *records])
+    assert published == offline.concluded(alone)
+    assert {r["status"] for r in records if r["customer_id"] == "u-1"} == {WITHDRAWN}
+    # and a late contact after the merge replays all of them
+    merged, late = feed([call("b0", T0)], history=merged)
+    _, alone = feed([call("b0", T0), call("a1", T0 + HOUR), call("b1", T0 + 2 * HOUR),
+                     call("a2", T0 + 3 * HOUR)], history=History.new("C1"))
+    assert offline.concluded([*theirs, *mine, *records, *late]) == offline.concluded(alone)
 
 
 def test_the_stored_history_round_trips() -> None:

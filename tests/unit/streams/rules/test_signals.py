@@ -128,7 +128,7 @@ def test_the_due_queue_stays_bounded_as_due_times_move() -> None:
     assert detector.sweep(0) == ["C1"]
 
 
-def test_a_merged_customer_brings_its_signal_along() -> None:
+def test_a_merged_customer_s_contacts_raise_the_signal_of_the_customer_it_joins() -> None:
     stage, table = stage_with_detector()
     raised = feed(stage, "A", [call("a1", T0), call("a2", T0 + HOUR)])
     assert raised and table["A"]["open_signals"] == 1
@@ -136,9 +136,13 @@ def test_a_merged_customer_brings_its_signal_along() -> None:
     [(into, absorb, _)] = stage.handle("A", _merge("A", "B"))
     assert into == "B" and table["A"][MERGED_INTO] == "B"
     stage.handle(into, absorb)
-    [carried] = stage.signals
-    assert carried["signal_id"] == raised[-1]["signal_id"]
-    assert (carried["customer_id"], carried["status"]) == ("B", "open")
+    # as if B had made A's calls: B's signal, from the same contacts, and A's withdrawn
+    by_id = {r["signal_id"]: r for r in stage.signals}
+    assert by_id[raised[-1]["signal_id"]]["status"] == "withdrawn"
+    [carried] = [r for r in by_id.values() if r["customer_id"] == "B"]
+    assert carried["status"] == "open"
+    assert carried["detected_at"] == raised[-1]["detected_at"]
+    assert carried["evidence_event_ids"] == raised[-1]["evidence_event_ids"]
     assert table["B"]["open_signals"] == 1
     assert "A" not in stage.detector.due.get(0, set())
 
