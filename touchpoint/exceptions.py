@@ -7,6 +7,7 @@ __all__ = [
     "ContractError",
     "DecodeError",
     "EncodeError",
+    "KafkaUnavailable",
     "PublishError",
     "QueryRefused",
     "SchemaError",
@@ -100,3 +101,7 @@ class WarehouseRejected(WarehouseError):
     def __init__(self, message: str, *, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class KafkaUnavailable(PublishError):
+    """Kafka did not acknowledge events in time; sending them again later may succeed."""
