@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from touchpoint import __version__
+from touchpoint.commands.collect import collect, keys
 from touchpoint.commands.customer import customer
 from touchpoint.commands.demo import demo
 from touchpoint.commands.publish import publish
@@ -42,6 +43,8 @@ def main() -> None:
 for command in (services, worker, publish, simulate, migrate, query, signals, report, customer,
                 show_settings, demo):
     main.add_command(command)
+main.add_command(collect)
+main.add_command(keys)
 
 
 if __name__ == "__main__":
