@@ -78,6 +78,11 @@ class KafkaSender:
             log.info("collector connected to Kafka at %s", ",".join(self._servers))
             return
 
+    @property
+    def connected(self) -> bool:
+        """Whether the producer has started (Kafka answered once)."""
+        return self._producer is not None
+
     async def stop(self) -> None:
         """Send what is buffered and close."""
         if self._starting is not None and not self._starting.done():
