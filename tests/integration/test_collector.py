@@ -6,16 +6,19 @@ with write keys made by the ``touchpoint keys`` command.
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,3 +210,79 @@ def test_several_processes_serve_one_port_and_one_metrics_view(worker: Worker,
         assert collector.log().count("collector connected to Kafka") == 2  # one per process
     finally:
         collector.stop()
+
+
+# --- the browser tracker ----------------------------------------------------------------------
+
+SHOP_PAGE = """<!doctype html><html><head><title>shop</title>
+<script src="http://127.0.0.1:{collector}/v1/tracker.js" data-key="{key}"
+        data-customer-id="{customer}"></script></head><body>
+<form data-tp-search onsubmit="return false"><input name="q" value="red shoes">
+  <button id="search">search</button></form>
+<button id="cart" data-tp-event="add_to_cart" data-tp-amount="59.5" data-tp-currency="CNY"
+        data-tp-attr-sku="SKU-1">add to cart</button>
+<button id="checkout" data-tp-event="checkout_started">checkout</button>
+<a id="leave" href="/bye.html">leave</a>
+</body></html>"""
+# Its page view waits a minute to be batched: only sendBeacon, as the page goes, sends it.
+BYE_PAGE = """<!doctype html><html><head><title>bye</title>
+<script src="http://127.0.0.1:{collector}/v1/tracker.js" data-key="{key}"
+        data-batch-ms="60000"></script></head><body>bye</body></html>"""
+
+
+@contextmanager
+def shop_site(pages: dict[str, str]) -> Iterator[int]:
+    """A web shop's pages on a port of their own (another origin than the collector)."""
+
+    class Pages(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            page = pages.get(self.path)
+            self.send_response(200 if page else 404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write((page or "").encode())
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_tracker_sends_a_browser_session_to_the_warehouse_and_the_profile(
+        worker: Worker, collector: Collector, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    tag = uuid.uuid4().hex[:8]
+    customer = f"C-{tag}"
+    pages: dict[str, str] = {}
+    with shop_site(pages) as port:
+        key = secret_of(collector.keys("create", "shop", "-c", "web",
+                                       "--origin", f"http://127.0.0.1:{port}"))
+        values = {"collector": collector.port, "key": key, "customer": customer}
+        pages["/shop.html"] = SHOP_PAGE.format(**values)
+        pages["/bye.html"] = BYE_PAGE.format(**values)
+        browser.get(f"http://127.0.0.1:{port}/shop.html")
+        for element in ("cart", "checkout", "search", "leave"):
+            browser.find_element(By.ID, element).click()
+        assert browser.title == "bye"
+        cookie = browser.get_cookie("tp_aid")
+        browser.get("about:blank")  # the bye page goes: its page view leaves by beacon
+
+        # shop: page view, cart, checkout, search, all with the customer id and the cookie;
+        # bye: a page view with the cookie alone, the customer's once the cookie is linked
+        worker.wait_for(f"SELECT count() FROM touchpoint_events "
+                        f"WHERE customer_id = '{customer}'", 5, timeout=90)
+    assert cookie is not None and re.fullmatch(r"[0-9a-f-]{32,36}", cookie["value"])
+    rows = worker.query(f"SELECT type, amount FROM touchpoint_events "
+                        f"WHERE customer_id = '{customer}' ORDER BY occurred_at").rows
+    assert rows == [("page_view", None), ("add_to_cart", 59.5), ("checkout_started", None),
+                    ("search", None), ("page_view", None)]
+    worker.wait_for(f"SELECT max(contacts_web) FROM customer_profiles "
+                    f"WHERE customer_id = '{customer}'", 5, timeout=60)

@@ -1,13 +1,14 @@
-"""The collector's HTTP surface (Starlette): ``POST /v1/events``, health, readiness, metrics.
+"""The collector's HTTP surface (Starlette): ``POST /v1/events``, the tracker, health, metrics.
 
-A request passes, in this order: the body's encoding and size (415, 413), the write key
-(header ``Authorization: Bearer``, or ``write_key`` in the body for ``sendBeacon``;
-401), the browser origin the key allows (403), the key's rate (429), then a verdict per
-event (``batch.judge``, ingest's checks) and Kafka's acknowledgement of the accepted
-ones (503 while Kafka is unreachable). The answer, 200, lists every event as accepted
-or refused with ingest's code and reason. The process keeps nothing a request needs
-from an earlier one except the rate buckets, so any number of them can stand behind a
-load balancer. Reasoning: docs/design/collector.md.
+A request to ``POST /v1/events`` passes, in this order: the body's encoding and size
+(415, 413), the write key (header ``Authorization: Bearer``, or ``write_key`` in the
+body for ``sendBeacon``; 401), the browser origin the key allows (403), the key's rate
+(429), then a verdict per event (``batch.judge``, ingest's checks) and Kafka's
+acknowledgement of the accepted ones (503 while Kafka is unreachable). The answer, 200,
+lists every event as accepted or refused with ingest's code and reason. The browser
+tracker (``static/tracker.js``) is served at ``GET /v1/tracker.js``. The process keeps
+nothing a request needs from an earlier one except the rate buckets, so any number of
+them can stand behind a load balancer. Reasoning: docs/design/collector.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -64,6 +66,8 @@ class Collector:
         self.limiter = RateLimiter(rate=settings.collect_rate_per_key,
                                    capacity=max(settings.collect_rate_per_key, MAX_BATCH_EVENTS))
         self.metrics = CollectorMetrics()
+        tracker = resources.files("touchpoint.collector").joinpath("static/tracker.js")
+        self._tracker = tracker.read_bytes()
 
     async def events(self, request: Request) -> Response:
         """``POST /v1/events``: check, send and answer a batch (or one event)."""
@@ -160,6 +164,11 @@ class Collector:
             "Vary": "Origin",
         })
 
+    async def tracker(self, request: Request) -> Response:
+        """``GET /v1/tracker.js``: the browser tracker (docs/design/collector.md)."""
+        return Response(self._tracker, media_type="application/javascript", headers={
+            "Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"})
+
     async def health(self, request: Request) -> Response:
         """``GET /health``: the process answers."""
         return JSONResponse({"status": "ok"})
@@ -229,6 +238,7 @@ def create_app(settings: Settings | None = None, *, sender: Any = None,
     routes = [
         Route("/v1/events", collector.events, methods=["POST"]),
         Route("/v1/events", collector.preflight, methods=["OPTIONS"]),
+        Route("/v1/tracker.js", collector.tracker, methods=["GET"]),
         Route("/health", collector.health, methods=["GET"]),
         Route("/ready", collector.ready, methods=["GET"]),
         Route("/metrics", collector.metrics_view, methods=["GET"]),

@@ -201,3 +201,13 @@ def test_secrets_and_pii_stay_out_of_the_logs(client: TestClient, sender: KeptSe
     assert web_key not in caplog.text
     assert web_key[-20:] not in caplog.text
     assert "ann@example.com" not in caplog.text
+
+
+def test_the_tracker_is_served_as_javascript(client: TestClient) -> None:
+    response = client.get("/v1/tracker.js")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/javascript"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    # what the tracker relies on: the key in the body, a text/plain body, sendBeacon
+    assert all(part in response.text for part in (
+        "write_key: key", '"Content-Type": "text/plain"', "navigator.sendBeacon"))
