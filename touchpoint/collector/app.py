@@ -66,6 +66,8 @@ class Collector:
         self.limiter = RateLimiter(rate=settings.collect_rate_per_key,
                                    capacity=max(settings.collect_rate_per_key, MAX_BATCH_EVENTS))
         self.metrics = CollectorMetrics()
+        self._outage_logged = float("-inf")
+        self._outage_answers = 0
         tracker = resources.files("touchpoint.collector").joinpath("static/tracker.js")
         self._tracker = tracker.read_bytes()
 
@@ -125,7 +127,7 @@ class Collector:
         try:
             await self.sender.send(records)
         except KafkaUnavailable as exc:
-            log.warning("answered 503 to write key %s: %s", key.key_id, exc)
+            self._note_outage(key, exc)
             raise _Refused(503, "kafka_unavailable",
                            "the events could not be stored now; send the same batch again "
                            "(with the same event_ids) later",
@@ -139,6 +141,15 @@ class Collector:
                   "events": [v.as_json() for v in verdicts]}
         return key, Response(json.dumps(answer, ensure_ascii=False),
                              media_type="application/json")
+
+    def _note_outage(self, key: WriteKey, exc: Exception) -> None:
+        # once per 10 s at most: an outage under load would otherwise log every request
+        self._outage_answers += 1
+        now = time.monotonic()
+        if now - self._outage_logged >= 10:
+            log.warning("answered 503 to %d request(s), the last of write key %s: %s",
+                        self._outage_answers, key.key_id, exc)
+            self._outage_logged, self._outage_answers = now, 0
 
     def _authenticate(self, secret: str | None) -> WriteKey:
         key = self.keys.authenticate(secret)

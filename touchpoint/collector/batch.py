@@ -107,7 +107,8 @@ def _judge(index: int, event: Any, channels: tuple[str, ...], region: str,
     event_id = raw_id if isinstance(raw_id, str) else None
     channel = event.get("channel")
     if not isinstance(channel, str) or channel not in CHANNELS:
-        shown = "missing" if channel is None else f"{str(channel)[:40]!r}"
+        shown = ("missing" if channel is None else f"{channel[:40]!r}"
+                 if isinstance(channel, str) else f"{_json_type(channel)}, not a name")
         return Verdict(index, event_id, None, refusal=Rejection(
             "unknown_channel", f"channel is {shown}: name the event's channel, one of "
                                f"{', '.join(CHANNELS)}"))

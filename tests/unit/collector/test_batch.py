@@ -66,8 +66,8 @@ def test_each_event_gets_its_own_verdict() -> None:
          "reason": "channel is 'fax': name the event's channel, one of web, store, callcenter, "
                    "campaign, feedback"},
         {"index": 4, "event_id": "e1", "status": "refused", "code": "unknown_channel",
-         "reason": "channel is \"['web']\": name the event's channel, one of web, store, "
-                   "callcenter, campaign, feedback"},
+         "reason": "channel is an array, not a name: name the event's channel, one of web, "
+                   "store, callcenter, campaign, feedback"},
         {"index": 5, "event_id": "e1", "status": "refused", "code": "channel_not_allowed",
          "reason": "this write key may not send store events (it may send web, campaign)"},
         {"index": 6, "event_id": "e1", "status": "refused", "code": "bad_field",
