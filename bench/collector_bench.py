@@ -3,11 +3,12 @@
 Not a test: it prints figures and asserts nothing about them. On loopback only, it
 starts its own single-node Kafka (``deploy/local/kafka.sh``, 127.0.0.1:41192, controller
 41193, under a temporary TOUCHPOINT_HOME), one pipeline worker on the channel topics
-(embedded chdb, web port 41180), and ``touchpoint collect --workers W`` on 41181 with a
-write key of its own. A closed-loop load generator in this process (aiohttp,
-``--concurrency`` connections, each posting a batch and waiting for its answer before the
-next) then posts web events in batches of each ``--batches`` size, ``--runs`` times
-each: ``--warmup`` seconds not counted, then ``--seconds`` measured.
+(embedded chdb, web port 41180-41185), and ``touchpoint collect --workers W`` on
+41186-41191 (the first free port of each range) with a write key of its own. A
+closed-loop load generator in this process (aiohttp, ``--concurrency`` connections, each
+posting a batch and waiting for its answer before the next) then posts web events in
+batches of each ``--batches`` size, ``--runs`` times each: ``--warmup`` seconds not
+counted, then ``--seconds`` measured.
 
 Printed per run: requests, events accepted, accepted events/s, response time p50, p99
 and max (from sending the request to reading the whole answer), answers that were not
@@ -32,6 +33,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -48,7 +50,23 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_PORT, KAFKA_CONTROLLER_PORT = 41192, 41193
-WORKER_PORT, COLLECTOR_PORT = 41180, 41181
+
+
+def pick_port(candidates: range) -> int:
+    """The first of ``candidates`` free now: the range overlaps the ephemeral ports, so a
+    client connection elsewhere on the machine may hold any one of them for a while."""
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise SystemExit(f"no free port in {candidates.start}-{candidates.stop - 1}")
+
+
+WORKER_PORT = pick_port(range(41180, 41186))
+COLLECTOR_PORT = pick_port(range(41186, 41192))
 T0 = 1_795_000_000_000
 TICKS = os.sysconf("SC_CLK_TCK")
 
