@@ -13,6 +13,7 @@ them can stand behind a load balancer. Reasoning: docs/design/collector.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -37,10 +38,12 @@ from touchpoint.schemas.contract import CHANNELS, Rejection
 from touchpoint.settings import Settings, load_settings
 from touchpoint.streams.topics import TopicNames
 
-__all__ = ["create_app", "from_environment"]
+__all__ = ["BODY_TIMEOUT_SECONDS", "create_app", "from_environment"]
 
 log = logging.getLogger(__name__)
 
+#: Longest a request's body may take to arrive.
+BODY_TIMEOUT_SECONDS: Final = 30
 _BODY_TYPES: Final = frozenset({"application/json", "text/plain", ""})
 _PREFLIGHT_MAX_AGE: Final = "600"
 
@@ -215,12 +218,18 @@ async def _read_capped(request: Request, limit: int) -> bytes:
                                              f"{limit:,} a request may take: split the batch")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:  # no or a false Content-Length: stop reading at the limit
-            raise _Refused(413, "too_large", f"body of more than {limit:,} bytes, the most a "
-                                             "request may take: split the batch")
-        chunks.append(chunk)
+    try:
+        # a client that trickles its body must not hold a connection for long
+        async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:  # no or a false Content-Length: stop reading at the limit
+                    raise _Refused(413, "too_large", f"body of more than {limit:,} bytes, the "
+                                                     "most a request may take: split the batch")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _Refused(408, "body_timeout", f"the body took more than {BODY_TIMEOUT_SECONDS} "
+                                            "s to arrive: send it again") from None
     return b"".join(chunks)
 
 

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from touchpoint.collector.batch import Record
@@ -39,7 +39,10 @@ class KafkaSender:
     """Sends records to Kafka and waits for all of them to be acknowledged."""
 
     def __init__(self, *, bootstrap_servers: Sequence[str], topics: Iterable[str],
-                 producer_config: dict[str, Any] | None = None) -> None:
+                 producer_config: dict[str, Any] | None = None, producer: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """Connect to ``bootstrap_servers`` once started; ``producer``: a started one to use."""
+        self._clock = clock
         self._servers = list(bootstrap_servers)
         self._topics = tuple(topics)
         self._config: dict[str, Any] = {
@@ -50,13 +53,16 @@ class KafkaSender:
             "request_timeout_ms": int(ACK_TIMEOUT_SECONDS * 1000 * 0.8),
             **(producer_config or {}),
         }
-        self._producer: Any = None
+        self._producer: Any = producer
         self._starting: asyncio.Task[None] | None = None
-        self._ready_at = 0.0
+        self._ready_at = float("-inf")
         self._ready = False
+        self._failed = False  # the last send failed: until Kafka answers, fail at once
 
     async def start(self) -> None:
         """Begin connecting (in the background, retried until Kafka answers)."""
+        if self._producer is not None:
+            return
         self._starting = asyncio.create_task(self._connect(), name="collector-kafka-start")
 
     async def _connect(self) -> None:
@@ -99,6 +105,11 @@ class KafkaSender:
         producer = self._producer
         if producer is None:
             raise KafkaUnavailable("Kafka is not reachable yet")
+        # After a failure, ask the cluster (at most once a second) before waiting on it
+        # again: during an outage every request would otherwise hold its connection for
+        # ACK_TIMEOUT_SECONDS before its 503.
+        if self._failed and not await self.ready():
+            raise KafkaUnavailable("Kafka is still not reachable")
         from aiokafka.errors import KafkaError
 
         try:
@@ -107,14 +118,16 @@ class KafkaSender:
                            for r in records]
                 await asyncio.gather(*pending)
         except (KafkaError, TimeoutError) as exc:
+            self._failed = True
             raise KafkaUnavailable(f"Kafka did not acknowledge the events: {exc!r}") from exc
+        self._failed = False
 
     async def ready(self) -> bool:
         """Whether Kafka answers and knows every channel topic (asked at most once a second)."""
         producer = self._producer
         if producer is None:
             return False
-        now = time.monotonic()
+        now = self._clock()
         if now - self._ready_at < _READY_CACHE_SECONDS:
             return self._ready
         self._ready_at = now
