@@ -39,6 +39,7 @@ def collect(host: str | None, port: int | None, workers: int) -> None:
                    "every request gets 401 until `touchpoint keys create`", err=True)
     metrics_dir = None
     if workers > 1:  # every process's figures in one folder, so any /metrics shows all
+        settings.home.mkdir(parents=True, exist_ok=True)
         metrics_dir = tempfile.mkdtemp(prefix="collect-metrics-", dir=settings.home)
         os.environ[MULTIPROCESS_ENV] = metrics_dir
     click.echo(f"touchpoint collect: http://{settings.collect_host}:{settings.collect_port}"
