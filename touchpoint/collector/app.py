@@ -78,13 +78,14 @@ class Collector:
         """``POST /v1/events``: check, send and answer a batch (or one event)."""
         started = time.perf_counter()
         origin = request.headers.get("origin")
-        key: WriteKey | None = None
         try:
-            key, response = await self._collect(request, origin)
+            response = await self._collect(request, origin)
         except _Refused as refused:
             response = JSONResponse(
                 {"error": {"code": refused.code, "reason": refused.reason}},
                 status_code=refused.status, headers=refused.headers)
+        # a page may read every answer its key earned, a 429 or 503 too, so it can wait
+        key: WriteKey | None = getattr(request.state, "key", None)
         if key is not None and origin is not None and key.allows_origin(origin):
             response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
@@ -92,8 +93,7 @@ class Collector:
         self.metrics.latency.observe(time.perf_counter() - started)
         return response
 
-    async def _collect(self, request: Request, origin: str | None
-                       ) -> tuple[WriteKey, Response]:
+    async def _collect(self, request: Request, origin: str | None) -> Response:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             raise _Refused(415, "unsupported_encoding",
@@ -114,6 +114,7 @@ class Collector:
             raise _Refused(413 if batch.code == "too_large" else 400, batch.code, batch.reason)
         if key is None:
             key = self._authenticate(batch.write_key)
+        request.state.key = key
         if not key.allows_origin(origin):
             raise _Refused(403, "origin_not_allowed",
                            f"this write key is not for pages of {str(origin)[:100]!r}: add the "
@@ -142,8 +143,7 @@ class Collector:
                 self.metrics.refused.labels(verdict.refusal.code).inc()
         answer = {"accepted": len(records), "refused": len(verdicts) - len(records),
                   "events": [v.as_json() for v in verdicts]}
-        return key, Response(json.dumps(answer, ensure_ascii=False),
-                             media_type="application/json")
+        return Response(json.dumps(answer, ensure_ascii=False), media_type="application/json")
 
     def _note_outage(self, key: WriteKey, exc: Exception) -> None:
         # once per 10 s at most: an outage under load would otherwise log every request

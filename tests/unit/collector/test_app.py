@@ -164,9 +164,10 @@ def test_over_the_rate_a_key_gets_429_and_its_events_are_not_sent(
 def test_kafka_unreachable_is_503_with_retry_after_and_counts_nothing(
         client: TestClient, sender: KeptSender, web_key: str) -> None:
     sender.down = True
-    response = post(client, {"events": [web()]}, web_key)
+    response = post(client, {"events": [web()]}, web_key, Origin=SHOP)
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
+    assert response.headers["Access-Control-Allow-Origin"] == SHOP  # the page may read it
     assert "send the same batch again" in response.json()["error"]["reason"]
     metrics = client.get("/metrics").text
     assert 'touchpoint_collect_requests_total{status="503"} 1.0' in metrics
