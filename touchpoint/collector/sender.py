@@ -69,6 +69,9 @@ class KafkaSender:
         from aiokafka import AIOKafkaProducer
         from aiokafka.errors import KafkaError
 
+        from touchpoint.streams.runtime.compression import use_fast_lz4
+
+        use_fast_lz4()  # as the worker's producers: aiokafka's own LZ4 level costs CPU
         while True:
             producer = AIOKafkaProducer(bootstrap_servers=self._servers, **self._config)
             try:
