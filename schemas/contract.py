@@ -51,6 +51,7 @@ __all__ = [
     "hash_pii",
     "normalize_email",
     "normalize_phone",
+    "parse_json",
     "parse_json_event",
     "parse_occurred_at",
     "routing_key",
@@ -529,32 +530,47 @@ def parse_json_event(line: str | bytes) -> dict[str, Any] | Rejection:
     Refuses, before parsing, a line longer than MAX_JSON_LINE_BYTES or nested deeper
     than MAX_JSON_DEPTH, so no line can exhaust memory or the parser's recursion.
     """
-    if isinstance(line, bytes):
-        if len(line) > MAX_JSON_LINE_BYTES:
-            return _line_too_large(len(line))
+    event = parse_json(line, max_bytes=MAX_JSON_LINE_BYTES, what="line")
+    if isinstance(event, Rejection):
+        return event
+    if not isinstance(event, dict):
+        return Rejection("bad_json", "a line must be one JSON object")
+    return event
+
+
+def parse_json(data: str | bytes, *, max_bytes: int, what: str = "body") -> Any:
+    """Read one JSON document of at most ``max_bytes`` (UTF-8), or a :class:`Rejection`.
+
+    The JSON form's reader (:func:`parse_json_event`, the collector's request bodies):
+    refuses, before parsing, a document over ``max_bytes`` or nested deeper than
+    MAX_JSON_DEPTH, so none can exhaust memory or the parser's recursion. ``what`` names
+    the document in reasons ("line", "body").
+    """
+    if isinstance(data, bytes):
+        if len(data) > max_bytes:
+            return _too_large(what, len(data), max_bytes)
         try:
-            text = line.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return Rejection("bad_json", f"line is not UTF-8 (byte 0x{line[exc.start]:02x} at "
-                                         f"position {exc.start}): save the file as UTF-8")
+            return Rejection("bad_json", f"{what} is not UTF-8 (byte 0x{data[exc.start]:02x} at "
+                                         f"position {exc.start}): "
+                                         + ("save the file as UTF-8" if what == "line"
+                                            else "send UTF-8"))
     else:
-        text = line
-        if len(text) > MAX_JSON_LINE_BYTES:  # characters: at least as many bytes
-            return _line_too_large(len(text))
+        text = data
+        if len(text) > max_bytes:  # characters: at least as many bytes
+            return _too_large(what, len(text), max_bytes)
     text = text.strip().removeprefix("\ufeff")  # a byte-order mark some editors write
     if _deeper_than(text, MAX_JSON_DEPTH):
-        return Rejection("too_deep", f"line nests arrays or objects more than {MAX_JSON_DEPTH} "
-                                     "deep: an event is one object of fields, attributes "
-                                     "one object inside it")
+        return Rejection("too_deep", f"{what} nests arrays or objects more than "
+                                     f"{MAX_JSON_DEPTH} deep: an event is one object of "
+                                     "fields, attributes one object inside it")
     try:
-        event = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:  # JSONDecodeError, or a number of more than 4,300 digits
         if isinstance(exc, json.JSONDecodeError):
             return Rejection("bad_json", f"not JSON: {exc.msg} at column {exc.colno}")
         return Rejection("bad_json", f"not JSON we can read: {_clip(str(exc))}")
-    if not isinstance(event, dict):
-        return Rejection("bad_json", "a line must be one JSON object")
-    return event
 
 
 def _deeper_than(text: str, limit: int) -> bool:
@@ -572,7 +588,7 @@ def _deeper_than(text: str, limit: int) -> bool:
     return False
 
 
-def _line_too_large(size: int) -> Rejection:
-    return Rejection("too_large", f"line is {size:,} bytes or more, over the "
-                                  f"{MAX_JSON_LINE_BYTES:,} a JSON event line may take "
-                                  f"(and {MAX_RECORD_BYTES:,} once encoded): shorten it")
+def _too_large(what: str, size: int, limit: int) -> Rejection:
+    return Rejection("too_large", f"{what} is {size:,} bytes or more, over the {limit:,} a "
+                                  f"JSON event {what} may take (and {MAX_RECORD_BYTES:,} "
+                                  "once encoded): shorten it")

@@ -11,6 +11,7 @@ import click
 
 from touchpoint import __version__
 from touchpoint.commands.backfill import backfill
+from touchpoint.commands.collect import collect, keys
 from touchpoint.commands.customer import customer
 from touchpoint.commands.deadletters import deadletters
 from touchpoint.commands.demo import demo
@@ -44,6 +45,8 @@ def main() -> None:
 for command in (services, worker, publish, backfill, simulate, migrate, query, signals, report,
                 customer, deadletters, show_settings, demo):
     main.add_command(command)
+main.add_command(collect)
+main.add_command(keys)
 
 
 if __name__ == "__main__":

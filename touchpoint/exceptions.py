@@ -8,6 +8,7 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "InputError",
+    "KafkaUnavailable",
     "PublishError",
     "QueryRefused",
     "SchemaError",
@@ -108,3 +109,7 @@ class WarehouseRejected(WarehouseError):
     def __init__(self, message: str, *, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class KafkaUnavailable(PublishError):
+    """Kafka did not acknowledge events in time; sending them again later may succeed."""

@@ -284,6 +284,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("attribution_model", "last_touch",
             "Campaign attribution model: `last_touch`, `first_touch` or `linear` "
             "(streams/rules/attribution.py).", _attribution_model),
+    Setting("collect_host", "127.0.0.1",
+            "Address `touchpoint collect` (the HTTP collector) binds to; `0.0.0.0` behind a "
+            "load balancer."),
+    Setting("collect_port", "6070", "Port of `touchpoint collect`.", _port),
+    Setting("collect_keys", "",
+            "File of the collector's write keys (hashed; `touchpoint keys` manages it). "
+            "Empty: `$HOME/collect_keys.json`. Every collector behind one load balancer "
+            "reads the same file (shared or copied); changes apply within 2 s."),
+    Setting("collect_rate_per_key", "2000",
+            "Events a second one write key may send to one collector process (a batch of "
+            "up to 500 may come at once); more gets 429 with `Retry-After`.", _positive_int),
     Setting("log_level", "info", "Log level: debug, info, warning or error.", _log_level),
 )
 
@@ -367,12 +378,22 @@ class Settings:
     aggregate_grace_seconds: int
     attribution_window_days: int
     attribution_model: str
+    collect_host: str
+    collect_port: int
+    collect_keys: str
+    collect_rate_per_key: int
     log_level: str
 
     @property
     def warehouse(self) -> WarehouseURL:
         """The parsed warehouse URL."""
         return WarehouseURL.parse(self.clickhouse_url)
+
+    @property
+    def collect_keys_path(self) -> Path:
+        """The collector's write-key file."""
+        return Path(self.collect_keys).expanduser() if self.collect_keys else (
+            self.home / "collect_keys.json")
 
     @property
     def kafka_servers(self) -> list[str]:

@@ -48,6 +48,8 @@ PORTS = {
 KAFKA = f"127.0.0.1:{PORTS['KAFKA_PORT']}"
 CLICKHOUSE = f"127.0.0.1:{PORTS['CLICKHOUSE_TCP_PORT']}"
 BACKENDS = ("chdb", "clickhouse")
+CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
 
 pytestmark = pytest.mark.integration
 
@@ -330,3 +332,28 @@ def _stop_the_test_s_own_workers(request: pytest.FixtureRequest) -> Iterator[Non
 def worker(request: pytest.FixtureRequest, worker_factory: WorkerFactory) -> Worker:
     """One running worker per backend for the module's tests."""
     return worker_factory(request.param)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's chromium and chromium-driver; `make test` installs them)."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing: `make test` installs Debian's chromium "
+                    "and chromium-driver (apt-get install chromium chromium-driver)",
+                    pytrace=False)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1440,900", "--hide-scrollbars"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,6 @@ pytestmark = pytest.mark.integration
 T0 = 1_795_000_000_000  # 2026-11-18 07:46:40 UTC: the newest event time of the planted data
 M = 60_000
 H = 3_600_000
-CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
 
 
 def _get(worker: Worker, path: str) -> tuple[int, bytes]:
@@ -286,31 +283,6 @@ def test_two_workers_show_the_whole_group(worker_factory: WorkerFactory) -> None
 
 
 # --- in a browser -----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Headless Chromium (Debian's chromium and chromium-driver; `make test` installs them)."""
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing: `make test` installs Debian's chromium "
-                    "and chromium-driver (apt-get install chromium chromium-driver)",
-                    pytrace=False)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1440,900", "--hide-scrollbars"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
 
 class _Stopped(Exception):
     pass
