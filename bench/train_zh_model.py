@@ -225,9 +225,9 @@ def main() -> None:
     lines = [f"{MODEL_FORMAT}\tweight={weight:g}\toffset={offset:g}\tl2={l2:g}",
              f"{bias:.4f}"]
     lines += [f"{gram}\t{model[gram]:.3f}" for gram in sorted(model, key=lambda g: (len(g), g))]
-    # mtime=0: the same data gives the same bytes, so a rebuild shows no spurious diff.
-    with args.out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9,
-                                                   mtime=0) as out:
+    # No name and no time in the gzip header: the same data gives the same bytes.
+    with args.out.open("wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb",
+                                                   compresslevel=9, mtime=0) as out:
         out.write(("\n".join(lines) + "\n").encode("utf-8"))
     print(f"l2 {l2:g}, weight {weight:g}, offset {offset:+g}; {len(model)} n-grams written "
           f"to {args.out} ({args.out.stat().st_size // 1024} KB)")
