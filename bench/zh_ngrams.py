@@ -5,11 +5,12 @@ A bench candidate, not part of the pipeline: logistic regression over the charac
 sentences, and combined with the lexicon score of
 ``touchpoint.streams.rules.sentiment`` (the model's log-odds of a complaint, less an
 offset and times a weight, are taken from the lexicon's valence sum before it is
-squashed into [-1, 1]). The weight and offset travel in the model file's header, fit
-by the trainer on tuning data only. Scoring is pure Python (a dict lookup per n-gram),
-so it adds no dependency. ``bench/sentiment_bench.py`` measures it as the candidate
-``touchpoint+ngrams``; why it is not what the pipeline uses is in
-docs/design/signals.md.
+squashed into [-1, 1]). A second way, ``gated``, lets the model act only where the
+lexicon found some sentiment. The weights and offsets of both travel in the model
+file's header, fit by the trainer on tuning data only. Scoring is pure Python (a dict
+lookup per n-gram), so it adds no dependency. ``bench/sentiment_bench.py`` measures
+them as the candidates ``touchpoint+ngrams`` and ``touchpoint+gated``; why
+neither is what the pipeline uses is in docs/design/signals.md.
 """
 
 from __future__ import annotations
@@ -43,11 +44,14 @@ class NgramModel:
     """Logistic regression over character n-grams; ``logit(text)`` > 0 leans negative."""
 
     def __init__(self, bias: float, weights: Mapping[str, float], *,
-                 combine_weight: float = 0.0, combine_offset: float = 0.0) -> None:
+                 combine_weight: float = 0.0, combine_offset: float = 0.0,
+                 gated_weight: float = 0.0, gated_offset: float = 0.0) -> None:
         self.bias = bias
         self.weights = weights
         self.combine_weight = combine_weight
         self.combine_offset = combine_offset
+        self.gated_weight = gated_weight
+        self.gated_offset = gated_offset
 
     @classmethod
     def load(cls, path: Path = MODEL_PATH) -> NgramModel:
@@ -64,7 +68,9 @@ class NgramModel:
                 gram, weight = line.split("\t")
                 weights[gram] = float(weight)
             return cls(bias, weights, combine_weight=float(header["weight"]),
-                       combine_offset=float(header["offset"]))
+                       combine_offset=float(header["offset"]),
+                       gated_weight=float(header["gated_weight"]),
+                       gated_offset=float(header["gated_offset"]))
         except (OSError, EOFError, ValueError, KeyError, IndexError, UnicodeDecodeError,
                 gzip.BadGzipFile) as error:
             raise ModelError(f"Chinese n-gram model {path} cannot be read ({error}); "
@@ -79,6 +85,18 @@ class NgramModel:
         """The lexicon's score in [-1, 1] moved by the model's view of ``text``."""
         return combine(lexicon_score, self.logit(text), self.combine_weight,
                        self.combine_offset)
+
+    def gated(self, lexicon_score: float, text: str) -> float:
+        """As ``combine``, but only where the lexicon saw sentiment (score not 0).
+
+        Text with no sentiment word or construction (a polite request, a question) keeps
+        its 0: the model, trained on reviews that are all praise or complaint, has no
+        neutral class and may only strengthen or weaken what the lexicon found.
+        """
+        if lexicon_score == 0.0:
+            return 0.0
+        return combine(lexicon_score, self.logit(text), self.gated_weight,
+                       self.gated_offset)
 
 
 def combine(lexicon_score: float, logit: float, weight: float, offset: float) -> float:

@@ -65,6 +65,7 @@ def test_a_missing_model_names_the_file_and_the_fix(tmp_path: Path) -> None:
     gzip.compress(b""),
     gzip.compress(b"another-format\tweight=1\toffset=0\n0.1\n"),
     gzip.compress(b"touchpoint-zh-ngrams-1\toffset=0\n0.1\n"),  # no weight
+    gzip.compress(b"touchpoint-zh-ngrams-1\tweight=1\toffset=0\n0.1\n"),  # nor gated ones
     gzip.compress(b"touchpoint-zh-ngrams-1\tweight=1\toffset=0\nbias\n"),
     gzip.compress("touchpoint-zh-ngrams-1\tweight=1\toffset=0\n0.1\n好\n".encode()),
     gzip.compress(b"\xff\xfe"),
@@ -79,12 +80,15 @@ def test_a_corrupt_model_is_a_clear_error(tmp_path: Path, content: bytes) -> Non
 def test_a_written_model_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "model.tsv.gz"
     path.write_bytes(gzip.compress(
-        "touchpoint-zh-ngrams-1\tweight=0.5\toffset=1\tl2=0.001\n-0.25\n差\t2.0\n好\t-1.5\n"
-        .encode()))
+        "touchpoint-zh-ngrams-1\tweight=0.5\toffset=1\tgated_weight=2\tgated_offset=0\t"
+        "l2=0.001\n-0.25\n差\t2.0\n好\t-1.5\n".encode()))
     model = zh_ngrams.NgramModel.load(path)
     assert model.logit("差差") == pytest.approx(1.75)  # each distinct n-gram once
     assert model.logit("不好") == pytest.approx(-1.75)
     assert (model.combine_weight, model.combine_offset) == (0.5, 1.0)
+    assert (model.gated_weight, model.gated_offset) == (2.0, 0.0)
+    assert model.gated(0.0, "差") == 0.0  # nothing for the model to strengthen
+    assert model.gated(-0.3, "差") < model.combine(-0.3, "差") < -0.3
 
 
 def test_combination_keeps_the_lexicon_score_at_zero_weight() -> None:
@@ -102,12 +106,14 @@ def test_combination_keeps_the_lexicon_score_at_zero_weight() -> None:
 ])
 def test_combined_flags_complaints(model: Any, analyzer: Sentiment, text: str) -> None:
     assert model.combine(analyzer.score(text), text) <= FLAG
+    assert model.gated(analyzer.score(text), text) <= FLAG
 
 
 @pytest.mark.parametrize("text", ["服务很好，谢谢", "房间干净，早餐丰富", "询问门店营业时间。"])
 def test_combined_leaves_praise_and_facts_alone(model: Any, analyzer: Sentiment,
                                                 text: str) -> None:
     assert model.combine(analyzer.score(text), text) > FLAG
+    assert model.gated(analyzer.score(text), text) > FLAG
 
 
 def test_combined_flags_a_polite_request_the_lexicon_does_not(model: Any,
@@ -117,3 +123,4 @@ def test_combined_flags_a_polite_request_the_lexicon_does_not(model: Any,
     text = "麻烦帮我查一下订单"
     assert analyzer.score(text) == 0.0
     assert model.combine(0.0, text) <= FLAG
+    assert model.gated(0.0, text) == 0.0  # the gated way leaves it to the lexicon
