@@ -105,6 +105,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -1761,6 +1762,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="bulk: the most one channel lags the others (default 24)")
     quality.add_argument("--bulk-timeout", type=float, default=3600.0,
                          help="bulk: seconds to wait for the whole load to be applied")
+    quality.add_argument("--save-signals", type=Path, default=None, metavar="DIR",
+                         help="write every signal record read, one JSON line each, to "
+                              "DIR/signals-<order>.jsonl (for a closer look at a difference)")
     quality.add_argument("--no-replay", dest="replay", action="store_false",
                          help="skip the offline replay through the pure detector")
     latency = parser.add_argument_group("latency")
@@ -1870,6 +1874,12 @@ def main(argv: list[str] | None = None) -> int:
                 code, report, signals = run_quality(args, base, run_tag, order)
                 status = max(status, code)
                 results[order] = (report, signals)
+                if args.save_signals is not None:
+                    args.save_signals.mkdir(parents=True, exist_ok=True)
+                    path = args.save_signals / f"signals-{order}.jsonl"
+                    path.write_text("".join(json.dumps(r, default=str) + "\n"
+                                            for r in signals))
+                    log(f"  {len(signals):,} signal records written to {path}")
             if len(results) > 1:
                 compare_orders(results)
         if args.which in ("all", "latency"):

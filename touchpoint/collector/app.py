@@ -211,7 +211,8 @@ def _bearer(header: str | None) -> str | None:
 async def _read_capped(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
+        # isdigit() alone takes "²", which int() refuses
+        if not (declared.strip().isascii() and declared.strip().isdigit()):
             raise _Refused(400, "bad_request", "Content-Length is not a number")
         if int(declared) > limit:
             raise _Refused(413, "too_large", f"body of {int(declared):,} bytes, more than the "

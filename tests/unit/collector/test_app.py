@@ -138,6 +138,7 @@ def test_bodies_over_the_limit_get_413_declared_or_not(client: TestClient, sende
     (b"{}", {"Content-Type": "application/x-www-form-urlencoded"}, 415,
      "unsupported_media_type"),
     (b"{}", {"Content-Length": "-1"}, 400, "bad_request"),
+    (b"{}", {"Content-Length": b"\xb2"}, 400, "bad_request"),  # "²": a digit to isdigit()
 ])
 def test_unreadable_bodies_are_refused_whole(client: TestClient, sender: KeptSender,
                                              web_key: str, body: bytes, headers: dict[str, str],
