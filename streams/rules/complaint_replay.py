@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,14 +101,16 @@ def next_due(history: History, *, rules: Rules) -> int | None:
 
 
 def observe(history: History, event: Mapping[str, Any], *, rules: Rules,
-            value_tier: str = "standard",
-            sentiment: float | None = None) -> tuple[History, list[dict[str, Any]]]:
+            value_tier: str = "standard", sentiment: float | None = None,
+            counts: Counter[str] | None = None) -> tuple[History, list[dict[str, Any]]]:
     """Apply one event in its event-time place; return the history and records to publish.
 
     Records are ``complaint_signal`` records without ``emitted_at`` (as
     ``complaints.observe`` returns them), including corrections of states published
-    before. A redelivered event (same ``event_id``) changes nothing.
+    before. A redelivered event (same ``event_id``) changes nothing. ``counts`` counts
+    how each contact was placed: ``in_order``, ``replayed`` or ``beyond_bound``.
     """
+    counts = Counter() if counts is None else counts
     live = history.live
     if not complaints.matters(event, sessions=live.sessions, rules=rules, sentiment=sentiment):
         return history, []
@@ -120,13 +123,16 @@ def observe(history: History, event: Mapping[str, Any], *, rules: Rules,
     start = (live.clock or entry["at"]) - int(rules.order.lateness_hours * _HOUR_MS)
     if entry["at"] < start:
         # Older than the bound: into the checkpoint (late there if older than its newest).
+        counts["beyond_bound"] += 1
         _apply(history.base, entry, rules)
         records = _replay(history, rules)
     elif (not journal or key > (journal[-1]["at"], journal[-1]["event_id"])) and \
             entry["at"] >= (history.settled or entry["at"]):
+        counts["in_order"] += 1
         journal.append(entry)
         records = _note(history, _apply(live, entry, rules))
     else:
+        counts["replayed"] += 1
         bisect.insort(journal, entry, key=lambda e: (e["at"], e["event_id"]))
         records = _replay(history, rules)
     _fold(history, rules)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,6 +56,8 @@ class Detector:
         self._swept: dict[int, int] = {}
         self._clock = clock
         self._last_revision = 0
+        # how contacts were placed in event time (complaint_replay.observe), for /status
+        self.placed: Counter[str] = Counter()
 
     def watermark(self, partition: int) -> int:
         """Event time up to which signals of ``partition`` are concluded (ms)."""
@@ -73,7 +76,7 @@ class Detector:
             return []  # most page views: nothing the detector keeps changes
         history, records = complaint_replay.observe(
             self.state_of(profile), event, rules=self.rules, value_tier=self.tier_of(profile),
-            sentiment=sentiment)
+            sentiment=sentiment, counts=self.placed)
         due = self._next_due(history)
         watermark = self.watermark(partition)
         if due is not None and due <= watermark:

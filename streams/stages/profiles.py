@@ -710,6 +710,8 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         started = time.monotonic()
         count = await publisher.emit(keys)
         stats["emitted"] = stats.get("emitted", 0) + count
+        for placed, contacts in detector.placed.items():  # in order, replayed, beyond bound
+            stats[f"signal_contacts_{placed}"] = contacts
         if count:
             log.debug("emitted %d profiles in %.2fs", count, time.monotonic() - started)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -159,3 +160,12 @@ def test_the_stored_history_round_trips() -> None:
     history, _ = feed([call("e1", T0), call("e2", T0 + HOUR)], expire_at=[T0 + 2 * HOUR])
     again = History.from_dict(history.to_dict())
     assert again.to_dict() == history.to_dict()
+
+
+def test_each_contact_is_counted_by_how_it_was_placed() -> None:
+    counts: Counter[str] = Counter()
+    history = History.new("C1")
+    for event in (call("e2", T0 + 100 * HOUR), call("e3", T0 + 101 * HOUR),
+                  call("e1", T0 + 99 * HOUR), call("e0", T0)):
+        history, _ = complaint_replay.observe(history, event, rules=RULES, counts=counts)
+    assert counts == {"in_order": 2, "replayed": 1, "beyond_bound": 1}
