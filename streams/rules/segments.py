@@ -71,12 +71,20 @@ class SegmentRules:
             return "loyal"
         return "active"
 
-    def tier(self, p: Mapping[str, Any], cutoffs: tuple[float, float]) -> str:
-        """The value tier of a profile, given the (key, growth) spend cut-offs."""
-        if p["first_purchase_at"] is None or \
-                (p["last_seen"] - p["first_purchase_at"]) / DAY_MS <= self.new_days:
+    def tier(self, p: Mapping[str, Any], cutoffs: tuple[float, float],
+             at: int | None = None) -> str:
+        """The value tier of a profile, given the (key, growth) spend cut-offs.
+
+        ``at`` (event time, ms) asks for the tier as of then rather than as of the
+        customer's latest contact: purchases after it do not count (to the month), so
+        the complaint detector weighs a contact the same whatever arrived before it.
+        """
+        as_of = p["last_seen"] if at is None else at
+        first = p["first_purchase_at"]
+        if first is None or as_of is None or first > as_of or \
+                (as_of - first) / DAY_MS <= self.new_days:
             return "new"
-        spend = spend_12m(p)
+        spend = spend_12m(p, as_of)
         key, growth = cutoffs
         if spend >= key:
             return "key"
@@ -85,14 +93,16 @@ class SegmentRules:
         return "standard"
 
 
-def spend_12m(p: Mapping[str, Any]) -> float:
-    """Spend in the 12 calendar months up to the latest contact."""
-    if p["last_seen"] is None:
+def spend_12m(p: Mapping[str, Any], as_of: int | None = None) -> float:
+    """Spend in the 12 calendar months up to the latest contact (or up to ``as_of``)."""
+    as_of = p["last_seen"] if as_of is None else as_of
+    if as_of is None:
         return 0.0
-    end = datetime.fromtimestamp(p["last_seen"] / 1000, tz=UTC)
+    end = datetime.fromtimestamp(as_of / 1000, tz=UTC)
     first = (end.year * 12 + end.month - 1) - 11
     start = f"{first // 12:04d}{first % 12 + 1:02d}"
-    return round(sum(v for m, v in p["spend_by_month"].items() if start <= m), 2)
+    last = f"{end.year:04d}{end.month:02d}"
+    return round(sum(v for m, v in p["spend_by_month"].items() if start <= m <= last), 2)
 
 
 class TierEstimator:

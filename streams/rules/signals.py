@@ -42,7 +42,8 @@ class Detector:
     whose time the watermark has passed, not every customer with an open signal.
     """
 
-    def __init__(self, rules: complaints.Rules, tier_of: Callable[[Mapping[str, Any]], str],
+    def __init__(self, rules: complaints.Rules,
+                 tier_of: Callable[[Mapping[str, Any], int], str],
                  *, lateness_ms: int = 60_000,
                  clock: Callable[[], float] = time.time) -> None:
         self.rules = rules
@@ -75,8 +76,9 @@ class Detector:
                                   sentiment=sentiment):
             return []  # most page views: nothing the detector keeps changes
         history, records = complaint_replay.observe(
-            self.state_of(profile), event, rules=self.rules, value_tier=self.tier_of(profile),
-            sentiment=sentiment, counts=self.placed)
+            self.state_of(profile), event, rules=self.rules,
+            value_tier=self.tier_of(profile, int(event["occurred_at"])), sentiment=sentiment,
+            counts=self.placed)
         due = self._next_due(history)
         watermark = self.watermark(partition)
         if due is not None and due <= watermark:

@@ -635,7 +635,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
                                                key_type=str))
     signal_codec = codec_for("complaint_signal")
     estimator = TierEstimator(rules)
-    detector = Detector(signal_rules, lambda p: rules.tier(p, estimator.cutoffs()),
+    detector = Detector(signal_rules, lambda p, at: rules.tier(p, estimator.cutoffs(), at),
                         lateness_ms=signal_lateness_ms)
     applied = cast(changelog.Table, app.Table("touchpoint-applied", partitions=partitions,
                                               key_type=str))

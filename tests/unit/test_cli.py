@@ -351,6 +351,16 @@ def test_the_progress_bar_shows_on_a_terminal_that_reports_no_size(monkeypatch) 
         with progress_bar(3, enabled=None, desc="work") as bar:
             bar.update(3)
         terminal.flush()
-        shown = os.read(reader, 4096).decode()
+    # every write, not the first: read until the closed terminal's end (EIO on Linux)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(reader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    shown = b"".join(chunks).decode()
     os.close(reader)
     assert "work: 100%|" in shown and "3/3 [" in shown

@@ -70,7 +70,7 @@ def detect(events: Sequence[tuple[str, Mapping[str, Any]]], order: Iterable[int]
     at event time ``end`` (default: a week after the newest event).
     """
     revision = iter(range(1, 2**62))
-    detector = Detector(rules, lambda profile: tier_of(profile["customer_id"]),
+    detector = Detector(rules, lambda profile, at: tier_of(profile["customer_id"]),
                         lateness_ms=lateness_ms, clock=lambda: next(revision) / 1e6)
     profiles: dict[str, dict[str, Any]] = {}
     records: list[dict[str, Any]] = []

@@ -44,3 +44,21 @@ def test_spend_12m_counts_the_last_twelve_months_only() -> None:
     events = [ev(f"m{i}", "store", "purchase", T0 + i * 30 * DAY_MS, amount=100.0)
               for i in range(15)]
     assert spend_12m(build(events)) == 1200.0
+
+
+def test_the_tier_as_of_an_event_time_ignores_what_came_after_it() -> None:
+    # The complaint detector weighs a contact by the tier as of the contact, so a purchase
+    # that arrived earlier but happened later does not change the weight.
+    rules = SegmentRules()
+    cutoffs = (500.0, 100.0)
+    first = ev("b1", "store", "purchase", T0, amount=90.0)
+    big = ev("b2", "store", "purchase", T0 + 100 * DAY_MS, amount=900.0)
+    later = ev("v", "web", "page_view", T0 + 101 * DAY_MS)
+    profile = build([first, big, later])
+    assert rules.tier(profile, cutoffs) == "key"
+    assert rules.tier(profile, cutoffs, at=T0 + 50 * DAY_MS) == "standard"  # before big
+    assert rules.tier(profile, cutoffs, at=T0 + 10 * DAY_MS) == "new"
+    assert rules.tier(profile, cutoffs, at=T0 - DAY_MS) == "new"  # before any purchase
+    # the same as the profile built from what had happened by then
+    assert rules.tier(build([first, ev("v0", "web", "page_view", T0 + 50 * DAY_MS)]),
+                      cutoffs) == "standard"

@@ -31,7 +31,7 @@ def page(event_id: str, at: int) -> dict[str, Any]:
 def stage_with_detector(clock: list[float] | None = None) -> tuple[ProfileStage, dict[str, Any]]:
     ticks = iter(clock or [1000.0 + i for i in range(1000)])
     table: dict[str, Any] = {}
-    detector = Detector(RULES, lambda profile: "standard", lateness_ms=60_000,
+    detector = Detector(RULES, lambda profile, at: "standard", lateness_ms=60_000,
                         clock=lambda: next(ticks))
     return ProfileStage(table, {}, detector), table
 
@@ -116,7 +116,7 @@ def test_a_sweep_visits_only_customers_whose_time_has_come() -> None:
 
 
 def test_the_due_queue_stays_bounded_as_due_times_move() -> None:
-    detector = Detector(RULES, lambda profile: "standard")
+    detector = Detector(RULES, lambda profile, at: "standard")
     # a customer whose due time moves with every change of its state
     for n in range(5000):
         detector._schedule("C1", 0, T0 + n)

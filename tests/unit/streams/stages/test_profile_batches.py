@@ -48,7 +48,7 @@ def _stage(table: JsonTable, applied: Any = None) -> Any:
     from touchpoint.streams.stages.profiles import ProfileStage
 
     ticks = itertools.count(1000)  # the same revisions for the same signals, in order
-    detector = Detector(Rules.load(), lambda profile: "standard", lateness_ms=MINUTE,
+    detector = Detector(Rules.load(), lambda profile, at: "standard", lateness_ms=MINUTE,
                         clock=lambda: next(ticks))
     return ProfileStage(table, {}, detector, Attributor(), applied=applied)
 
