@@ -661,6 +661,9 @@ def run_quality(args: argparse.Namespace, base: Path, run_tag: str,
         if wait_processed(worker, published, timeout=300) is None:
             log("  WARNING: the time-passes page views were not all applied within 300 s")
         signals = read_all_signals(worker, settle=3.0, timeout=300)
+        profiles_status = (worker.status() or {}).get("profiles", {})
+        placed = {name.removeprefix("signal_contacts_"): n
+                  for name, n in profiles_status.items() if name.startswith("signal_contacts_")}
         stored = stored_counts(worker, published)
         cpu, hwm = worker.cpu_rss()
         sched = worker.schedstat()
@@ -691,6 +694,10 @@ def run_quality(args: argparse.Namespace, base: Path, run_tag: str,
         f"{len({s['signal_id'] for s in signals}):,} signals from signals.complaints "
         "(all records, from the beginning)")
     log(f"detector rules        {rules_facts(worker.settings)}")
+    log("contacts placed       " + (", ".join(f"{n:,} {name.replace('_', ' ')}"
+                                             for name, n in sorted(placed.items()))
+                                  or "(not reported)")
+        + " (in event time, by the detector: complaint_replay.py)")
     log(f"worker                {args.partitions} partitions, chdb; CPU "
         f"{cpu or 0:,.0f} s in {wall:,.0f} s ({100 * (cpu or 0) / wall:.0f}% of a core), "
         f"peak RSS {(hwm or 0) / MIB:,.0f} MiB; {stopped}")
