@@ -130,6 +130,29 @@ def fmt_rate(count: int, seconds: float | None) -> str:
     return "n/a" if not seconds else f"{count / seconds:,.0f} events/s"
 
 
+#: Settings the benchmarks give every worker themselves (ports, topics, warehouse, tokens).
+FIXED_SETTINGS = frozenset({"home", "kafka_bootstrap", "topic_prefix", "topic_partitions",
+                            "app_id", "clickhouse_url", "pii_salt", "api_tokens",
+                            "api_token", "web_port"})
+
+
+def worker_setting(raw: str) -> tuple[str, str]:
+    """``name=value`` of a benchmark's ``--set``, checked against the worker's settings."""
+    import argparse
+
+    from touchpoint.settings import SETTINGS
+
+    name, sep, value = raw.partition("=")
+    name = name.strip().lower().removeprefix("touchpoint_")
+    known = {setting.name for setting in SETTINGS}
+    if not sep or name not in known:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r}: expected NAME=VALUE with NAME one of: {', '.join(sorted(known))}")
+    if name in FIXED_SETTINGS:
+        raise argparse.ArgumentTypeError(f"{name} is set by the benchmark itself")
+    return name, value
+
+
 def base_env() -> dict[str, str]:
     """The inherited environment without TOUCHPOINT_*/KAFKA_* (ours are set explicitly)."""
     return {k: v for k, v in os.environ.items()

@@ -134,6 +134,8 @@ if TYPE_CHECKING:
 # touchpoint is imported inside functions only: with --code, main() first puts an exported
 # commit ahead of the working tree on sys.path, and every import must see that.
 REPO = pb.REPO
+#: Worker settings given with --set (name without TOUCHPOINT_ -> value).
+WORKER_SETTINGS: dict[str, str] = {}
 
 
 @dataclass
@@ -195,6 +197,7 @@ class Worker:
             "TOUCHPOINT_TOPIC_PREFIX": f"sig{run_tag}-{name}.",
             "TOUCHPOINT_TOPIC_PARTITIONS": str(partitions),
             "TOUCHPOINT_PII_SALT": "bench-salt-0123456789",
+            **{f"TOUCHPOINT_{k.upper()}": v for k, v in WORKER_SETTINGS.items()},
         }
         label = name if member is None else f"{name}-{member}"
         chdb = home / ("chdb" if member is None else f"chdb-{member}")
@@ -1829,6 +1832,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run this commit (e.g. HEAD), exported to the run folder, in the "
                              "worker and in this process, instead of the working tree, which "
                              "others may be editing (default: the working tree)")
+    common.add_argument("--set", type=pb.worker_setting, action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="a worker setting, e.g. --set signal_rules=my.toml for "
+                             "TOUCHPOINT_SIGNAL_RULES (`touchpoint settings` lists them); "
+                             "repeatable")
     common.add_argument("--keep", action="store_true",
                         help="leave Kafka running and keep the folder (data, worker logs)")
     args = parser.parse_args(argv)
@@ -1853,6 +1861,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pb.interrupt_on_signals()
+    WORKER_SETTINGS.update(args.set)
     if args.which == "replay":
         return offline_only(args)
     made_home = args.home is None

@@ -698,27 +698,6 @@ class WorkerApi:
         return [tuple(row) for row in body["rows"]]
 
 
-def _setting(raw: str) -> tuple[str, str]:
-    """``name=value`` of ``--set``, checked against the worker's settings."""
-    from touchpoint.settings import SETTINGS
-
-    name, sep, value = raw.partition("=")
-    name = name.strip().lower().removeprefix("touchpoint_")
-    known = {setting.name for setting in SETTINGS}
-    if not sep or name not in known:
-        raise argparse.ArgumentTypeError(
-            f"{raw!r}: expected NAME=VALUE with NAME one of: {', '.join(sorted(known))}")
-    if name in _FIXED_SETTINGS:
-        raise argparse.ArgumentTypeError(f"{name} is set by the benchmark itself")
-    return name, value
-
-
-#: Settings the benchmark gives every worker itself (its ports, topics, warehouse, tokens).
-_FIXED_SETTINGS = frozenset({"home", "kafka_bootstrap", "topic_prefix", "topic_partitions",
-                             "app_id", "clickhouse_url", "pii_salt", "api_tokens",
-                             "api_token", "web_port"})
-
-
 # --- workers ---------------------------------------------------------------------------------
 
 @dataclass
@@ -1350,7 +1329,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="server: our own ClickHouse server (deploy/local/clickhouse.sh), "
                           "one database per K; embedded: chdb in the K's folder (one worker "
                           "only). Default: server when a K > 1 is asked for, else embedded")
-    run.add_argument("--set", type=_setting, action="append", default=[],
+    run.add_argument("--set", type=pb.worker_setting, action="append", default=[],
                      metavar="NAME=VALUE",
                      help="a worker setting, e.g. --set standby_replicas=1 for "
                           "TOUCHPOINT_STANDBY_REPLICAS (`touchpoint settings` lists them); "
