@@ -18,6 +18,7 @@ from touchpoint.streams.rules.complaints import Rules
 T0 = 1_795_000_000_000
 HOUR = 3_600_000
 RULES = Rules.load()
+BOUND = int(RULES.order.lateness_hours * HOUR)  # how late a contact may come and count exactly
 
 
 def call(event_id: str, at: int, *, outcome: str = "unresolved",
@@ -119,14 +120,14 @@ def test_the_journal_is_bounded_in_time_and_in_items() -> None:
     calls = [call(f"e{i}", T0 + i * HOUR, outcome="resolved") for i in range(20)]
     history, _ = feed(calls, rules=rules)
     assert [e["event_id"] for e in history.journal] == [f"e{i}" for i in range(15, 20)]
-    late = [call("z", T0 + 200 * HOUR, outcome="resolved")]
+    late = [call("z", T0 + 20 * HOUR + BOUND, outcome="resolved")]
     history, _ = feed(late, history=history)
-    assert [e["event_id"] for e in history.journal] == ["z"]  # 48 h behind: folded
+    assert [e["event_id"] for e in history.journal] == ["z"]  # beyond the bound: folded
     assert history.base.clock == T0 + 19 * HOUR
 
 
 def test_a_contact_beyond_the_bound_still_counts_in_the_checkpoint() -> None:
-    history, _ = feed([call("e1", T0 + 100 * HOUR, outcome="resolved")])
+    history, _ = feed([call("e1", T0 + BOUND + HOUR, outcome="resolved")])
     history, _ = feed([call("old", T0, outcome="escalated")], history=history)
     assert history.journal[0]["event_id"] == "e1"
     assert history.base.clock == T0 and history.base.score > 0
@@ -165,7 +166,7 @@ def test_the_stored_history_round_trips() -> None:
 def test_each_contact_is_counted_by_how_it_was_placed() -> None:
     counts: Counter[str] = Counter()
     history = History.new("C1")
-    for event in (call("e2", T0 + 100 * HOUR), call("e3", T0 + 101 * HOUR),
-                  call("e1", T0 + 99 * HOUR), call("e0", T0)):
+    for event in (call("e2", T0 + BOUND + HOUR), call("e3", T0 + BOUND + 2 * HOUR),
+                  call("e1", T0 + BOUND), call("e0", T0)):
         history, _ = complaint_replay.observe(history, event, rules=RULES, counts=counts)
     assert counts == {"in_order": 2, "replayed": 1, "beyond_bound": 1}
