@@ -51,7 +51,6 @@ _SHOWN_SIGNALS = 16
 class History:
     """One customer's detector state: checkpoint, recent contacts and what was published."""
 
-    base: ComplaintState
     live: ComplaintState
     # recent contacts, each with the event fields the detector reads plus ``at``, ``tier``
     # and ``sentiment``, sorted by (at, event_id)
@@ -61,25 +60,36 @@ class History:
     shown: dict[str, list[list[Any]]] = field(default_factory=dict)
     # event time up to which conclusions without a new contact were drawn (``expire``)
     settled: int | None = None
+    # The checkpoint as stored, read only when needed: a contact in order never needs it.
+    stored_base: Mapping[str, Any] | None = None
+    _base: ComplaintState | None = None
+
+    @property
+    def base(self) -> ComplaintState:
+        """The checkpoint: every contact older than the bound folded in."""
+        if self._base is None:
+            self._base = (ComplaintState(self.live.customer_id) if self.stored_base is None
+                          else ComplaintState.from_dict(self.stored_base))
+        return self._base
 
     @classmethod
     def new(cls, customer_id: str) -> History:
         """The history of a customer the detector has not seen yet."""
-        return cls(ComplaintState(customer_id), ComplaintState(customer_id))
+        return cls(ComplaintState(customer_id))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data; shares containers with this object (hand it over)."""
-        return {"base": self.base.to_dict(), "live": self.live.to_dict(),
-                "journal": self.journal, "shown": self.shown, "settled": self.settled}
+        # None: nothing folded in yet (most customers), kept small in the profile
+        base = self._base.to_dict() if self._base is not None else self.stored_base
+        return {"base": base, "live": self.live.to_dict(), "journal": self.journal,
+                "shown": self.shown, "settled": self.settled}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> History:
         """The history stored by :meth:`to_dict`; ``data`` stays as it was."""
-        return cls(ComplaintState.from_dict(data["base"]), ComplaintState.from_dict(data["live"]),
-                   list(data.get("journal") or ()),
-                   {sid: [list(s) for s in states]
-                    for sid, states in (data.get("shown") or {}).items()},
-                   data.get("settled"))
+        return cls(ComplaintState.from_dict(data["live"]), list(data.get("journal") or ()),
+                   {sid: list(states) for sid, states in (data.get("shown") or {}).items()},
+                   data.get("settled"), stored_base=data.get("base"))
 
 
 def episode_of(stored: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
