@@ -43,8 +43,9 @@ _HOUR_MS = 3_600_000
 #: Event fields the detector reads (``complaints._assess`` and the rules it calls).
 _FIELDS = ("channel", "type", "queue_wait_s", "transfers", "outcome", "reason", "score",
            "about_channel", "session_id", "url")
-#: Signals of the customer remembered as published (their states), at most.
+#: Signals of the customer remembered as published, and states of each, at most.
 _SHOWN_SIGNALS = 16
+_SHOWN_STATES = 8
 
 
 @dataclass
@@ -253,11 +254,11 @@ def _corrections(history: History, replayed: list[dict[str, Any]], rules: Rules,
         last[sid] = record
         if _state(record) not in history.shown.get(sid, ()):
             out.append(record)
-            history.shown.setdefault(sid, []).append(_state(record))
+            _remember(history, sid, _state(record))
     for sid, record in last.items():
         if history.shown[sid][-1] != _state(record):
             out.append(record)
-            history.shown[sid].append(_state(record))
+            _remember(history, sid, _state(record))
     live = history.live
     for sid, states in list(history.shown.items()):
         if sid in last:
@@ -271,19 +272,23 @@ def _corrections(history: History, replayed: list[dict[str, Any]], rules: Rules,
             continue  # concluded before the checkpoint: no replay can change it
         if states[-1] != _state(record):
             out.append(record)
-            states.append(_state(record))
+            _remember(history, sid, _state(record))
     return out
 
 
 def _note(history: History, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Remember the states of ``records`` as published."""
     for record in records:
-        states = history.shown.setdefault(record["signal_id"], [])
-        state = _state(record)
-        if not states or states[-1] != state:
-            states.append(state)
-        del states[:-8]  # the latest decides; a few earlier ones spare re-publishing
+        states = history.shown.get(record["signal_id"])
+        if not states or states[-1] != _state(record):
+            _remember(history, record["signal_id"], _state(record))
     return records
+
+
+def _remember(history: History, signal_id: str, state: list[Any]) -> None:
+    states = history.shown.setdefault(signal_id, [])
+    states.append(state)
+    del states[:-_SHOWN_STATES]  # the latest decides; a few earlier spare re-publishing
 
 
 def _state(record: Mapping[str, Any]) -> list[Any]:
