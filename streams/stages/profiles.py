@@ -700,13 +700,15 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         if publisher.everything:
             publisher.everything = False
             keys, current = _track_everything_held(app, profiles, resolved, detector)
-            for record in current:  # each held customer's latest signal, published again
-                stats["signals"] = stats.get("signals", 0) + 1
-                await signals.send(key=record["customer_id"].encode(),
-                                   value=signal_codec.encode(record, check=False))
         else:
-            keys = dict(sorted(publisher.dirty.items()))
+            keys, current = dict(sorted(publisher.dirty.items())), []
+        # No await between taking the noted profiles and clearing them: the stage notes
+        # more while this waits, and those must stay noted for the next round.
         publisher.dirty.clear()
+        for record in current:  # each held customer's latest signal, published again
+            stats["signals"] = stats.get("signals", 0) + 1
+            await signals.send(key=record["customer_id"].encode(),
+                               value=signal_codec.encode(record, check=False))
         started = time.monotonic()
         count = await publisher.emit(keys)
         stats["emitted"] = stats.get("emitted", 0) + count
