@@ -25,7 +25,6 @@ Pure state and rules, no Kafka and no Faust; the design is in docs/design/signal
 from __future__ import annotations
 
 import bisect
-import hashlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -127,8 +126,8 @@ def observe(history: History, event: Mapping[str, Any], *, rules: Rules,
         return history, []
     entry = _entry(event, value_tier, sentiment)
     key = (entry["at"], entry["event_id"])
-    digest = hashlib.blake2b(entry["event_id"].encode(), digest_size=8).hexdigest()
-    if digest in live.seen or any(e["event_id"] == entry["event_id"] for e in history.journal):
+    if complaints.seen_digest(entry["event_id"]) in live.seen or \
+            any(e["event_id"] == entry["event_id"] for e in history.journal):
         return history, []
     journal = history.journal
     start = (live.clock or entry["at"]) - int(rules.order.lateness_hours * _HOUR_MS)

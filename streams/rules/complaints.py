@@ -38,6 +38,7 @@ __all__ = [
     "next_due",
     "observe",
     "open_signals",
+    "seen_digest",
     "to_millis",
 ]
 
@@ -554,7 +555,7 @@ def observe(state: ComplaintState, event: Mapping[str, Any], *, rules: Rules,
     fields except ``emitted_at``. A redelivered event (same ``event_id``) changes nothing.
     """
     at = to_millis(event["occurred_at"])
-    digest = hashlib.blake2b(str(event["event_id"]).encode(), digest_size=8).hexdigest()
+    digest = seen_digest(event["event_id"])
     if digest in state.seen:
         return state, []
     state.seen = [*state.seen, digest][-rules.limits.recent_ids:]
@@ -601,6 +602,11 @@ def current_record(state: ComplaintState, *, rules: Rules) -> dict[str, Any]:
     ep = state.episode
     assert ep is not None
     return _emit(state, ep, ep.last_emit_at, rules)
+
+
+def seen_digest(event_id: object) -> str:
+    """How ``ComplaintState.seen`` remembers an event id (redeliveries change nothing)."""
+    return hashlib.blake2b(str(event_id).encode(), digest_size=8).hexdigest()
 
 
 def expire(state: ComplaintState, now: datetime | int, *,
