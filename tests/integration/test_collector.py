@@ -41,7 +41,12 @@ class Collector:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self, workers: int = 1, timeout: float = 60) -> None:
+    def start(self, workers: int = 1, timeout: float = 60, *, connected: bool = True) -> None:
+        """Start ``workers`` processes; with ``connected``, until each has reached Kafka.
+
+        /health answers before a process's producer has connected, and a process that
+        has not yet rightly answers 503: the tests that expect 200 wait for every one.
+        """
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "touchpoint.cli", "collect", "--workers", str(workers)],
@@ -51,10 +56,12 @@ class Collector:
             if self.process.poll() is not None:
                 pytest.fail(f"collector exited at start:\n{self.log()}", pytrace=False)
             try:
-                if self.request("GET", "/health")[0] == 200:
-                    return
+                healthy = self.request("GET", "/health")[0] == 200
             except OSError:
-                pass
+                healthy = False
+            if healthy and (not connected or
+                            self.log().count("collector connected to Kafka") >= workers):
+                return
             time.sleep(0.2)
         pytest.fail(f"collector did not answer within {timeout}s:\n{self.log()}", pytrace=False)
 
@@ -162,7 +169,7 @@ def test_kafka_unreachable_is_503_with_retry_after(worker: Worker, tmp_path: Pat
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
     collector = make_collector(worker.env, tmp_path, TOUCHPOINT_KAFKA_BOOTSTRAP=nowhere)
     key = secret_of(collector.keys("create", "shop", "-c", "web"))
-    collector.start()
+    collector.start(connected=False)  # it never will
     try:
         status, headers, body = collector.request(
             "POST", "/v1/events", {"events": [web("e1", "C-1")]}, key)
