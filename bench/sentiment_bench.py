@@ -21,6 +21,10 @@ installed is listed with the command that installs it.
 
     .venv/bin/python bench/sentiment_bench.py [--language en] [--split tune] [--errors 20]
         [--candidate touchpoint] [--flag-threshold -0.2]
+
+Rows that may not be vendored (no licence) are added with ``--extra-data FILE`` (one
+``--language``; test split only, new source names), e.g. the ChineseNlpCorpus sample that
+``bench/data/sample_corpus.py`` builds.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from typing import Any
 DATA = Path(__file__).resolve().parent / "data"
 LABELS = ("negative", "neutral", "positive")
 NOTES = "touchpoint-cs"
+HAND_WRITTEN = "touchpoint-"  # prefix of the project's own sources
 # Threshold grid: -0.95 .. 0.95.
 GRID = [round(-0.95 + 0.05 * i, 2) for i in range(39)]
 
@@ -195,17 +200,34 @@ CHOSEN = {
 }
 
 
-def rows_of(language: str) -> list[dict[str, Any]]:
+def rows_of(language: str, extra: Sequence[Path] = ()) -> list[dict[str, Any]]:
+    """The language's labelled rows, then the test rows of every ``--extra-data`` file."""
     path = DATA / f"sentiment_{language}.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    shipped = {row["source"] for row in rows}
+    for extra_path in extra:
+        for number, line in enumerate(extra_path.read_text(encoding="utf-8").splitlines(), 1):
+            row = json.loads(line)
+            where = f"{extra_path}:{number}"
+            if row.get("split") != "test":
+                sys.exit(f"{where}: extra rows are held out: \"split\" must be \"test\"")
+            if row.get("label") not in LABELS or not isinstance(row.get("text"), str):
+                sys.exit(f"{where}: needs \"text\" and a \"label\" of {', '.join(LABELS)}")
+            source = row.get("source")
+            if not isinstance(source, str) or source in shipped \
+                    or source.startswith(HAND_WRITTEN):
+                sys.exit(f"{where}: \"source\" must be new, not {source!r}")
+            rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- worker process
 
-def work(name: str, language: str, repeat: int) -> dict[str, Any]:
+def work(name: str, language: str, repeat: int,
+         extra: Sequence[Path] = ()) -> dict[str, Any]:
     """Load one candidate, score every row, time it; runs in its own process."""
     (candidate,) = [c for c in CANDIDATES if c.name == name and c.language == language]
-    rows = rows_of(language)
+    rows = rows_of(language, extra)
     with warnings.catch_warnings():
         # Old libraries warn (unclosed files, escapes); none of that is measured here.
         warnings.simplefilter("ignore")
@@ -230,9 +252,12 @@ def work(name: str, language: str, repeat: int) -> dict[str, Any]:
     return {"load_s": load_s, "scores": scores, "us": us}
 
 
-def run_worker(candidate: Candidate, repeat: int) -> dict[str, Any] | None:
+def run_worker(candidate: Candidate, repeat: int,
+               extra: Sequence[Path] = ()) -> dict[str, Any] | None:
     command = [sys.executable, __file__, "--worker", candidate.name,
                "--language", candidate.language, "--repeat", str(repeat)]
+    for path in extra:
+        command += ["--extra-data", str(path)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -368,14 +393,17 @@ def version_of(name: str) -> str | None:
 # ---------------------------------------------------------------- report
 
 def report(language: str, split: str, repeat: int, errors: int,
-           only: Sequence[str] | None, flag_threshold: float) -> None:
-    rows = rows_of(language)
+           only: Sequence[str] | None, flag_threshold: float,
+           extra: Sequence[Path] = ()) -> None:
+    rows = rows_of(language, extra)
     sources = sorted({row["source"] for row in rows if row["split"] == split})
     tuned = {row["source"] for row in rows if row["split"] == "tune"}
     counts = {s: sum(r["source"] == s and r["split"] == split for r in rows) for s in sources}
     print(f"\n== {language}: {split} split, " +
           ", ".join(f"{s} n={n}" for s, n in counts.items()))
-    header = (f"{'candidate':<22} {'version':<8} {'source':<17} {'acc':>5} {'mF1':>5} "
+    # Wide enough for every source and its tuning mark (17 for the shipped sources).
+    width = max(17, *(len(source) + 1 for source in sources))
+    header = (f"{'candidate':<22} {'version':<8} {'source':<{width}} {'acc':>5} {'mF1':>5} "
               f"{'negP':>5} {'negR':>5} {'us/text':>8} {'load s':>6}  thresholds")
     print(header)
     print("-" * len(header))
@@ -388,7 +416,7 @@ def report(language: str, split: str, repeat: int, errors: int,
         if absent:
             print(f"{candidate.name:<22} not installed: .venv/bin/pip install {' '.join(absent)}")
             continue
-        result = run_worker(candidate, repeat)
+        result = run_worker(candidate, repeat, extra)
         if result is None:
             continue
         scores: list[float] = result["scores"]
@@ -407,7 +435,7 @@ def report(language: str, split: str, repeat: int, errors: int,
             shown_version = version if i == 0 else ""
             tail = (f"{result['load_s']:>6.2f}  {low:+.2f}/{high:+.2f}  {candidate_note}"
                     if i == 0 else "")
-            print(f"{name:<22} {shown_version:<8} {marked(source, tuned):<17} "
+            print(f"{name:<22} {shown_version:<8} {marked(source, tuned):<{width}} "
                   f"{m.accuracy:>5.3f} {m.macro_f1:>5.3f} {m.neg_precision:>5.3f} "
                   f"{m.neg_recall:>5.3f} {result['us'][source]:>8.1f} {tail}")
         if NOTES in per_source:
@@ -421,7 +449,7 @@ def report(language: str, split: str, repeat: int, errors: int,
         print(f"{NOTES} macro-F1, best first: {order}")
         print(f"chosen for {language}: " + CHOSEN[language])
     if flagged:
-        show_flags(language, split, flag_threshold, tuned, flagged)
+        show_flags(language, split, flag_threshold, tuned, flagged, width)
 
 
 def marked(source: str, tuned: set[str]) -> str:
@@ -430,25 +458,26 @@ def marked(source: str, tuned: set[str]) -> str:
 
 
 def show_flags(language: str, split: str, threshold: float, tuned: set[str],
-               flagged: Sequence[tuple[str, dict[str, Flags], dict[str, float]]]) -> None:
+               flagged: Sequence[tuple[str, dict[str, Flags], dict[str, float]]],
+               width: int = 17) -> None:
     """The detector's view: share of negative texts and of the others flagged, per source."""
     print(f"\n-- {language}: flagged as negative text by the detector (score <= "
           f"{threshold:+.2f}), {split} split; * = domain with tuning rows")
-    header = (f"{'candidate':<22} {'source':<17} {'neg':>4} {'flagged':>8} "
+    header = (f"{'candidate':<22} {'source':<{width}} {'neg':>4} {'flagged':>8} "
               f"{'others':>6} {'flagged':>8} {'us/text':>8}")
     print(header)
     print("-" * len(header))
     for name, per_source, us in flagged:
         untuned = [f for source, f in per_source.items() if source not in tuned]
         for i, (source, f) in enumerate(per_source.items()):
-            print(f"{name if i == 0 else '':<22} {marked(source, tuned):<17} "
+            print(f"{name if i == 0 else '':<22} {marked(source, tuned):<{width}} "
                   f"{f.negatives:>4} {percent(f.negative_share):>8} {f.others:>6} "
                   f"{percent(f.other_share):>8} {us.get(source, math.nan):>8.1f}")
         if len(untuned) > 1:
             # Each untuned domain weighs the same, whatever its size.
             neg = [f.negative_share for f in untuned if f.negatives]
             other = [f.other_share for f in untuned if f.others]
-            print(f"{'':<22} {'untuned, mean':<17} {'':>4} {percent(sum(neg) / len(neg)):>8} "
+            print(f"{'':<22} {'untuned, mean':<{width}} {'':>4} {percent(sum(neg) / len(neg)):>8} "
                   f"{'':>6} {percent(sum(other) / len(other)):>8}")
 
 
@@ -488,16 +517,24 @@ def main() -> None:
     parser.add_argument("--flag-threshold", type=float, metavar="SCORE",
                         help="score at or below which a text is flagged (default: the "
                              "detector's [negative_text] threshold in complaints.toml)")
+    parser.add_argument("--extra-data", type=Path, action="append", default=[],
+                        metavar="FILE",
+                        help="more held-out rows (JSON lines as in bench/data, split test, "
+                             "new sources) for the one --language given; repeatable; see "
+                             "bench/data/sample_corpus.py")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.extra_data and len(args.language or []) != 1:
+        parser.error("--extra-data needs exactly one --language")
     if args.worker:
-        print(json.dumps(work(args.worker, args.language[0], args.repeat)))
+        print(json.dumps(work(args.worker, args.language[0], args.repeat, args.extra_data)))
         return
     threshold = detector_threshold() if args.flag_threshold is None else args.flag_threshold
     print(f"python {sys.version.split()[0]}; load times include imports, in a fresh "
           f"process; us/text is the mean over the source's texts, best of {args.repeat}")
     for language in args.language or ["en", "zh"]:
-        report(language, args.split, args.repeat, args.errors, args.candidate, threshold)
+        report(language, args.split, args.repeat, args.errors, args.candidate, threshold,
+               args.extra_data)
 
 
 if __name__ == "__main__":
