@@ -13,14 +13,23 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Protocol
 
 import faust
 
 from touchpoint.sinks.base import Batch
 from touchpoint.sinks.writer import RetryingWriter
 
-__all__ = ["Behind", "behind"]
+__all__ = ["Acking", "Behind", "behind"]
+
+
+class Acking(Protocol):
+    """What records are acknowledged on: a Faust stream, or a batch stream (``batches.py``)."""
+
+    enable_acks: bool
+
+    async def ack(self, event: faust.EventT) -> bool:
+        """Acknowledge ``event``."""
 
 
 class Behind:
@@ -50,18 +59,17 @@ class Behind:
         self._task: asyncio.Future[None] | None = None
 
     @asynccontextmanager
-    async def running(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+    async def running(self, stream: Acking) -> AsyncIterator[None]:
         """Write batches and acknowledge their records on ``stream`` until the block ends.
 
         The stream stops acknowledging records itself as it moves on. (Faust's own
         acknowledgement, in its compiled stream iterator, would also bypass the consumer's
         generation check, ``streams/runtime/consumer.py``.)
         """
-        concrete = cast(faust.Stream[Any], stream)
-        concrete.enable_acks = False
+        stream.enable_acks = False
         self._batches = asyncio.Queue(maxsize=1)
         self._pending = []
-        self._task = task = asyncio.ensure_future(self._write(concrete, self._batches))
+        self._task = task = asyncio.ensure_future(self._write(stream, self._batches))
         try:
             yield
         finally:
@@ -99,7 +107,7 @@ class Behind:
             put.cancel()
             task.result()
 
-    async def _write(self, stream: faust.Stream[Any],
+    async def _write(self, stream: Acking,
                      batches: asyncio.Queue[list[faust.EventT]]) -> None:
         while True:
             events = await batches.get()

@@ -23,7 +23,7 @@ from faust.types import TP, EventT, Message
 from mode import Service, ServiceT
 from mode.utils.queues import FlowControlEvent
 
-from touchpoint.streams.runtime import changelog
+from touchpoint.streams.runtime import batches, changelog
 
 __all__ = [
     "FETCH_MIN_BYTES",
@@ -163,6 +163,10 @@ class Consumer(driver.Consumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         commit_every = self._commit_every
         since_yield = 0
+        # topics whose records go to batch streams (batches.py), not through Faust's
+        routes = batches.routes_of(self.app)
+        app = self.app
+        gathered: dict[int, tuple[list[batches.BatchStream], list[Any]]] = {}
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -179,10 +183,12 @@ class Consumer(driver.Consumer):
                     if self._seek_epoch != epoch:
                         # A seek started since the fetch: this record and the rest are
                         # stale (the record delivered meanwhile kept no read offset).
+                        await self._hand_over(gathered)
                         await self._reposition(generation, tp, message, fetched)
                         break
                     since_yield += 1
                     if since_yield > 100:  # let other tasks run through a long batch
+                        await self._hand_over(gathered)
                         await asyncio.sleep(0)
                         since_yield = 0
                     offset = message.offset
@@ -195,12 +201,21 @@ class Consumer(driver.Consumer):
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    if not await self._deliver(message):
+                    streams = routes.get(tp.topic)
+                    if streams is not None:
+                        if self.suspend_flow.is_set():
+                            break  # as _deliver: the next assignment positions it again
+                        entry = gathered.get(id(streams))
+                        if entry is None:
+                            entry = gathered[id(streams)] = (streams, [])
+                        entry[1].append(batches.track(app, self, message, streams))
+                    elif not await self._deliver(message):
                         # A rebalance stopped the flow: the next assignment positions
                         # every partition at its committed offset again.
                         break
                     if self._seek_epoch == epoch:  # else its read offset is the seek's
                         read_offset[tp] = offset
+                await self._hand_over(gathered)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -217,6 +232,20 @@ class Consumer(driver.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _hand_over(self, gathered: dict[int, tuple[list[batches.BatchStream],
+                                                        list[Any]]]) -> None:
+        """Give the batch streams the records gathered for them (``batches.py``).
+
+        Records a stream holds count as delivered, as records in a Faust stream's buffer
+        do: the read offset is past them. Waits, as Faust's delivery does per record, while
+        the producer's buffer is too full.
+        """
+        if not gathered:
+            return
+        batches.deliver(self.app, gathered)
+        gathered.clear()
+        await self.app.producer.buffer.wait_until_ebb()
 
     async def _deliver(self, message: Message) -> bool:
         """Hand ``message`` to the streams; ``False`` if a rebalance or stop interrupted it."""

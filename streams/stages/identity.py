@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Any, cast
+from typing import Any
 
 import faust
 
@@ -34,6 +34,7 @@ from touchpoint.streams.rules.identity import (
     identifiers_of,
     resolve_known,
 )
+from touchpoint.streams.runtime.batches import batch_stream
 from touchpoint.streams.runtime.consumer import is_current, only_current
 from touchpoint.streams.runtime.outbox import Outbox, make_current
 from touchpoint.streams.runtime.replica import Replica
@@ -163,6 +164,8 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
     event_codec = codec_for("event")
     merge_codec = codec_for("merge")
     resolved_name, links_name = resolved.get_topic_name(), links.get_topic_name()
+    # in batches, past Faust's streams (batches.py)
+    unresolved_records, links_records = batch_stream(app, unresolved), batch_stream(app, links)
 
     def owner(identifier: str) -> str | None:
         found = replica.get(b"o:" + identifier.encode())
@@ -190,8 +193,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
         outbox = Outbox(app)
         await replica.caught_up.wait()  # else every known customer would look new
         waiting: dict[str, int] = {}
-        concrete = cast(faust.Stream[bytes], stream)
-        async for events in concrete.take_events(BATCH_RECORDS, within=BATCH_WITHIN):
+        async for events in unresolved_records.take_acked(BATCH_RECORDS, within=BATCH_WITHIN):
             if waiting:
                 done = linked_up_to()
                 waiting = {i: at for i, at in waiting.items() if at >= done}
@@ -251,8 +253,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
         # In batches (the table has one partition, so Faust's changelog partition does
         # not depend on which record is current); outputs are delivered before the batch
         # is acknowledged (see outbox.py).
-        concrete = cast(faust.Stream[bytes], stream)
-        async for events in concrete.take_events(BATCH_RECORDS, within=BATCH_WITHIN):
+        async for events in links_records.take_acked(BATCH_RECORDS, within=BATCH_WITHIN):
             # revoked mid-batch, it handles no more of it: this worker's tables and outputs
             # would otherwise interleave with the partition's next owner's
             for message in only_current(app, events):

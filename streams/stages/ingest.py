@@ -29,6 +29,7 @@ from touchpoint.streams.rules.normalize import (
     Rejected,
     original_headers,
 )
+from touchpoint.streams.runtime.batches import batch_stream
 from touchpoint.streams.runtime.consumer import only_current
 from touchpoint.streams.runtime.outbox import Outbox
 from touchpoint.streams.topics import TopicNames, raw_topic
@@ -75,6 +76,7 @@ def register(app: faust.App, topics: TopicNames, ingestor: Ingestor, stats: Inge
     """
     channel_of = topics.inbound
     source = raw_topic(app, *channel_of)
+    records = batch_stream(app, source)
     outbox = Outbox(app)
 
     def timestamp_ms(event: faust.EventT) -> int | None:
@@ -156,11 +158,9 @@ def register(app: faust.App, topics: TopicNames, ingestor: Ingestor, stats: Inge
 
     @app.agent(source, name="touchpoint.ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        # In batches: outputs go to the producer directly and are delivered before the
-        # batch is acknowledged (see outbox.py).
-        batches = cast(faust.Stream[bytes], stream).take_events(BATCH_RECORDS,
-                                                                within=BATCH_WITHIN)
-        async for events in batches:
+        # In batches, past Faust's stream (batches.py): outputs go to the producer
+        # directly and are delivered before the batch is acknowledged (see outbox.py).
+        async for events in records.take_acked(BATCH_RECORDS, within=BATCH_WITHIN):
             for event in only_current(app, events):  # none of an earlier generation
                 try:
                     out = output(event)

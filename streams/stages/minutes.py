@@ -32,6 +32,7 @@ from touchpoint.streams.rules import complaints
 from touchpoint.streams.rules.aggregates import LATE_COLUMNS, MINUTE_COLUMNS
 from touchpoint.streams.rules.minute_rows import MinuteStage
 from touchpoint.streams.runtime import changelog
+from touchpoint.streams.runtime.batches import batch_stream
 from touchpoint.streams.runtime.consumer import is_current, only_current
 from touchpoint.streams.runtime.outbox import make_current
 
@@ -91,7 +92,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
     codec = codec_for("event")
     stages: dict[int, MinuteStage] = {}  # per partition, loaded from the table on first use
     unstored = Unstored()
-    streams: list[faust.Stream[bytes]] = []  # the agent's stream, for acknowledgements
+    records = batch_stream(app, unresolved)  # in batches, past Faust's streams (batches.py)
     lock = asyncio.Lock()  # one batch or one store at a time
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types sync receivers
@@ -111,13 +112,11 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
                 make_current(last)  # the changelog partition is the input's (outbox.py)
                 table[str(partition)] = stage.state()
         for event in events:
-            await streams[0].ack(event)
+            await records.ack(event)
 
     @app.agent(unresolved, name="touchpoint.minutes")
     async def minutes(stream: faust.StreamT[bytes]) -> None:
-        concrete = cast(faust.Stream[bytes], stream)
-        streams[:] = [concrete]
-        async for taken in concrete.noack_take(batch_size, within=flush_seconds):
+        async for taken in records.take(batch_size, within=flush_seconds):
             # Records fetched before a rebalance are dropped: the partition's owner now
             # reads them again, in order, from the committed offset.
             events = list(only_current(app, cast(Sequence[faust.EventT], taken)))

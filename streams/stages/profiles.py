@@ -45,6 +45,7 @@ from touchpoint.streams.rules.profile import (
 from touchpoint.streams.rules.segments import SegmentRules, TierEstimator, spend_12m
 from touchpoint.streams.rules.signals import SIGNAL_KEY, Detector
 from touchpoint.streams.runtime import changelog
+from touchpoint.streams.runtime.batches import BatchStream, batch_stream
 from touchpoint.streams.runtime.behind import Behind
 from touchpoint.streams.runtime.consumer import committed_offset, only_current
 from touchpoint.streams.runtime.outbox import Outbox, make_current
@@ -646,15 +647,16 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
                                  writer=writer, rules=rules, estimator=estimator,
                                  map_type=map_type, attribution=attribution)
 
+    records = batch_stream(app, resolved)  # in batches, past Faust's streams (batches.py)
+
     @app.agent(resolved, name="touchpoint.profiles")
     async def profile_agent(stream: faust.StreamT[bytes]) -> None:
         # each record is acknowledged by `stored`, once applied and stored
-        concrete = cast(faust.Stream[bytes], stream)
-        async with stored.running(stream):
-            async for taken in concrete.noack_take(BATCH_RECORDS, within=BATCH_SECONDS):
-                await handle(concrete, cast(Sequence[faust.EventT], taken))
+        async with stored.running(records):
+            async for taken in records.take(BATCH_RECORDS, within=BATCH_SECONDS):
+                await handle(records, taken)
 
-    async def handle(stream: faust.Stream[bytes], taken: Sequence[faust.EventT]) -> None:
+    async def handle(stream: BatchStream, taken: Sequence[faust.EventT]) -> None:
         """Apply a batch, then send what it leaves to send and store its records."""
         events = list(only_current(app, taken))
         by_partition: dict[int, list[faust.EventT]] = {}

@@ -17,7 +17,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -153,7 +153,7 @@ def register(app: faust.App, topics: TopicNames, writer: RetryingWriter, *, batc
 
         @app.agent(topic, name=name)
         async def store(stream: faust.StreamT[bytes]) -> None:
-            async with stored.running(stream):
+            async with stored.running(cast(faust.Stream[bytes], stream)):
                 async for event in stream.events():
                     await stored.add(event)
 

@@ -69,9 +69,6 @@ def _run_ingest(monkeypatch: pytest.MonkeyPatch, ingestor: Ingestor, values: lis
     def agent(topic: Any, name: str) -> Any:
         return lambda fun: agents.setdefault(name, fun)
 
-    app = SimpleNamespace(topic=lambda *names, **options: names, agent=agent)
-    stats = IngestStats()
-    ingest.register(app, TopicNames(), ingestor, stats)  # type: ignore[arg-type]
     events = [SimpleNamespace(key=b"k", value=value, message=SimpleNamespace(
         topic="touchpoints.web", partition=2, offset=offset, timestamp=(T0 + 5) / 1000,
         generation_id=None)) for offset, value in enumerate(values)]
@@ -79,8 +76,12 @@ def _run_ingest(monkeypatch: pytest.MonkeyPatch, ingestor: Ingestor, values: lis
     async def batches() -> Any:
         yield events
 
-    stream = SimpleNamespace(take_events=lambda n, within: batches())
-    asyncio.run(agents["touchpoint.ingest"](stream))
+    records = SimpleNamespace(take_acked=lambda n, within: batches())
+    monkeypatch.setattr(ingest, "batch_stream", lambda app, topic: records)
+    app = SimpleNamespace(topic=lambda *names, **options: names, agent=agent)
+    stats = IngestStats()
+    ingest.register(app, TopicNames(), ingestor, stats)  # type: ignore[arg-type]
+    asyncio.run(agents["touchpoint.ingest"](None))
     return outbox, stats
 
 

@@ -1,0 +1,181 @@
+"""Batch delivery: a stage takes its topic's records a batch at a time, past Faust's streams.
+
+Faust hands every record to a stream through its conductor, a channel queue, the
+stream's iterator and a take buffer, and acknowledges it through the stream again: about
+a quarter of a worker's CPU went there, once per record and per stage. A
+:class:`BatchStream` gets the records of its topics straight from the consumer's delivery
+loop (``consumer.Consumer._drain_messages``), a fetched batch at a time, as Faust
+``Event`` objects, so the stages keep their code for events, tables and changelogs. What
+Faust's path did per record is done here per batch, or kept as it was:
+
+- The consumer tracks each record for acknowledgement (``Consumer.track_message``, the
+  sensors' ``on_message_in``) and counts one reference per stage reading its topic; an
+  acknowledgement from each stage makes the record committable, as with streams.
+- Flow control: the delivery loop stops handing records over while a rebalance suspends
+  flow, as it does for streams, and a batch taken while flow is not active, or holding
+  records fetched in an earlier generation, gives the stage only the current ones (the
+  others are acknowledged, which the consumer refuses to count: ``consumer.py``).
+- Back-pressure: a stage that holds more than ``maxsize`` records pauses fetching of
+  the partitions that filled it (``Consumer.on_buffer_full``) until it has taken half.
+
+The agent stays a Faust agent (subscription, assignment, restart after a crash); its
+function reads its :class:`BatchStream` instead of the stream Faust gives it, which stays
+empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from time import monotonic
+from typing import Any
+
+import faust
+from faust.types import TP, EventT, Message
+
+__all__ = ["MAXSIZE", "BatchStream", "batch_stream", "routes_of"]
+
+#: Records a stage may hold before the partitions feeding it are paused (Faust's default
+#: ``stream_buffer_maxsize``).
+MAXSIZE = 4096
+
+
+class BatchStream:
+    """The records of some topics, for one stage, taken in batches.
+
+    Filled by the consumer's delivery loop (:meth:`put`); read by one agent with
+    :meth:`take` (acknowledged by the stage) or :meth:`take_acked` (acknowledged once
+    the stage asks for the next batch, like Faust's ``take_events``).
+    """
+
+    def __init__(self, app: faust.App, topics: Iterable[str], *, maxsize: int = MAXSIZE) -> None:
+        self.app = app
+        self.topics = tuple(topics)
+        self.maxsize = maxsize
+        #: Faust's ``Stream.enable_acks``; kept for code that turns it off (``behind.py``).
+        self.enable_acks = True
+        self._events: deque[EventT] = deque()
+        self._arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self._paused: set[TP] = set()
+        self._fill_to = 0  # the batch size a taker waits for (``_full``)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def put(self, events: list[EventT]) -> None:
+        """Hand over ``events`` (delivery loop); pause their partitions if this is full."""
+        held = self._events
+        held.extend(events)
+        self._arrived.set()
+        if len(held) >= self._fill_to:
+            self._full.set()
+        if len(held) >= self.maxsize and not self.app.in_recovery:
+            consumer = self.app.consumer
+            for tp in {event.message.tp for event in events}:
+                if tp not in self._paused:
+                    self._paused.add(tp)
+                    consumer.on_buffer_full(tp)
+
+    async def take(self, max_: int, within: float) -> AsyncIterator[list[EventT]]:
+        """Batches of at most ``max_`` records, waiting up to ``within`` s to fill one.
+
+        The stage acknowledges each record (:meth:`ack`) when it is done with it.
+        """
+        while True:
+            yield await self._next(max_, within)
+
+    async def take_acked(self, max_: int, within: float) -> AsyncIterator[list[EventT]]:
+        """Like :meth:`take`; each batch is acknowledged when the next one is asked for."""
+        while True:
+            batch = await self._next(max_, within)
+            yield batch
+            for event in batch:
+                event.ack()
+
+    async def ack(self, event: EventT) -> bool:
+        """Acknowledge ``event`` for this stage (Faust's ``Stream.ack``)."""
+        return event.ack()
+
+    async def _next(self, max_: int, within: float) -> list[EventT]:
+        held = self._events
+        while not held:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if len(held) < max_ and within > 0:
+            self._fill_to = max_
+            self._full.clear()
+            try:
+                await asyncio.wait_for(self._full.wait(), within)
+            except TimeoutError:
+                pass
+            finally:
+                self._fill_to = 0
+        batch = [held.popleft() for _ in range(min(max_, len(held)))]
+        if self._paused and len(held) <= self.maxsize // 2:
+            consumer, paused = self.app.consumer, self._paused
+            self._paused = set()
+            for tp in paused:
+                consumer.on_buffer_drop(tp)
+        return self._current(batch)
+
+    def _current(self, batch: list[EventT]) -> list[EventT]:
+        """The records of ``batch`` that flow and generation allow; the rest acknowledged.
+
+        Faust's stream skips (and acknowledges) a record while flow is not active or when
+        it was fetched in an earlier generation; so does this. The consumer does not count
+        such an acknowledgement (``consumer.Consumer.ack``); the partition's owner reads
+        the record again.
+        """
+        app = self.app
+        generation = app.consumer_generation_id
+        if app.flow_control.is_active() and all(
+                event.message.generation_id == generation for event in batch):
+            return batch
+        kept = []
+        active = app.flow_control.is_active()
+        for event in batch:
+            if active and event.message.generation_id == generation:
+                kept.append(event)
+            else:
+                event.ack()
+        return kept
+
+
+def batch_stream(app: faust.App, topic: faust.TopicT, **options: Any) -> BatchStream:
+    """A :class:`BatchStream` of ``topic``'s records, routed to it by ``app``'s consumer."""
+    stream = BatchStream(app, topic.topics, **options)
+    routes = routes_of(app)
+    for name in stream.topics:
+        routes.setdefault(name, []).append(stream)
+    return stream
+
+
+def routes_of(app: object) -> dict[str, list[BatchStream]]:
+    """Topic name -> the batch streams its records go to (empty: every topic via Faust)."""
+    routes = getattr(app, "batch_routes", None)
+    if routes is None:
+        routes = {}
+        app.batch_routes = routes  # type: ignore[attr-defined]
+    return routes
+
+
+def deliver(app: Any, batches: dict[int, tuple[list[BatchStream], list[EventT]]]) -> None:
+    """Hand each gathered batch to its streams (delivery loop; see ``consumer.py``)."""
+    inbound_time = app.monitor.stream_inbound_time
+    now = monotonic()
+    for streams, events in batches.values():
+        for stream in streams:
+            stream.put(events)
+        for tp in {event.message.tp for event in events}:
+            # Faust's stall check reads when each partition last fed a stream
+            inbound_time[tp] = now
+
+
+def track(app: Any, consumer: Any, message: Message, streams: list[BatchStream]) -> EventT:
+    """The event for ``message``, tracked for acknowledgement by each of ``streams``."""
+    message.incref(len(streams))
+    message.tracked = True
+    consumer.track_message(message)
+    return app.create_event(message.key, message.value, message.headers, message)
