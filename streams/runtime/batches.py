@@ -11,10 +11,11 @@ Faust's path did per record is done here per batch, or kept as it was:
 - The consumer tracks each record for acknowledgement (``Consumer.track_message``, the
   sensors' ``on_message_in``) and counts one reference per stage reading its topic; an
   acknowledgement from each stage makes the record committable, as with streams.
-- Flow control: the delivery loop stops handing records over while a rebalance suspends
-  flow, as it does for streams, and a batch taken while flow is not active, or holding
-  records fetched in an earlier generation, gives the stage only the current ones (the
-  others are acknowledged, which the consumer refuses to count: ``consumer.py``).
+- Flow control: the delivery loop hands records over only while flow is active (not
+  during a rebalance or table recovery), as Faust's conductor does, and a batch taken
+  while flow is not active, or holding records fetched in an earlier generation, gives
+  the stage only the current ones; the others stay unacknowledged and are read again
+  by the partition's owner.
 - Back-pressure: a stage that holds more than ``maxsize`` records pauses fetching of
   the partitions that filled it (``Consumer.on_buffer_full``) until it has taken half.
 
@@ -73,7 +74,9 @@ class BatchStream:
             self._full.set()
         if len(held) >= self.maxsize and not self.app.in_recovery:
             consumer = self.app.consumer
-            for tp in {event.message.tp for event in events}:
+            # Faust's own TP: the consumer's partition sets assert it (a message's
+            # ``tp`` is the client's TopicPartition)
+            for tp in {TP(event.message.topic, event.message.partition) for event in events}:
                 if tp not in self._paused:
                     self._paused.add(tp)
                     consumer.on_buffer_full(tp)
@@ -121,26 +124,20 @@ class BatchStream:
         return self._current(batch)
 
     def _current(self, batch: list[EventT]) -> list[EventT]:
-        """The records of ``batch`` that flow and generation allow; the rest acknowledged.
+        """The records of ``batch`` that flow and generation allow.
 
-        Faust's stream skips (and acknowledges) a record while flow is not active or when
-        it was fetched in an earlier generation; so does this. The consumer does not count
-        such an acknowledgement (``consumer.Consumer.ack``); the partition's owner reads
-        the record again.
+        Faust's stream skips a record while flow is not active (a rebalance or table
+        recovery under way) or when it was fetched in an earlier generation; so does
+        this. A skipped record is not acknowledged: the partition's owner, this worker
+        or another, reads it again from the committed offset.
         """
         app = self.app
         generation = app.consumer_generation_id
-        if app.flow_control.is_active() and all(
-                event.message.generation_id == generation for event in batch):
+        if not app.flow_control.is_active():
+            return []
+        if all(event.message.generation_id == generation for event in batch):
             return batch
-        kept = []
-        active = app.flow_control.is_active()
-        for event in batch:
-            if active and event.message.generation_id == generation:
-                kept.append(event)
-            else:
-                event.ack()
-        return kept
+        return [event for event in batch if event.message.generation_id == generation]
 
 
 def batch_stream(app: faust.App, topic: faust.TopicT, **options: Any) -> BatchStream:

@@ -166,6 +166,7 @@ class Consumer(driver.Consumer):
         # topics whose records go to batch streams (batches.py), not through Faust's
         routes = batches.routes_of(self.app)
         app = self.app
+        flow_active, acquire_flow = app.flow_control.is_active, app.flow_control.acquire
         gathered: dict[int, tuple[list[batches.BatchStream], list[Any]]] = {}
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
@@ -203,6 +204,11 @@ class Consumer(driver.Consumer):
                         await self.commit()
                     streams = routes.get(tp.topic)
                     if streams is not None:
+                        if not flow_active():
+                            # as Faust's conductor: no record reaches a stage during a
+                            # rebalance or table recovery
+                            await self._hand_over(gathered)
+                            await self.wait_first(acquire_flow(), self.suspend_flow.wait())
                         if self.suspend_flow.is_set():
                             break  # as _deliver: the next assignment positions it again
                         entry = gathered.get(id(streams))
