@@ -4,8 +4,9 @@ Faust hands every record to a stream through its conductor, a channel queue, the
 stream's iterator and a take buffer, and acknowledges it through the stream again: about
 a quarter of a worker's CPU went there, once per record and per stage. A
 :class:`BatchStream` gets the records of its topics straight from the consumer's delivery
-loop (``consumer.Consumer._drain_messages``), a fetched batch at a time, as Faust
-``Event`` objects, so the stages keep their code for events, tables and changelogs. What
+loop (``consumer.Consumer._drain_messages``), a fetched batch at a time, as light
+stand-ins for Faust's ``Event`` (:class:`Delivered`), so the stages keep their code for
+events, tables and changelogs. What
 Faust's path did per record is done here per batch, or kept as it was:
 
 - The consumer tracks each record for acknowledgement (``Consumer.track_message``, the
@@ -28,14 +29,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP, EventT, Message
 
-__all__ = ["MAXSIZE", "BatchStream", "batch_stream", "routes_of"]
+__all__ = ["MAXSIZE", "BatchStream", "Delivered", "batch_stream", "decoded", "routes_of"]
 
 #: Records a stage may hold before the partitions feeding it are paused (Faust's default
 #: ``stream_buffer_maxsize``).
@@ -170,9 +171,51 @@ def deliver(app: Any, batches: dict[int, tuple[list[BatchStream], list[EventT]]]
             inbound_time[tp] = now
 
 
+class Delivered:
+    """A record as a stage gets it: what stages and tables use of Faust's ``Event``.
+
+    ``key``, ``value``, ``message`` and :meth:`ack`, as on an ``Event`` (a table write
+    reads the current event's ``message`` for its changelog partition, and
+    ``outbox.make_current`` keeps a weak reference to it), without Faust's per-record
+    copy of the headers into a dict. ``decoded`` lets the stages that read one topic
+    decode each record once (:func:`decoded`).
+    """
+
+    __slots__ = ("__weakref__", "app", "decoded", "key", "message", "value")
+
+    def __init__(self, app: Any, message: Message) -> None:
+        self.app = app
+        self.key = message.key
+        self.value = message.value
+        self.message = message
+        self.decoded: Any = None
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        """The record's headers as a dict (as ``Event.headers``)."""
+        return dict(self.message.headers or ())
+
+    def ack(self) -> bool:
+        """Acknowledge the record for one stage (as ``Event.ack``)."""
+        return bool(self.message.ack(self.app.consumer))
+
+
+def decoded(event: EventT, decode: Callable[[bytes], Any]) -> Any:
+    """``decode(event.value)``, once for all the stages that get the same record.
+
+    The decoded value is shared: the stages only read it.
+    """
+    if isinstance(event, Delivered):
+        found = event.decoded
+        if found is None:
+            found = event.decoded = decode(event.value)
+        return found
+    return decode(event.value)
+
+
 def track(app: Any, consumer: Any, message: Message, streams: list[BatchStream]) -> EventT:
     """The event for ``message``, tracked for acknowledgement by each of ``streams``."""
     message.incref(len(streams))
     message.tracked = True
     consumer.track_message(message)
-    return app.create_event(message.key, message.value, message.headers, message)
+    return cast(EventT, Delivered(app, message))

@@ -34,7 +34,7 @@ from touchpoint.streams.rules.identity import (
     identifiers_of,
     resolve_known,
 )
-from touchpoint.streams.runtime.batches import batch_stream
+from touchpoint.streams.runtime.batches import batch_stream, decoded
 from touchpoint.streams.runtime.consumer import is_current, only_current
 from touchpoint.streams.runtime.outbox import Outbox, make_current
 from touchpoint.streams.runtime.replica import Replica
@@ -201,7 +201,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
             known = 0
             for message in only_current(app, events):
                 value = message.value
-                identifiers = identifiers_of(event_codec.decode(value))
+                identifiers = identifiers_of(decoded(message, event_codec.decode))
                 resolution = None
                 if not any(i in linking or i in waiting for i in identifiers):
                     resolution = resolve_known(identifiers, owner, aliases)

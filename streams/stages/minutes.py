@@ -32,7 +32,7 @@ from touchpoint.streams.rules import complaints
 from touchpoint.streams.rules.aggregates import LATE_COLUMNS, MINUTE_COLUMNS
 from touchpoint.streams.rules.minute_rows import MinuteStage
 from touchpoint.streams.runtime import changelog
-from touchpoint.streams.runtime.batches import batch_stream
+from touchpoint.streams.runtime.batches import batch_stream, decoded
 from touchpoint.streams.runtime.consumer import is_current, only_current
 from touchpoint.streams.runtime.outbox import make_current
 
@@ -132,7 +132,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
                         stage = stages[partition] = MinuteStage(rules, grace=grace,
                                                                 part=partition, stats=stats)
                         stage.load(table.get_in(partition, str(partition)))
-                    minute_rows, late_rows = stage.add(codec.decode(e.value) for e in group)
+                    minute_rows, late_rows = stage.add(decoded(e, codec.decode) for e in group)
                     for name, columns, rows in ((TOUCHPOINT_MINUTE_RAW, MINUTE_COLUMNS,
                                                  minute_rows),
                                                 (TOUCHPOINT_MINUTE_LATE_RAW, LATE_COLUMNS,
