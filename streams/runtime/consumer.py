@@ -395,11 +395,10 @@ def only_current(app: object, events: Iterable[E]) -> Iterator[E]:
 
     Checked as each event is taken, so after a revocation while the stage works on the
     batch the rest is skipped; the partition's next owner reads it again. A batch can
-    also *start* with records of the previous generation, followed by current ones: Faust
-    checks the generation as a record enters the batch buffer, and one record may wait at
-    the buffer's door through a whole rebalance. Those are skipped and the current ones
-    processed. (Stopping there instead would lose the current ones:
-    ``take_events`` acknowledges every record of a batch once the stage is done with it.)
+    also *start* with records of the previous generation, followed by current ones (a
+    stage's buffer may hold records across a whole rebalance). Those are skipped and the
+    current ones processed. (Stopping there instead would lose the current ones: a batch
+    taken with ``take_acked`` is acknowledged whole once the stage is done with it.)
     """
     skipped = False
     for event in events:

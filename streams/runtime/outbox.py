@@ -161,10 +161,9 @@ def make_current(event: faust.EventT) -> None:
     """Make ``event`` "the current event" for table writes in this task only.
 
     A table write sends its changelog record to the partition of Faust's current event,
-    a context variable. ``take_events`` fills its batches in a task of its own, so the
-    task working on a batch has none. Only the context variable is set here, not the
-    stream's ``current_event`` attribute (``Stream._set_current_event`` sets both): the
-    batch-filling task reads that attribute for the record it is adding, and would take
-    the record set here instead, adding one record twice and losing another.
+    a context variable, which a stage taking batches (``batches.py``) does not have. Only
+    the context variable is set here, not a stream's ``current_event`` attribute
+    (``Stream._set_current_event`` sets both), which a Faust stream's batch-filling task
+    reads for the record it is adding.
     """
     _current_event.set(weakref.ref(event))
