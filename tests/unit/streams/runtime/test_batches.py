@@ -1,0 +1,161 @@
+"""Batch streams: records reach stages a batch at a time and count as Faust's streams did."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+from unittest import mock
+
+import pytest
+from aiokafka import TopicPartition
+from faust.types import TP, Message
+from faust.types.tuples import ConsumerMessage
+
+from touchpoint.streams.runtime import batches
+from touchpoint.streams.runtime.app import App
+from touchpoint.streams.runtime.batches import BatchStream, Delivered, batch_stream, decoded
+from touchpoint.streams.runtime.consumer import Consumer
+
+TOPIC = "p.touchpoints.unresolved"
+P0, P1 = TP(TOPIC, 0), TP(TOPIC, 1)
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    made = App("test-batches", broker="kafka://127.0.0.1:1", autodiscover=False, loop=loop)
+    consumer = made.consumer
+    assert isinstance(consumer, Consumer)
+    made.consumer_generation_id = 2
+    consumer.ack_generation = 2
+    made.flow_control.resume()  # as after an assignment and recovery
+    with mock.patch.object(made.topics, "acks_enabled_for", return_value=True):
+        yield made
+    consumer._thread.thread_loop.close()
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+def record(tp: TP, offset: int, generation: int = 2) -> Message:
+    # What the consumer makes of a fetched record: its final acknowledgement reaches the
+    # consumer, and its ``tp`` is the client's TopicPartition, not Faust's TP.
+    return ConsumerMessage(tp.topic, tp.partition, offset, 0.0, 0, {}, b"k", b"v", None,
+                           tp=TopicPartition(tp.topic, tp.partition),
+                           generation_id=generation)
+
+
+def topic(*names: str) -> Any:
+    return mock.Mock(topics=names)
+
+
+def handed(app: App, streams: list[BatchStream], messages: list[Message]) -> list[Any]:
+    """What the delivery loop does with fetched ``messages`` of a routed topic."""
+    events = [batches.track(app, app.consumer, m, streams) for m in messages]
+    batches.deliver(app, {id(streams): (streams, events)})
+    return events
+
+
+def run(app: App, coroutine: Any) -> Any:
+    return app.loop.run_until_complete(asyncio.wait_for(coroutine, 5))
+
+
+async def first(iterator: Any) -> Any:
+    return await iterator.__anext__()
+
+
+def test_a_batch_holds_at_most_max_records_in_order(app: App) -> None:
+    stream = batch_stream(app, topic(TOPIC))
+    handed(app, [stream], [record(P0, n) for n in range(5)])
+    taking = stream.take(3, within=0)
+    assert [e.message.offset for e in run(app, first(taking))] == [0, 1, 2]
+    assert [e.message.offset for e in run(app, first(taking))] == [3, 4]
+
+
+def test_a_taker_waits_up_to_within_for_a_full_batch(app: App) -> None:
+    stream = batch_stream(app, topic(TOPIC))
+    handed(app, [stream], [record(P0, 0)])
+
+    async def more_arrives_soon() -> list[Any]:
+        taking = asyncio.ensure_future(first(stream.take(2, within=1.0)))
+        await asyncio.sleep(0.01)
+        handed(app, [stream], [record(P0, 1)])
+        return await taking
+
+    assert [e.message.offset for e in run(app, more_arrives_soon())] == [0, 1]
+
+
+def test_take_acked_acknowledges_a_batch_when_the_next_is_asked_for(app: App) -> None:
+    stream = batch_stream(app, topic(TOPIC))
+    handed(app, [stream], [record(P0, 0), record(P0, 1)])
+    taking = stream.take_acked(2, within=0)
+    batch = run(app, first(taking))
+    assert app.consumer._acked[P0] == [], "not while the stage works on it"
+    handed(app, [stream], [record(P0, 2)])
+    run(app, first(taking))
+    assert sorted(app.consumer._acked[P0]) == [0, 1]
+    assert all(e.message.acked for e in batch)
+
+
+def test_a_record_read_by_two_stages_is_committable_once_both_acknowledged(app: App) -> None:
+    identity, minutes = batch_stream(app, topic(TOPIC)), batch_stream(app, topic(TOPIC))
+    streams = batches.routes_of(app)[TOPIC]
+    assert streams == [identity, minutes]
+    (event,) = handed(app, streams, [record(P0, 7)])
+    one = run(app, first(identity.take(10, within=0)))
+    other = run(app, first(minutes.take(10, within=0)))
+    assert one == other == [event], "one event, shared"
+    run(app, identity.ack(event))
+    assert app.consumer._acked[P0] == []
+    run(app, minutes.ack(event))
+    assert app.consumer._acked[P0] == [7]
+
+
+def test_records_of_an_earlier_generation_are_skipped_and_not_counted(app: App) -> None:
+    stream = batch_stream(app, topic(TOPIC))
+    handed(app, [stream], [record(P0, 3, generation=1), record(P0, 4), record(P0, 5)])
+    batch = run(app, first(stream.take(10, within=0)))
+    assert [e.message.offset for e in batch] == [4, 5]
+    assert app.consumer._acked[P0] == []
+
+
+def test_nothing_reaches_a_stage_while_flow_is_suspended(app: App) -> None:
+    stream = batch_stream(app, topic(TOPIC))
+    handed(app, [stream], [record(P0, 0), record(P0, 1)])
+    app.flow_control.suspend()
+    assert run(app, first(stream.take(10, within=0))) == []
+    # not acknowledged either: the partition's owner reads them again
+    assert app.consumer._acked[P0] == []
+    assert not any(m.acked for m in app.consumer._unacked_messages)
+
+
+def test_a_full_stage_pauses_the_partitions_that_filled_it_until_it_took_half(
+        app: App) -> None:
+    stream = BatchStream(app, [TOPIC], maxsize=4)
+    consumer = app.consumer
+    with mock.patch.object(consumer, "on_buffer_full") as full, \
+            mock.patch.object(consumer, "on_buffer_drop") as drop:
+        handed(app, [stream], [record(P0, 0), record(P1, 0), record(P0, 1), record(P1, 1)])
+        assert sorted(call.args[0] for call in full.call_args_list) == [P0, P1]
+        assert all(type(call.args[0]) is TP for call in full.call_args_list), "Faust's TP"
+        run(app, first(stream.take(1, within=0)))
+        drop.assert_not_called()  # 3 held, more than half
+        run(app, first(stream.take(1, within=0)))
+        assert sorted(call.args[0] for call in drop.call_args_list) == [P0, P1]
+
+
+def test_a_delivered_record_offers_what_stages_and_tables_use_of_an_event(app: App) -> None:
+    message = Message(TOPIC, 1, 9, 0.0, 0, [("h", b"v")], b"key", b"value", None,
+                      generation_id=2)
+    event = Delivered(app, message)
+    assert (event.key, event.value, event.message) == (b"key", b"value", message)
+    assert event.headers == {"h": b"v"}
+    calls: list[bytes] = []
+
+    def decode(value: bytes) -> dict[str, Any]:
+        calls.append(value)
+        return {"decoded": value}
+
+    assert decoded(event, decode) is decoded(event, decode)
+    assert calls == [b"value"], "decoded once for every stage"
