@@ -798,6 +798,7 @@ class KResult:
     load: tuple[str, str] = ("", "")  # load average at worker start and at the end
     stopped: list[str] = field(default_factory=list)
     log_tails: dict[str, list[str]] = field(default_factory=dict)
+    identity: dict[str, int] = field(default_factory=dict)  # /status counters, all workers
 
     @property
     def done(self) -> bool:
@@ -1017,6 +1018,12 @@ def drain(bench: Bench, workers: list[Worker], store: WarehouseProbe, probe: Lag
     result.throttled = [w.cgroup.throttled() if w.cgroup else None for w in workers]
     result.cpu_startup = [w.cpu_at_answer for w in workers]
     result.rss_startup = [w.rss_at_answer for w in workers]
+    # how identity resolved the events: from each worker's copy, or through the link stage
+    for worker in workers:
+        answer = worker.api.status(timeout=2.0) if worker.exited() is None else None
+        for name, count in ((answer or {}).get("identity") or {}).items():
+            if isinstance(count, int):
+                result.identity[name] = result.identity.get(name, 0) + count
     if broker_cpu0 is not None:
         result.broker_cpu = (cpu_seconds(bench.kafka.pid) or broker_cpu0) - broker_cpu0
     if bench.clickhouse is not None and ch_cpu0 is not None:
@@ -1171,6 +1178,13 @@ def report_k(bench: Bench, r: KResult, baseline: KResult | None) -> None:
               f"ClickHouse {r.clickhouse_cpu:,.1f} s" if r.clickhouse_cpu is not None else ""]
     if any(others):
         log(f"  other CPU meanwhile      {', '.join(o for o in others if o)}")
+    if r.identity.get("resolved"):
+        ids = r.identity
+        linked = ids.get("to_link", 0)
+        log(f"  identity                 {ids['resolved']:,} events resolved: "
+            f"{ids['resolved'] - ids.get('linked', 0):,} from the workers' copies of the "
+            f"graph, {linked:,} sent to the link stage ({100 * linked / ids['resolved']:.1f} "
+            f"%); {ids.get('merges', 0):,} merges")
     for line in r.checks:
         log(f"  {line}")
     if r.profiles and r.k == 1 and r.hwm[0]:
