@@ -142,7 +142,11 @@ class BatchStream:
 
 
 def batch_stream(app: faust.App, topic: faust.TopicT, **options: Any) -> BatchStream:
-    """A :class:`BatchStream` of ``topic``'s records, routed to it by ``app``'s consumer."""
+    """A :class:`BatchStream` of ``topic``'s records, routed to it by ``app``'s consumer.
+
+    Every stage that reads ``topic`` must read it this way: once a topic is routed, the
+    Faust streams subscribed to it get none of its records.
+    """
     stream = BatchStream(app, topic.topics, **options)
     routes = routes_of(app)
     for name in stream.topics:

@@ -163,7 +163,7 @@ class Consumer(driver.Consumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         commit_every = self._commit_every
         since_yield = 0
-        # topics whose records go to batch streams (batches.py), not through Faust's
+        # topics whose records go to batch streams (batches.py), not to Faust's streams
         routes = batches.routes_of(self.app)
         app = self.app
         flow_active, acquire_flow = app.flow_control.is_active, app.flow_control.acquire
