@@ -108,13 +108,16 @@ class BatchStream:
             self._arrived.clear()
             await self._arrived.wait()
         if len(held) < max_ and within > 0:
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes
+            # as the wait ends, and a stage that ignores its cancellation keeps the
+            # worker from stopping.
             self._fill_to = max_
             self._full.clear()
+            timer = asyncio.get_running_loop().call_later(within, self._full.set)
             try:
-                await asyncio.wait_for(self._full.wait(), within)
-            except TimeoutError:
-                pass
+                await self._full.wait()
             finally:
+                timer.cancel()
                 self._fill_to = 0
         batch = [held.popleft() for _ in range(min(max_, len(held)))]
         if self._paused and len(held) <= self.maxsize // 2:

@@ -159,3 +159,22 @@ def test_a_delivered_record_offers_what_stages_and_tables_use_of_an_event(app: A
 
     assert decoded(event, decode) is decoded(event, decode)
     assert calls == [b"value"], "decoded once for every stage"
+
+
+def test_a_stage_cancelled_as_its_batch_fills_is_cancelled(app: App) -> None:
+    # A stage that swallowed this cancellation would keep the worker from stopping
+    # (asyncio.wait_for on Python 3.11 does, when the wait ends as it is cancelled).
+    stream = batch_stream(app, topic(TOPIC))
+    handed(app, [stream], [record(P0, 0)])
+
+    async def cancelled_as_the_batch_fills() -> None:
+        taking = asyncio.ensure_future(first(stream.take(2, within=5.0)))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the taker waits to fill its batch
+        handed(app, [stream], [record(P0, 1)])  # the wait is over ...
+        assert not taking.done()
+        taking.cancel()  # ... and the stage is stopped before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await taking
+
+    run(app, cancelled_as_the_batch_fills())
