@@ -17,8 +17,10 @@ Faust's path did per record is done here per batch, or kept as it was:
   while flow is not active, or holding records fetched in an earlier generation, gives
   the stage only the current ones; the others stay unacknowledged and are read again
   by the partition's owner.
-- Back-pressure: a stage that holds more than ``maxsize`` records pauses fetching of
-  the partitions that filled it (``Consumer.on_buffer_full``) until it has taken half.
+- Back-pressure: a stage that holds ``maxsize`` records pauses fetching of the
+  partitions that filled it (``Consumer.on_buffer_full``) until it has taken half, and
+  the delivery loop waits until it has room, as Faust's does when a stream's buffer is
+  full. The rest of a fetched batch stays in the client's compact form meanwhile.
 
 The agent stays a Faust agent (subscription, assignment, restart after a crash); its
 function reads its :class:`BatchStream` instead of the stream Faust gives it, which stays
@@ -60,11 +62,21 @@ class BatchStream:
         self._events: deque[EventT] = deque()
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
+        self._room = asyncio.Event()  # set while it holds fewer than maxsize records
+        self._room.set()
         self._paused: set[TP] = set()
         self._fill_to = 0  # the batch size a taker waits for (``_full``)
 
     def __len__(self) -> int:
         return len(self._events)
+
+    def full(self) -> bool:
+        """Whether it holds ``maxsize`` records or more (the delivery loop waits)."""
+        return len(self._events) >= self.maxsize
+
+    async def room(self) -> None:
+        """Wait until it holds fewer than ``maxsize`` records."""
+        await self._room.wait()
 
     def put(self, events: list[EventT]) -> None:
         """Hand over ``events`` (delivery loop); pause their partitions if this is full."""
@@ -73,6 +85,8 @@ class BatchStream:
         self._arrived.set()
         if len(held) >= self._fill_to:
             self._full.set()
+        if len(held) >= self.maxsize:
+            self._room.clear()
         if len(held) >= self.maxsize and not self.app.in_recovery:
             consumer = self.app.consumer
             # Faust's own TP: the consumer's partition sets assert it (a message's
@@ -120,6 +134,8 @@ class BatchStream:
                 timer.cancel()
                 self._fill_to = 0
         batch = [held.popleft() for _ in range(min(max_, len(held)))]
+        if len(held) < self.maxsize:
+            self._room.set()
         if self._paused and len(held) <= self.maxsize // 2:
             consumer, paused = self.app.consumer, self._paused
             self._paused = set()
@@ -188,14 +204,17 @@ class Delivered:
     decode each record once (:func:`decoded`).
     """
 
-    __slots__ = ("__weakref__", "app", "decoded", "key", "message", "value")
+    __slots__ = ("__weakref__", "app", "decoded", "key", "message", "readers", "value")
 
-    def __init__(self, app: Any, message: Message) -> None:
+    def __init__(self, app: Any, message: Message, readers: int = 1) -> None:
         self.app = app
         self.key = message.key
         self.value = message.value
         self.message = message
         self.decoded: Any = None
+        #: stages still to read ``decoded``: the last one lets it go (it may be held,
+        #: unacknowledged, for seconds after)
+        self.readers = readers
 
     @property
     def headers(self) -> dict[str, bytes]:
@@ -210,12 +229,15 @@ class Delivered:
 def decoded(event: EventT, decode: Callable[[bytes], Any]) -> Any:
     """``decode(event.value)``, once for all the stages that get the same record.
 
-    The decoded value is shared: the stages only read it.
+    The decoded value is shared: the stages only read it. Each stage asks once per
+    record; the last one to ask drops it from the record.
     """
     if isinstance(event, Delivered):
         found = event.decoded
         if found is None:
-            found = event.decoded = decode(event.value)
+            found = decode(event.value)
+        event.readers -= 1
+        event.decoded = found if event.readers > 0 else None
         return found
     return decode(event.value)
 
@@ -225,4 +247,4 @@ def track(app: Any, consumer: Any, message: Message, streams: list[BatchStream])
     message.incref(len(streams))
     message.tracked = True
     consumer.track_message(message)
-    return cast(EventT, Delivered(app, message))
+    return cast(EventT, Delivered(app, message, len(streams)))

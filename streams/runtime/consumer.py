@@ -245,13 +245,20 @@ class Consumer(driver.Consumer):
 
         Records a stream holds count as delivered, as records in a Faust stream's buffer
         do: the read offset is past them. Waits, as Faust's delivery does per record, while
-        the producer's buffer is too full.
+        the producer's buffer is too full, and while a stream is full (until a rebalance
+        or a stop).
         """
         if not gathered:
             return
         batches.deliver(self.app, gathered)
+        streams = {id(s): s for routed, _ in gathered.values() for s in routed}.values()
         gathered.clear()
         await self.app.producer.buffer.wait_until_ebb()
+        for stream in streams:
+            # as Faust's delivery into a full stream buffer: wait, so that the rest of
+            # the fetched batch is not made into records no stage can take yet
+            while stream.full() and not (self.suspend_flow.is_set() or self.should_stop):
+                await self.wait_first(stream.room(), self.suspend_flow.wait())
 
     async def _deliver(self, message: Message) -> bool:
         """Hand ``message`` to the streams; ``False`` if a rebalance or stop interrupted it."""

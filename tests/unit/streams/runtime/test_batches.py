@@ -148,7 +148,7 @@ def test_a_full_stage_pauses_the_partitions_that_filled_it_until_it_took_half(
 def test_a_delivered_record_offers_what_stages_and_tables_use_of_an_event(app: App) -> None:
     message = Message(TOPIC, 1, 9, 0.0, 0, [("h", b"v")], b"key", b"value", None,
                       generation_id=2)
-    event = Delivered(app, message)
+    event = Delivered(app, message, readers=2)  # e.g. identity and minutes
     assert (event.key, event.value, event.message) == (b"key", b"value", message)
     assert event.headers == {"h": b"v"}
     calls: list[bytes] = []
@@ -159,6 +159,7 @@ def test_a_delivered_record_offers_what_stages_and_tables_use_of_an_event(app: A
 
     assert decoded(event, decode) is decoded(event, decode)
     assert calls == [b"value"], "decoded once for every stage"
+    assert event.decoded is None, "let go by the last reader: the record may be held on"
 
 
 def test_a_stage_cancelled_as_its_batch_fills_is_cancelled(app: App) -> None:
@@ -178,3 +179,23 @@ def test_a_stage_cancelled_as_its_batch_fills_is_cancelled(app: App) -> None:
             await taking
 
     run(app, cancelled_as_the_batch_fills())
+
+
+def test_the_delivery_loop_waits_while_a_stage_is_full(app: App) -> None:
+    # As Faust's delivery into a full stream buffer: the rest of a fetched batch waits in
+    # the client's form instead of piling up as records no stage can take yet.
+    stream = BatchStream(app, [TOPIC], maxsize=2)
+    consumer = app.consumer
+    events = [batches.track(app, consumer, record(P0, n), [stream]) for n in range(3)]
+
+    async def hand_over_then_take() -> tuple[bool, bool]:
+        handing = asyncio.ensure_future(consumer._hand_over({1: ([stream], events)}))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        waited = not handing.done()
+        await first(stream.take(2, within=0))  # room again
+        await asyncio.wait_for(handing, 1)
+        return waited, handing.done()
+
+    with mock.patch.object(consumer, "on_buffer_full"):
+        assert run(app, hand_over_then_take()) == (True, True)
