@@ -62,7 +62,7 @@ class BatchStream:
         self._events: deque[EventT] = deque()
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
-        self._room = asyncio.Event()  # set while it holds fewer than maxsize records
+        self._room = asyncio.Event()  # set while it is not full()
         self._room.set()
         self._paused: set[TP] = set()
         self._fill_to = 0  # the batch size a taker waits for (``_full``)
@@ -71,11 +71,17 @@ class BatchStream:
         return len(self._events)
 
     def full(self) -> bool:
-        """Whether it holds ``maxsize`` records or more (the delivery loop waits)."""
-        return len(self._events) >= self.maxsize
+        """Whether the delivery loop waits: ``maxsize`` records held, none awaited.
+
+        A stage waiting to fill a batch larger than ``maxsize`` (minutes takes as many
+        records as a warehouse insert holds) is not full until it has its batch: the
+        loop waiting on it would stop every stage until the stage's wait ran out.
+        """
+        held = len(self._events)
+        return held >= self.maxsize and held >= self._fill_to
 
     async def room(self) -> None:
-        """Wait until it holds fewer than ``maxsize`` records."""
+        """Wait until it is not :meth:`full`."""
         await self._room.wait()
 
     def put(self, events: list[EventT]) -> None:
@@ -85,7 +91,7 @@ class BatchStream:
         self._arrived.set()
         if len(held) >= self._fill_to:
             self._full.set()
-        if len(held) >= self.maxsize:
+        if self.full():
             self._room.clear()
         if len(held) >= self.maxsize and not self.app.in_recovery:
             consumer = self.app.consumer
@@ -127,6 +133,7 @@ class BatchStream:
             # worker from stopping.
             self._fill_to = max_
             self._full.clear()
+            self._room.set()  # not full while it waits for more (full())
             timer = asyncio.get_running_loop().call_later(within, self._full.set)
             try:
                 await self._full.wait()
@@ -134,7 +141,7 @@ class BatchStream:
                 timer.cancel()
                 self._fill_to = 0
         batch = [held.popleft() for _ in range(min(max_, len(held)))]
-        if len(held) < self.maxsize:
+        if not self.full():
             self._room.set()
         if self._paused and len(held) <= self.maxsize // 2:
             consumer, paused = self.app.consumer, self._paused

@@ -199,3 +199,23 @@ def test_the_delivery_loop_waits_while_a_stage_is_full(app: App) -> None:
 
     with mock.patch.object(consumer, "on_buffer_full"):
         assert run(app, hand_over_then_take()) == (True, True)
+
+
+def test_a_stage_waiting_for_a_batch_larger_than_maxsize_does_not_stop_delivery(
+        app: App) -> None:
+    # Minutes takes as many records as one warehouse insert: were its stream full at
+    # maxsize, the delivery loop would wait on it while it waits for more records.
+    stream = BatchStream(app, [TOPIC], maxsize=2)
+    consumer = app.consumer
+
+    async def fill_a_batch_of_four() -> list[Any]:
+        taking = asyncio.ensure_future(first(stream.take(4, within=5.0)))
+        await asyncio.sleep(0)
+        for offsets in ((0, 1), (2, 3)):
+            events = [batches.track(app, consumer, record(P0, n), [stream]) for n in offsets]
+            await asyncio.wait_for(consumer._hand_over({1: ([stream], events)}), 1)
+        return await asyncio.wait_for(taking, 1)
+
+    with mock.patch.object(consumer, "on_buffer_full"):
+        batch = run(app, fill_a_batch_of_four())
+    assert [e.message.offset for e in batch] == [0, 1, 2, 3]
