@@ -138,8 +138,6 @@ FIXED_SETTINGS = frozenset({"home", "kafka_bootstrap", "topic_prefix", "topic_pa
 
 def worker_setting(raw: str) -> tuple[str, str]:
     """``name=value`` of a benchmark's ``--set``, checked against the worker's settings."""
-    import argparse
-
     from touchpoint.settings import SETTINGS
 
     name, sep, value = raw.partition("=")

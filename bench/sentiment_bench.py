@@ -459,7 +459,7 @@ def marked(source: str, tuned: set[str]) -> str:
 
 def show_flags(language: str, split: str, threshold: float, tuned: set[str],
                flagged: Sequence[tuple[str, dict[str, Flags], dict[str, float]]],
-               width: int = 17) -> None:
+               width: int) -> None:
     """The detector's view: share of negative texts and of the others flagged, per source."""
     print(f"\n-- {language}: flagged as negative text by the detector (score <= "
           f"{threshold:+.2f}), {split} split; * = domain with tuning rows")

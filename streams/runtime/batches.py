@@ -252,6 +252,5 @@ def decoded(event: EventT, decode: Callable[[bytes], Any]) -> Any:
 def track(app: Any, consumer: Any, message: Message, streams: list[BatchStream]) -> EventT:
     """The event for ``message``, tracked for acknowledgement by each of ``streams``."""
     message.incref(len(streams))
-    message.tracked = True
     consumer.track_message(message)
     return cast(EventT, Delivered(app, message, len(streams)))
