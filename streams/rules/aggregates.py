@@ -15,7 +15,7 @@ docs/design/aggregates-and-attribution.md.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, NamedTuple
@@ -292,6 +292,15 @@ class MinuteWindows:
         self.open: dict[MinuteKey, MinuteCell] = {}
         self.closed: dict[MinuteKey, tuple[int, set[str]]] = {}  # key -> (added at close, ids)
         self.late: dict[MinuteKey, tuple[int, MinuteCell]] = {}  # key -> (batch, cell)
+        # Late cells changed and gone since take_late_changes(): the table keeps each late
+        # cell apart and rewrites only those (a backlog leaves thousands of them)
+        self.late_changed: set[MinuteKey] = set()
+        self.late_gone: set[MinuteKey] = set()
+        # Ids of late cells that stopped collecting, kept for retain_events more events,
+        # in order of ``at``: an event read again after a crash may have been counted in
+        # one (key -> (added when the last of its cells retired, ids))
+        self.retired: dict[MinuteKey, tuple[int, set[str]]] = {}
+        self._retired_packed: dict[MinuteKey, str] = {}
         # A closed minute's ids never change: packed once for every later to_dict, which
         # runs every few seconds over all of them (the bulk of the windows)
         self._closed_packed: dict[MinuteKey, str] = {}
@@ -320,7 +329,9 @@ class MinuteWindows:
         key = minute_key(event)
         event_id = str(event["event_id"])
         if self.is_closed(key.minute):
-            if _digest(event_id) in self.closed.get(key, (0, ()))[1]:
+            digest = _digest(event_id)
+            if digest in self.closed.get(key, (0, ()))[1] or \
+                    digest in self.retired.get(key, (0, ()))[1]:
                 return self._note(Added("duplicate"))
             current = self.late.get(key)
             if current is None:
@@ -331,6 +342,8 @@ class MinuteWindows:
             batch, late_cell = current
             if not late_cell.add(event, negative, customer_id=customer_id):
                 return self._note(Added("duplicate"))
+            self.late_changed.add(key)
+            self.late_gone.discard(key)
             self.added += 1
             row = late_cell.row(self.part)
             version = row.pop("version")
@@ -386,33 +399,70 @@ class MinuteWindows:
         for key in expired:
             del self.closed[key]
             self._closed_packed.pop(key, None)
+        expired = []
+        for key, (at, _) in self.retired.items():
+            if self.added - at <= self.retain_events:
+                break
+            expired.append(key)
+        for key in expired:
+            del self.retired[key]
+            self._retired_packed.pop(key, None)
+        self._expire_late(mark)
+        return rows
+
+    def _expire_late(self, mark: int, *, retire: bool = True) -> None:
+        """Drop the late cells that stopped collecting by watermark ``mark``.
+
+        Their ids are kept (``retired``) unless ``retire`` is false: cells loaded after
+        a store that retired them (the head) and was cut before it deleted them.
+        """
         if self._first_late <= mark - self.late_retain:
             for key in [k for k, (batch, _) in self.late.items()
                         if batch <= mark - self.late_retain]:
-                del self.late[key]
+                _, cell = self.late.pop(key)
+                self.late_gone.add(key)
+                self.late_changed.discard(key)
+                if retire:
+                    _, ids = self.retired.pop(key, (0, set()))
+                    self.retired[key] = (self.added, ids | cell.ids)  # last: in order of at
+                    self._retired_packed.pop(key, None)
             self._find_firsts()
-        return rows
+
+    def take_late_changes(self) -> tuple[dict[MinuteKey, list[Any]], set[MinuteKey]]:
+        """The late cells changed (key -> ``[batch, cell data]``) and gone since the last call."""
+        changed = {key: [self.late[key][0], self.late[key][1].to_dict()]
+                   for key in sorted(self.late_changed)}
+        gone = self.late_gone
+        self.late_changed, self.late_gone = set(), set()
+        return changed, gone
 
     def _find_firsts(self) -> None:
         """Look up the earliest open minute and late batch again (after some went)."""
         self._first_open = min((key.minute for key in self.open), default=_NEVER)
         self._first_late = min((batch for batch, _ in self.late.values()), default=_NEVER)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data (for a changelog-backed table)."""
-        return {
+    def to_dict(self, *, late: bool = True) -> dict[str, Any]:
+        """Plain JSON-able data; without the late cells if not ``late`` (the head)."""
+        data = {
             "max_time": self.max_time, "floor": self.floor, "added": self.added,
             "open": [cell.to_dict() for _, cell in sorted(self.open.items())],
-            "closed": [[list(key), at, self._packed(key, ids)]
+            "closed": [[list(key), at, self._packed(key, ids, self._closed_packed)]
                        for key, (at, ids) in sorted(self.closed.items())],
-            "late": [[batch, cell.to_dict()] for _, (batch, cell) in sorted(self.late.items())],
+            "late": [],
+            "retired": [[list(key), at, self._packed(key, ids, self._retired_packed)]
+                        for key, (at, ids) in self.retired.items()],
             "stats": dict(self.stats),
         }
+        if late:
+            data["late"] = [[batch, cell.to_dict()]
+                            for _, (batch, cell) in sorted(self.late.items())]
+        return data
 
-    def _packed(self, key: MinuteKey, ids: set[str]) -> str:
-        packed = self._closed_packed.get(key)
+    @staticmethod
+    def _packed(key: MinuteKey, ids: set[str], cache: dict[MinuteKey, str]) -> str:
+        packed = cache.get(key)
         if packed is None:
-            packed = self._closed_packed[key] = _pack(ids)
+            packed = cache[key] = _pack(ids)
         return packed
 
     @classmethod
@@ -420,8 +470,15 @@ class MinuteWindows:
                   grace: timedelta = DEFAULT_GRACE,
                   retain: timedelta = DEFAULT_RETAIN,
                   retain_events: int = DEFAULT_RETAIN_EVENTS,
-                  late_retain: timedelta = DEFAULT_LATE_RETAIN) -> MinuteWindows:
-        """The windows stored by :meth:`to_dict`, with these settings."""
+                  late_retain: timedelta = DEFAULT_LATE_RETAIN,
+                  late: Iterable[Sequence[Any]] = ()) -> MinuteWindows:
+        """The windows stored by :meth:`to_dict`, with these settings.
+
+        ``late`` adds late cells stored apart (``[batch, cell data]``, as
+        :meth:`take_late_changes` gives them). Cells that stopped collecting by the
+        stored watermark are dropped and count as gone: a store can be cut after its
+        head, before it deleted them.
+        """
         windows = cls(part=part, grace=grace, retain=retain, retain_events=retain_events,
                       late_retain=late_retain)
         windows.max_time, windows.floor = data["max_time"], data["floor"]
@@ -432,9 +489,15 @@ class MinuteWindows:
         for key, at, packed in data["closed"]:
             windows.closed[MinuteKey(*key)] = (at, _unpack(packed))
             windows._closed_packed[MinuteKey(*key)] = packed
-        for batch, item in data["late"]:
+        for key, at, packed in data["retired"]:
+            windows.retired[MinuteKey(*key)] = (at, _unpack(packed))
+            windows._retired_packed[MinuteKey(*key)] = packed
+        for batch, item in (*data["late"], *late):
             cell = MinuteCell.from_dict(item)
             windows.late[cell.key] = (batch, cell)
         windows._find_firsts()
+        mark = windows.watermark
+        if mark is not None:
+            windows._expire_late(mark, retire=False)
         windows.stats.update(data.get("stats") or {})
         return windows

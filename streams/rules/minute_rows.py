@@ -3,15 +3,20 @@
 Pure, no Kafka and no Faust: :class:`MinuteStage` holds the
 :class:`~touchpoint.streams.rules.aggregates.MinuteWindows` of one input partition, counts
 a batch of normalized events into them and returns the ``touchpoint_minute_raw`` and
-``touchpoint_minute_late_raw`` rows to upsert, one per key. The minutes stage
-(``streams/stages/minutes.py``) feeds it from Kafka and stores its state and rows.
+``touchpoint_minute_late_raw`` rows to upsert, one per key, and what to write to the
+table that keeps the windows (:class:`Changes`): a head, and each late cell under an
+entry of its own, so a store rewrites what changed, not the day of late cells a backlog
+leaves. The minutes stage (``streams/stages/minutes.py``) feeds it from Kafka and stores
+its changes and rows.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from touchpoint.streams.rules import complaints
 from touchpoint.streams.rules.aggregates import (
@@ -25,9 +30,37 @@ from touchpoint.streams.rules.aggregates import (
 )
 from touchpoint.streams.rules.identity import provisional_customer_id
 
-__all__ = ["MinuteStage"]
+__all__ = ["LATE_PREFIX", "Changes", "MinuteStage"]
 
 _MINUTE_KEY: Final = ("minute", "channel", "type", "store_id", "campaign_id", "part")
+
+#: Names of late-cell entries start with this: ``late/<digest of the cell's key>/<slot>``.
+LATE_PREFIX: Final = "late/"
+
+
+class Changes(NamedTuple):
+    """A store's writes, in order: ``stale`` deleted, ``late``, ``head``, ``gone`` deleted.
+
+    Late cells live in entries of their own, each in two slots: a change is written to
+    the slot that does not hold the cell's current state, stamped with the store's
+    generation, and the head that names that generation goes after it. So a store cut
+    anywhere by a crash loads as the windows before it (entries of a later generation
+    than the head are not read, and the slot beside each holds the cell as it was) or
+    as the windows after it (cells deleted too late have stopped collecting by the
+    head's watermark, and are dropped as they load). The entries a cut store left
+    (``stale``) go before anything else, so none of them is ever taken for a later
+    generation's.
+    """
+
+    stale: list[str]  # entry names to delete
+    late: dict[str, list[Any]]  # entry name -> [generation, batch, cell data]
+    head: dict[str, Any]
+    gone: list[str]  # entry names to delete
+
+
+def _entry(key: Iterable[Any], slot: int) -> str:
+    digest = hashlib.blake2b(json.dumps(list(key)).encode(), digest_size=12).hexdigest()
+    return f"{LATE_PREFIX}{digest}/{slot}"
 
 
 class MinuteStage:
@@ -42,14 +75,56 @@ class MinuteStage:
         self.rules, self.grace, self.part = rules, grace, part
         self.stats = stats if stats is not None else {}
         self.windows = MinuteWindows(part=part, grace=grace)
+        self.generation = 0  # of the last store
+        self._slots: dict[tuple[Any, ...], int] = {}  # late cell key -> slot of its state
+        self._stale: list[str] = []  # entries a store cut short left
 
-    def load(self, stored: Mapping[str, Any] | None) -> None:
-        """Continue from windows stored by :meth:`state` (``None``: from the start)."""
-        self.windows = (MinuteWindows(part=self.part, grace=self.grace) if stored is None
-                        else MinuteWindows.from_dict(stored, part=self.part, grace=self.grace))
+    def load(self, head: Mapping[str, Any] | None,
+             entries: Iterable[tuple[str, Any]] = ()) -> None:
+        """Continue from what :meth:`changes` stored: the head and the late-cell entries.
+
+        ``head`` None: from the start. An entry of a later generation than the head's is
+        left by a store cut short: not read (the other slot of its cell has the cell's
+        state), and deleted first at the next store.
+        """
+        self.windows = MinuteWindows(part=self.part, grace=self.grace)
+        self.generation, self._slots, self._stale = 0, {}, []
+        stored = 0 if head is None else int(head["generation"])
+        found: dict[tuple[Any, ...], tuple[int, int, list[Any]]] = {}
+        for name, (stamp, batch, cell) in entries:
+            # no generation is used twice: the next store's is past every stamp found
+            self.generation = max(self.generation, stamp)
+            key, slot = tuple(cell["key"]), int(name.rsplit("/", 1)[1])
+            if stamp > stored:
+                self._stale.append(name)
+            elif stamp > found.get(key, (-1,))[0]:
+                found[key] = (stamp, slot, [batch, cell])
+        if head is not None:
+            self.windows = MinuteWindows.from_dict(
+                head, part=self.part, grace=self.grace,
+                late=[value for _, _, value in found.values()])
+        self.generation = max(self.generation, stored)
+        self._slots = {key: slot for key, (_, slot, _) in found.items()}
+
+    def changes(self) -> Changes:
+        """What to store since the last call (:class:`Changes`), as the next generation."""
+        self.generation += 1
+        changed, gone = self.windows.take_late_changes()
+        late = {}
+        for key, (batch, cell) in changed.items():
+            slot = self._slots[key] = 1 - self._slots.get(key, 1)
+            late[_entry(key, slot)] = [self.generation, batch, cell]
+        names = []
+        for key in sorted(gone):
+            if self._slots.pop(key, None) is not None:
+                names += [_entry(key, 0), _entry(key, 1)]
+        head = self.windows.to_dict(late=False)
+        head["generation"] = self.generation
+        stale, self._stale = self._stale, []
+        return Changes(stale, late, head, names)
 
     def state(self) -> dict[str, Any]:
-        """The windows as plain data, for the table."""
+        """The windows as plain data, late cells included (tests compare whole states)."""
         return self.windows.to_dict()
 
     def add(self, events: Iterable[Mapping[str, Any]]

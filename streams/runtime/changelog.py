@@ -221,6 +221,23 @@ class Table(faust.Table):
         self.on_key_get(key)
         return store._decode_value(value)
 
+    def del_in(self, partition: int, key: Any) -> None:
+        """Delete ``key`` in ``partition``: its changelog tombstone, and one database's key.
+
+        Faust's deletion deletes a key it has not read lately in every partition's
+        database, a write (a RocksDB tombstone) in each. Sends the tombstone to the
+        current record's partition, as a set does.
+        """
+        store = self.data
+        if not isinstance(store, rocksdb.Store):
+            if key in self:
+                del self[key]
+            return
+        self.on_key_del(key)
+        db = store._dbs.get(partition)
+        if db is not None:
+            db.delete(store._encode_key(key))
+
     def items_in(self, partition: int, prefix: str) -> Iterator[tuple[Any, Any]]:
         """The keys starting with ``prefix`` in ``partition``, with their values, in key order.
 

@@ -6,11 +6,12 @@ exactly once for readers. It reads ``touchpoints.unresolved``, where every copy 
 event lands in the same partition (keyed by the event's strongest identifier), in
 batches, with windows of their own per partition; for each batch it writes the final
 rows of the minutes that closed and the provisional and late rows it changed, and every
-``STATE_SECONDS`` it stores the windows in the changelog-backed table
-``touchpoint-minutes`` (one key per input partition, in that partition) before
-acknowledging the records they include. A batch whose partition was revoked meanwhile
-is dropped: the next owner reads it again. Why it reads that log and stores its windows
-only every few seconds is in docs/design/aggregates-and-attribution.md.
+``STATE_SECONDS`` it stores what changed in the windows in the changelog-backed table
+``touchpoint-minutes`` (a head per input partition and an entry per late cell, in that
+partition; ``MinuteStage.changes``) before acknowledging the records they include. A
+batch whose partition was revoked meanwhile is dropped: the next owner reads it again.
+Why it reads that log and how and when it stores its windows is in
+docs/design/aggregates-and-attribution.md.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from touchpoint.sinks.tables import TOUCHPOINT_MINUTE_LATE_RAW, TOUCHPOINT_MINUT
 from touchpoint.sinks.writer import RetryingWriter
 from touchpoint.streams.rules import complaints
 from touchpoint.streams.rules.aggregates import LATE_COLUMNS, MINUTE_COLUMNS
-from touchpoint.streams.rules.minute_rows import MinuteStage
+from touchpoint.streams.rules.minute_rows import LATE_PREFIX, MinuteStage
 from touchpoint.streams.runtime import changelog
 from touchpoint.streams.runtime.batches import batch_stream, decoded
 from touchpoint.streams.runtime.consumer import is_current, only_current
@@ -110,7 +111,14 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
             stage = stages.get(partition)
             if stage is not None:
                 make_current(last)  # the changelog partition is the input's (outbox.py)
-                table[str(partition)] = stage.state()
+                changes = stage.changes()  # in the order that survives a cut (minute_rows.py)
+                for name in changes.stale:
+                    table.del_in(partition, f"{partition}/{name}")
+                for name, value in changes.late.items():
+                    table[f"{partition}/{name}"] = value
+                table[str(partition)] = changes.head
+                for name in changes.gone:
+                    table.del_in(partition, f"{partition}/{name}")
         for event in events:
             await records.ack(event)
 
@@ -131,7 +139,8 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
                     if stage is None:
                         stage = stages[partition] = MinuteStage(rules, grace=grace,
                                                                 part=partition, stats=stats)
-                        stage.load(table.get_in(partition, str(partition)))
+                        stage.load(table.get_in(partition, str(partition)),
+                                   table.items_in(partition, f"{partition}/{LATE_PREFIX}"))
                     minute_rows, late_rows = stage.add(decoded(e, codec.decode) for e in group)
                     for name, columns, rows in ((TOUCHPOINT_MINUTE_RAW, MINUTE_COLUMNS,
                                                  minute_rows),

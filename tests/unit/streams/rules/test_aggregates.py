@@ -167,6 +167,27 @@ def test_closed_minutes_are_forgotten_after_retain_and_late_cells_after_late_ret
     assert second.late[0]["events"] == 1
 
 
+def test_a_late_cell_that_stopped_collecting_still_knows_its_events_for_retain_events() -> None:
+    # A crash after the windows were stored, before the offsets were committed: the
+    # events read again include those of a late cell that stopped collecting meanwhile.
+    windows = MinuteWindows(grace=timedelta(0), retain_events=3,
+                            late_retain=timedelta(minutes=30))
+    windows.add(ev("a", "web", "page_view", T0 + 5 * MIN), negative=False)
+    assert windows.add(ev("late", "web", "page_view", T0), negative=False).status == "late"
+    windows.add(ev("b", "web", "page_view", T0 + 40 * MIN), negative=False)
+    key = MinuteKey(M0, "web", "page_view", "", "")
+    assert key not in windows.late and key in windows.retired
+    again = MinuteWindows.from_dict(json.loads(json.dumps(windows.to_dict())), grace=timedelta(0),
+                                    retain_events=3, late_retain=timedelta(minutes=30))
+    for restored in (windows, again):
+        assert restored.add(ev("late", "web", "page_view", T0),
+                            negative=False).status == "duplicate"
+    for n in range(4):  # more than retain_events events later: forgotten
+        windows.add(ev(f"c{n}", "web", "page_view", T0 + (41 + n) * MIN), negative=False)
+    assert key not in windows.retired
+    assert windows.add(ev("late", "web", "page_view", T0), negative=False).status == "late"
+
+
 def test_shuffled_within_grace_and_repeated_gives_the_same_rows() -> None:
     rng = random.Random(7)
     events = [ev(f"e{n}", rng.choice(("web", "store")), rng.choice(("visit", "purchase")),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from touchpoint.sim.campaign_scenario import generate
 from touchpoint.streams.rules.aggregates import LATE_COLUMNS, MINUTE_COLUMNS
 from touchpoint.streams.rules.complaints import Rules
-from touchpoint.streams.rules.minute_rows import MinuteStage
+from touchpoint.streams.rules.minute_rows import LATE_PREFIX, Changes, MinuteStage
 
 from ...campaign_helpers import minute_report, normalize
 
@@ -53,18 +55,152 @@ def test_one_row_per_key_per_batch_and_only_what_changed(scenario_events) -> Non
     assert stage.stats["duplicate"] == 50
 
 
+def _writes(changes: Changes) -> list[tuple[str, Any]]:
+    """A store's writes to the table, in order: (name, value), value None for a deletion."""
+    return [*((name, None) for name in changes.stale), *changes.late.items(),
+            ("head", changes.head), *((name, None) for name in changes.gone)]
+
+
+def _write(table: dict[str, Any], writes: Sequence[tuple[str, Any]]) -> None:
+    for name, value in writes:
+        if value is None:
+            table.pop(name, None)
+        else:
+            table[name] = json.loads(json.dumps(value))  # as the changelog gives it back
+
+
+def _loaded(table: dict[str, Any]) -> MinuteStage:
+    stage = MinuteStage(Rules.load(), grace=GRACE)
+    stage.load(table.get("head"),
+               sorted((k, v) for k, v in table.items() if k.startswith(LATE_PREFIX)))
+    return stage
+
+
 def test_a_restart_from_the_stored_state_rewrites_the_same_rows(scenario_events) -> None:
     events, expected = scenario_events
     undisturbed = _run(MinuteStage(Rules.load(), grace=GRACE), events, 40)
     before = MinuteStage(Rules.load(), grace=GRACE)
     rows = _run(before, events[:200], 40)
-    stored = before.state()
+    table: dict[str, Any] = {}
+    _write(table, _writes(before.changes()))
     rows += _run(before, events[200:260], 40)  # counted and written, then the worker dies
-    after = MinuteStage(Rules.load(), grace=GRACE)
-    after.load(stored)  # the changelog had the state of the first 200
+    after = _loaded(table)  # the changelog had the state of the first 200
     rows += _run(after, events[200:], 40)  # read again from the committed offset
     assert minute_report(rows) == minute_report(undisturbed) == expected
     assert "late" not in after.stats
+
+
+def _comparable(state: dict[str, Any]) -> dict[str, Any]:
+    """A stored state with its sets as sets (their order in the data is arbitrary)."""
+    def ids(packed: str) -> set[str]:
+        return {packed[i:i + 16] for i in range(0, len(packed), 16)}
+
+    def cell(data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "ids": ids(data["ids"]), "customers": set(data["customers"])}
+
+    return {**{k: v for k, v in state.items() if k != "stats"},  # counts duplicates too
+            "open": [cell(c) for c in state["open"]],
+            "late": [[batch, cell(c)] for batch, c in state["late"]],
+            "closed": [[key, at, ids(packed)] for key, at, packed in state["closed"]],
+            # cells retired by one event, in whatever order
+            "retired": {tuple(key): (at, ids(packed)) for key, at, packed in state["retired"]}}
+
+
+def _stored_cells(table: dict[str, Any]) -> set[tuple[Any, ...]]:
+    return {tuple(value[2]["key"]) for name, value in table.items()
+            if name.startswith(LATE_PREFIX)}
+
+
+def _skewed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events two days at a time, channel after channel: most of them late.
+
+    The watermark moves on two days a block, so late cells of a block stop collecting
+    in the next one (``late_retain`` is a day), and a new cell opens for their key.
+    """
+    day = 86_400_000
+    first = min(e["occurred_at"] for e in events)
+    ordered = sorted(events, key=lambda e: ((e["occurred_at"] - first) // (2 * day),
+                                            e["channel"], e["occurred_at"]))
+    return ordered[:130] + ordered[100:]  # with a redelivery
+
+
+class _Worker:
+    """Counts events in batches and stores the windows every few batches, as the stage does.
+
+    Rows go to ``rows`` as they are written. ``crash`` = (store, writes): the worker dies
+    after that many writes of that store (counted from 0), as a crash cuts a changelog.
+    Returns the position read again from: the first event the last complete store lacks.
+    """
+
+    def __init__(self, table: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        self.table, self.rows, self.stores = table, rows, 0
+        self.writes: list[tuple[int, int]] = []  # each store's writes, and where its head is
+
+    def run(self, events: list[dict[str, Any]], start: int,
+            crash: tuple[int, int] | None = None, size: int = 25, every: int = 3) -> int:
+        stage = _loaded(self.table)
+        committed = position = start
+        while position < len(events):
+            self.rows += _run(stage, events[position:position + size], size)
+            position += size
+            if (position - start) // size % every == 0 or position >= len(events):
+                writes = _writes(stage.changes())
+                self.writes.append((len(writes), [n for n, _ in writes].index("head")))
+                if crash is not None and crash[0] == self.stores:
+                    _write(self.table, writes[:crash[1]])
+                    self.stores += 1
+                    return committed
+                _write(self.table, writes)
+                self.stores += 1
+                committed = position
+        return committed
+
+
+def test_late_cells_are_stored_apart_and_only_when_they_change(scenario_events) -> None:
+    events, _ = scenario_events
+    stage = MinuteStage(Rules.load(), grace=GRACE)
+    _run(stage, _skewed(events)[:200], 25)
+    first = stage.changes()
+    assert stage.stats["late"] > 50 and len(first.late) == len(stage.windows.late)
+    assert not first.head["late"]  # the head holds no late cell
+    again = stage.changes()
+    assert (again.stale, again.late, again.gone) == ([], {}, [])  # nothing changed since
+    assert again.head["generation"] == first.head["generation"] + 1
+
+
+def test_a_late_cell_that_stops_collecting_is_deleted(scenario_events) -> None:
+    events, _ = scenario_events
+    table: dict[str, Any] = {}
+    worker = _Worker(table, [])
+    worker.run(_skewed(events), 0)
+    stage = _loaded(table)
+    # the table holds the live cells (one or both slots each) and nothing else
+    assert _stored_cells(table) == set(stage.windows.late)
+    assert len(stage.windows.retired) > 100  # where many more came and went
+
+
+def test_a_store_cut_anywhere_by_a_crash_loses_and_doubles_nothing(scenario_events) -> None:
+    events, _ = scenario_events
+    skewed = _skewed(events)
+    table: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    undisturbed = _Worker(table, rows)
+    undisturbed.run(skewed, 0)
+    report, final = minute_report(rows), _comparable(_loaded(table).state())
+    assert sum(m["events"] for m in report) == len(events)
+    assert len(undisturbed.writes) > 4 and max(n for n, _ in undisturbed.writes) > 100
+    for store, (count, head) in enumerate(undisturbed.writes):
+        # around the head, a dozen other points, and all written but not committed
+        for cut in sorted({*range(0, count, max(1, count // 12)), head - 1, head, head + 1,
+                           count - 1, count} - {-1}):
+            table, rows = {}, []
+            worker = _Worker(table, rows)
+            start = worker.run(skewed, 0, crash=(store, cut))
+            start = worker.run(skewed, start, crash=(store + 2, count // 2))  # and again
+            worker.run(skewed, start)
+            assert minute_report(rows) == report, (store, cut)
+            assert _comparable(_loaded(table).state()) == final, (store, cut)
+            assert _stored_cells(table) == {tuple(c["key"]) for _, c in final["late"]}
 
 
 def test_an_event_of_a_closed_minute_is_late_not_lost(scenario_events) -> None:

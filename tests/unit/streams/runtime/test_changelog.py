@@ -358,6 +358,57 @@ def test_keys_with_a_prefix_are_read_in_one_partition_in_key_order(rocks: _Env) 
     assert 5 not in table.data._dbs
 
 
+def test_a_key_deleted_in_one_partition_leaves_the_others_untouched(rocks: _Env) -> None:
+    app, table, env = rocks.app, rocks.table, rocks
+
+    async def write() -> None:
+        env.on(1)
+        table["1/late/x/0"] = 1
+        env.on(0)
+        table["0/late/x/0"] = 2
+        env.on(1)
+        table.del_in(1, "1/late/x/0")
+        table.del_in(1, "1/late/never/0")  # not there: a tombstone all the same
+        await app.changelogs.ship()
+
+    deleted: list[int] = []
+    store = table.data
+    real = dict(store._dbs)
+
+    class Counted:
+        def __init__(self, partition: int, db: Any) -> None:
+            self.partition, self.db = partition, db
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.db, name)
+
+        def delete(self, key: bytes) -> None:
+            deleted.append(self.partition)
+            self.db.delete(key)
+
+    async def again() -> None:
+        env.on(1)
+        table["1/late/y/1"] = 3
+        table.del_in(1, "1/late/y/1")
+        await app.changelogs.ship()
+
+    env.run(write())  # opens both partitions' databases
+    store._dbs.update({p: Counted(p, db) for p, db in store._dbs.items()})
+    try:
+        env.run(again())
+    finally:
+        store._dbs.update(real)
+    assert deleted == [1]  # Faust's deletion would have asked every partition's database
+    topic = table.changelog_topic.get_topic_name()
+    tombstones = [(p, k) for t, p, records in rocks.producer.batches if t == topic
+                  for k, v in records if v is None]
+    assert tombstones == [(1, _wire(table, key, None)[0])
+                          for key in ("1/late/x/0", "1/late/never/0", "1/late/y/1")]
+    env.current = None
+    assert list(table.items_in(1, "1/late/")) == []
+    assert list(table.items_in(0, "0/late/")) == [("0/late/x/0", 2)]
+
+
 def test_keys_with_a_prefix_in_the_memory_store_are_scanned(env: _Env) -> None:
     async def write() -> None:
         env.on(0)
