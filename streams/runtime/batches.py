@@ -102,16 +102,13 @@ class BatchStream:
                     self._paused.add(tp)
                     consumer.on_buffer_full(tp)
 
-    async def take(self, max_: int, within: float, *,
-                   idle: float | None = None) -> AsyncIterator[list[EventT]]:
+    async def take(self, max_: int, within: float) -> AsyncIterator[list[EventT]]:
         """Batches of at most ``max_`` records, waiting up to ``within`` s to fill one.
 
-        The stage acknowledges each record (:meth:`ack`) when it is done with it. With
-        ``idle``, an empty batch comes after ``idle`` s without records (for a stage
-        that holds records back and must look at them again).
+        The stage acknowledges each record (:meth:`ack`) when it is done with it.
         """
         while True:
-            yield await self._next(max_, within, idle)
+            yield await self._next(max_, within)
 
     async def take_acked(self, max_: int, within: float) -> AsyncIterator[list[EventT]]:
         """Like :meth:`take`; each batch is acknowledged when the next one is asked for."""
@@ -125,21 +122,11 @@ class BatchStream:
         """Acknowledge ``event`` for this stage (Faust's ``Stream.ack``)."""
         return event.ack()
 
-    async def _next(self, max_: int, within: float, idle: float | None = None
-                    ) -> list[EventT]:
+    async def _next(self, max_: int, within: float) -> list[EventT]:
         held = self._events
         while not held:
             self._arrived.clear()
-            if idle is None:
-                await self._arrived.wait()
-                continue
-            timer = asyncio.get_running_loop().call_later(idle, self._arrived.set)
-            try:
-                await self._arrived.wait()
-            finally:
-                timer.cancel()
-            if not held:
-                return []
+            await self._arrived.wait()
         if len(held) < max_ and within > 0:
             # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes
             # as the wait ends, and a stage that ignores its cancellation keeps the

@@ -20,8 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import faust
@@ -40,8 +39,7 @@ from touchpoint.streams.runtime.consumer import is_current, only_current
 from touchpoint.streams.runtime.outbox import Outbox, make_current
 from touchpoint.streams.runtime.replica import Replica
 
-__all__ = ["AWAIT_HEADER", "TABLE", "Following", "ReadThrough", "register", "replica_key",
-           "replica_value"]
+__all__ = ["AWAIT_HEADER", "TABLE", "ReadThrough", "register", "replica_key", "replica_value"]
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +111,6 @@ TABLE = "touchpoint-identity"
 #: Records one identity batch takes at most, and how long it waits to fill one (seconds).
 BATCH_RECORDS = 1000
 BATCH_WITHIN = 0.02
-#: Events the identity stage holds at most while the link stage works on their
-#: identifiers' links (:class:`Following`); past it the oldest go through the link stage.
-HOLD_RECORDS = 10_000
 #: The identity table's key for the offset of ``<app_id>-links`` before which the link
 #: stage has forwarded every event (every worker's copy of the graph has it too).
 LINKED_KEY = "linked"
@@ -146,70 +141,6 @@ def replica_value(key: bytes, value: bytes) -> bytes | None:
     if key.startswith(b"m:"):
         return ",".join(decoded["aliases"]).encode()
     return None
-
-
-class Following:
-    """Events held until the link stage has passed their identifiers, in order per identifier.
-
-    An event is held when it names an identifier of an event the link stage has not
-    forwarded yet, or of an event held before it. :meth:`released` gives back, in
-    arrival order, every held event none of whose identifiers is blocked or named by an
-    earlier event still held, so no event overtakes an earlier one that names one of its
-    identifiers, and none waits for events of other customers. Past ``limit`` events,
-    :meth:`hold` gives back the oldest ones, to follow their identifiers' links through
-    the link stage as they arrived.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._held: deque[tuple[Any, tuple[str, ...]]] = deque()
-        self._named: Counter[str] = Counter()  # identifier -> held events naming it
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    def names(self, identifiers: tuple[str, ...]) -> bool:
-        """Whether a held event names one of ``identifiers``."""
-        named = self._named
-        return any(named[i] > 0 for i in identifiers)
-
-    def hold(self, event: Any, identifiers: tuple[str, ...]
-             ) -> Iterator[tuple[Any, tuple[str, ...]]]:
-        """Hold ``event``; first give back the oldest held events beyond ``limit``."""
-        while len(self._held) >= self.limit:
-            oldest = self._held.popleft()
-            self._forget(oldest[1])
-            yield oldest
-        self._held.append((event, identifiers))
-        self._named.update(identifiers)
-
-    def released(self, blocked: Callable[[str], bool]
-                 ) -> Iterator[tuple[Any, tuple[str, ...]]]:
-        """The held events free to go, in arrival order (see the class).
-
-        ``blocked`` is asked again for each event: routing one may block more.
-        """
-        kept: deque[tuple[Any, tuple[str, ...]]] = deque()
-        behind: set[str] = set()  # identifiers of the events kept so far
-        held, self._held = self._held, kept
-        try:
-            while held:
-                event, identifiers = held.popleft()
-                if any(i in behind or blocked(i) for i in identifiers):
-                    kept.append((event, identifiers))
-                    behind.update(identifiers)
-                else:
-                    self._forget(identifiers)
-                    yield event, identifiers
-        finally:
-            kept.extend(held)  # a caller that stopped early: the rest stays held, in order
-
-    def _forget(self, identifiers: tuple[str, ...]) -> None:
-        named = self._named
-        named.subtract(identifiers)
-        for identifier in identifiers:
-            if named[identifier] <= 0:
-                del named[identifier]
 
 
 def _await_headers(aliases: tuple[str, ...]) -> list[tuple[str, bytes]] | None:
@@ -255,70 +186,38 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
     async def identity(stream: faust.StreamT[bytes]) -> None:
         # Stateless but for the graph's copy, read as it stands: any partition, any worker.
         # It never waits for the link stage: the worker's one delivery loop would stop
-        # feeding that stage once this one's buffer is full. An event that names an
-        # identifier of one still on its way through the link stage (``waiting``:
-        # identifier -> offset of its last event sent to link) is held (``Following``)
-        # and resolved once the link stage has passed that offset, so a customer's later
-        # events neither overtake it nor load the one-partition link stage.
+        # feeding that stage once this one's buffer is full. Instead an event that names
+        # an identifier of one still on its way through the link stage follows it there
+        # (``waiting``: identifier -> offset of its last event sent to link), so a
+        # customer's later events do not overtake it.
         outbox = Outbox(app)
         await replica.caught_up.wait()  # else every known customer would look new
         waiting: dict[str, int] = {}
-        following = Following(HOLD_RECORDS)
-        linking: set[str] = set()  # identifiers of this round's events sent to link
-        sent: list[faust.EventT] = []  # this round's, acknowledged once delivered
-
-        def blocked(identifier: str) -> bool:
-            return identifier in waiting or identifier in linking
-
-        async def to_link(message: faust.EventT, identifiers: tuple[str, ...]) -> None:
-            linking.update(identifiers)
-            stats["to_link"] = stats.get("to_link", 0) + 1
-            await outbox.send(links_name, message.key, message.value)
-            sent.append(message)
-
-        async def route(message: faust.EventT, identifiers: tuple[str, ...]) -> None:
-            resolution = None
-            if not any(map(blocked, identifiers)):
-                resolution = resolve_known(identifiers, owner, aliases)
-            if resolution is None:
-                await to_link(message, identifiers)
-                return
-            stats["resolved"] = stats.get("resolved", 0) + 1
-            await outbox.send(resolved_name, resolution.customer_id.encode(),
-                              message.value, _await_headers(resolution.awaits))
-            sent.append(message)
-
-        async for events in unresolved_records.take(BATCH_RECORDS, within=BATCH_WITHIN,
-                                                    idle=BATCH_WITHIN):
-            passed = True  # whether the link stage passed an identifier's last event
+        async for events in unresolved_records.take_acked(BATCH_RECORDS, within=BATCH_WITHIN):
             if waiting:
                 done = linked_up_to()
-                before = len(waiting)
                 waiting = {i: at for i, at in waiting.items() if at >= done}
-                passed = len(waiting) < before
-            if passed and following:
-                for message, identifiers in following.released(blocked):
-                    if is_current(app, message.message):  # else its partition's owner reads it
-                        await route(message, identifiers)
+            linking: set[str] = set()  # identifiers of this batch's events sent to link
+            known = 0
             for message in only_current(app, events):
+                value = message.value
                 identifiers = identifiers_of(decoded(message, event_codec.decode))
-                if following.names(identifiers) or \
-                        (any(i in waiting for i in identifiers)
-                         and not any(i in linking for i in identifiers)):
-                    stats["held"] = stats.get("held", 0) + 1
-                    for oldest, named in following.hold(message, identifiers):
-                        if is_current(app, oldest.message):  # full: the oldest go to link
-                            await to_link(oldest, named)
+                resolution = None
+                if not any(i in linking or i in waiting for i in identifiers):
+                    resolution = resolve_known(identifiers, owner, aliases)
+                if resolution is None:
+                    linking.update(identifiers)
+                    stats["to_link"] = stats.get("to_link", 0) + 1
+                    await outbox.send(links_name, message.key, value)
                 else:
-                    await route(message, identifiers)
+                    known += 1
+                    await outbox.send(resolved_name, resolution.customer_id.encode(), value,
+                                      _await_headers(resolution.awaits))
             await outbox.delivered()
-            for message in sent:
-                message.ack()
             if linking:
                 last = outbox.last_offsets.get(links_name, -1)
                 waiting.update(dict.fromkeys(linking, last))
-            linking.clear()
-            sent.clear()
+            stats["resolved"] = stats.get("resolved", 0) + known
 
     links_outbox = Outbox(app)
 

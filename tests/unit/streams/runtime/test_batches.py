@@ -86,14 +86,6 @@ def test_a_taker_waits_up_to_within_for_a_full_batch(app: App) -> None:
     assert [e.message.offset for e in run(app, more_arrives_soon())] == [0, 1]
 
 
-def test_with_idle_a_taker_gets_an_empty_batch_when_nothing_comes(app: App) -> None:
-    stream = batch_stream(app, topic(TOPIC))
-    taking = stream.take(10, within=0.01, idle=0.02)
-    assert run(app, first(taking)) == []  # nothing came: the stage looks at what it holds
-    handed(app, [stream], [record(P0, 0)])
-    assert [e.message.offset for e in run(app, first(taking))] == [0]
-
-
 def test_take_acked_acknowledges_a_batch_when_the_next_is_asked_for(app: App) -> None:
     stream = batch_stream(app, topic(TOPIC))
     handed(app, [stream], [record(P0, 0), record(P0, 1)])

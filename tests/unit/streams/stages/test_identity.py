@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from touchpoint.streams.stages.identity import Following, ReadThrough
+from touchpoint.streams.stages.identity import ReadThrough
 
 
 def test_read_through_keeps_reads_and_writes_through() -> None:
@@ -44,50 +44,3 @@ def test_a_worker_s_copy_of_the_graph_keeps_owners_and_aliases_by_their_text_key
     assert replica_value(replica_key(key), value) == b"u-1,u-2"
     key, value = record("m:C2", {"identifiers": ["customer_id:C2"], "aliases": [], "merges": {}})
     assert replica_value(replica_key(key), value) == b""
-
-
-def test_held_events_wait_only_for_their_own_identifiers_and_keep_their_order() -> None:
-    following = Following(limit=10)
-    blocked = {"cookie:1"}
-    for event, identifiers in (("a", ("cookie:1",)), ("b", ("crm:2",)),
-                               ("c", ("cookie:1", "crm:3")), ("d", ("crm:3",))):
-        assert list(following.hold(event, identifiers)) == []
-    assert following.names(("crm:3", "x")) and not following.names(("crm:4",))
-    # "b" names nothing blocked and goes; "c" waits for cookie:1, "d" behind "c" (crm:3)
-    assert [e for e, _ in following.released(blocked.__contains__)] == ["b"]
-    assert len(following) == 3 and not following.names(("crm:2",))
-    blocked.clear()
-    assert [e for e, _ in following.released(blocked.__contains__)] == ["a", "c", "d"]
-    assert len(following) == 0 and not following.names(("cookie:1", "crm:3"))
-
-
-def test_an_event_routed_to_the_link_stage_blocks_those_behind_it() -> None:
-    following = Following(limit=10)
-    for event, identifiers in (("a", ("cookie:1",)), ("b", ("cookie:1",)), ("c", ("crm:9",))):
-        list(following.hold(event, identifiers))
-    blocked: set[str] = set()
-    released = []
-    for event, identifiers in following.released(blocked.__contains__):
-        released.append(event)
-        if event == "a":
-            blocked.update(identifiers)  # "a" went to the link stage: "b" waits for it
-    assert released == ["a", "c"] and len(following) == 1 and following.names(("cookie:1",))
-
-
-def test_a_release_cut_short_keeps_the_rest_held_in_order() -> None:
-    following = Following(limit=10)
-    for event in "abc":
-        list(following.hold(event, (f"cookie:{event}",)))
-    releasing = following.released(lambda identifier: False)
-    assert next(releasing)[0] == "a"
-    releasing.close()
-    assert [e for e, _ in following.released(lambda identifier: False)] == ["b", "c"]
-
-
-def test_past_its_limit_the_oldest_held_events_are_given_back_in_order() -> None:
-    following = Following(limit=2)
-    list(following.hold("a", ("cookie:1",)))
-    list(following.hold("b", ("cookie:2",)))
-    assert list(following.hold("c", ("cookie:3",))) == [("a", ("cookie:1",))]
-    assert not following.names(("cookie:1",)) and following.names(("cookie:3",))
-    assert [e for e, _ in following.released(lambda identifier: False)] == ["b", "c"]
