@@ -78,6 +78,9 @@ class MinuteStage:
         self.generation = 0  # of the last store
         self._slots: dict[tuple[Any, ...], int] = {}  # late cell key -> slot of its state
         self._stale: list[str] = []  # entries a store cut short left
+        # what the last changes() took: changed and gone cells, their slots before, stale
+        self._taken: tuple[set[Any], set[Any], dict[Any, int | None], list[str]] = \
+            (set(), set(), {}, [])
 
     def load(self, head: Mapping[str, Any] | None,
              entries: Iterable[tuple[str, Any]] = ()) -> None:
@@ -110,6 +113,7 @@ class MinuteStage:
         """What to store since the last call (:class:`Changes`), as the next generation."""
         self.generation += 1
         changed, gone = self.windows.take_late_changes()
+        slots = {key: self._slots.get(key) for key in (*changed, *gone)}
         late = {}
         for key, (batch, cell) in changed.items():
             slot = self._slots[key] = 1 - self._slots.get(key, 1)
@@ -121,7 +125,32 @@ class MinuteStage:
         head = self.windows.to_dict(late=False)
         head["generation"] = self.generation
         stale, self._stale = self._stale, []
+        self._taken = (set(changed), set(gone), slots, stale)
         return Changes(stale, late, head, names)
+
+    def not_stored(self, *, head: bool) -> None:
+        """The writes of the last :meth:`changes` failed part-way: take them again next time.
+
+        ``head``: whether the head was written. If it was, the cells it names are in the
+        table and only the deletions after it are to do again; if not, the slots are as
+        before, so the next store writes the cells where they would have gone.
+        """
+        changed, gone, slots, stale = self._taken
+        windows = self.windows
+        windows.late_gone |= {key for key in gone if key not in windows.late}
+        if head:
+            for key in gone:  # deleted again next time, if they were ever written
+                slot = slots[key]
+                if slot is not None:
+                    self._slots[key] = slot
+            return
+        for key, slot in slots.items():
+            if slot is None:
+                self._slots.pop(key, None)
+            else:
+                self._slots[key] = slot
+        windows.late_changed |= {key for key in changed if key in windows.late}
+        self._stale = stale + self._stale
 
     def state(self) -> dict[str, Any]:
         """The windows as plain data, late cells included (tests compare whole states)."""

@@ -112,13 +112,19 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
             if stage is not None:
                 make_current(last)  # the changelog partition is the input's (outbox.py)
                 changes = stage.changes()  # in the order that survives a cut (minute_rows.py)
-                for name in changes.stale:
-                    table.del_in(partition, f"{partition}/{name}")
-                for name, value in changes.late.items():
-                    table[f"{partition}/{name}"] = value
-                table[str(partition)] = changes.head
-                for name in changes.gone:
-                    table.del_in(partition, f"{partition}/{name}")
+                head = False
+                try:
+                    for name in changes.stale:
+                        table.del_in(partition, f"{partition}/{name}")
+                    for name, value in changes.late.items():
+                        table[f"{partition}/{name}"] = value
+                    table[str(partition)] = changes.head
+                    head = True
+                    for name in changes.gone:
+                        table.del_in(partition, f"{partition}/{name}")
+                except BaseException:
+                    stage.not_stored(head=head)  # the windows stay; the next store writes them
+                    raise
         for event in events:
             await records.ack(event)
 

@@ -137,7 +137,10 @@ class _Worker:
         self.writes: list[tuple[int, int]] = []  # each store's writes, and where its head is
 
     def run(self, events: list[dict[str, Any]], start: int,
-            crash: tuple[int, int] | None = None, size: int = 25, every: int = 3) -> int:
+            crash: tuple[int, int] | None = None, size: int = 25, every: int = 3,
+            fail: tuple[int, int] | None = None) -> int:
+        """``fail`` = (store, writes): that store's write after so many raises; the
+        worker goes on, and its records stay unacknowledged until a store succeeds."""
         stage = _loaded(self.table)
         committed = position = start
         while position < len(events):
@@ -145,13 +148,18 @@ class _Worker:
             position += size
             if (position - start) // size % every == 0 or position >= len(events):
                 writes = _writes(stage.changes())
-                self.writes.append((len(writes), [n for n, _ in writes].index("head")))
+                head = [n for n, _ in writes].index("head")
+                self.writes.append((len(writes), head))
                 if crash is not None and crash[0] == self.stores:
                     _write(self.table, writes[:crash[1]])
                     self.stores += 1
                     return committed
-                _write(self.table, writes)
                 self.stores += 1
+                if fail is not None and fail[0] == self.stores - 1 and fail[1] < len(writes):
+                    _write(self.table, writes[:fail[1]])
+                    stage.not_stored(head=fail[1] > head)
+                    continue
+                _write(self.table, writes)
                 committed = position
         return committed
 
@@ -213,3 +221,49 @@ def test_an_event_of_a_closed_minute_is_late_not_lost(scenario_events) -> None:
     assert stage.stats["late"] == 1
     everything = minute_report(rows + late_rows)
     assert sum(m["events"] for m in everything) == 400
+
+
+def test_a_store_whose_writes_fail_part_way_is_written_whole_by_the_next(
+        scenario_events) -> None:
+    events, _ = scenario_events
+    skewed = _skewed(events)
+    table: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    undisturbed = _Worker(table, rows)
+    undisturbed.run(skewed, 0)
+    report, final = minute_report(rows), _comparable(_loaded(table).state())
+    for store, (count, head) in enumerate(undisturbed.writes[:-1]):
+        for cut in sorted({0, head // 2, head, head + 1, count - 1} - {-1}):
+            # the worker goes on after the failed store; then it dies after the next one
+            # was cut short, and is read again from the last store that succeeded
+            table, rows = {}, []
+            worker = _Worker(table, rows)
+            start = worker.run(skewed, 0, fail=(store, cut), crash=(store + 1, 3))
+            worker.run(skewed, start)
+            assert minute_report(rows) == report, (store, cut)
+            assert _comparable(_loaded(table).state()) == final, (store, cut)
+            assert _stored_cells(table) == {tuple(c["key"]) for _, c in final["late"]}
+            # and without a crash: the next store writes what the failed one did not
+            table, rows = {}, []
+            _Worker(table, rows).run(skewed, 0, fail=(store, cut))
+            assert _comparable(_loaded(table).state()) == final, (store, cut)
+
+
+def test_what_a_failed_store_did_not_write_is_in_the_next(scenario_events) -> None:
+    events, _ = scenario_events
+    skewed = _skewed(events)
+    stage = MinuteStage(Rules.load(), grace=GRACE)
+    _run(stage, skewed[:150], 25)
+    stage.changes()  # stored
+    _run(stage, skewed[150:300], 25)
+    failed = stage.changes()
+    assert failed.late and failed.gone  # cells changed and cells gone since the last store
+    stage.not_stored(head=False)  # nothing of it reached the table
+    again = stage.changes()
+    assert again.late.keys() == failed.late.keys()  # the same slots: the failed writes'
+    assert [value[1:] for value in again.late.values()] == \
+        [value[1:] for value in failed.late.values()]
+    assert again.gone == failed.gone and again.head["generation"] > failed.head["generation"]
+    stage.not_stored(head=True)  # the cells and the head reached it, the deletions did not
+    last = stage.changes()
+    assert (last.late, last.gone) == ({}, again.gone)
