@@ -187,14 +187,19 @@ def test_a_late_cell_that_stops_collecting_is_deleted(scenario_events) -> None:
     assert len(stage.windows.retired) > 100  # where many more came and went
 
 
-def test_a_store_cut_anywhere_by_a_crash_loses_and_doubles_nothing(scenario_events) -> None:
-    events, _ = scenario_events
-    skewed = _skewed(events)
+def _undisturbed(skewed: list[dict[str, Any]]) -> tuple[_Worker, Any, dict[str, Any]]:
+    """A worker that counted ``skewed`` without a fault; its minute report and windows."""
     table: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     undisturbed = _Worker(table, rows)
     undisturbed.run(skewed, 0)
-    report, final = minute_report(rows), _comparable(_loaded(table).state())
+    return undisturbed, minute_report(rows), _comparable(_loaded(table).state())
+
+
+def test_a_store_cut_anywhere_by_a_crash_loses_and_doubles_nothing(scenario_events) -> None:
+    events, _ = scenario_events
+    skewed = _skewed(events)
+    undisturbed, report, final = _undisturbed(skewed)
     assert sum(m["events"] for m in report) == len(events)
     assert len(undisturbed.writes) > 4 and max(n for n, _ in undisturbed.writes) > 100
     for store, (count, head) in enumerate(undisturbed.writes):
@@ -227,11 +232,7 @@ def test_a_store_whose_writes_fail_part_way_is_written_whole_by_the_next(
         scenario_events) -> None:
     events, _ = scenario_events
     skewed = _skewed(events)
-    table: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = []
-    undisturbed = _Worker(table, rows)
-    undisturbed.run(skewed, 0)
-    report, final = minute_report(rows), _comparable(_loaded(table).state())
+    undisturbed, report, final = _undisturbed(skewed)
     for store, (count, head) in enumerate(undisturbed.writes[:-1]):
         for cut in sorted({0, head // 2, head, head + 1, count - 1} - {-1}):
             # the worker goes on after the failed store; then it dies after the next one
