@@ -57,6 +57,11 @@ class Changes(NamedTuple):
     head: dict[str, Any]
     gone: list[str]  # entry names to delete
 
+    def writes(self) -> list[tuple[str | None, Any]]:
+        """The writes in their order: (entry name, None: the head; value, None: delete)."""
+        return [*((name, None) for name in self.stale), *self.late.items(),
+                (None, self.head), *((name, None) for name in self.gone)]
+
 
 def _entry(key: Iterable[Any], slot: int) -> str:
     digest = hashlib.blake2b(json.dumps(list(key)).encode(), digest_size=12).hexdigest()
@@ -151,10 +156,6 @@ class MinuteStage:
                 self._slots[key] = slot
         windows.late_changed |= {key for key in changed if key in windows.late}
         self._stale = stale + self._stale
-
-    def state(self) -> dict[str, Any]:
-        """The windows as plain data, late cells included (tests compare whole states)."""
-        return self.windows.to_dict()
 
     def add(self, events: Iterable[Mapping[str, Any]]
             ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

@@ -111,17 +111,17 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
             stage = stages.get(partition)
             if stage is not None:
                 make_current(last)  # the changelog partition is the input's (outbox.py)
-                changes = stage.changes()  # in the order that survives a cut (minute_rows.py)
+                writes = stage.changes().writes()  # in the order that survives a cut
                 head = False
                 try:
-                    for name in changes.stale:
-                        table.del_in(partition, f"{partition}/{name}")
-                    for name, value in changes.late.items():
-                        table[f"{partition}/{name}"] = value
-                    table[str(partition)] = changes.head
-                    head = True
-                    for name in changes.gone:
-                        table.del_in(partition, f"{partition}/{name}")
+                    for name, value in writes:
+                        if name is None:
+                            table[str(partition)] = value
+                            head = True
+                        elif value is None:
+                            table.del_in(partition, f"{partition}/{name}")
+                        else:
+                            table[f"{partition}/{name}"] = value
                 except BaseException:
                     stage.not_stored(head=head)  # the windows stay; the next store writes them
                     raise
