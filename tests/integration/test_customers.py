@@ -289,9 +289,10 @@ def _skipped_offsets(member: Worker) -> int | None:
     """Offsets ``member``'s consumer took as gaps (``/status``).
 
     Our topics have no transaction markers and no compaction: an offset the client skipped
-    is a record nobody processed. (The rebalance bug fixed in cb10f19 skipped 1,000-2,000
-    offsets in 7 of 14 traced two-worker runs, most of which still ended with the right
-    profiles; it depends on timing, so this is a check, not the bug's test: that is in
+    is a record nobody processed. (The rebalance bug ``Consumer._drain_messages`` mends, a
+    fetched batch still in delivery across a seek, skipped 1,000-2,000 offsets in 7 of 14
+    traced two-worker runs, most of which still ended with the right profiles; it depends
+    on timing, so this is a check, not the bug's test: that is in
     tests/unit/streams/runtime/test_consumer.py.)
     """
     return cast(int | None, (member.status() or {}).get("offsets_taken_as_gaps"))

@@ -3,9 +3,11 @@
 Set ``TOUCHPOINT_STRESS_RUNS=N`` to run it N times, every other run with a third worker
 that joins and leaves while the two are reading. Each run is a new consumer group over
 the same simulated traffic, and must end with the profiles of one undisturbed worker, and
-with no offset skipped on either worker. This is how the rebalance bug fixed in cb10f19
-was found: on the code before it, the harness failed on its first run (the two-worker
-test in test_customers.py, in about one full ``make test`` in five). ``make test`` does
+with no offset skipped on either worker. This is how the rebalance bug that
+``Consumer._drain_messages`` mends (a fetched batch still in delivery across a seek, see
+docs/design/runtime.md) was found: on the code before the mend, the harness failed on its
+first run (the two-worker test in test_customers.py, in about one full ``make test`` in
+five). ``make test`` does
 not run it.
 
     TOUCHPOINT_STRESS_RUNS=10 .venv/bin/python -m pytest -q \
