@@ -45,7 +45,7 @@ from touchpoint.streams.rules.profile import (
 from touchpoint.streams.rules.segments import SegmentRules, TierEstimator, spend_12m
 from touchpoint.streams.rules.signals import SIGNAL_KEY, Detector
 from touchpoint.streams.runtime import changelog
-from touchpoint.streams.runtime.batches import BatchStream, batch_stream
+from touchpoint.streams.runtime.batches import BatchStream, Delivered, batch_stream
 from touchpoint.streams.runtime.behind import Behind
 from touchpoint.streams.runtime.consumer import committed_offset, only_current
 from touchpoint.streams.runtime.outbox import Outbox, make_current
@@ -93,6 +93,8 @@ BATCH_RECORDS: Final = 1000
 #: than the emitter's interval (``TOUCHPOINT_PROFILE_EMIT_SECONDS``).
 BATCH_SECONDS: Final = 0.05
 
+_EVENT_CODEC = codec_for("event")
+
 
 class Send(NamedTuple):
     """A record the profiles stage sends on to ``<app_id>-resolved``."""
@@ -109,6 +111,7 @@ class Record(NamedTuple):
     value: bytes
     awaiting: tuple[str, ...] = ()  # events: the aliases of its await header
     offset: int | None = None  # None: the next after the last record handled (unit tests)
+    event: dict[str, Any] | None = None  # events: ``value`` decoded, if the caller has it
 
 
 class Handled(NamedTuple):
@@ -254,12 +257,12 @@ class ProfileStage:
         self._writes.clear()
         try:
             done = []
-            for key, value, awaiting, offset in records:
+            for key, value, awaiting, offset, event in records:
                 if offset is None:
                     offset = self._next
                 self._next = max(self._next, offset + 1)
                 self._counted.clear()
-                sent = self._handle(key, value, partition, offset, tuple(awaiting))
+                sent = self._handle(key, value, partition, offset, tuple(awaiting), event)
                 # After every record, not once a batch: a sweep concludes what the
                 # watermark of that moment passed, before the batch's later events are
                 # observed (one of them may still change a pending signal), and the next
@@ -290,14 +293,15 @@ class ProfileStage:
         self._writes[key] = None
 
     def _handle(self, key: str, value: bytes, partition: int, offset: int,
-                awaiting: tuple[str, ...]) -> list[Send]:
+                awaiting: tuple[str, ...], event: dict[str, Any] | None) -> list[Send]:
         subject = subject_of(value)
         current = self._get(key)
         if current is not None and MERGED_INTO in current:
             return self._pass_on(key, current, subject, value, partition, awaiting)
         if subject == "event":
-            self._on_event(key, current, self._event.decode(value), partition, offset,
-                           awaiting)
+            if event is None:
+                event = self._event.decode(value)
+            self._on_event(key, current, event, partition, offset, awaiting)
         elif subject == "merge":
             into = self._merge.decode(value)["into_id"]
             return self._on_merge(key, current, into, partition)
@@ -670,7 +674,7 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
             make_current(group[-1])  # table reads and writes go to this partition
             done = stage.handle_batch(
                 [Record(_customer_id(e.key), e.value, _awaited(e.message.headers),
-                        e.message.offset) for e in group], partition)
+                        e.message.offset, _decoded_event(e)) for e in group], partition)
             handled.update(zip(map(id, group), done, strict=True))
             publisher.note(stage, partition)
         # In record order. A revocation from here on does not stop them: the table has
@@ -744,6 +748,19 @@ def _track_everything_held(app: faust.App, profiles: changelog.Table, resolved: 
         if state is not None and MERGED_INTO not in state:
             current += detector.track(state, where.partition)
     return keys, current
+
+
+def _decoded_event(record: faust.EventT) -> dict[str, Any] | None:
+    """The event of an event record, decoded once for the stage and for storing it.
+
+    The store (``store.resolved_batches``) reads it from the record's ``decoded``.
+    """
+    if subject_of(record.value) != "event":
+        return None
+    event = _EVENT_CODEC.decode(record.value)
+    if isinstance(record, Delivered):
+        record.decoded = event
+    return event
 
 
 def _customer_id(key: Any) -> str:

@@ -117,7 +117,9 @@ def resolved_batches(events: Sequence[faust.EventT]) -> list[Batch]:
         subject = subject_of(event.value)
         key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
         if subject == "event":
-            record = event_codec.decode(event.value)
+            record = getattr(event, "decoded", None)  # by the profiles stage
+            if record is None:
+                record = event_codec.decode(event.value)
             rows[record["event_id"]] = event_row(record, version, key)
         elif subject == "merge":
             merge = merge_codec.decode(event.value)

@@ -195,3 +195,18 @@ def test_a_batch_read_again_after_a_crash_counts_nothing_twice() -> None:
     again = [tuple(h) for h in lost.handle_batch(records)]
     _deliver(lost, again, 200)
     assert lost.table.raw() == final
+
+
+def test_records_given_their_decoded_event_give_what_their_bytes_give() -> None:
+    from touchpoint.schemas.codec import codec_for, subject_of
+
+    records = _traffic() + _merge_traffic()
+    records = [r._replace(offset=n) for n, r in enumerate(records)]
+    codec = codec_for("event")
+    given = [r._replace(event=codec.decode(r.value)) if subject_of(r.value) == "event" else r
+             for r in records]
+    assert any(r.event is not None for r in given) and any(r.event is None for r in given)
+    _, table, done = _batched(records, 7)
+    _, given_table, given_done = _batched(given, 7)
+    assert given_table.raw() == table.raw()
+    assert given_done == done

@@ -60,3 +60,29 @@ def test_the_hook_sends_every_refused_row_and_returns_once_delivered(
     assert [(d["source_topic"], d["rejected_at"]) for d in decoded] == [
         ("touchpoints.store", T0), ("warehouse.customer_profiles_raw", T0)]
     assert noted == ["touchpoints.store", "warehouse.customer_profiles_raw"]
+
+
+def test_resolved_events_decoded_by_the_profiles_stage_give_the_rows_of_their_bytes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from touchpoint.streams.stages.store import resolved_batches
+
+    monkeypatch.setattr("touchpoint.streams.stages.store.time.time_ns", lambda: 7_000_000)
+    codec = codec_for("event")
+    values = [codec.pack(normalized(event_id=f"e{i}", occurred_at=T0 + i)) for i in range(3)]
+
+    def records(decoded: bool) -> list[Any]:
+        return [SimpleNamespace(key=b"C1", value=value,
+                                message=SimpleNamespace(topic="r", partition=0, offset=n),
+                                decoded=codec.decode(value) if decoded else None)
+                for n, value in enumerate(values)]
+
+    [raw] = resolved_batches(records(decoded=False))
+    assert [row[0] for row in raw.rows] == ["e0", "e1", "e2"]
+    assert resolved_batches(records(decoded=True)) == [raw]
+    # the decoded event is what is stored (the stage does not decode it again)
+    shared = records(decoded=True)
+    shared[1].decoded = {**shared[1].decoded, "event_id": "from-decoded"}
+    [batch] = resolved_batches(shared)
+    assert [row[0] for row in batch.rows] == ["e0", "from-decoded", "e2"]
