@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -39,7 +40,8 @@ from touchpoint.streams.runtime.consumer import is_current, only_current
 from touchpoint.streams.runtime.outbox import Outbox, make_current
 from touchpoint.streams.runtime.replica import Replica
 
-__all__ = ["AWAIT_HEADER", "TABLE", "ReadThrough", "register", "replica_key", "replica_value"]
+__all__ = ["AWAIT_HEADER", "TABLE", "ReadThrough", "Waiting", "register", "replica_key",
+           "replica_value"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,39 @@ class ReadThrough(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self.table)
+
+
+class Waiting:
+    """Identifiers of events on their way through the link stage, each with its last offset.
+
+    ``update`` names the identifiers of a batch's events sent to ``<app_id>-links`` with
+    the offset of the batch's last one there; ``passed(linked)`` forgets those whose
+    last event is before ``linked`` (the link stage has forwarded it). Offsets come in
+    order, so forgetting costs what is forgotten, not what is still waiting.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+        self._sent: deque[tuple[int, set[str]]] = deque()  # (offset, identifiers), in order
+
+    def __contains__(self, identifier: object) -> bool:
+        return identifier in self._last
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def update(self, identifiers: set[str], offset: int) -> None:
+        """``identifiers`` have an event sent to the link stage, the last at ``offset``."""
+        self._last.update(dict.fromkeys(identifiers, offset))
+        self._sent.append((offset, identifiers))
+
+    def passed(self, linked: int) -> None:
+        """Forget the identifiers whose last event is before offset ``linked``."""
+        while self._sent and self._sent[0][0] < linked:
+            offset, identifiers = self._sent.popleft()
+            for identifier in identifiers:
+                if self._last.get(identifier) == offset:  # not sent again since
+                    del self._last[identifier]
 
 
 #: The Faust table of the identity graph (owners and groups, see :class:`Keyspace`).
@@ -192,11 +227,10 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
         # customer's later events do not overtake it.
         outbox = Outbox(app)
         await replica.caught_up.wait()  # else every known customer would look new
-        waiting: dict[str, int] = {}
+        waiting = Waiting()
         async for events in unresolved_records.take_acked(BATCH_RECORDS, within=BATCH_WITHIN):
             if waiting:
-                done = linked_up_to()
-                waiting = {i: at for i, at in waiting.items() if at >= done}
+                waiting.passed(linked_up_to())
             linking: set[str] = set()  # identifiers of this batch's events sent to link
             known = 0
             for message in only_current(app, events):
@@ -215,8 +249,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
                                       _await_headers(resolution.awaits))
             await outbox.delivered()
             if linking:
-                last = outbox.last_offsets.get(links_name, -1)
-                waiting.update(dict.fromkeys(linking, last))
+                waiting.update(linking, outbox.last_offsets.get(links_name, -1))
             stats["resolved"] = stats.get("resolved", 0) + known
 
     links_outbox = Outbox(app)

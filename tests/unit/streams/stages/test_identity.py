@@ -44,3 +44,32 @@ def test_a_worker_s_copy_of_the_graph_keeps_owners_and_aliases_by_their_text_key
     assert replica_value(replica_key(key), value) == b"u-1,u-2"
     key, value = record("m:C2", {"identifiers": ["customer_id:C2"], "aliases": [], "merges": {}})
     assert replica_value(replica_key(key), value) == b""
+
+
+def test_waiting_forgets_an_identifier_once_its_last_event_is_linked() -> None:
+    from touchpoint.streams.stages.identity import Waiting
+
+    waiting = Waiting()
+    waiting.update({"a", "b"}, 10)
+    waiting.update({"b", "c"}, 20)  # b sent again: it waits for offset 20 now
+    waiting.passed(10)  # offsets before 10 are linked: nothing is passed yet
+    assert {i for i in "abcd" if i in waiting} == {"a", "b", "c"}
+    waiting.passed(11)
+    assert {i for i in "abcd" if i in waiting} == {"b", "c"}
+    waiting.update({"a"}, 30)
+    waiting.passed(25)
+    assert {i for i in "abcd" if i in waiting} == {"a"}
+    waiting.passed(31)
+    assert not waiting and len(waiting) == 0
+
+
+def test_waiting_never_forgets_early_when_offsets_come_out_of_order() -> None:
+    from touchpoint.streams.stages.identity import Waiting
+
+    waiting = Waiting()
+    waiting.update({"a"}, 50)
+    waiting.update({"b"}, -1)  # a delivery without an offset: behind a, it waits longer
+    waiting.passed(40)
+    assert "a" in waiting and "b" in waiting
+    waiting.passed(51)
+    assert not waiting
