@@ -295,6 +295,11 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
                 await forward(graph.resolve(identifiers_of(event), event["event_id"]), event,
                               message.value)
             await links_outbox.delivered()
+            if not events:
+                # taken while flow was suspended (a stop or a rebalance, batches.py):
+                # nothing was forwarded. Raising here crashed the stage, and in a stop
+                # Faust then waited for ever for a replacement it never started.
+                continue
             last = events[-1]
             if is_current(app, last.message):
                 # everything before is forwarded: the identity stage may resolve those

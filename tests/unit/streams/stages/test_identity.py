@@ -1,6 +1,10 @@
-"""The identity stage's table cache; the graph itself is tested in rules/test_identity.py."""
+"""The identity stages' table cache and link loop; the graph is tested in rules/test_identity.py."""
 
 from __future__ import annotations
+
+from typing import Any
+
+import pytest
 
 from touchpoint.streams.stages.identity import ReadThrough
 
@@ -73,3 +77,54 @@ def test_waiting_never_forgets_early_when_offsets_come_out_of_order() -> None:
     assert "a" in waiting and "b" in waiting
     waiting.passed(51)
     assert not waiting
+
+def test_the_link_stage_goes_on_after_a_batch_that_flow_control_emptied(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A batch stream gives an empty batch when flow is suspended as the batch fills: a
+    # stop (Faust suspends flow before it stops the agents) or a rebalance. The link
+    # stage read the batch's last record anyway and crashed with IndexError. During a
+    # stop that left the worker running: Faust's supervisor replaced the crashed actor
+    # with one it never started, Faust's stop cannot cancel a batch-stream agent through
+    # its channel, and Agent.on_stop waited for that actor for ever (SIGTERM ignored).
+    import asyncio
+    from types import SimpleNamespace
+
+    from touchpoint.streams.stages import identity
+
+    taken: list[list[Any]] = [[], []]  # two batches emptied by flow control
+    asked = []
+
+    async def batches() -> Any:
+        for batch in taken:
+            asked.append(len(batch))
+            yield batch
+
+    records = SimpleNamespace(take_acked=lambda n, within: batches())
+    monkeypatch.setattr(identity, "batch_stream", lambda app, topic: records)
+    delivered = []
+
+    class _Outbox:
+        def __init__(self, app: Any) -> None:
+            pass
+
+        async def delivered(self) -> int:
+            delivered.append(True)
+            return 0
+
+    monkeypatch.setattr(identity, "Outbox", _Outbox)
+    agents: dict[str, Any] = {}
+    table: dict[str, Any] = {}
+    app = SimpleNamespace(
+        agent=lambda topic, name: lambda fun: agents.setdefault(name, fun),
+        Table=lambda name, **options: table,
+        on_partitions_revoked=SimpleNamespace(connect=lambda fun: fun))
+
+    def topic(name: str) -> Any:
+        return SimpleNamespace(get_topic_name=lambda: name)
+
+    replica = SimpleNamespace(get=lambda key: None)
+    identity.register(app, unresolved=topic("u"), links=topic("l"),
+                      resolved=topic("r"), replica=replica, stats={})
+    asyncio.run(agents["touchpoint.links"](None))
+    assert asked == [0, 0] and delivered == [True, True]
+    assert identity.LINKED_KEY not in table  # nothing forwarded, nothing noted
