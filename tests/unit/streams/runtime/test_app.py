@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import faust
+import pytest
 
 from touchpoint.streams.runtime.app import Agent, App
 
@@ -70,3 +72,51 @@ def test_faust_s_own_agent_waits_for_that_replacement_for_ever() -> None:
     assert not stopped
     assert runs == ["run", "run"]
 
+
+
+def test_a_timer_s_error_while_the_app_stops_is_logged_not_raised(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from touchpoint.streams.runtime.app import quiet_when_stopping
+
+    async def emit() -> None:
+        raise RuntimeError("Producer service not yet started")
+
+    caplog.set_level(logging.INFO, logger="touchpoint.streams.runtime.app")
+    app = SimpleNamespace(should_stop=False)
+    round_ = quiet_when_stopping(app, emit)
+    with pytest.raises(RuntimeError):  # running: an error is an error
+        asyncio.run(round_())
+    app.should_stop = True
+    asyncio.run(round_())
+    assert "emit ended by the stop" in caplog.text
+
+
+def test_the_app_s_timers_are_quiet_when_stopping(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = App("test-app-timer", broker="kafka://127.0.0.1:1", autodiscover=False, loop=loop)
+    rounds: list[str] = []
+
+    async def one_round(*args: Any, **kwargs: Any) -> Any:
+        yield 0.0
+
+    monkeypatch.setattr(app, "itertimer", one_round)
+
+    @app.timer(interval=1.0, name="test.timer")
+    async def failing() -> None:
+        rounds.append("round")
+        raise RuntimeError("the producer stopped")
+
+    [task] = app._app_tasks
+    try:
+        with pytest.raises(RuntimeError):  # while running, a timer's error is raised
+            loop.run_until_complete(task())
+        app._stopped.set()  # what Service.stop does first
+        loop.run_until_complete(task())
+        assert rounds == ["round", "round"]
+    finally:
+        app.consumer._thread.thread_loop.close()
+        asyncio.set_event_loop(None)
+        loop.close()
