@@ -202,7 +202,9 @@ def code_state() -> tuple[str, str]:
         commit = git("rev-parse", "--short", "HEAD").strip()
         if not commit:
             return "unknown (not a git checkout)", ""
-        tree = git("ls-tree", "-r", "HEAD", *outside_bench)
+        # ls-tree takes no ":(exclude)" pathspec, so bench/ is dropped here.
+        tree = "".join(line + "\n" for line in git("ls-tree", "-r", "HEAD").splitlines()
+                       if not line.split("\t", 1)[-1].startswith("bench/"))
         changes = git("diff", "HEAD", *outside_bench) + \
             git("status", "--porcelain", "--untracked-files=all", *outside_bench)
     except OSError:
