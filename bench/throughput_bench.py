@@ -799,6 +799,7 @@ class KResult:
     stopped: list[str] = field(default_factory=list)
     log_tails: dict[str, list[str]] = field(default_factory=dict)
     identity: dict[str, int] = field(default_factory=dict)  # /status counters, all workers
+    rebalances: dict[str, int] = field(default_factory=dict)  # consumer counters, all workers
 
     @property
     def done(self) -> bool:
@@ -1024,6 +1025,10 @@ def drain(bench: Bench, workers: list[Worker], store: WarehouseProbe, probe: Lag
         for name, count in ((answer or {}).get("identity") or {}).items():
             if isinstance(count, int):
                 result.identity[name] = result.identity.get(name, 0) + count
+        for name in REBALANCE_COUNTERS:
+            count = (answer or {}).get(name)
+            if isinstance(count, int):
+                result.rebalances[name] = result.rebalances.get(name, 0) + count
     if broker_cpu0 is not None:
         result.broker_cpu = (cpu_seconds(bench.kafka.pid) or broker_cpu0) - broker_cpu0
     if bench.clickhouse is not None and ch_cpu0 is not None:
@@ -1033,6 +1038,10 @@ def drain(bench: Bench, workers: list[Worker], store: WarehouseProbe, probe: Lag
     if probe.error and not result.done:
         log(f"  last lag probe error: {probe.error}")
 
+
+#: /status counters of what the consumer did around rebalances (streams/runtime/consumer.py)
+REBALANCE_COUNTERS = ("stale_acks_refused", "batches_abandoned", "records_refetched",
+                      "offsets_taken_as_gaps", "records_in_recovery")
 
 STAGE_ORDER = ("inbound", "unresolved", "links", "resolved", "deadletter", "signals")
 
@@ -1185,6 +1194,10 @@ def report_k(bench: Bench, r: KResult, baseline: KResult | None) -> None:
             f"{ids['resolved'] - ids.get('linked', 0):,} from the workers' copies of the "
             f"graph, {linked:,} sent to the link stage ({100 * linked / ids['resolved']:.1f} "
             f"%); {ids.get('merges', 0):,} merges")
+    if r.rebalances:
+        log("  around rebalances        " + ", ".join(
+            f"{name.replace('_', ' ')} {r.rebalances.get(name, 0):,}"
+            for name in REBALANCE_COUNTERS))
     for line in r.checks:
         log(f"  {line}")
     if r.profiles and r.k == 1 and r.hwm[0]:

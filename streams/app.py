@@ -81,6 +81,7 @@ class Pipeline:
             "batches_abandoned": getattr(self.app.consumer, "batches_abandoned", 0),
             "records_refetched": getattr(self.app.consumer, "records_refetched", 0),
             "offsets_taken_as_gaps": getattr(self.app.consumer, "offsets_taken_as_gaps", 0),
+            "records_in_recovery": getattr(self.app.consumer, "records_in_recovery", 0),
         }
 
 

@@ -77,6 +77,9 @@ class Consumer(driver.Consumer):
     #: Offsets Faust counts as done because the client skipped them (a gap): transaction
     #: markers or compaction on a topic that has them, skipped records anywhere else.
     offsets_taken_as_gaps: int = 0
+    #: Records handed to a stage while tables were being recovered from their changelogs,
+    #: which a stage must not see (it would read and write tables not yet recovered).
+    records_in_recovery: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -211,6 +214,8 @@ class Consumer(driver.Consumer):
                             await self.wait_first(acquire_flow(), self.suspend_flow.wait())
                         if self.suspend_flow.is_set():
                             break  # as _deliver: the next assignment positions it again
+                        if app.in_recovery:
+                            self.records_in_recovery += 1
                         entry = gathered.get(id(streams))
                         if entry is None:
                             entry = gathered[id(streams)] = (streams, [])
