@@ -131,10 +131,16 @@ class Consumer(driver.Consumer):
         return committed
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        """Refuse acknowledgements until the next assignment, then revoke as Faust does."""
+        """Refuse acknowledgements until the next assignment, then revoke as Faust does.
+
+        A revoked partition is no longer one a full stage paused: Faust keeps that mark
+        across the rebalance, and the stage's next :meth:`on_buffer_drop` would then
+        fetch the partition while recovery holds it paused.
+        """
         self.ack_generation = None
         for tp in revoked:
             self._seek_targets.pop(tp, None)
+        self._buffered_partitions.difference_update(revoked)
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
@@ -142,6 +148,17 @@ class Consumer(driver.Consumer):
         # Before Faust's own handling: streams may resume and acknowledge from inside it.
         self.ack_generation = generation_id
         await super().on_partitions_assigned(assigned, generation_id)
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        """Fetch ``tp`` again now that its stage has room, unless tables are being recovered.
+
+        Recovery pauses every stream partition until the tables are read back, and its
+        end resumes them all; Faust's ``on_buffer_full`` leaves partitions alone
+        meanwhile, its ``on_buffer_drop`` did not.
+        """
+        if self.app.in_recovery:
+            return
+        super().on_buffer_drop(tp)
 
     def ack(self, message: Message) -> bool:
         """Acknowledge ``message`` unless it was fetched in an earlier generation."""

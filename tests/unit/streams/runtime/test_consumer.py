@@ -396,3 +396,50 @@ def test_fetches_wait_at_the_broker_for_a_batch(consumer: Consumer, wait_ms: int
 def test_without_a_fetch_wait_the_broker_answers_at_once(consumer: Consumer) -> None:
     min_bytes, _ = fetch_settings(consumer, 0)
     assert min_bytes == 1  # Faust's and aiokafka's: whatever there is
+
+
+
+def _paused_by_a_stage_then_rebalanced(consumer: Consumer, *, ours: bool = True) -> None:
+    """Generation 5: a full stage pauses PARTITION. A rebalance; recovery starts in 6."""
+    assign(consumer, 5)
+    consumer._set_active_tps({PARTITION})
+    consumer.on_buffer_full(PARTITION)
+    assert PARTITION not in consumer._get_active_partitions()
+    if ours:
+        revoke(consumer)  # Faust's own revocation leaves the stage's mark as it is
+    assign(consumer, 6)
+    consumer._set_active_tps({PARTITION})
+    consumer.pause_partitions({PARTITION})  # as Faust does on every assignment
+    consumer.app.in_recovery = True
+
+
+def test_a_stage_with_room_again_does_not_fetch_a_partition_recovery_holds(
+        consumer: Consumer) -> None:
+    # A stage that paused PARTITION before the rebalance takes its held records during
+    # recovery (flow is on while changelogs are read) and says it has room. Fetched then,
+    # PARTITION's records would reach the stages before their tables were recovered.
+    _paused_by_a_stage_then_rebalanced(consumer)
+    consumer.on_buffer_drop(PARTITION)
+    assert PARTITION not in consumer._get_active_partitions()
+    consumer.app.in_recovery = False
+    consumer.resume_partitions({PARTITION})  # as recovery's end does
+    assert PARTITION in consumer._get_active_partitions()
+
+
+def test_a_revoked_partition_is_no_longer_marked_as_paused_by_a_stage(
+        consumer: Consumer) -> None:
+    _paused_by_a_stage_then_rebalanced(consumer)
+    assert PARTITION not in consumer._buffered_partitions
+
+
+def test_in_recovery_a_partition_a_stage_paused_stays_paused(consumer: Consumer) -> None:
+    # Whatever the revocation left, as Faust's on_buffer_full does in recovery.
+    _paused_by_a_stage_then_rebalanced(consumer, ours=False)
+    consumer.on_buffer_drop(PARTITION)
+    assert PARTITION not in consumer._get_active_partitions()
+
+
+def test_faust_alone_would_fetch_it_during_recovery(consumer: Consumer) -> None:
+    _paused_by_a_stage_then_rebalanced(consumer, ours=False)
+    driver.Consumer.on_buffer_drop(consumer, PARTITION)
+    assert PARTITION in consumer._get_active_partitions()
