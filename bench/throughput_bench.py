@@ -942,11 +942,15 @@ def drain(bench: Bench, workers: list[Worker], store: WarehouseProbe, probe: Lag
     broker_cpu0 = cpu_seconds(bench.kafka.pid)
     ch_cpu0 = cpu_seconds(bench.clickhouse.pid) if bench.clickhouse else None
     began = time.monotonic()
-    for worker in workers:
+    # with --join-after, the first worker starts alone and the others join it mid-drain
+    joining = list(workers[1:]) if args.join_after > 0 else []
+    first = [w for w in workers if w not in joining]
+    for worker in first:
         worker.launch()
-    log(f"  launched {len(workers)} worker(s): " + ", ".join(
-        f"{w.name} pid {w.pid} port {w.api.base.rsplit(':', 1)[1]}" for w in workers)
-        + (f"; each in a cgroup with a {args.cpu_quota:g}-CPU quota" if args.cpu_quota else ""))
+    log(f"  launched {len(first)} worker(s): " + ", ".join(
+        f"{w.name} pid {w.pid} port {w.api.base.rsplit(':', 1)[1]}" for w in first)
+        + (f"; each in a cgroup with a {args.cpu_quota:g}-CPU quota" if args.cpu_quota else "")
+        + (f"; {len(joining)} more join after {args.join_after:g} s" if joining else ""))
     header_every, lines = 15, 0
     next_line = began + args.progress
     last_line_t, last_stored = 0.0, 0
@@ -954,6 +958,13 @@ def drain(bench: Bench, workers: list[Worker], store: WarehouseProbe, probe: Lag
     try:
         while True:
             tick = time.monotonic()
+            if joining and tick - began >= args.join_after:
+                for worker in joining:
+                    worker.launch()
+                log(f"  {tick - began:6.1f}s joined: " + ", ".join(
+                    f"{w.name} pid {w.pid}" for w in joining)
+                    + " (the group rebalances while it drains)")
+                joining = []
             dead = next((w for w in workers if w.exited() is not None), None)
             if dead is not None:
                 result.status = f"worker {dead.name} exited with {dead.exited()}"
@@ -1369,6 +1380,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "precision of every time)")
     run.add_argument("--progress", type=float, default=2.0,
                      help="seconds between progress lines")
+    run.add_argument("--join-after", type=float, default=0.0, metavar="SECONDS",
+                     help="start the first worker alone and the other K-1 this many seconds "
+                          "later, while it drains: a group that grows under load. With "
+                          "--set standby_replicas=0 the partitions they take over are "
+                          "recovered from their changelogs. The report's 'around "
+                          "rebalances' line counts what the consumers did meanwhile")
     run.add_argument("--settle", type=float, default=30.0,
                      help="seconds to wait after the drain for the hot customer's last "
                           "profile row")
