@@ -298,6 +298,14 @@ def _skipped_offsets(member: Worker) -> int | None:
     return cast(int | None, (member.status() or {}).get("offsets_taken_as_gaps"))
 
 
+def _records_in_recovery(member: Worker) -> int | None:
+    """Records ``member``'s consumer handed to a stage while tables were recovered (``/status``).
+
+    Any would have read and written tables not yet read back from their changelogs.
+    """
+    return cast(int | None, (member.status() or {}).get("records_in_recovery"))
+
+
 @pytest.mark.slow
 def test_two_workers_in_one_group_give_the_same_profiles_as_one(
         worker_factory: WorkerFactory, reference: tuple[Worker, list[tuple[Any, ...]]]) -> None:
@@ -316,3 +324,4 @@ def test_two_workers_in_one_group_give_the_same_profiles_as_one(
         rows = status.get("sink", {}).get("rows", {})
         assert rows.get("touchpoint_events_raw", 0) > 0, status
         assert _skipped_offsets(member) == 0, status
+        assert _records_in_recovery(member) == 0, status

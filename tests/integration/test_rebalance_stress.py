@@ -2,13 +2,14 @@
 
 Set ``TOUCHPOINT_STRESS_RUNS=N`` to run it N times, every other run with a third worker
 that joins and leaves while the two are reading. Each run is a new consumer group over
-the same simulated traffic, and must end with the profiles of one undisturbed worker, and
-with no offset skipped on either worker. This is how the rebalance bug that
-``Consumer._drain_messages`` mends (a fetched batch still in delivery across a seek, see
-docs/design/runtime.md) was found: on the code before the mend, the harness failed on its
-first run (the two-worker test in test_customers.py, in about one full ``make test`` in
-five). ``make test`` does
-not run it.
+the same simulated traffic, and must end with the profiles of one undisturbed worker, with
+no offset skipped on either worker and no record handed to a stage during table
+recovery. This is how the rebalance bug that ``Consumer._drain_messages`` mends (a
+fetched batch still in delivery across a seek, see docs/design/runtime.md) was found: on
+the code before the mend, the harness failed on its first run (the two-worker test in
+test_customers.py, in about one full ``make test`` in five). ``make test`` does not run
+it. Workers inherit the environment: ``TOUCHPOINT_STANDBY_REPLICAS=0`` runs it without
+standby replicas, so that every rebalance recovers tables from their changelogs.
 
     TOUCHPOINT_STRESS_RUNS=10 .venv/bin/python -m pytest -q \
         tests/integration/test_rebalance_stress.py
@@ -24,7 +25,14 @@ import pytest
 
 from . import test_customers
 from .conftest import Worker, WorkerFactory
-from .test_customers import EVENTS, _same_group, _settled, _sibling, _skipped_offsets
+from .test_customers import (
+    EVENTS,
+    _records_in_recovery,
+    _same_group,
+    _settled,
+    _sibling,
+    _skipped_offsets,
+)
 
 reference = test_customers.reference  # the module fixture: one undisturbed worker
 
@@ -64,3 +72,4 @@ def test_workers_joining_and_leaving_give_the_same_profiles_as_one(
     settled = _settled(one, EVENTS)
     assert settled == expected, _differences(settled, expected)
     assert [_skipped_offsets(member) for member in (one, two)] == [0, 0]
+    assert [_records_in_recovery(member) for member in (one, two)] == [0, 0]
