@@ -193,6 +193,8 @@ def deliver(app: Any, batches: dict[int, tuple[list[BatchStream], list[EventT]]]
     """Hand each gathered batch to its streams (delivery loop; see ``consumer.py``)."""
     inbound_time = app.monitor.stream_inbound_time
     now = monotonic()
+    if app.in_recovery:  # counted per batch here, not per record in the delivery loop
+        app.consumer.records_in_recovery += sum(len(e) for _, e in batches.values())
     for streams, events in batches.values():
         for stream in streams:
             stream.put(events)

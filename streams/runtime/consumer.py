@@ -231,8 +231,6 @@ class Consumer(driver.Consumer):
                             await self.wait_first(acquire_flow(), self.suspend_flow.wait())
                         if self.suspend_flow.is_set():
                             break  # as _deliver: the next assignment positions it again
-                        if app.in_recovery:
-                            self.records_in_recovery += 1
                         entry = gathered.get(id(streams))
                         if entry is None:
                             entry = gathered[id(streams)] = (streams, [])

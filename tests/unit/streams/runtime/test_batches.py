@@ -219,3 +219,12 @@ def test_a_stage_waiting_for_a_batch_larger_than_maxsize_does_not_stop_delivery(
     with mock.patch.object(consumer, "on_buffer_full"):
         batch = run(app, fill_a_batch_of_four())
     assert [e.message.offset for e in batch] == [0, 1, 2, 3]
+
+
+def test_records_handed_over_during_table_recovery_are_counted(app: App) -> None:
+    stream = batch_stream(app, topic(TOPIC))
+    handed(app, [stream], [record(P0, 0)])
+    assert app.consumer.records_in_recovery == 0
+    app.in_recovery = True
+    handed(app, [stream], [record(P0, 1), record(P0, 2)])
+    assert app.consumer.records_in_recovery == 2
