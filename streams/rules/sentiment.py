@@ -10,10 +10,12 @@ contrast words adjust it, and the sum is squashed into [-1, 1]. Before the words
 clause is searched for service constructions that single words do not show: service
 still not done (还没到账, 迟迟不发货), requests to hurry a resolution (希望尽快处理,
 请尽快给个说法), rhetorical questions and repeats (这合理吗, 第三次了), and polite
-request markers that are not complaints (麻烦您帮我查一下). Loading jieba's
-dictionary is slow, so the analyzers are built once and shared: a :class:`Sentiment` is
-immutable and safe to call from several threads or tasks. Why these analyzers is in
-docs/design/signals.md.
+request markers that are not complaints (麻烦您帮我查一下). A character n-gram model
+trained on service text (``zh_model.py``) then corrects the lexicon's score: it reads
+complaints stated only as facts (等了四十分钟还没上菜) and neutral questions full of loaded
+words (退款一般多久到账?). Loading jieba's dictionary is slow, so the analyzers are built
+once and shared: a :class:`Sentiment` is immutable and safe to call from several threads
+or tasks. Why these analyzers is in docs/design/signals.md.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
+
+from touchpoint.streams.rules.zh_model import NgramModel
 
 __all__ = [
     "NEGATIVE_THRESHOLD",
@@ -233,11 +237,12 @@ def _hownet_lexicon() -> dict[str, float]:
 class Sentiment:
     """English and Chinese analyzers, loaded once; call ``score`` from any thread.
 
-    ``domain=False`` drops the customer-service lexicons and scores with the general
-    lexicons alone (the benchmark compares both).
+    ``domain=False`` drops the customer-service lexicons and the Chinese model and scores
+    with the general lexicons alone; ``model=False`` drops the Chinese model only (the
+    benchmark compares all three).
     """
 
-    def __init__(self, *, domain: bool = True) -> None:
+    def __init__(self, *, domain: bool = True, model: bool = True) -> None:
         began = time.perf_counter()
         # jieba's source has invalid escape sequences and imports the deprecated
         # pkg_resources: both warn at import, which must not fail a run with -W error.
@@ -265,6 +270,7 @@ class Sentiment:
             lexicon.pop(word, None)
         self._zh_lexicon: Mapping[str, float] = lexicon
         self._zh_constructions = _ZH_CONSTRUCTION if domain else None
+        self._zh_model = NgramModel.load() if domain and model else None
         self.load_seconds = time.perf_counter() - began
         log.info("sentiment analyzers loaded in %.2f s", self.load_seconds)
 
@@ -306,6 +312,13 @@ class Sentiment:
         return float(self._vader.polarity_scores(text)["compound"])
 
     def chinese(self, text: str) -> float:
+        """Score of Chinese text in [-1, 1]: the lexicon's, corrected by the n-gram model."""
+        lexicon = self._chinese_lexicon(text)
+        if self._zh_model is None:
+            return lexicon
+        return self._zh_model.adjust(lexicon, text)
+
+    def _chinese_lexicon(self, text: str) -> float:
         """Lexicon score of Chinese text, in [-1, 1] (see the module docstring)."""
         # Valences before the last contrast word (但是, 不过…) and from it on.
         before = after = closing = 0.0
