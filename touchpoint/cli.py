@@ -17,6 +17,7 @@ from touchpoint.commands.deadletters import deadletters
 from touchpoint.commands.demo import demo
 from touchpoint.commands.publish import publish
 from touchpoint.commands.reports import report, signals
+from touchpoint.commands.sentiment import sentiment
 from touchpoint.commands.services import services
 from touchpoint.commands.settings import show_settings
 from touchpoint.commands.simulate import simulate
@@ -43,7 +44,7 @@ def main() -> None:
 
 
 for command in (services, worker, publish, backfill, simulate, migrate, query, signals, report,
-                customer, deadletters, show_settings, demo):
+                customer, deadletters, show_settings, demo, sentiment):
     main.add_command(command)
 main.add_command(collect)
 main.add_command(keys)

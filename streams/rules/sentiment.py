@@ -318,6 +318,15 @@ class Sentiment:
             return lexicon
         return self._zh_model.adjust(lexicon, text)
 
+    def chinese_parts(self, text: str) -> tuple[float, float] | None:
+        """For Chinese text, the lexicon's score and the model's log-odds of a complaint.
+
+        None for text without Chinese characters, or an analyzer without the model.
+        """
+        if self._zh_model is None or not _CJK.search(text):
+            return None
+        return self._chinese_lexicon(text), self._zh_model.logit(text)
+
     def _chinese_lexicon(self, text: str) -> float:
         """Lexicon score of Chinese text, in [-1, 1] (see the module docstring)."""
         # Valences before the last contrast word (但是, 不过…) and from it on.

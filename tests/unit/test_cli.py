@@ -10,7 +10,7 @@ from touchpoint.cli import main
 from touchpoint.settings import settings_markdown
 
 COMMANDS = ["services", "worker", "publish", "simulate", "migrate", "query", "settings", "demo",
-            "customer", "signals", "report", "backfill", "deadletters"]
+            "customer", "signals", "report", "backfill", "deadletters", "sentiment"]
 SUBCOMMANDS = [("deadletters", "list"), ("deadletters", "show"), ("deadletters", "replay")]
 
 
@@ -364,3 +364,58 @@ def test_the_progress_bar_shows_on_a_terminal_that_reports_no_size(monkeypatch) 
     shown = b"".join(chunks).decode()
     os.close(reader)
     assert "work: 100%|" in shown and "3/3 [" in shown
+
+
+def _sentiment(monkeypatch, tmp_path, args, stdin=None):
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    monkeypatch.delenv("TOUCHPOINT_SIGNAL_RULES", raising=False)
+    result = CliRunner().invoke(main, ["sentiment", *args], input=stdin)
+    assert result.exit_code == 0, result.output
+    return [line.split() for line in result.stdout.splitlines()]
+
+
+def test_sentiment_scores_each_text_and_says_what_the_detector_flags(monkeypatch,
+                                                                      tmp_path) -> None:
+    header, complaint, thanks, empty = _sentiment(
+        monkeypatch, tmp_path, ["等了两个小时还没人处理", "Thanks, all sorted", ""])
+    assert header == ["score", "label", "flagged", "text"]
+    assert float(complaint[0]) <= -0.2 and complaint[1:] == ["negative", "yes",
+                                                            "等了两个小时还没人处理"]
+    assert float(thanks[0]) > 0 and thanks[1:3] == ["positive", "no"]
+    assert empty == ["-", "no", "text", "no"]
+    assert list(tmp_path.iterdir()) == []  # makes no secret file
+
+
+def test_sentiment_reads_stdin_and_explains_chinese(monkeypatch, tmp_path) -> None:
+    header, chinese, english = _sentiment(
+        monkeypatch, tmp_path, ["--explain"], stdin="账单里多了一笔不认识的扣费\nAll good\n")
+    assert header == ["score", "label", "flagged", "lexicon", "model", "text"]
+    score, _, flagged, lexicon, model, _ = chinese
+    # the lexicon finds nothing; the model reads the fact as a complaint
+    assert float(lexicon) == 0.0 and float(model) > 0 and float(score) <= -0.2
+    assert flagged == "yes"
+    assert english[3:5] == ["-", "-"]
+
+
+def test_sentiment_flags_by_the_configured_rules(monkeypatch, tmp_path) -> None:
+    from touchpoint.streams.rules.complaints import DEFAULT_RULES
+
+    rules = tmp_path / "rules.toml"
+    text = DEFAULT_RULES.read_text(encoding="utf-8")
+    assert "threshold = -0.2\n" in text
+    rules.write_text(text.replace("threshold = -0.2\n", "threshold = -0.95\n", 1),
+                     encoding="utf-8")
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOUCHPOINT_SIGNAL_RULES", str(rules))
+    result = CliRunner().invoke(main, ["sentiment", "等了两个小时还没人处理"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].split()[2] == "no"
+    assert "score <= -0.95" in result.stderr
+
+
+def test_sentiment_names_a_broken_rules_file(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(tmp_path))
+    monkeypatch.setenv("TOUCHPOINT_SIGNAL_RULES", str(tmp_path / "absent.toml"))
+    result = CliRunner().invoke(main, ["sentiment", "hello"])
+    assert result.exit_code != 0
+    assert "absent.toml not found" in result.output

@@ -279,3 +279,14 @@ def test_importing_the_module_loads_no_nlp_library() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_chinese_parts_show_the_lexicon_and_the_model_apart(analyzer: Sentiment,
+                                                            lexicon: Sentiment) -> None:
+    text = "账单里多了一笔不认识的扣费"
+    parts = analyzer.chinese_parts(text)
+    assert parts is not None
+    assert parts[0] == lexicon.chinese(text)
+    assert analyzer.chinese(text) < parts[0]  # the model read a complaint the words do not show
+    assert analyzer.chinese_parts("All good, thanks") is None
+    assert lexicon.chinese_parts(text) is None
