@@ -96,6 +96,22 @@ class Consumer(driver.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _seek(self, partition: TP, offset: int) -> None:
+        """Seek ``partition`` on the consumer's own thread, as Faust's ``seek_wait`` does.
+
+        Faust's seek calls the client from the worker's event loop, while the client's
+        fetcher runs in the consumer thread: a seek that drops a partition's buffered
+        records while that thread hands out fetched records made it fail with a
+        ``KeyError`` on the partition, which crashed the fetcher and stopped the worker
+        (once in a two-worker start, where a fresh group's partitions are sought to 0).
+        """
+        thread = self._thread
+
+        async def seek_there() -> None:
+            thread.seek(partition, offset)
+
+        await thread.call_thread(seek_there)
+
     async def perform_seek(self) -> None:
         """Seek to the committed offsets, ending delivery from batches fetched before."""
         self._seek_epoch += 1

@@ -443,3 +443,27 @@ def test_faust_alone_would_fetch_it_during_recovery(consumer: Consumer) -> None:
     _paused_by_a_stage_then_rebalanced(consumer, ours=False)
     driver.Consumer.on_buffer_drop(consumer, PARTITION)
     assert PARTITION in consumer._get_active_partitions()
+
+
+def test_a_seek_runs_on_the_consumer_thread(consumer: Consumer) -> None:
+    # The client's fetcher hands out records on that thread; a seek from the worker's
+    # loop could drop a partition's records under it (a KeyError that stopped a worker).
+    thread = consumer._thread
+    on_thread: list[bool] = []
+    seeks: list[tuple[bool, TP, int]] = []
+
+    async def call_thread(fun: Any, *args: Any) -> Any:
+        on_thread.append(True)
+        try:
+            return await fun(*args)
+        finally:
+            on_thread.pop()
+
+    def seek(tp: TP, offset: int) -> None:
+        seeks.append((bool(on_thread), tp, offset))
+
+    with mock.patch.object(thread, "call_thread", new=call_thread), \
+            mock.patch.object(thread, "seek", new=seek):
+        consumer.app.loop.run_until_complete(consumer.seek(PARTITION, 42))
+    assert seeks == [(True, PARTITION, 42)]
+    assert consumer._read_offset[PARTITION] == 42
