@@ -63,10 +63,15 @@ class ChangelogBatches:
         """
         topic = table.changelog_topic
         name = topic.get_topic_name()
-        key_bytes, _ = topic.prepare_key(key, table.key_serializer)
-        value_bytes = None
-        if value is not None:
-            value_bytes, _ = topic.prepare_value(value, table.value_serializer)
+        store = table.data
+        if isinstance(store, RocksStore):  # the same bytes, encoded directly
+            key_bytes = store._encode_key(key)
+            value_bytes = None if value is None else store._encode_value(value)
+        else:
+            key_bytes, _ = topic.prepare_key(key, table.key_serializer)
+            value_bytes = None
+            if value is not None:
+                value_bytes, _ = topic.prepare_value(value, table.value_serializer)
         tp = (name, partition)
         generation = self._generation()
         batch = self._open.get(tp)

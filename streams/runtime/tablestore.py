@@ -2,7 +2,9 @@
 
 :class:`RocksStore` turns the log off (the changelog topic is the table's truth), flushes
 on stop and revocation, and moves a damaged partition database aside so that the
-partition is rebuilt from its changelog instead of stopping the worker. Every RocksDB
+partition is rebuilt from its changelog instead of stopping the worker. It encodes text
+keys and JSON values itself, to the same bytes as Faust's serializer registry, which
+costs several calls per key and value for what is one ``encode`` or one JSON call. Every RocksDB
 database of the process (each table partition, the copy of the identity graph) shares
 one read cache and one write-buffer budget (:func:`share_memory`), where Faust gives each
 its own 2 GiB cache and up to 192 MiB of memtables. What that costs after a crash, and
@@ -13,15 +15,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import rocksdict
 from faust.stores import rocksdb
 from faust.types import TP
+from faust.utils import json as faust_json
 
 from touchpoint.settings import SETTINGS
 
@@ -81,6 +85,13 @@ def bounded_options(bloom_bits: int = 3) -> Any:
     return options
 
 
+#: Values encoded here; anything else (a Faust model, a value Faust's JSON encoder must
+#: convert) goes Faust's way.
+_JSON_TYPES = (dict, list, str, int, float, bool)
+#: The key by which Faust recognizes a serialized model (``faust.models.base``).
+_MODEL_KEY = "__faust"
+
+
 class _BoundedOptions(rocksdb.RocksDBOptions):
     """Faust's options for a table partition, on the shared budget."""
 
@@ -93,7 +104,17 @@ class _BoundedOptions(rocksdb.RocksDBOptions):
 
 
 class RocksStore(rocksdb.Store):
-    """Faust's RocksDB store (rocksdict), its writes without the write-ahead log."""
+    """Faust's RocksDB store (rocksdict), its writes without the write-ahead log.
+
+    Text keys (``key_type=str``, in JSON as Faust's tables keep them) and JSON values
+    without a model type are encoded and decoded here directly: the same bytes as
+    Faust's serializer registry, which goes through a codec lookup, a codec and a model
+    check for each. Reads and writes in a stream go straight to the current record's
+    partition database, without Faust's index of the partitions of the keys used last:
+    that index, a locked LRU updated on every read and write, only helps a read outside
+    a stream, which here names its partition (``changelog.Table.get_in``) or is rare (a
+    web lookup, which then asks each partition's database).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -101,6 +122,50 @@ class RocksStore(rocksdb.Store):
             # built as Faust builds its own (the options dict has lost driver and read_only)
             self.rocksdb_options = _BoundedOptions(**dict(self.options or {}),
                                                    use_rocksdict=True)
+        serializers: Any = self.app.serializers
+        # what Faust's registry would pick (faust/serializers/registry.py)
+        self._json_keys = self.key_type is str and serializers._serializer(
+            str, self.key_serializer, serializers.key_serializer) == "json"
+        self._json_values = self.value_type is None and serializers._serializer(
+            None, self.value_serializer, serializers.value_serializer) == "json"
+
+    def _encode_key(self, key: Any) -> bytes:
+        if self._json_keys and type(key) is str:
+            return _json_bytes(key)
+        return cast(bytes, super()._encode_key(key))
+
+    def _decode_key(self, key: bytes | None) -> Any:
+        if self._json_keys and key is not None:
+            decoded = _json_loads(key)
+            if type(decoded) is str:
+                return decoded
+        return super()._decode_key(key)
+
+    def _encode_value(self, value: Any) -> bytes | None:
+        if self._json_values and type(value) in _JSON_TYPES:
+            return _json_bytes(value)
+        return cast(bytes | None, super()._encode_value(value))
+
+    def _decode_value(self, value: bytes | None) -> Any:
+        if self._json_values and value is not None:
+            payload = _json_loads(value)
+            # a serialized Faust model carries this key: Faust's registry rebuilds it
+            if not (type(payload) is dict and _MODEL_KEY in payload):
+                return payload
+        return super()._decode_value(value)
+
+    def _get(self, key: bytes) -> bytes | None:
+        event = rocksdb.current_event()
+        if event is None or self.table.is_global or self.table.use_partitioner:
+            return cast(bytes | None, super()._get(key))  # outside a stream: Faust's search
+        return cast(bytes | None, self._db_for_partition(event.message.partition).get(key))
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        event = rocksdb.current_event()
+        if event is None:
+            super()._set(key, value)  # Faust's assertion
+            return
+        self._db_for_partition(event.message.partition).put(key, value)
 
     def _open_for_partition(self, partition: int) -> Any:
         db = self._open_or_set_aside(partition)
@@ -173,6 +238,16 @@ class RocksStore(rocksdb.Store):
             if db is not None and tp.topic in table.changelog_topic.topics:
                 db.flush()
         super().revoke_partitions(table, tps)
+
+
+#: Faust's JSON reader; both orjson and the standard library read UTF-8 bytes.
+_json_loads = cast(Callable[[bytes], Any], faust_json.loads)
+
+
+def _json_bytes(value: Any) -> bytes:
+    """``value`` in JSON by Faust's own call (orjson's bytes, or the standard library's text)."""
+    encoded = faust_json.dumps(value)
+    return encoded if type(encoded) is bytes else encoded.encode()
 
 
 def _damaged_on_disk(path: Path) -> str | None:

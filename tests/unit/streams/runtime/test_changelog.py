@@ -223,14 +223,15 @@ def rocks(tmp_path: Any) -> Iterator[_Env]:
 
 def test_a_stored_value_is_encoded_once_for_its_record_and_the_store(rocks: _Env) -> None:
     app, table, producer, env = rocks.app, rocks.table, rocks.producer, rocks
+    store = table.data
     encoded: list[Any] = []
-    dumps_value = app.serializers.dumps_value
+    encode_value = store._encode_value
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        encoded.append(args[1])
-        return dumps_value(*args, **kwargs)
+    def counting(value: Any) -> Any:
+        encoded.append(value)
+        return encode_value(value)
 
-    app.serializers.dumps_value = counting  # type: ignore[method-assign]
+    store._encode_value = counting
     profile = {"customer_id": "c-1", "recent": ["ab", "cd"], "orders": 2}
 
     async def write() -> None:
@@ -238,17 +239,14 @@ def test_a_stored_value_is_encoded_once_for_its_record_and_the_store(rocks: _Env
         table["c-1"] = profile
         await app.changelogs.ship()
 
-    try:
-        env.run(write())
-        assert encoded == [profile]  # Faust encodes it twice: the record, then the store
-        topic = table.changelog_topic.get_topic_name()
-        assert producer.batches == [(topic, 1, [_wire(table, "c-1", profile)])]
-        key_bytes, value_bytes = _wire(table, "c-1", profile)
-        assert table.data._dbs[1].get(key_bytes) == value_bytes  # as recovery would store
-        env.on(1)
-        assert table["c-1"] == profile
-    finally:
-        app.serializers.dumps_value = dumps_value  # type: ignore[method-assign]
+    env.run(write())
+    assert encoded == [profile]  # Faust encodes it twice: the record, then the store
+    topic = table.changelog_topic.get_topic_name()
+    assert producer.batches == [(topic, 1, [_wire(table, "c-1", profile)])]
+    key_bytes, value_bytes = _wire(table, "c-1", profile)
+    assert table.data._dbs[1].get(key_bytes) == value_bytes  # as recovery would store
+    env.on(1)
+    assert table["c-1"] == profile
 
 
 def test_a_value_is_read_from_the_store_once(rocks: _Env) -> None:

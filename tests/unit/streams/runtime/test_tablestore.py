@@ -9,20 +9,24 @@ it as a disk or a bad copy would, and opens it with a store as a starting worker
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import shutil
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import faust
 import pytest
 from faust.stores.rocksdb import RocksDBOptions
-from faust.types import TP
+from faust.types import TP, Message
 
 from touchpoint.streams.runtime import changelog, tablestore
 from touchpoint.streams.runtime.app import App
+from touchpoint.streams.runtime.outbox import make_current
 from touchpoint.streams.runtime.tablestore import RocksStore
 
 _SETUP = """
@@ -274,3 +278,63 @@ def test_the_budget_is_set_once_per_size() -> None:
     budget = tablestore.share_memory(48)
     assert tablestore.share_memory(48) is budget
     assert tablestore.share_memory(64) is not budget
+
+
+class _Point(faust.Record, serializer="json"):
+    x: int
+
+
+#: Values a table holds, and some it could: each must be stored as Faust would store it.
+VALUES = [
+    {"customer_id": "c-1", "contacts": {"web": 3, "store": 1}, "spend": 12.5,
+     "recent": [["e-1", 1717000000000]], "held": [], "merged_from": ["c-0"], "vip": True,
+     "note": "等了两个小时 \u2028 \"quoted\" \\ é", "none": None},
+    [1, "two", 3.0, None, [], {}],
+    17, -1, 0, 2**62, 1.5, True, "text", "",
+    {"__faust": {"ns": "not.a.model"}, "x": 1},  # looks like a model: Faust's way
+    {1: "int keys", "k": datetime(2026, 12, 6, tzinfo=UTC)},  # Faust's JSON converts them
+]
+
+
+def test_keys_and_values_are_the_bytes_faust_s_registry_makes(store: RocksStore) -> None:
+    serializers = store.app.serializers
+    for key in ("c-1", "客户-7", "a/b\"c", ""):
+        faust_key = serializers.dumps_key(str, key, serializer=store.key_serializer)
+        assert store._encode_key(key) == faust_key
+        assert store._decode_key(faust_key) == key
+    assert store._encode_key("c-1") == b'"c-1"'  # Faust's tables keep keys in JSON
+    for value in VALUES:
+        faust_bytes = serializers.dumps_value(None, value, serializer=store.value_serializer)
+        assert store._encode_value(value) == faust_bytes, value
+        try:
+            faust_value = serializers.loads_value(None, faust_bytes,
+                                                  serializer=store.value_serializer)
+        except Exception as exc:  # the look-alike model: both must refuse it alike
+            with pytest.raises(type(exc)):
+                store._decode_value(faust_bytes)
+        else:
+            assert store._decode_value(faust_bytes) == faust_value
+    point = _Point(x=3)  # a Faust model goes through Faust's registry, both ways
+    encoded = store._encode_value(point)
+    assert encoded == serializers.dumps_value(None, point, serializer=store.value_serializer)
+    assert store._decode_value(encoded) == point
+
+
+def test_reads_and_writes_in_a_stream_use_the_record_s_partition_and_no_key_index(
+        store: RocksStore) -> None:
+    app = store.app
+    message = Message("p.source", 1, 0, 0.0, 0, {}, b"k", b"v", None)
+    event = app.create_event(b"k", b"v", {}, message)
+
+    def in_a_stream() -> None:
+        make_current(event)
+        store["c-1"] = {"orders": 2}
+        assert store._dbs[1].get(b'"c-1"') == b'{"orders":2}'
+        assert 0 not in store._dbs  # no other partition's database was opened
+        assert store["c-1"] == {"orders": 2}
+        assert len(store._key_index) == 0  # Faust's LRU of key partitions, not kept
+
+    contextvars.Context().run(in_a_stream)
+    store._db_for_partition(0)
+    # outside a stream (a new context), Faust's search of every database finds it
+    assert contextvars.Context().run(store.__getitem__, "c-1") == {"orders": 2}
