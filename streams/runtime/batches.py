@@ -36,9 +36,11 @@ from time import monotonic
 from typing import Any, cast
 
 import faust
-from faust.types import TP, EventT, Message
+from faust.types import TP, ConsumerMessage, EventT, Message
+from faust.types.tuples import ack_lock
 
-__all__ = ["MAXSIZE", "BatchStream", "Delivered", "batch_stream", "decoded", "routes_of"]
+__all__ = ["MAXSIZE", "BatchStream", "Delivered", "ack_all", "batch_stream", "decoded",
+           "routes_of"]
 
 #: Records a stage may hold before the partitions feeding it are paused (Faust's default
 #: ``stream_buffer_maxsize``).
@@ -115,12 +117,15 @@ class BatchStream:
         while True:
             batch = await self._next(max_, within)
             yield batch
-            for event in batch:
-                event.ack()
+            ack_all(self.app, batch)
 
     async def ack(self, event: EventT) -> bool:
         """Acknowledge ``event`` for this stage (Faust's ``Stream.ack``)."""
         return event.ack()
+
+    def ack_all(self, events: Iterable[EventT]) -> None:
+        """Acknowledge ``events`` for this stage, as :meth:`ack` each (:func:`ack_all`)."""
+        ack_all(self.app, events)
 
     async def _next(self, max_: int, within: float) -> list[EventT]:
         held = self._events
@@ -249,6 +254,26 @@ def decoded(event: EventT, decode: Callable[[bytes], Any]) -> Any:
         event.decoded = found if event.readers > 0 else None
         return found
     return decode(event.value)
+
+
+def ack_all(app: Any, events: Iterable[EventT]) -> None:
+    """Acknowledge each of ``events`` for one stage, as ``event.ack()`` does, in one go.
+
+    A record's last reader makes it committable (``Consumer.ack_many``): the same
+    reference counts as Faust's ``Message.ack``, under one hold of its lock for the
+    whole batch instead of three a record.
+    """
+    final = []
+    with ack_lock:
+        for event in events:
+            message = event.message
+            if not message.acked and not message.decref():
+                if isinstance(message, ConsumerMessage):
+                    final.append(message)  # its final ack is the consumer's
+                else:
+                    message.on_final_ack(app.consumer)
+        if final:
+            app.consumer.ack_many(final)
 
 
 def track(app: Any, consumer: Any, message: Message, streams: list[BatchStream]) -> EventT:

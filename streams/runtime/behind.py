@@ -19,6 +19,7 @@ import faust
 
 from touchpoint.sinks.base import Batch
 from touchpoint.sinks.writer import RetryingWriter
+from touchpoint.streams.runtime.batches import BatchStream
 
 __all__ = ["Acking", "Behind", "behind"]
 
@@ -113,10 +114,13 @@ class Behind:
             events = await batches.get()
             for batch in self.to_batches(events):
                 await self.writer.write(batch)  # returns only once stored
-            for event in events:
-                # A record fetched before a rebalance is not counted by the consumer
-                # (streams/runtime/consumer.py): its new owner reads and stores it again.
-                await stream.ack(event)
+            # A record fetched before a rebalance is not counted by the consumer
+            # (streams/runtime/consumer.py): its new owner reads and stores it again.
+            if isinstance(stream, BatchStream):
+                stream.ack_all(events)  # in one go
+            else:
+                for event in events:
+                    await stream.ack(event)
 
 
 def behind(app: faust.App, writer: RetryingWriter,

@@ -125,8 +125,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
                 except BaseException:
                     stage.not_stored(head=head)  # the windows stay; the next store writes them
                     raise
-        for event in events:
-            await records.ack(event)
+        records.ack_all(events)
 
     @app.agent(unresolved, name="touchpoint.minutes")
     async def minutes(stream: faust.StreamT[bytes]) -> None:

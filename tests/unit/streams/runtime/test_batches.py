@@ -19,6 +19,7 @@ from touchpoint.streams.runtime.consumer import Consumer
 
 TOPIC = "p.touchpoints.unresolved"
 P0, P1 = TP(TOPIC, 0), TP(TOPIC, 1)
+NO_ACKS = "p.touchpoints.deadletter"  # a topic whose offsets are not committed
 
 
 @pytest.fixture
@@ -228,3 +229,44 @@ def test_records_handed_over_during_table_recovery_are_counted(app: App) -> None
     app.in_recovery = True
     handed(app, [stream], [record(P0, 1), record(P0, 2)])
     assert app.consumer.records_in_recovery == 2
+
+
+
+def test_a_batch_acknowledged_in_one_go_counts_as_each_record_acknowledged_alone(
+        app: App) -> None:
+    """``ack_all`` (a stored batch) leaves the consumer as ``ack`` record by record does."""
+    consumer = app.consumer
+    states = []
+    for tp, one_go in ((P0, False), (P1, True)):
+        identity, minutes = BatchStream(app, [TOPIC]), BatchStream(app, [TOPIC])
+        consumer._committed_offset[tp] = 5
+        fetched = [record(tp, 3), record(tp, 6), record(tp, 7), record(tp, 8, generation=1),
+                   record(tp, 9), record(tp, 10), record(TP(NO_ACKS, tp.partition), 11)]
+        events = [batches.track(app, consumer, m, [identity, minutes]) for m in fetched]
+        run(app, minutes.ack(events[4]))  # one record minutes had acknowledged already
+        before = (consumer._n_acked, consumer.stale_acks)
+        with mock.patch.object(app.topics, "acks_enabled_for", lambda name: name != NO_ACKS):
+            if one_go:
+                identity.ack_all(events)
+                counted_by_identity = list(consumer._acked[tp])
+                minutes.ack_all(events[:4] + events[5:])
+            else:
+                for event in events:
+                    run(app, identity.ack(event))
+                counted_by_identity = list(consumer._acked[tp])
+                for event in events[:4] + events[5:]:
+                    run(app, minutes.ack(event))
+        states.append((counted_by_identity, sorted(consumer._acked[tp]),
+                       sorted(consumer._acked_index[tp]),
+                       consumer._n_acked - before[0], consumer.stale_acks - before[1],
+                       [e.message.acked for e in events],
+                       [e.message in consumer._unacked_messages for e in events]))
+    alone, in_one_go = states
+    assert in_one_go == alone
+    # record 9 had both acknowledgements once identity's came; 3 is below the committed
+    # offset, 8 was fetched in an earlier generation, 11 is of a topic without commits
+    assert alone[0] == [9] and alone[1] == [6, 7, 9, 10] and alone[3] == 4
+    assert alone[4] == 1 and all(alone[5])
+    # as in Faust: a record below the committed offset or of a topic without commits
+    # stays in the consumer's set of unacknowledged records
+    assert alone[6] == [True, False, False, False, False, False, True]
