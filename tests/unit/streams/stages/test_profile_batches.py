@@ -210,3 +210,89 @@ def test_records_given_their_decoded_event_give_what_their_bytes_give() -> None:
     _, given_table, given_done = _batched(given, 7)
     assert given_table.raw() == table.raw()
     assert given_done == done
+
+
+def test_a_batch_tells_what_it_wrote_and_later_batches_leave_that_alone() -> None:
+    """``written`` is what the emitter publishes: the table's value, never changed after."""
+    records = _traffic()
+    table = JsonTable()
+    stage = _stage(table)
+    kept: list[tuple[dict[str, Any], str]] = []
+    for at in range(0, len(records), 5):
+        stage.handle_batch(records[at:at + 5])
+        assert stage.written.keys() == {r.key for r in records[at:at + 5]} | {
+            key for key in stage.written if key != records[at].key}  # sweeps write others
+        for key, state in stage.written.items():
+            assert json.dumps(state) == table.raw()[key]
+            kept.append((state, json.dumps(state)))
+    assert len(kept) > 20
+    # every batch read its own copies: what an earlier batch wrote is as it was written
+    assert all(json.dumps(state) == as_written for state, as_written in kept)
+
+
+class _Held:
+    """A profiles table for the emitter: its values, the partitions held, reads counted."""
+
+    def __init__(self, values: dict[str, Any], partitions: set[int]) -> None:
+        self.values, self.partitions = values, partitions
+        self.reads: list[str] = []
+
+    def holds(self, partition: int) -> bool:
+        return partition in self.partitions
+
+    def get_in(self, partition: int, key: str, default: Any = None) -> Any:
+        self.reads.append(key)
+        if partition not in self.partitions:
+            return default
+        return json.loads(json.dumps(self.values[key]))
+
+
+def test_the_emitter_publishes_profiles_as_written_and_reads_only_what_it_must() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from touchpoint.streams.rules.segments import SegmentRules, TierEstimator
+    from touchpoint.streams.stages.profiles import ProfilePublisher
+
+    records = _traffic()
+    table = JsonTable()
+    stage = _stage(table)
+    stage.handle_batch(records[:20])  # C0, C1, C2 changed
+    profiles = _Held({key: json.loads(raw) for key, raw in table.raw().items()}, {0})
+    sent: list[tuple[bytes, Any]] = []
+    rows: list[Any] = []
+
+    async def send(topic: str, key: bytes, value: Any) -> None:
+        sent.append((key, value))
+
+    async def delivered() -> None:
+        return None
+
+    async def write(batch: Any) -> None:
+        rows.extend(batch.rows)
+
+    rules = SegmentRules()
+    publisher = ProfilePublisher.__new__(ProfilePublisher)  # built by hand: no app, no Kafka
+    vars(publisher).update(
+        profiles=profiles, updates="u", writer=SimpleNamespace(write=write), rules=rules,
+        estimator=TierEstimator(rules), map_type=True, attribution=None, dirty={},
+        merged={}, held={}, everything=False, _codec=SimpleNamespace(encode=lambda p, check: p),
+        _box=SimpleNamespace(send=send, delivered=delivered))
+    publisher.note(stage, 0)
+    stage.changed.add("C9")  # changed by a batch that failed: not in what was written
+    publisher.note(stage, 0)
+    profiles.values["C9"] = profiles.values["C0"] | {"customer_id": "C9"}
+    assert set(publisher.held) == {"C0", "C1", "C2"}
+    keys = dict(sorted(publisher.dirty.items()))
+    publisher.dirty.clear()  # as the emitter's round takes them
+    count = asyncio.run(publisher.emit(keys))
+    assert count == 4 and [key for key, _ in sent] == [b"C0", b"C1", b"C2", b"C9"]
+    assert profiles.reads == ["C9"], "only the profile not written by the last batch is read"
+    for key, value in sent[:3]:
+        assert value["revision"] == json.loads(table.raw()[key.decode()])["revision"]
+    assert publisher.held == {}
+    # a partition no longer held (revoked since): its profiles are left to their new owner
+    stage.handle_batch(records[20:30])
+    publisher.note(stage, 3)
+    sent.clear()
+    assert asyncio.run(publisher.emit(dict(publisher.dirty))) == 0 and sent == []
