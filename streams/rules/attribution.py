@@ -13,6 +13,7 @@ the order of the events is in docs/design/aggregates-and-attribution.md.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -293,6 +294,8 @@ def row_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(row[name] for name in ATTRIBUTION_COLUMNS)
 
 
+# Both run for every event with the same few settings: remembered, they cost a lookup.
+@functools.lru_cache(maxsize=64)
 def _check(window: timedelta, lateness: timedelta) -> None:
     if window <= timedelta(0):
         raise ConfigError(f"attribution window must be positive, got {window}")
@@ -300,8 +303,12 @@ def _check(window: timedelta, lateness: timedelta) -> None:
         raise ConfigError(f"attribution lateness must be 0 or more, got {lateness}")
 
 
+@functools.lru_cache(maxsize=64)
 def _ms(span: timedelta) -> int:
-    return span // timedelta(milliseconds=1)
+    return span // _MILLISECOND
+
+
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def _item(event: Mapping[str, Any], at: int,
