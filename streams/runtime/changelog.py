@@ -226,13 +226,6 @@ class Table(faust.Table):
         self.on_key_get(key)
         return store._decode_value(value)
 
-    def holds(self, partition: int) -> bool:
-        """Whether this worker holds ``partition`` of the table (its database is open)."""
-        store = self.data
-        if not isinstance(store, rocksdb.Store):
-            return True  # the memory store keeps every partition it was given
-        return partition in store._dbs
-
     def del_in(self, partition: int, key: Any) -> None:
         """Delete ``key`` in ``partition``: its changelog tombstone, and one database's key.
 

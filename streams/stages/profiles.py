@@ -220,9 +220,6 @@ class ProfileStage:
         self.committed = committed
         self.changed: set[str] = set()
         self.merged: dict[str, str] = {}
-        #: the profiles and markers the last batch wrote, as written (nothing changes them
-        #: after: the next batch reads its own copies from the table)
-        self.written: dict[str, dict[str, Any]] = {}
         self.signals: list[dict[str, Any]] = []  # complaint-signal records to publish
         self._event, self._merge = codec_for("event"), codec_for("merge")
         self._absorb = codec_for("absorb")
@@ -258,7 +255,6 @@ class ProfileStage:
         earlier, self.signals = self.signals, []
         self._batch.clear()
         self._writes.clear()
-        self.written = {}
         try:
             done = []
             for key, value, awaiting, offset, event in records:
@@ -275,10 +271,8 @@ class ProfileStage:
                 self._conclude_due_signals(partition)
                 done.append(Handled(sent, self.signals))
                 self.signals = []
-            written = {key: self._batch[key] for key in self._writes}
-            for key, state in written.items():
-                self.table[key] = state
-            self.written = cast(dict[str, dict[str, Any]], written)
+            for key in self._writes:
+                self.table[key] = self._batch[key]
             return done
         finally:
             self.signals = earlier
@@ -542,14 +536,10 @@ class ProfilePublisher:
     """Publishes changed profiles to ``profiles.updates`` and ``customer_profiles_raw``.
 
     ``note`` takes what the stage changed and merged away; ``emit`` publishes those
-    profiles, a tombstone and a ``merged_into`` row for every merged-away id, and, with
-    attribution, the exposure rows of the customers published. ``revision`` grows with
-    every change and the table keeps the highest, so an older copy never replaces a
-    newer one. A profile noted is published as the stage wrote it last (``held``), not
-    read back from the table: at a steady rate nearly every customer changes between two
-    rounds, and reading them back was a third of the emitter's work. One whose
-    partition this worker no longer holds is not published (its new owner publishes
-    it), and after a start or rebalance everything is read from the table.
+    profiles (read in their own partition's database), a tombstone and a
+    ``merged_into`` row for every merged-away id, and, with attribution, the exposure
+    rows of the customers published. ``revision`` grows with every change and the
+    table keeps the highest, so an older copy never replaces a newer one.
     """
 
     def __init__(self, app: faust.App, profiles: changelog.Table, *, updates: str,
@@ -563,7 +553,6 @@ class ProfilePublisher:
         self.map_type = map_type
         self.attribution = attribution
         self.dirty: dict[str, int] = {}  # changed profiles: customer id -> partition
-        self.held: dict[str, dict[str, Any]] = {}  # their latest value, as written
         self.merged: dict[str, str] = {}
         self.everything = True  # after a start or rebalance: publish everything held
         self._codec = codec_for("profile")
@@ -574,17 +563,9 @@ class ProfilePublisher:
         """Take the stage's changed and merged-away customers, all in ``partition``."""
         # all of them in the event's partition: its customer, and those its sweep concluded
         self.dirty.update(dict.fromkeys(stage.changed, partition))
-        written, held = stage.written, self.held
-        for key in stage.changed:
-            value = written.get(key)
-            if value is None:  # changed by a batch that failed: read from the table
-                held.pop(key, None)
-            else:
-                held[key] = value
         for gone, into in stage.merged.items():
             self.merged[gone] = into
             self.dirty.pop(gone, None)
-            held.pop(gone, None)
         stage.changed.clear()
         stage.merged.clear()
 
@@ -595,11 +576,8 @@ class ProfilePublisher:
         cutoffs = self.estimator.cutoffs()
         published: dict[str, int] = {}
         tombstones: dict[str, str] = {}
-        held, self.held = self.held, {}
         for key, partition in keys.items():
-            state = held.get(key)
-            if state is None or not self.profiles.holds(partition):
-                state = self.profiles.get_in(partition, key)  # None: not held (any more)
+            state = self.profiles.get_in(partition, key)
             if state is None:
                 continue
             if MERGED_INTO in state:
@@ -727,7 +705,6 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         # changes made before a crash may not have been.
         if publisher.everything:
             publisher.everything = False
-            publisher.held.clear()  # the table is the truth after a rebalance
             keys, current = _track_everything_held(app, profiles, resolved, detector)
         else:
             keys, current = dict(sorted(publisher.dirty.items())), []
