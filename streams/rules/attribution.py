@@ -305,10 +305,7 @@ def _check(window: timedelta, lateness: timedelta) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _ms(span: timedelta) -> int:
-    return span // _MILLISECOND
-
-
-_MILLISECOND = timedelta(milliseconds=1)
+    return span // timedelta(milliseconds=1)
 
 
 def _item(event: Mapping[str, Any], at: int,

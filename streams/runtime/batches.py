@@ -36,7 +36,7 @@ from time import monotonic
 from typing import Any, cast
 
 import faust
-from faust.types import TP, ConsumerMessage, EventT, Message
+from faust.types import TP, EventT, Message
 from faust.types.tuples import ack_lock
 
 __all__ = ["MAXSIZE", "BatchStream", "Delivered", "ack_all", "batch_stream", "decoded",
@@ -261,17 +261,15 @@ def ack_all(app: Any, events: Iterable[EventT]) -> None:
 
     A record's last reader makes it committable (``Consumer.ack_many``): the same
     reference counts as Faust's ``Message.ack``, under one hold of its lock for the
-    whole batch instead of three a record.
+    whole batch instead of three a record. The records are the consumer's (:func:`track`),
+    whose final acknowledgement is the consumer's, as ``ConsumerMessage.on_final_ack``.
     """
     final = []
     with ack_lock:
         for event in events:
             message = event.message
             if not message.acked and not message.decref():
-                if isinstance(message, ConsumerMessage):
-                    final.append(message)  # its final ack is the consumer's
-                else:
-                    message.on_final_ack(app.consumer)
+                final.append(message)
         if final:
             app.consumer.ack_many(final)
 

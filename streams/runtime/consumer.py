@@ -180,22 +180,15 @@ class Consumer(driver.Consumer):
 
     def ack(self, message: Message) -> bool:
         """Acknowledge ``message`` unless it was fetched in an earlier generation."""
-        generation = message.generation_id
-        if generation is not None and generation != self.ack_generation:
-            if not message.acked:
-                message.acked = True
-                self._unacked_messages.discard(message)
-                self.stale_acks += 1
-            return False
-        return bool(super().ack(message))
+        return self.ack_many((message,)) > 0
 
     def ack_many(self, messages: Iterable[Message]) -> int:
-        """:meth:`ack` each of ``messages``; how many were counted.
+        """Acknowledge each of ``messages`` not fetched in an earlier generation; how many counted.
 
-        Faust's ``ack`` body, once per record under one hold of Faust's ``ack_lock`` and
-        with one wake-up of a wait for acknowledgements at the end, instead of a lock,
-        a topic lookup and a wake-up per record: a stage that stores a batch
-        acknowledges thousands of records at once.
+        Faust's ``ack`` body with the generation check, once per record under one hold of
+        Faust's ``ack_lock`` and with one wake-up of a wait for acknowledgements at the
+        end: a stage that stores a batch acknowledges thousands of records at once, and
+        :meth:`ack` is this for one record.
         """
         counted = 0
         enabled: dict[str, bool] = {}

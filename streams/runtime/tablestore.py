@@ -3,11 +3,11 @@
 :class:`RocksStore` turns the log off (the changelog topic is the table's truth), flushes
 on stop and revocation, and moves a damaged partition database aside so that the
 partition is rebuilt from its changelog instead of stopping the worker. It encodes text
-keys and JSON values itself, to the same bytes as Faust's serializer registry, which
-costs several calls per key and value for what is one ``encode`` or one JSON call. Every RocksDB
-database of the process (each table partition, the copy of the identity graph) shares
-one read cache and one write-buffer budget (:func:`share_memory`), where Faust gives each
-its own 2 GiB cache and up to 192 MiB of memtables. What that costs after a crash, and
+keys and values in JSON itself, to the same bytes as Faust's serializer registry, which
+takes several calls for what is one JSON call. Every RocksDB database of the process
+(each table partition, the copy of the identity graph) shares one read cache and one
+write-buffer budget (:func:`share_memory`), where Faust gives each its own 2 GiB cache
+and up to 192 MiB of memtables. What that costs after a crash, and
 what counts as damaged: ``docs/design/runtime.md``.
 """
 
