@@ -16,23 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 from faust.streams import _current_event
-from murmurhash2 import murmurhash2
 
-__all__ = ["MURMUR2_SEED", "Outbox", "aiokafka_producer", "key_partition", "make_current",
-           "sent_counters"]
+__all__ = ["Outbox", "aiokafka_producer", "make_current", "sent_counters"]
 
-#: Kafka's murmur2 seed (``org.apache.kafka.common.utils.Utils.murmur2``).
-MURMUR2_SEED = 0x9747B28C
-
-
-def key_partition(key: bytes, partitions: list[int]) -> int:
-    """The partition of ``partitions`` (sorted) Kafka's default partitioner gives ``key``.
-
-    The same as aiokafka's ``DefaultPartitioner`` and the Java client's: murmur2 of the
-    key, made positive, modulo the number of partitions.
-    """
-    return partitions[(murmurhash2(key, MURMUR2_SEED) & 0x7FFFFFFF) % len(partitions)]
+_partitioner = DefaultPartitioner()
 
 
 class Outbox:
@@ -153,7 +142,7 @@ class Outbox:
         if partition is None:
             if len(by_key) >= self.KEYS_REMEMBERED:
                 by_key.clear()
-            partition = by_key[key] = key_partition(key, partitions)
+            partition = by_key[key] = _partitioner(key, partitions, partitions)
         return partition
 
 

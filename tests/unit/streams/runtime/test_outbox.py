@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +12,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from touchpoint.streams.runtime.outbox import Outbox, key_partition
+from touchpoint.streams.runtime.outbox import Outbox
 
 
 class _Producer:
@@ -136,16 +135,3 @@ def test_the_last_offset_delivered_per_topic_is_known_after_a_wait() -> None:
         return first, dict(outbox.last_offsets)
     first, second = asyncio.run(run())
     assert (first, second) == ({"links": 2}, {"links": 4})
-
-
-def test_keys_go_where_kafkas_default_partitioner_sends_them() -> None:
-    # key_partition is murmur2 in native code; aiokafka's (the Java client's algorithm)
-    # is the reference, for keys of every length remainder, empty and non-ASCII ones.
-    rng = random.Random(7)
-    keys = [b"", b"a", b"ab", b"abc", "客户-42".encode(), *(
-        bytes(rng.randrange(256) for _ in range(rng.randrange(1, 90))) for _ in range(3000))]
-    partitioner = DefaultPartitioner()
-    for count in (1, 2, 6, 7, 12):
-        partitions = list(range(count))
-        for key in keys:
-            assert key_partition(key, partitions) == partitioner(key, partitions, partitions)
