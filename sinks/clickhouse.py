@@ -17,13 +17,13 @@ import re
 import struct
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -353,7 +353,7 @@ class ServerWarehouse(Warehouse):
                           "send_receive_timeout": send_receive_timeout}
         # No database in the connection at first: the migrations create it.
         self._client = self._new_client("default")
-        self._dt_columns: dict[str, dict[str, bool]] = {}
+        self._dt_columns: dict[str, dict[str, Callable[[Any], Any]]] = {}
 
     def _new_client(self, database: str) -> Any:
         from clickhouse_driver import Client
@@ -415,16 +415,24 @@ class ServerWarehouse(Warehouse):
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
                dedup_token: str | None = None) -> None:
-        """Columnar insert; date-time columns converted from epoch ms to ``datetime``."""
+        """Columnar insert; date-time columns converted from epoch ms to what the driver sends.
+
+        That is the column's raw integer (``_epoch_seconds``, ``_epoch_millis``), which the
+        driver sends as it is, where the driver would have made the same integer from a
+        ``datetime``; anything else goes as a ``datetime``, for the driver to convert or
+        refuse as before. Making and converting a ``datetime`` per value cost more than
+        the rest of the column's encoding.
+        """
         if not rows:
             return
         kinds = self._datetime_columns(table)
         data: list[list[Any]] = []
         for i, name in enumerate(columns):
             column = [row[i] for row in rows]
-            if name in kinds:
+            to_raw = kinds.get(name)
+            if to_raw is not None:
                 try:
-                    column = [_ms_to_datetime(v) for v in column]
+                    column = [to_raw(v) for v in column]
                 except (TypeError, ValueError, OverflowError, OSError) as exc:
                     raise WarehouseRejected(
                         f"a value of {name} is not a time in epoch milliseconds: {exc}") from exc
@@ -441,14 +449,16 @@ class ServerWarehouse(Warehouse):
             raise WarehouseRejected(
                 f"a value does not fit its column's type ({type(exc).__name__}: {exc})") from exc
 
-    def _datetime_columns(self, table: str) -> dict[str, bool]:
+    def _datetime_columns(self, table: str) -> dict[str, Callable[[Any], Any]]:
+        """The date-time columns of ``table``, each with its conversion from epoch ms."""
         cached = self._dt_columns.get(table)
         if cached is None:
             result = self.query(
                 f"SELECT name, type FROM system.columns WHERE database = '{self.database}' "
                 f"AND table = '{table}'"
             )
-            cached = {name: True for name, kind in result.rows if "DateTime" in kind}
+            cached = {name: _datetime_conversion(kind) for name, kind in result.rows
+                      if "DateTime" in kind}
             self._dt_columns[table] = cached
         return cached
 
@@ -461,6 +471,44 @@ def _ms_to_datetime(value: Any) -> Any:
     if value is None or isinstance(value, datetime):
         return value
     return datetime.fromtimestamp(value / 1000, tz=UTC)
+
+
+#: Epoch ms of the first instant ``DateTime`` (UInt32 seconds) cannot hold, in 2106. Up to
+#: there a float of seconds keeps every millisecond through the driver's conversion.
+_DATETIME_END_MS: Final = 2**32 * 1000
+
+
+def _epoch_seconds(value: Any) -> Any:
+    """Epoch ms to a ``DateTime`` column's raw value (whole seconds), as the driver makes it.
+
+    Only for whole milliseconds in the column's range: for them the driver's
+    ``int(datetime.timestamp())`` is the floor of a second. The rest (``None``, floats,
+    values the column cannot hold) goes as a ``datetime``, to be converted or refused.
+    """
+    if type(value) is int and 0 <= value < _DATETIME_END_MS:
+        return value // 1000
+    return _ms_to_datetime(value)
+
+
+def _epoch_millis(value: Any) -> Any:
+    """Epoch ms to a ``DateTime64(3)`` column's raw value (the same ms), as the driver makes it.
+
+    Only from the epoch to 2106: before it the driver's own conversion is not the ms (it
+    truncates the seconds towards zero and adds the millisecond), and later the float of
+    seconds it goes through loses milliseconds.
+    """
+    if type(value) is int and 0 <= value < _DATETIME_END_MS:
+        return value
+    return _ms_to_datetime(value)
+
+
+def _datetime_conversion(kind: str) -> Callable[[Any], Any]:
+    """How a value in epoch ms goes to the driver for a column of type ``kind``."""
+    if "DateTime64(3" in kind:
+        return _epoch_millis
+    if "DateTime64" in kind:
+        return _ms_to_datetime  # another precision: the driver converts
+    return _epoch_seconds
 
 
 # --- embedded, chdb --------------------------------------------------------------------
