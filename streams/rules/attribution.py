@@ -249,11 +249,13 @@ def observe(state: AttributionState, event: Mapping[str, Any], *,
     state.applied += 1
     state.clock = at if state.clock is None else max(state.clock, at)
     window_ms, lateness_ms = _ms(window), _ms(lateness)
-    if not is_exposure and _unclaimed(state, at, window_ms, lateness_ms):
+    if not is_exposure:
         # What _refresh would do here, at a fraction of its cost (most touchpoints)
-        horizon = state.clock - lateness_ms
-        state.touchpoints = [p for p in state.touchpoints if p[0] > horizon - window_ms]
-        return state, []
+        rows = _quick(state, item, model, window_ms, lateness_ms)
+        if rows is not None:
+            horizon = state.clock - lateness_ms
+            state.touchpoints = [p for p in state.touchpoints if p[0] > horizon - window_ms]
+            return state, rows
     return state, _refresh(state, model, window_ms, lateness_ms)
 
 
@@ -367,26 +369,26 @@ def _group(events: list[list[Any]], window: int) -> list[_Exposure]:
     return sorted(groups, key=lambda g: (g.start, g.xid))
 
 
-def _unclaimed(state: AttributionState, at: int, window: int, lateness: int) -> bool:
-    """Whether a touchpoint at ``at``, just added, leaves every row and exposure as it was.
+def _steady(state: AttributionState, window: int, lateness: int) -> bool:
+    """Whether a touchpoint just added can change no row but the ones that credit it.
 
-    True when no open exposure can claim it, the bounds are not exceeded, and nothing
-    closes or is forgotten at the state's clock. After every :func:`_refresh` each row
-    is current, retracted or closed and no open exposure is due to close, and a
-    touchpoint changes only the exposures that may claim it (``_credit`` credits each
-    touchpoint on its own), so :func:`_refresh` would then only prune the touchpoints.
-    A group's start is one of its events' times: checking every exposure event covers
-    every group.
+    True when the exposures are within their bound, nothing closes or is forgotten at the state's
+    clock, and every open row names the customer. After every :func:`_refresh` each row
+    is current, retracted or closed and no open exposure is due to close; a touchpoint
+    leaves the exposures as they are, and ``_credit`` credits each touchpoint on its own.
+    So then :func:`_refresh` would change only the rows of the exposures credited with
+    this touchpoint, or with one its bound drops (:func:`_quick`), and prune the
+    touchpoints. A group's start is one of its events' times: checking every exposure
+    event covers every group.
     """
-    if len(state.touchpoints) > MAX_TOUCHPOINTS or len(state.exposures) > MAX_EXPOSURE_EVENTS:
+    if len(state.exposures) > MAX_EXPOSURE_EVENTS:
         return False
     assert state.clock is not None
     horizon = state.clock - lateness
     oldest = horizon - 2 * window
     for exposure in state.exposures:
-        start = exposure[0]
-        if start < at <= start + window or start + window <= horizon:
-            return False  # may claim it, or closes now
+        if exposure[0] + window <= horizon:
+            return False  # closes now
     for start, _ in state.closed.values():
         if start <= oldest:
             return False  # forgotten now
@@ -397,6 +399,95 @@ def _unclaimed(state: AttributionState, at: int, window: int, lateness: int) -> 
                 and xid not in state.closed:
             return False  # an open exposure's row names another customer: rewritten
     return True
+
+
+def _quick(state: AttributionState, point: list[Any], model: AttributionModel, window: int,
+           lateness: int) -> list[dict[str, Any]] | None:
+    """The rows a new touchpoint changes, without the full recompute; ``None`` if it needs it.
+
+    In a :func:`_steady` state only the responses of the open exposures credited with
+    ``point`` can change: a response is the earliest touchpoint credited, and the rest of
+    a row does not depend on touchpoints but for conversions. ``_bound`` may also drop
+    the oldest touchpoint (a busy customer, at the bound on every event): if an open
+    exposure was credited with it, it was that exposure's response, and the next one
+    credited takes its place. A conversion credited to an open exposure, added or
+    dropped, changes revenue, a sum whose rounding depends on the order it is added in:
+    ``None`` then, and for any other case :func:`_refresh` would handle differently. The
+    state changes only when rows are returned; the caller prunes the touchpoints.
+    """
+    if not _steady(state, window, lateness) or len(state.touchpoints) > MAX_TOUCHPOINTS + 1:
+        return None
+    groups = _group(state.exposures, window)
+    credited = _Credited(groups, state.closed, model, window)
+    rows, changed = dict(state.rows), set()
+    kept = state.touchpoints
+    if len(kept) > MAX_TOUCHPOINTS:  # as _bound: the newest, in time order
+        dropped = min(kept, key=_point_order)
+        if dropped is point:
+            return None
+        kept = sorted(kept, key=_point_order)[-MAX_TOUCHPOINTS:]
+        lost = credited.open_for(dropped)
+        if lost and _converts(dropped):
+            return None
+        for xid in lost:
+            after = next((p for p in kept if xid in credited.open_for(p)), None)
+            rows[xid] = _responded(rows[xid], after)
+            changed.add(xid)
+    gained = credited.open_for(point)
+    if gained and _converts(point):
+        return None
+    for xid in gained:
+        row = rows[xid]
+        if row["responded_at"] is None or \
+                _point_order(point) < (row["responded_at"], row["response_event_id"]):
+            rows[xid] = _responded(row, point)
+            changed.add(xid)
+    state.touchpoints = kept
+    out = []
+    for group in groups:  # in _refresh's order
+        if group.xid in changed:  # a response moved: never back to where it was
+            row = state.rows[group.xid] = rows[group.xid]
+            out.append({**row, "version": state.applied})
+    return out
+
+
+class _Credited:
+    """Which open exposures ``_credit`` credits with a touchpoint at a given time."""
+
+    def __init__(self, groups: list[_Exposure], closed: Mapping[str, list[Any]],
+                 model: AttributionModel, window: int) -> None:
+        self.model, self.window = model, window
+        self.open = {g.xid for g in groups}
+        self.touches = {g.xid: [e[0] for e in g.events] for g in groups}
+        self.starts = {g.xid: g.start for g in groups}
+        for xid, (start, times) in closed.items():
+            self.touches[xid], self.starts[xid] = times, int(start)
+
+    def open_for(self, point: list[Any]) -> set[str]:
+        """The open exposures credited with ``point`` (closed ones may win it)."""
+        at, window = point[0], self.window
+        candidates = [Candidate(xid, start, max(t for t in self.touches[xid] if t <= at))
+                      for xid, start in self.starts.items() if start < at <= start + window]
+        if not candidates:
+            return set()
+        return {xid for xid, _ in self.model.credit(candidates)} & self.open
+
+
+def _responded(row: dict[str, Any], point: list[Any] | None) -> dict[str, Any]:
+    """``row`` with ``point`` as its response (as ``_row`` writes it)."""
+    return {**row, "responded_at": point[0] if point else None,
+            "response_channel": point[2] if point else "",
+            "response_type": point[3] if point else "",
+            "response_event_id": point[1] if point else ""}
+
+
+def _converts(point: list[Any]) -> bool:
+    """Whether crediting ``point`` counts a conversion (``_credit``)."""
+    return point[3] == "purchase" and point[2] in ("web", "store")
+
+
+def _point_order(point: list[Any]) -> tuple[int, str]:
+    return point[0], point[1]
 
 
 def _refresh(state: AttributionState, model: AttributionModel, window: int,

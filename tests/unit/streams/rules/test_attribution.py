@@ -359,33 +359,50 @@ def test_permutations_within_the_lateness_agree_and_beyond_it_do_not() -> None:
     assert state.late == 1 and list(live(latest)) == [exposure_id("E1", "o1")]
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_touchpoints_no_exposure_can_claim_skip_the_recompute_and_change_nothing_else(
-        seed: int) -> None:
-    # observe() leaves most touchpoints out of the full recompute (_unclaimed): the
-    # states and rows must be those of recomputing after every event, whatever comes.
-    rng = random.Random(seed)
-    window = timedelta(hours=rng.choice([2, 24, 72, 168]))
-    lateness = timedelta(hours=rng.choice([0, 1, 12, 24]))
-    model = model_for(rng.choice(["last_touch", "first_touch", "linear"]))
+def _history(rng: random.Random, dense: bool) -> list[dict[str, Any]]:
+    """A customer's events: exposures of three campaigns, purchases, page views, some
+    late or too late, some repeated. ``dense``: minutes apart, a busy customer's."""
+    steps = [MIN, 2 * MIN, 10 * MIN, HOUR] if dense else [MIN, HOUR, 6 * HOUR, DAY, 3 * DAY]
+    behind = [0, 0, 0, 5 * MIN, HOUR, DAY] if dense else [0, 0, 0, HOUR, DAY, 2 * DAY]
     at, events = T0, []
-    for i in range(rng.randint(30, 200)):
-        at += rng.choice([MIN, HOUR, 6 * HOUR, DAY, 3 * DAY])
-        when = at - rng.choice([0, 0, 0, HOUR, DAY, 2 * DAY])  # some late, some too late
+    for i in range(rng.randint(30, 300 if dense else 200)):
+        at += rng.choice(steps)
+        when = at - rng.choice(behind)
         pick = rng.random()
-        if pick < 0.15:
+        if pick < (0.05 if dense else 0.15):
             kind = rng.choice(["sent", "delivered", "opened", "clicked"])
             events.append(msg(f"m{i}", kind, when, campaign=rng.choice(["E1", "E2"])))
-        elif pick < 0.2:
+        elif pick < (0.08 if dense else 0.2):
             events.append(ev(f"a{i}", "web", rng.choice(["ad_impression", "ad_click"]), when,
                              campaign_id="D1"))
-        elif pick < 0.3:
-            events.append(ev(f"p{i}", rng.choice(["web", "store"]), "purchase", when,
-                             amount=round(rng.uniform(1, 200), 2)))
+        elif pick < (0.12 if dense else 0.3):
+            events.append(ev(f"p{i}", rng.choice(["web", "store", "callcenter"]), "purchase",
+                             when, amount=round(rng.uniform(1, 200), 2)))
         else:
             events.append(ev(f"v{i}", "web", "page_view", when))
         if rng.random() < 0.1:
             events.append(dict(rng.choice(events)))  # a repeat
+    return events
+
+
+@pytest.mark.parametrize(("dense", "bound"), [(False, None), (True, None), (True, 12)])
+@pytest.mark.parametrize("seed", range(40))
+def test_touchpoints_without_the_full_recompute_give_the_same_rows_and_state(
+        seed: int, dense: bool, bound: int | None) -> None:
+    # observe() leaves most touchpoints out of the full recompute (_steady, _quick):
+    # the states and rows must be those of recomputing after every event,
+    # whatever comes. ``bound``: a busy customer's, at the touchpoint bound all the time.
+    if bound is not None:
+        with mock.patch("touchpoint.streams.rules.attribution.MAX_TOUCHPOINTS", bound):
+            test_touchpoints_without_the_full_recompute_give_the_same_rows_and_state(
+                seed, dense, None)
+        return
+    rng = random.Random(seed)
+    hours = [1, 2, 6, 24] if dense else [2, 24, 72, 168]
+    window = timedelta(hours=rng.choice(hours))
+    lateness = timedelta(hours=rng.choice([0, 1, 12, 24]))
+    model = model_for(rng.choice(["last_touch", "first_touch", "linear"]))
+    events = _history(rng, dense)
     options = {"model": model, "window": window, "lateness": lateness}
     fast, full = AttributionState("C1"), AttributionState("C1")
     merged_at = len(events) // 2
@@ -395,24 +412,29 @@ def test_touchpoints_no_exposure_can_claim_skip_the_recompute_and_change_nothing
             fast, _ = combine(fast, AttributionState.from_dict(other.to_dict()), **options)
             full, _ = combine(full, AttributionState.from_dict(other.to_dict()), **options)
         fast, fast_rows = observe(fast, event, **options)
-        with mock.patch("touchpoint.streams.rules.attribution._unclaimed",
+        with mock.patch("touchpoint.streams.rules.attribution._steady",
                         return_value=False):
             full, full_rows = observe(full, event, **options)
         assert fast_rows == full_rows, (n, event)
         assert fast.to_dict() == full.to_dict(), (n, event)
 
 
-def test_the_skip_is_taken_for_touchpoints_far_from_any_exposure() -> None:
-    # The test above would pass with the skip never taken: show that it is.
+def test_the_full_recompute_is_left_out_for_touchpoints_that_cannot_need_it() -> None:
+    # The test above would pass with the full recompute always run: show that it is not.
     with mock.patch("touchpoint.streams.rules.attribution._refresh",
                     wraps=attribution._refresh) as refresh:
-        state, _, _ = run([ev("v1", "web", "page_view", T0),
-                           ev("v2", "web", "page_view", T0 + MIN),
-                           msg("s1", "sent", T0 + HOUR),
-                           ev("v3", "web", "page_view", T0 + 2 * HOUR),  # claimed
-                           ev("v4", "web", "page_view", T0 + 9 * DAY)])  # closes s1
-    assert refresh.call_count == 3  # s1, v3, v4: not v1 and v2
-    assert [p[1] for p in state.touchpoints] == ["v4"]
+        state, latest, _ = run([
+            ev("v1", "web", "page_view", T0),
+            ev("v2", "web", "page_view", T0 + MIN),
+            msg("s1", "sent", T0 + HOUR),
+            ev("v3", "web", "page_view", T0 + 2 * HOUR),  # claimed: its response
+            ev("v4", "web", "page_view", T0 + 3 * HOUR),  # claimed, later: no change
+            ev("p1", "web", "purchase", T0 + 4 * HOUR, amount=10.0),  # a conversion
+            ev("v5", "web", "page_view", T0 + 9 * DAY)])  # closes s1
+    assert refresh.call_count == 3  # s1, p1, v5
+    assert [p[1] for p in state.touchpoints] == ["v5"]
+    row = latest[exposure_id("E1", "s1")]
+    assert (row["response_event_id"], row["conversions"], row["revenue"]) == ("v3", 1, 10.0)
 
 
 def test_a_state_named_anew_rewrites_its_open_rows_on_the_next_touchpoint() -> None:
@@ -426,3 +448,21 @@ def test_a_state_named_anew_rewrites_its_open_rows_on_the_next_touchpoint() -> N
                           window=timedelta(hours=1), lateness=timedelta(days=1))
     assert [(r["exposure_id"], r["customer_id"]) for r in rows] == [
         (exposure_id("E1", "s1"), "C3")]
+
+
+def test_a_closed_exposure_still_wins_the_touchpoints_its_window_ends_on() -> None:
+    # s1 closes at T0 + 1h, the end of its window, where v2 still falls in it; touched
+    # last (opened), it takes v2 from s2 under last touch, so s2 gets no response.
+    options: dict[str, Any] = {"window": timedelta(hours=1), "lateness": timedelta(0)}
+    _, latest, _ = run([msg("s1", "sent", T0), msg("s2", "sent", T0 + 30 * MIN, campaign="E2"),
+                        msg("o1", "opened", T0 + 50 * MIN),
+                        ev("v1", "web", "page_view", T0 + HOUR),  # closes s1 after crediting
+                        ev("v2", "web", "page_view", T0 + HOUR)], **options)
+    assert latest[exposure_id("E1", "s1")]["response_event_id"] == "v1"
+    assert latest[exposure_id("E2", "s2")]["responded_at"] is None
+
+
+def test_of_two_touchpoints_at_one_instant_the_smaller_id_is_the_response() -> None:
+    _, latest, _ = run([msg("s1", "sent", T0), ev("vb", "web", "page_view", T0 + HOUR),
+                        ev("va", "web", "page_view", T0 + HOUR)])
+    assert latest[exposure_id("E1", "s1")]["response_event_id"] == "va"
