@@ -49,7 +49,8 @@ What it does, in one command:
 5. Prints, per K: drain events/s from worker start, events/s from the first stored
    event, worker startup (launch until every worker answers ``/status``, with the
    bench's own API token), CPU seconds (utime + stime, every thread) per 1,000 events
-   summed over the workers, the seconds they were runnable but waited for a CPU
+   summed over the workers, each worker's main thread's share of its CPU (the event
+   loop, where every stage runs: what bounds one worker), the seconds they were runnable but waited for a CPU
    (``/proc/<pid>/task/*/schedstat``: this machine is shared), peak RSS (VmHWM) per
    worker, CFS throttling, the broker's and ClickHouse's CPU meanwhile, the ratios to the
    raw read and read+decode rates, the load average, and for K > 1 the speed-up over
@@ -151,6 +152,22 @@ def cpu_seconds(pid: int | None) -> float | None:
         with open(f"/proc/{pid}/stat") as fh:
             fields_ = fh.read().rsplit(")", 1)[1].split()
         return sum(int(v) for v in fields_[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def main_thread_cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of the main thread alone: the event loop, where every stage runs.
+
+    The other threads (the consumer's fetches, the warehouse writer, RocksDB's) mostly
+    wait: this is the thread that bounds how fast one worker drains.
+    """
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as fh:
+            fields_ = fh.read().rsplit(")", 1)[1].split()
+        return sum(int(v) for v in fields_[11:13]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
 
@@ -787,6 +804,7 @@ class KResult:
     cpu: list[float | None] = field(default_factory=list)  # per worker, at the end
     cpu_startup: list[float | None] = field(default_factory=list)
     cpu_wait: list[tuple[float, float] | None] = field(default_factory=list)  # main, all
+    cpu_main: list[float | None] = field(default_factory=list)  # the main thread's, per worker
     rss_startup: list[int | None] = field(default_factory=list)
     hwm: list[int | None] = field(default_factory=list)
     throttled: list[tuple[int, int, float] | None] = field(default_factory=list)
@@ -1024,6 +1042,8 @@ def drain(bench: Bench, workers: list[Worker], store: WarehouseProbe, probe: Lag
         log("  interrupted: stopping and reporting what was reached")
     # The workers' figures at the end of the drain, before the checks that follow.
     result.cpu = [w.cpu() if w.exited() is None else None for w in workers]
+    result.cpu_main = [main_thread_cpu_seconds(w.pid) if w.exited() is None else None
+                       for w in workers]
     result.cpu_wait = [cpu_wait_seconds(w.pid) if w.exited() is None else None
                        for w in workers]
     result.hwm = [w.hwm() for w in workers]
@@ -1182,6 +1202,10 @@ def report_k(bench: Bench, r: KResult, baseline: KResult | None) -> None:
             f"{startup:,.1f} s)")
     else:
         log(f"  worker CPU               {cpu_line}")
+    if any(m is not None for m in r.cpu_main):
+        log("  main thread CPU          " + ", ".join(
+            f"w{i} {m:,.1f} s of {c:,.1f} s ({100 * m / c:.0f} %)" if m is not None and c
+            else f"w{i} n/a" for i, (m, c) in enumerate(zip(r.cpu_main, r.cpu, strict=True), 1)))
     if any(w is not None for w in r.cpu_wait):
         # runnable but not running: the machine's other load, or the quota
         log("  waited for a CPU         " + ", ".join(
