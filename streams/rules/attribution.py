@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -58,6 +59,8 @@ _EXPOSURE_ORDER: Final[Mapping[str, int]] = {
     "sent": 0, "delivered": 1, "opened": 2, "clicked": 3, "ad_impression": 4, "ad_click": 5,
 }
 _CAMPAIGN_EXPOSURES: Final = frozenset({"sent", "delivered", "opened", "clicked"})
+#: A touchpoint's place in time: (time, event id), as ``_credit`` and ``_bound`` order them.
+_POINT_ORDER: Final = operator.itemgetter(0, 1)
 _WEB_EXPOSURES: Final = frozenset({"ad_impression", "ad_click"})
 _PURCHASES: Final = frozenset({("web", "purchase"), ("store", "purchase")})
 
@@ -422,10 +425,10 @@ def _quick(state: AttributionState, point: list[Any], model: AttributionModel, w
     rows, changed = dict(state.rows), set()
     kept = state.touchpoints
     if len(kept) > MAX_TOUCHPOINTS:  # as _bound: the newest, in time order
-        dropped = min(kept, key=_point_order)
+        ordered = sorted(kept, key=_POINT_ORDER)
+        dropped, kept = ordered[0], ordered[1:]
         if dropped is point:
             return None
-        kept = sorted(kept, key=_point_order)[-MAX_TOUCHPOINTS:]
         lost = credited.open_for(dropped)
         if lost and _converts(dropped):
             return None
@@ -439,7 +442,7 @@ def _quick(state: AttributionState, point: list[Any], model: AttributionModel, w
     for xid in gained:
         row = rows[xid]
         if row["responded_at"] is None or \
-                _point_order(point) < (row["responded_at"], row["response_event_id"]):
+                _POINT_ORDER(point) < (row["responded_at"], row["response_event_id"]):
             rows[xid] = _responded(row, point)
             changed.add(xid)
     state.touchpoints = kept
@@ -482,12 +485,8 @@ def _responded(row: dict[str, Any], point: list[Any] | None) -> dict[str, Any]:
 
 
 def _converts(point: list[Any]) -> bool:
-    """Whether crediting ``point`` counts a conversion (``_credit``)."""
-    return point[3] == "purchase" and point[2] in ("web", "store")
-
-
-def _point_order(point: list[Any]) -> tuple[int, str]:
-    return point[0], point[1]
+    """Whether crediting ``point`` counts a conversion: a web or store purchase."""
+    return (point[2], point[3]) in _PURCHASES
 
 
 def _refresh(state: AttributionState, model: AttributionModel, window: int,
@@ -522,7 +521,7 @@ def _credit(groups: list[_Exposure], state: AttributionState, model: Attribution
     for xid, (start, times) in state.closed.items():
         touches[xid], starts[xid] = sorted(times), int(start)
     by_id = {g.xid: g for g in groups}
-    for point in sorted(state.touchpoints, key=lambda p: (p[0], p[1])):
+    for point in sorted(state.touchpoints, key=_POINT_ORDER):
         at = point[0]
         candidates = [
             Candidate(xid, start, max(t for t in touches[xid] if t <= at))
@@ -536,7 +535,7 @@ def _credit(groups: list[_Exposure], state: AttributionState, model: Attribution
                 continue  # a closed exposure: its row is final
             if group.response is None:
                 group.response = point
-            if point[3] == "purchase" and point[2] in ("web", "store"):
+            if _converts(point):
                 group.conversions += 1
                 group.revenue += (point[4] or 0.0) * share
                 if group.first_conversion is None:
@@ -602,6 +601,6 @@ def _bound(state: AttributionState) -> None:
         state.exposures = sorted(state.exposures, key=lambda e: (e[0], e[1]))[
             -MAX_EXPOSURE_EVENTS:]
     if len(state.touchpoints) > MAX_TOUCHPOINTS:
-        state.touchpoints = sorted(state.touchpoints, key=lambda p: (p[0], p[1]))[
+        state.touchpoints = sorted(state.touchpoints, key=_POINT_ORDER)[
             -MAX_TOUCHPOINTS:]
 
