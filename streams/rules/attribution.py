@@ -420,19 +420,28 @@ def _quick(state: AttributionState, point: list[Any], model: AttributionModel, w
     """
     if not _steady(state, window, lateness) or len(state.touchpoints) > MAX_TOUCHPOINTS + 1:
         return None
-    groups = _group(state.exposures, window)
-    credited = _Credited(groups, state.closed, model, window)
-    rows, changed = dict(state.rows), set()
-    kept = state.touchpoints
+    kept, dropped = state.touchpoints, None
     if len(kept) > MAX_TOUCHPOINTS:  # as _bound: the newest, in time order
         ordered = sorted(kept, key=_POINT_ORDER)
         dropped, kept = ordered[0], ordered[1:]
         if dropped is point:
             return None
+    # Only an open exposure whose window holds a touchpoint can be credited with it, and
+    # a group starts at one of its events: if no event's window holds either touchpoint,
+    # no row changes (most touchpoints, and every one of a customer without exposures).
+    starts = [e[0] for e in state.exposures]
+    if not any(start < at <= start + window for start in starts
+               for at in (point[0], dropped[0] if dropped else point[0])):
+        state.touchpoints = kept
+        return []
+    groups = _group(state.exposures, window)
+    credited = _Credited(groups, state.closed, model, window)
+    rows, changed = dict(state.rows), set()
+    if dropped is not None:
         lost = credited.open_for(dropped)
         if lost and _converts(dropped):
             return None
-        for xid in lost:
+        for xid in lost:  # it was the response: the next one credited is
             after = next((p for p in kept if xid in credited.open_for(p)), None)
             rows[xid] = _responded(rows[xid], after)
             changed.add(xid)
