@@ -50,8 +50,9 @@ What it does, in one command:
    event, worker startup (launch until every worker answers ``/status``, with the
    bench's own API token), CPU seconds (utime + stime, every thread) per 1,000 events
    summed over the workers, each worker's main thread's share of its CPU (the event
-   loop, where every stage runs: what bounds one worker), the seconds they were runnable but waited for a CPU
-   (``/proc/<pid>/task/*/schedstat``: this machine is shared), peak RSS (VmHWM) per
+   loop, where every stage runs: what bounds one worker), the seconds they were
+   runnable but waited for a CPU (``/proc/<pid>/task/*/schedstat``: this machine is
+   shared), peak RSS (VmHWM) per
    worker, CFS throttling, the broker's and ClickHouse's CPU meanwhile, the ratios to the
    raw read and read+decode rates, the load average, and for K > 1 the speed-up over
    K = 1 of this run. Then a summary table of every K and the machine's facts (nproc,
@@ -146,14 +147,7 @@ def load_text() -> str:
 
 def cpu_seconds(pid: int | None) -> float | None:
     """utime + stime of every thread, plus reaped children's (cutime + cstime)."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields_ = fh.read().rsplit(")", 1)[1].split()
-        return sum(int(v) for v in fields_[11:15]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
+    return None if pid is None else _clock_ticks(f"/proc/{pid}/stat", 4)
 
 
 def main_thread_cpu_seconds(pid: int | None) -> float | None:
@@ -162,12 +156,15 @@ def main_thread_cpu_seconds(pid: int | None) -> float | None:
     The other threads (the consumer's fetches, the warehouse writer, RocksDB's) mostly
     wait: this is the thread that bounds how fast one worker drains.
     """
-    if pid is None:
-        return None
+    return None if pid is None else _clock_ticks(f"/proc/{pid}/task/{pid}/stat", 2)
+
+
+def _clock_ticks(stat: str, count: int) -> float | None:
+    """Seconds in the ``count`` CPU-time fields of a ``stat`` file from utime on."""
     try:
-        with open(f"/proc/{pid}/task/{pid}/stat") as fh:
+        with open(stat) as fh:
             fields_ = fh.read().rsplit(")", 1)[1].split()
-        return sum(int(v) for v in fields_[11:13]) / os.sysconf("SC_CLK_TCK")
+        return sum(int(v) for v in fields_[11:11 + count]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
 
