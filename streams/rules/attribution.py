@@ -375,8 +375,8 @@ def _group(events: list[list[Any]], window: int) -> list[_Exposure]:
 def _steady(state: AttributionState, window: int, lateness: int) -> bool:
     """Whether a touchpoint just added can change no row but the ones that credit it.
 
-    True when the exposures are within their bound, nothing closes or is forgotten at the state's
-    clock, and every open row names the customer. After every :func:`_refresh` each row
+    True when nothing closes or is forgotten at the state's clock, and every open row
+    names the customer. After every :func:`_refresh` each row
     is current, retracted or closed and no open exposure is due to close; a touchpoint
     leaves the exposures as they are, and ``_credit`` credits each touchpoint on its own.
     So then :func:`_refresh` would change only the rows of the exposures credited with
@@ -384,8 +384,6 @@ def _steady(state: AttributionState, window: int, lateness: int) -> bool:
     touchpoints. A group's start is one of its events' times: checking every exposure
     event covers every group.
     """
-    if len(state.exposures) > MAX_EXPOSURE_EVENTS:
-        return False
     assert state.clock is not None
     horizon = state.clock - lateness
     oldest = horizon - 2 * window
@@ -418,8 +416,10 @@ def _quick(state: AttributionState, point: list[Any], model: AttributionModel, w
     ``None`` then, and for any other case :func:`_refresh` would handle differently. The
     state changes only when rows are returned; the caller prunes the touchpoints.
     """
-    if not _steady(state, window, lateness) or len(state.touchpoints) > MAX_TOUCHPOINTS + 1:
+    if not _steady(state, window, lateness):
         return None
+    # Every state left by _refresh or here is within the bounds: at most the one touchpoint
+    # just added is over.
     kept, dropped = state.touchpoints, None
     if len(kept) > MAX_TOUCHPOINTS:  # as _bound: the newest, in time order
         ordered = sorted(kept, key=_POINT_ORDER)
@@ -429,13 +429,12 @@ def _quick(state: AttributionState, point: list[Any], model: AttributionModel, w
     # Only an open exposure whose window holds a touchpoint can be credited with it, and
     # a group starts at one of its events: if no event's window holds either touchpoint,
     # no row changes (most touchpoints, and every one of a customer without exposures).
-    starts = [e[0] for e in state.exposures]
-    if not any(start < at <= start + window for start in starts
-               for at in (point[0], dropped[0] if dropped else point[0])):
+    times = (point[0],) if dropped is None else (point[0], dropped[0])
+    if not any(e[0] < at <= e[0] + window for e in state.exposures for at in times):
         state.touchpoints = kept
         return []
     groups = _group(state.exposures, window)
-    credited = _Credited(groups, state.closed, model, window)
+    credited = _Credit(groups, state.closed, model, window)
     rows, changed = dict(state.rows), set()
     if dropped is not None:
         lost = credited.open_for(dropped)
@@ -463,8 +462,12 @@ def _quick(state: AttributionState, point: list[Any], model: AttributionModel, w
     return out
 
 
-class _Credited:
-    """Which open exposures ``_credit`` credits with a touchpoint at a given time."""
+class _Credit:
+    """The exposures, open (``groups``) and closed, a touchpoint at a given time is credited to.
+
+    Every exposure whose window holds the touchpoint is a candidate, closed ones too (they
+    compete for it, but their rows are final); the model picks among them.
+    """
 
     def __init__(self, groups: list[_Exposure], closed: Mapping[str, list[Any]],
                  model: AttributionModel, window: int) -> None:
@@ -475,14 +478,16 @@ class _Credited:
         for xid, (start, times) in closed.items():
             self.touches[xid], self.starts[xid] = times, int(start)
 
-    def open_for(self, point: list[Any]) -> set[str]:
-        """The open exposures credited with ``point`` (closed ones may win it)."""
-        at, window = point[0], self.window
+    def shares(self, at: int) -> list[tuple[str, float]]:
+        """(exposure id, share) for a touchpoint at ``at``: none if no window holds it."""
+        window = self.window
         candidates = [Candidate(xid, start, max(t for t in self.touches[xid] if t <= at))
                       for xid, start in self.starts.items() if start < at <= start + window]
-        if not candidates:
-            return set()
-        return {xid for xid, _ in self.model.credit(candidates)} & self.open
+        return self.model.credit(candidates) if candidates else []
+
+    def open_for(self, point: list[Any]) -> set[str]:
+        """The open exposures credited with ``point``."""
+        return {xid for xid, _ in self.shares(point[0])} & self.open
 
 
 def _responded(row: dict[str, Any], point: list[Any] | None) -> dict[str, Any]:
@@ -525,20 +530,10 @@ def _refresh(state: AttributionState, model: AttributionModel, window: int,
 def _credit(groups: list[_Exposure], state: AttributionState, model: AttributionModel,
             window: int) -> None:
     """Credit each touchpoint to the exposures the model picks among those holding it."""
-    touches = {g.xid: sorted(e[0] for e in g.events) for g in groups}
-    starts = {g.xid: g.start for g in groups}
-    for xid, (start, times) in state.closed.items():
-        touches[xid], starts[xid] = sorted(times), int(start)
+    credit = _Credit(groups, state.closed, model, window)
     by_id = {g.xid: g for g in groups}
     for point in sorted(state.touchpoints, key=_POINT_ORDER):
-        at = point[0]
-        candidates = [
-            Candidate(xid, start, max(t for t in touches[xid] if t <= at))
-            for xid, start in starts.items() if start < at <= start + window
-        ]
-        if not candidates:
-            continue
-        for xid, share in model.credit(candidates):
+        for xid, share in credit.shares(point[0]):
             group = by_id.get(xid)
             if group is None:
                 continue  # a closed exposure: its row is final
