@@ -138,7 +138,7 @@ def combine(into: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
     return into
 
 
-def _add(counter: dict[str, Any], key: str, amount: float) -> None:
+def _add(counter: dict[str, Any], key: str, amount: int | float) -> None:
     value = counter.get(key, 0) + amount
     counter[key] = round(value, 2) if isinstance(value, float) else value
 
