@@ -17,7 +17,8 @@ help:  ## list targets
 
 setup: $(VENV)/.installed  ## create the virtualenv and install touchpoint with dev tools
 
-$(VENV)/.installed: pyproject.toml
+# setup.py compiles the modules of touchpoint/compiled.py: a change to one builds them again
+$(VENV)/.installed: pyproject.toml setup.py touchpoint/compiled.py $(wildcard schemas/*.py streams/rules/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -32,11 +33,14 @@ clickhouse-server:  ## install Debian's clickhouse-server (18.16) when it is mis
 browser:  ## install Debian's chromium and chromium-driver (the dashboard's browser test)
 	bash deploy/local/browser.sh install
 
+# The unit tests run a second time on the Python sources of the compiled modules.
 test: setup clickhouse-server browser  ## every test, against real Kafka, chdb and ClickHouse server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	TOUCHPOINT_PURE_PYTHON=1 $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-unit: setup  ## fast tests, no services
+unit: setup  ## fast tests, no services (compiled, then on the Python sources)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	TOUCHPOINT_PURE_PYTHON=1 $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 integration: setup clickhouse-server browser  ## tests against the real services only
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)

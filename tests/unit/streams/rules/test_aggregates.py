@@ -276,6 +276,7 @@ class _ScanEveryTime(MinuteWindows):
         return super()._close()
 
 
+@pytest.mark.python_source
 def test_closing_only_when_due_gives_what_scanning_every_event_gives() -> None:
     # Events mostly in order with some far behind (late cells), watermark pushes from
     # outside and a restore midway: the shortcut must close, forget and expire the same.

@@ -420,6 +420,7 @@ def _same_both_ways(rng: random.Random, dense: bool) -> None:
         assert fast.to_dict() == full.to_dict(), (n, event)
 
 
+@pytest.mark.python_source
 def test_the_full_recompute_is_left_out_for_touchpoints_that_cannot_need_it() -> None:
     # The test above would pass with the full recompute always run: show that it is not.
     with mock.patch("touchpoint.streams.rules.attribution._refresh",

@@ -100,6 +100,7 @@ def test_a_record_from_another_channel_is_rejected(ingestor: Ingestor) -> None:
     assert outcome.code == "wrong_subject"
 
 
+@pytest.mark.python_source
 def test_an_unexpected_error_becomes_a_dead_letter_not_a_crash(
         ingestor: Ingestor, monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: Any, **kwargs: Any) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from touchpoint.schemas.codec import codec_for
 from touchpoint.streams.rules.complaints import Rules, next_due
 from touchpoint.streams.rules.signals import SIGNAL_KEY, SWEEP_MS, Detector
@@ -90,6 +92,7 @@ def test_a_breach_waits_for_the_lateness_allowance() -> None:
     assert (breach["status"], breach["customer_id"]) == ("breached", "C1")
 
 
+@pytest.mark.python_source
 def test_a_sweep_visits_only_customers_whose_time_has_come() -> None:
     # Many customers have an open signal at any time; concluding them must not cost a
     # look at each of them every minute of event time.

@@ -99,6 +99,7 @@ def _normalized(outbox: _Outbox) -> list[str]:
             if topic == "touchpoints.unresolved"]
 
 
+@pytest.mark.python_source
 def test_a_record_whose_handling_raises_is_dead_lettered_and_the_next_goes_on(
         monkeypatch: pytest.MonkeyPatch, ingestor: Ingestor) -> None:
     process = ingestor.process
