@@ -102,7 +102,7 @@ def spend_12m(p: Mapping[str, Any], as_of: int | None = None) -> float:
     first = (end.year * 12 + end.month - 1) - 11
     start = f"{first // 12:04d}{first % 12 + 1:02d}"
     last = f"{end.year:04d}{end.month:02d}"
-    return round(sum(v for m, v in p["spend_by_month"].items() if start <= m <= last), 2)
+    return round(sum((v for m, v in p["spend_by_month"].items() if start <= m <= last), 0.0), 2)
 
 
 class TierEstimator:
