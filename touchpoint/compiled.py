@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["MODULES", "PURE_ENV", "install", "state"]
+__all__ = ["MODULES", "PURE_ENV", "decide", "install", "source_path", "state"]
 
 #: The compiled modules. Each must pass mypy; integers stay integers where a float is
 #: annotated only if the annotation says ``int | float`` (compiled code converts them).
@@ -85,25 +85,29 @@ class _Sources(importlib.abc.MetaPathFinder):
             fullname, source)
 
 
-def install(package_dir: Path) -> str:
-    """Decide which build runs, and put the sources first when it is not the compiled one."""
-    global _state
+def decide(package_dir: Path, *, pure: bool) -> tuple[str, dict[str, Path]]:
+    """Which build runs (:func:`state`'s words), and the sources to load when not compiled."""
     sources = {m: p for m in MODULES if (p := source_path(m, package_dir)) is not None}
     built = {m: e for m, p in sources.items() if (e := _extension(p)) is not None}
     if not built:
-        _state = "not built"
-        return _state
+        return "not built", {}
+    if pure:
+        return f"pure Python ({PURE_ENV})", sources
     stale = sorted(m for m, e in built.items() if e.stat().st_mtime < sources[m].stat().st_mtime)
-    missing = sorted(set(sources) - set(built))
-    if os.environ.get(PURE_ENV, "") not in ("", "0"):
-        _state = f"pure Python ({PURE_ENV})"
-    elif stale or missing:
-        _state = (f"stale: {', '.join((stale + missing)[:3])}"
-                  f"{' and more' if len(stale) + len(missing) > 3 else ''} changed since the "
-                  "build; running the Python sources (`make setup` compiles them again)")
+    changed = stale + sorted(set(sources) - set(built))
+    if not changed:
+        return "compiled", {}
+    more = " and more" if len(changed) > 3 else ""
+    return (f"stale: {', '.join(changed[:3])}{more} changed since the build; running the "
+            "Python sources (`make setup` compiles them again)"), sources
+
+
+def install(package_dir: Path) -> str:
+    """Decide which build runs, and put the sources first when it is not the compiled one."""
+    global _state
+    _state, sources = decide(package_dir, pure=os.environ.get(PURE_ENV, "") not in ("", "0"))
+    if _state.startswith("stale"):
         log.warning("compiled modules %s", _state)
-    else:
-        _state = "compiled"
-        return _state
-    sys.meta_path.insert(0, _Sources(sources))
+    if sources:
+        sys.meta_path.insert(0, _Sources(sources))
     return _state
