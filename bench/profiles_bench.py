@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from touchpoint import compiled
+
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka.sh"
 # 2026-11-01T00:00:00Z: a fixed event-time origin, so every run sends the same events.
@@ -152,9 +154,13 @@ def worker_setting(raw: str) -> tuple[str, str]:
 
 
 def base_env() -> dict[str, str]:
-    """The inherited environment without TOUCHPOINT_*/KAFKA_* (ours are set explicitly)."""
+    """The inherited environment without TOUCHPOINT_*/KAFKA_* (ours are set explicitly).
+
+    TOUCHPOINT_PURE_PYTHON stays: it picks the build measured (touchpoint/compiled.py).
+    """
     return {k: v for k, v in os.environ.items()
-            if not k.startswith(("TOUCHPOINT_", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT"))}
+            if not k.startswith(("TOUCHPOINT_", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT"))
+            or k == compiled.PURE_ENV}
 
 
 def machine_facts() -> list[str]:

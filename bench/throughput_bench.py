@@ -109,6 +109,8 @@ from typing import TYPE_CHECKING, Any
 
 import profiles_bench as pb  # the sibling benchmark: machine facts, /proc and log helpers
 
+from touchpoint import compiled
+
 if TYPE_CHECKING:
     from touchpoint.settings import Settings
 
@@ -192,9 +194,13 @@ def cpu_wait_seconds(pid: int | None) -> tuple[float, float] | None:
 
 
 def base_env() -> dict[str, str]:
-    """The inherited environment without settings of ours (set explicitly below)."""
+    """The inherited environment without settings of ours (set explicitly below).
+
+    TOUCHPOINT_PURE_PYTHON stays: it picks the build measured (touchpoint/compiled.py).
+    """
     return {k: v for k, v in os.environ.items()
-            if not k.startswith(("TOUCHPOINT_", "KAFKA_", "CLICKHOUSE_"))}
+            if not k.startswith(("TOUCHPOINT_", "KAFKA_", "CLICKHOUSE_"))
+            or k == compiled.PURE_ENV}
 
 
 def git_describe() -> str:
@@ -1266,7 +1272,8 @@ def report_summary(bench: Bench, results: list[KResult], planned: list[int],
            if bench.backlog.hot_sent else "")
         + (f", {bench.backlog.filled:,} --memory fill" if bench.backlog.filled else ""))
     log(f"set-up      {args.partitions} partitions a topic; warehouse {args.warehouse}; "
-        f"CPU quota {f'{args.cpu_quota:g} per worker' if args.cpu_quota else 'none'}"
+        f"CPU quota {f'{args.cpu_quota:g} per worker' if args.cpu_quota else 'none'}; "
+        f"modules {compiled.state()}"
         + "".join(f"; TOUCHPOINT_{name.upper()}={value}" for name, value in args.set))
     if floor is not None:
         quota = f", {floor.quota:g}-CPU quota" if floor.quota else ""
@@ -1312,7 +1319,8 @@ def report_summary(bench: Bench, results: list[KResult], planned: list[int],
     if kafka_jars:
         log(f"  kafka {kafka_jars[0].name.removeprefix('kafka_2.13-').removesuffix('.jar')}"
             f"{'; clickhouse-server ' + clickhouse_version() if bench.clickhouse else ''}")
-    log(f"  code: git describe {git_describe()}; {pb.code_state()[0]}")
+    log(f"  code: git describe {git_describe()}; {pb.code_state()[0]}; "
+        f"compiled modules: {compiled.state()}")
     codes = {r.code for r in results if r.code}
     if len(codes) > 1:
         log("  WARNING: the code changed between the K runs: " + " | ".join(sorted(codes)))
