@@ -21,7 +21,8 @@ setup: $(VENV)/.installed  ## create the virtualenv and install touchpoint with 
 $(VENV)/.installed: pyproject.toml setup.py touchpoint/compiled.py $(wildcard schemas/*.py streams/rules/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	@echo "installing touchpoint and compiling its rules with mypyc (about a minute; log: $(VENV)/install.log)"
+	@$(BIN)/pip install -q -e '.[dev]' > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
 	touch $@
 
 demo: setup  ## run the whole pipeline for DURATION seconds (default 60) at RATE events/s (200)

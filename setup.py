@@ -4,9 +4,9 @@ Everything else about the package is in ``pyproject.toml``. The modules in
 ``touchpoint.compiled.MODULES`` (business rules and the Avro codec, which every event
 passes through) are compiled to C extensions next to their sources, the way black and
 mypy ship themselves; the worker then spends less CPU per event
-(docs/design/compiled.md). ``TOUCHPOINT_COMPILE=0``
-installs them as plain Python. ``touchpoint/compiled.py`` makes sure an extension
-older than its source is never imported.
+(docs/design/compiled.md). ``TOUCHPOINT_COMPILE=0`` installs them as plain Python and
+removes extensions an earlier build left. ``touchpoint/compiled.py`` makes sure an
+extension older than its source is never imported.
 
 mypyc names a module after its path, and the repository keeps ``touchpoint.streams``
 in ``streams/`` (``package-dir`` in pyproject.toml), so the sources are compiled from a
@@ -15,6 +15,7 @@ tree of links laid out as the installed package (``build/mypyc-src``).
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import shutil
 from pathlib import Path
@@ -47,12 +48,22 @@ def _linked_tree(root: Path) -> Path:
     return staging
 
 
+def _remove_built(root: Path) -> None:
+    """Delete extensions an earlier build left beside the sources: they would still run."""
+    folders = {root.joinpath(*module.split(".")[1:]).parent for module in _modules()}
+    for folder in {*folders, root / "touchpoint"}:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            for built in folder.glob(f"*{suffix}"):
+                built.unlink()
+
+
 def _extensions() -> list:
+    root = Path(__file__).resolve().parent
     if os.environ.get("TOUCHPOINT_COMPILE", "1") == "0":
+        _remove_built(root)
         return []
     from mypyc.build import mypycify
 
-    root = Path(__file__).resolve().parent
     staging = _linked_tree(root)
     sources = [str(staging.joinpath(*module.split(".")).with_suffix(".py"))
                for module in _modules()]
