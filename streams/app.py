@@ -20,6 +20,7 @@ from typing import Any
 
 import faust
 
+from touchpoint import compiled
 from touchpoint.settings import Settings
 from touchpoint.sinks import tables
 from touchpoint.sinks.base import WarehouseSink
@@ -69,6 +70,7 @@ class Pipeline:
         """Counters for /status and the demo summary."""
         return {
             "worker": self.app.conf.web_port,
+            "build": compiled.state(),  # compiled rules, or their Python sources and why
             "ingested": dict(self.ingest_stats.accepted),
             "rejected": dict(self.ingest_stats.rejected),
             "latest_rejections": self.ingest_stats.last_rejections,

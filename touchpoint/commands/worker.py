@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from touchpoint import compiled
 from touchpoint.commands.common import one_line_errors, settings_or_exit
 from touchpoint.exceptions import WarehouseUnavailable
 from touchpoint.settings import Settings
@@ -44,7 +45,8 @@ def worker(web_port: int | None, log_level: str | None) -> None:
     sentiment.shared()
     memory.tune()  # after loading: what start-up built is frozen out of the collector's way
     click.echo(f"touchpoint worker: {settings.kafka_bootstrap} -> {pipeline.warehouse.url}; "
-               f"status at http://{settings.web_host}:{settings.web_port}/status", err=True)
+               f"status at http://{settings.web_host}:{settings.web_port}/status; "
+               f"rules {compiled.state()}", err=True)
     try:
         Worker(pipeline.app, loglevel=settings.log_level, quiet=True,
                redirect_stdouts=False).execute_from_commandline()
