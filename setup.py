@@ -18,61 +18,72 @@ from __future__ import annotations
 import importlib.machinery
 import os
 import shutil
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from setuptools import setup
 
-
-def _modules() -> tuple[str, ...]:
-    """``touchpoint.compiled.MODULES``, read without importing the package."""
-    found: dict[str, object] = {"__name__": "touchpoint.compiled"}
-    exec((Path(__file__).parent / "touchpoint" / "compiled.py").read_text(), found)
-    return found["MODULES"]  # type: ignore[return-value]
+ROOT = Path(__file__).resolve().parent
+#: The compiled modules' shared library, ``touchpoint/_native__mypyc…``
+NATIVE = "touchpoint._native"
 
 
-#: Repository folders by the package they hold (pyproject.toml's package-dir)
-_PACKAGES = {"schemas": "schemas", "streams": "streams", "sinks": "sinks"}
+def _compiled() -> dict[str, Any]:
+    """``touchpoint/compiled.py``'s names (the modules and their places), without the package."""
+    found: dict[str, Any] = {"__name__": "touchpoint.compiled"}
+    exec((ROOT / "touchpoint" / "compiled.py").read_text(), found)
+    return found
 
 
-def _linked_tree(root: Path) -> Path:
-    """``build/mypyc-src/touchpoint``: the installed package's layout, as links."""
-    staging = root / "build" / "mypyc-src"
+def _linked_tree() -> Path:
+    """``build/mypyc-src/touchpoint``: the installed package's layout, as links.
+
+    The subpackages kept outside ``touchpoint/`` are pyproject.toml's package-dir.
+    """
+    staging = ROOT / "build" / "mypyc-src"
     shutil.rmtree(staging, ignore_errors=True)
     package = staging / "touchpoint"
     package.mkdir(parents=True)
-    for entry in (root / "touchpoint").iterdir():
+    for entry in (ROOT / "touchpoint").iterdir():
         if entry.name != "__pycache__":
             (package / entry.name).symlink_to(entry)
-    for name, folder in _PACKAGES.items():
-        (package / name).symlink_to(root / folder)
-    return staging
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        folders = tomllib.load(fh)["tool"]["setuptools"]["package-dir"]
+    for name, folder in folders.items():
+        if name.count(".") == 1:  # touchpoint.streams = "streams"
+            (package / name.split(".")[1]).symlink_to(ROOT / folder)
+    return package
 
 
-def _remove_built(root: Path) -> None:
+def _remove_built(compiled: dict[str, Any]) -> None:
     """Delete extensions an earlier build left beside the sources: they would still run."""
-    folders = {root.joinpath(*module.split(".")[1:]).parent for module in _modules()}
-    for folder in {*folders, root / "touchpoint"}:
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            for built in folder.glob(f"*{suffix}"):
-                built.unlink()
+    package = ROOT / "touchpoint"
+    for module in compiled["MODULES"]:
+        source = compiled["source_path"](module, package)
+        built = source and compiled["extension_of"](source)
+        if built:
+            built.unlink()
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:  # the modules' shared library
+        for built in package.glob(f"{NATIVE.rsplit('.', 1)[1]}__mypyc*{suffix}"):
+            built.unlink()
 
 
-def _extensions() -> list:
-    root = Path(__file__).resolve().parent
+def _extensions() -> list[Any]:
+    compiled = _compiled()
     if os.environ.get("TOUCHPOINT_COMPILE", "1") == "0":
-        _remove_built(root)
+        _remove_built(compiled)
         return []
     from mypyc.build import mypycify
 
-    staging = _linked_tree(root)
-    sources = [str(staging.joinpath(*module.split(".")).with_suffix(".py"))
-               for module in _modules()]
+    package = _linked_tree()
+    sources = [str(compiled["source_path"](module, package)) for module in compiled["MODULES"]]
     # The build environment has none of the runtime dependencies, so ignores that matter
     # with them installed (`make lint`) look unused here; no cache, so no earlier
     # build's view of other modules leaks in.
     options = ["--no-warn-unused-ignores", "--cache-dir=/dev/null"]
-    return mypycify([*options, *sources], opt_level="3", group_name="touchpoint._native",
-                    target_dir=str(root / "build" / "mypyc"))
+    return mypycify([*options, *sources], opt_level="3", group_name=NATIVE,
+                    target_dir=str(ROOT / "build" / "mypyc"))
 
 
 setup(ext_modules=_extensions())

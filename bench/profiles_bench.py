@@ -153,14 +153,15 @@ def worker_setting(raw: str) -> tuple[str, str]:
     return name, value
 
 
-def base_env() -> dict[str, str]:
-    """The inherited environment without TOUCHPOINT_*/KAFKA_* (ours are set explicitly).
+def base_env(drop: tuple[str, ...] = ("TOUCHPOINT_", "KAFKA_PORT",
+                                      "KAFKA_CONTROLLER_PORT")) -> dict[str, str]:
+    """The inherited environment without variables starting with ``drop`` (ours are set
+    explicitly).
 
     TOUCHPOINT_PURE_PYTHON stays: it picks the build measured (touchpoint/compiled.py).
     """
     return {k: v for k, v in os.environ.items()
-            if not k.startswith(("TOUCHPOINT_", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT"))
-            or k == compiled.PURE_ENV}
+            if not k.startswith(drop) or k == compiled.PURE_ENV}
 
 
 def machine_facts() -> list[str]:

@@ -194,13 +194,8 @@ def cpu_wait_seconds(pid: int | None) -> tuple[float, float] | None:
 
 
 def base_env() -> dict[str, str]:
-    """The inherited environment without settings of ours (set explicitly below).
-
-    TOUCHPOINT_PURE_PYTHON stays: it picks the build measured (touchpoint/compiled.py).
-    """
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("TOUCHPOINT_", "KAFKA_", "CLICKHOUSE_"))
-            or k == compiled.PURE_ENV}
+    """The inherited environment without settings of ours (set explicitly below)."""
+    return pb.base_env(("TOUCHPOINT_", "KAFKA_", "CLICKHOUSE_"))
 
 
 def git_describe() -> str:
@@ -1319,8 +1314,7 @@ def report_summary(bench: Bench, results: list[KResult], planned: list[int],
     if kafka_jars:
         log(f"  kafka {kafka_jars[0].name.removeprefix('kafka_2.13-').removesuffix('.jar')}"
             f"{'; clickhouse-server ' + clickhouse_version() if bench.clickhouse else ''}")
-    log(f"  code: git describe {git_describe()}; {pb.code_state()[0]}; "
-        f"compiled modules: {compiled.state()}")
+    log(f"  code: git describe {git_describe()}; {pb.code_state()[0]}")
     codes = {r.code for r in results if r.code}
     if len(codes) > 1:
         log("  WARNING: the code changed between the K runs: " + " | ".join(sorted(codes)))

@@ -10,7 +10,8 @@ modules call each other directly, not through imports, so it is all of them or n
 ``TOUCHPOINT_PURE_PYTHON=1`` asks for the sources on purpose (to rule the compiled build
 out when hunting a bug; every test passes both ways).
 
-This module imports nothing of touchpoint: ``setup.py`` reads :data:`MODULES` from it.
+This module imports nothing of touchpoint: ``setup.py`` runs it for :data:`MODULES` and
+the modules' places.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["MODULES", "PURE_ENV", "decide", "install", "source_path", "state"]
+__all__ = ["MODULES", "PURE_ENV", "decide", "extension_of", "install", "source_path",
+           "state"]
 
 #: The compiled modules. Each must pass mypy; integers stay integers where a float is
 #: annotated only if the annotation says ``int | float`` (compiled code converts them).
@@ -64,7 +66,8 @@ def source_path(module: str, package_dir: Path) -> Path | None:
     return None
 
 
-def _extension(source: Path) -> Path | None:
+def extension_of(source: Path) -> Path | None:
+    """The extension built beside ``source``, if there is one."""
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         found = source.with_suffix(suffix)
         if found.is_file():
@@ -88,7 +91,7 @@ class _Sources(importlib.abc.MetaPathFinder):
 def decide(package_dir: Path, *, pure: bool) -> tuple[str, dict[str, Path]]:
     """Which build runs (:func:`state`'s words), and the sources to load when not compiled."""
     sources = {m: p for m in MODULES if (p := source_path(m, package_dir)) is not None}
-    built = {m: e for m, p in sources.items() if (e := _extension(p)) is not None}
+    built = {m: e for m, p in sources.items() if (e := extension_of(p)) is not None}
     if not built:
         return "not built", {}
     if pure:
@@ -102,7 +105,7 @@ def decide(package_dir: Path, *, pure: bool) -> tuple[str, dict[str, Path]]:
             "Python sources (`make setup` compiles them again)"), sources
 
 
-def install(package_dir: Path) -> str:
+def install(package_dir: Path) -> None:
     """Decide which build runs, and put the sources first when it is not the compiled one."""
     global _state
     _state, sources = decide(package_dir, pure=os.environ.get(PURE_ENV, "") not in ("", "0"))
@@ -110,4 +113,3 @@ def install(package_dir: Path) -> str:
         log.warning("compiled modules %s", _state)
     if sources:
         sys.meta_path.insert(0, _Sources(sources))
-    return _state

@@ -491,8 +491,13 @@ class _Credit:
 
 
 def _responded(row: dict[str, Any], point: list[Any] | None) -> dict[str, Any]:
-    """``row`` with ``point`` as its response (as ``_row`` writes it)."""
-    return {**row, "responded_at": point[0] if point else None,
+    """``row`` with ``point`` as its response."""
+    return {**row, **_response_fields(point)}
+
+
+def _response_fields(point: list[Any] | None) -> dict[str, Any]:
+    """A row's response columns for the touchpoint ``point`` (None: no response yet)."""
+    return {"responded_at": point[0] if point else None,
             "response_channel": point[2] if point else "",
             "response_type": point[3] if point else "",
             "response_event_id": point[1] if point else ""}
@@ -551,7 +556,7 @@ def _row(group: _Exposure, state: AttributionState, model: AttributionModel) -> 
     kinds = {e[3] for e in group.events}
     medium = next((e[4] for e in group.events if e[4]), "")
     variant = next((e[5] for e in group.events if e[5]), "")
-    response, conversion = group.response, group.first_conversion
+    conversion = group.first_conversion
     return {
         "exposure_id": group.xid,
         "campaign_id": first[2],
@@ -564,10 +569,7 @@ def _row(group: _Exposure, state: AttributionState, model: AttributionModel) -> 
         "delivered": int(bool(kinds - {"sent"})),
         "opened": int("opened" in kinds),
         "clicked": int(bool(kinds & {"clicked", "ad_click"})),
-        "responded_at": response[0] if response else None,
-        "response_channel": response[2] if response else "",
-        "response_type": response[3] if response else "",
-        "response_event_id": response[1] if response else "",
+        **_response_fields(group.response),
         "converted_at": conversion[0] if conversion else None,
         "conversion_channel": conversion[2] if conversion else "",
         "conversions": group.conversions,

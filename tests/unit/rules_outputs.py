@@ -1,4 +1,4 @@
-"""Every output the compiled modules give for a simulated month, printed as JSON lines.
+"""Every output the compiled modules give for ten simulated days, printed as JSON lines.
 
 Run as ``python -m tests.unit.rules_outputs``; ``test_compiled.py`` runs it on the
 compiled build and on the Python sources (``TOUCHPOINT_PURE_PYTHON=1``) and requires the
