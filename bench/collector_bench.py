@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import profiles_bench as pb  # the sibling benchmark: the environment its processes get
+
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_PORT, KAFKA_CONTROLLER_PORT = 41192, 41193
 
@@ -76,8 +78,8 @@ def log(message: str = "") -> None:
 
 
 def base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("TOUCHPOINT_", "KAFKA_", "CLICKHOUSE_", "PROMETHEUS_"))}
+    """The inherited environment without settings of ours (TOUCHPOINT_PURE_PYTHON stays)."""
+    return pb.base_env(("TOUCHPOINT_", "KAFKA_", "CLICKHOUSE_", "PROMETHEUS_"))
 
 
 def cpu_seconds(pid: int) -> float:
