@@ -815,6 +815,7 @@ class KResult:
     stopped: list[str] = field(default_factory=list)
     log_tails: dict[str, list[str]] = field(default_factory=dict)
     identity: dict[str, int] = field(default_factory=dict)  # /status counters, all workers
+    linked_by: list[int | None] = field(default_factory=list)  # per worker: its link stage's
     rebalances: dict[str, int] = field(default_factory=dict)  # consumer counters, all workers
 
     @property
@@ -1051,9 +1052,12 @@ def drain(bench: Bench, workers: list[Worker], store: WarehouseProbe, probe: Lag
     # how identity resolved the events: from each worker's copy, or through the link stage
     for worker in workers:
         answer = worker.api.status(timeout=2.0) if worker.exited() is None else None
-        for name, count in ((answer or {}).get("identity") or {}).items():
+        identity: dict[str, Any] = (answer or {}).get("identity") or {}
+        for name, count in identity.items():
             if isinstance(count, int):
                 result.identity[name] = result.identity.get(name, 0) + count
+        # the link stage's one partition runs on one worker: which one shows at K > 1
+        result.linked_by.append(identity.get("linked", 0) if answer is not None else None)
         for name in REBALANCE_COUNTERS:
             count = (answer or {}).get(name)
             if isinstance(count, int):
@@ -1227,6 +1231,11 @@ def report_k(bench: Bench, r: KResult, baseline: KResult | None) -> None:
             f"{ids['resolved'] - ids.get('linked', 0):,} from the workers' copies of the "
             f"graph, {linked:,} sent to the link stage ({100 * linked / ids['resolved']:.1f} "
             f"%); {ids.get('merges', 0):,} merges")
+        if len(r.linked_by) > 1:
+            log("  link stage               events forwarded by " + ", ".join(
+                f"w{i} {n:,}" if n is not None else f"w{i} n/a"
+                for i, n in enumerate(r.linked_by, 1))
+                + " (its one partition: that worker does it beside its share of the rest)")
     if r.rebalances:
         log("  around rebalances        " + ", ".join(
             f"{name.replace('_', ' ')} {r.rebalances.get(name, 0):,}"
