@@ -1,0 +1,94 @@
+"""Benchmark: how many events of the throughput backlog need the one-partition link stage.
+
+Not a test, and no Kafka. It builds the same backlog as ``throughput_bench.py`` (same
+options, same seed, so the same events), normalizes each event as ingest does, and
+resolves it in order against an identity graph that is always up to date: the identity
+stage's answer with a copy of the graph that never lags (``resolve_known``), then the
+graph's own (``IdentityGraph.resolve``), as the link stage would give it. An event the
+copy cannot answer needs the link stage whatever the timing; the rest of what a
+throughput run sends there (its ``identity`` line) follows an earlier event still on its
+way through it (``docs/design/identity.md``).
+
+    .venv/bin/python bench/link_share_bench.py                        # 200,000 / 25,000
+    .venv/bin/python bench/link_share_bench.py --events 1000000 --customers 100000
+
+It prints the events resolved, how many need the link stage and why (only new
+identifiers, a new one beside a known one, identifiers of two customers, a known
+customer without its group), and the merges the graph made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import throughput_bench as tb  # the sibling benchmark: its backlog, event for event
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000,
+                        help="simulated events, as throughput_bench.py --events")
+    parser.add_argument("--customers", type=int, default=25_000,
+                        help="simulated CRM customers, as throughput_bench.py --customers")
+    parser.add_argument("--seed", type=int, default=1, help="simulator seed")
+    parser.add_argument("--start-ms", type=int, default=tb.DEFAULT_START_MS,
+                        help="event-time origin of the simulation (epoch ms)")
+    args = parser.parse_args(argv)
+
+    from touchpoint.settings import load_settings
+    from touchpoint.streams.rules.identity import IdentityGraph, identifiers_of, resolve_known
+    from touchpoint.streams.rules.normalize import Accepted, Ingestor
+
+    settings = load_settings({}, create_secrets=False)
+    backlog = tb.Backlog(args.events, args.customers, args.seed, args.start_ms,
+                         settings.phone_region, hot_customer="", hot_events=0, memory=False)
+    ingestor = Ingestor(pii_salt="link-share", phone_region=settings.phone_region)
+    owner: dict[str, str] = {}
+    members: dict[str, dict[str, Any]] = {}
+    graph = IdentityGraph(owner, members)
+
+    def aliases(customer: str) -> tuple[str, ...] | None:
+        group = members.get(customer)
+        return None if group is None else tuple(group["aliases"])
+
+    resolved = merges = 0
+    why: Counter[str] = Counter()
+    started = time.monotonic()
+    for offset, (channel, value, key) in enumerate(backlog.records()):
+        outcome = ingestor.process(channel, key, value, topic=f"touchpoints.{channel}",
+                                   partition=0, offset=offset, timestamp_ms=None)
+        if not isinstance(outcome, Accepted):
+            why["refused by ingest (dead letter)"] += 1
+            continue
+        identifiers = identifiers_of(outcome.event)
+        resolved += 1
+        if resolve_known(identifiers, owner.get, aliases) is None:
+            owners = {owner.get(i) for i in identifiers}
+            why["only new identifiers" if owners == {None}
+                else "a new identifier beside a known one" if None in owners
+                else "identifiers of two customers" if len(owners) > 1
+                else "a known customer without its group"] += 1
+        merges += len(graph.resolve(identifiers, outcome.event["event_id"]).merges)
+        if resolved % 50_000 == 0:
+            print(f"  {resolved:,} events resolved ({time.monotonic() - started:.0f} s)",
+                  flush=True)
+
+    linking = sum(n for reason, n in why.items() if not reason.startswith("refused"))
+    print(f"backlog      {args.events:,} events over {args.customers:,} customers "
+          f"(seed {args.seed}, start_ms {args.start_ms}); {backlog.refused:,} refused by the "
+          f"contract")
+    print(f"resolved     {resolved:,} events; {merges:,} merges")
+    print(f"link stage   {linking:,} need it with a copy of the graph always up to date "
+          f"({100 * linking / max(resolved, 1):.1f} %)")
+    for reason, count in why.most_common():
+        print(f"  {reason:40s} {count:,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
