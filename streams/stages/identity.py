@@ -144,8 +144,10 @@ class Waiting:
 #: The Faust table of the identity graph (owners and groups, see :class:`Keyspace`).
 TABLE = "touchpoint-identity"
 #: Records one identity batch takes at most, and how long it waits to fill one (seconds).
+#: At 2,000 events/s 50 ms rather than 20 cost the worker 5 % less CPU, for about 0.1 s
+#: more signal latency (``docs/benchmarks.md``); a backlog fills a batch at once.
 BATCH_RECORDS = 1000
-BATCH_WITHIN = 0.02
+BATCH_WITHIN = 0.05
 #: The identity table's key for the offset of ``<app_id>-links`` before which the link
 #: stage has forwarded every event (every worker's copy of the graph has it too).
 LINKED_KEY = "linked"
