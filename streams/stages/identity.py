@@ -35,7 +35,7 @@ from touchpoint.streams.rules.identity import (
     identifiers_of,
     resolve_known,
 )
-from touchpoint.streams.runtime.batches import batch_stream, decoded
+from touchpoint.streams.runtime.batches import FORWARD_WITHIN, batch_stream, decoded
 from touchpoint.streams.runtime.consumer import is_current, only_current
 from touchpoint.streams.runtime.outbox import Outbox, make_current
 from touchpoint.streams.runtime.replica import Replica
@@ -143,11 +143,8 @@ class Waiting:
 
 #: The Faust table of the identity graph (owners and groups, see :class:`Keyspace`).
 TABLE = "touchpoint-identity"
-#: Records one identity batch takes at most, and how long it waits to fill one (seconds).
-#: At 2,000 events/s 50 ms rather than 20 cost the worker 5 % less CPU, for about 0.1 s
-#: more signal latency (``docs/benchmarks.md``); a backlog fills a batch at once.
+#: Records one identity or link batch takes at most (it waits up to ``FORWARD_WITHIN``).
 BATCH_RECORDS = 1000
-BATCH_WITHIN = 0.05
 #: The identity table's key for the offset of ``<app_id>-links`` before which the link
 #: stage has forwarded every event (every worker's copy of the graph has it too).
 LINKED_KEY = "linked"
@@ -230,7 +227,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
         outbox = Outbox(app)
         await replica.caught_up.wait()  # else every known customer would look new
         waiting = Waiting()
-        async for events in unresolved_records.take_acked(BATCH_RECORDS, within=BATCH_WITHIN):
+        async for events in unresolved_records.take_acked(BATCH_RECORDS, within=FORWARD_WITHIN):
             if waiting:
                 waiting.passed(linked_up_to())
             linking: set[str] = set()  # identifiers of this batch's events sent to link
@@ -288,7 +285,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
         # In batches (the table has one partition, so Faust's changelog partition does
         # not depend on which record is current); outputs are delivered before the batch
         # is acknowledged (see outbox.py).
-        async for events in links_records.take_acked(BATCH_RECORDS, within=BATCH_WITHIN):
+        async for events in links_records.take_acked(BATCH_RECORDS, within=FORWARD_WITHIN):
             # revoked mid-batch, it handles no more of it: this worker's tables and outputs
             # would otherwise interleave with the partition's next owner's
             for message in only_current(app, events):

@@ -29,20 +29,17 @@ from touchpoint.streams.rules.normalize import (
     Rejected,
     original_headers,
 )
-from touchpoint.streams.runtime.batches import batch_stream
+from touchpoint.streams.runtime.batches import FORWARD_WITHIN, batch_stream
 from touchpoint.streams.runtime.consumer import only_current
 from touchpoint.streams.runtime.outbox import Outbox
 from touchpoint.streams.topics import TopicNames, raw_topic
 
-__all__ = ["BATCH_RECORDS", "BATCH_WITHIN", "refused_by_kafka", "register"]
+__all__ = ["BATCH_RECORDS", "refused_by_kafka", "register"]
 
 log = logging.getLogger(__name__)
 
-#: Records one ingest batch takes at most, and how long it waits to fill one (seconds).
-#: At 2,000 events/s 50 ms rather than 20 cost the worker 5 % less CPU, for about 0.1 s
-#: more signal latency (``docs/benchmarks.md``); a backlog fills a batch at once.
+#: Records one ingest batch takes at most (it waits up to ``FORWARD_WITHIN`` to fill one).
 BATCH_RECORDS = 1000
-BATCH_WITHIN = 0.05
 
 
 def refused_by_kafka(exc: BaseException) -> bool:
@@ -162,7 +159,7 @@ def register(app: faust.App, topics: TopicNames, ingestor: Ingestor, stats: Inge
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         # In batches, past Faust's stream (batches.py): outputs go to the producer
         # directly and are delivered before the batch is acknowledged (see outbox.py).
-        async for events in records.take_acked(BATCH_RECORDS, within=BATCH_WITHIN):
+        async for events in records.take_acked(BATCH_RECORDS, within=FORWARD_WITHIN):
             for event in only_current(app, events):  # none of an earlier generation
                 try:
                     out = output(event)
