@@ -14,7 +14,10 @@ way through it (``docs/design/identity.md``).
 
 It prints the events resolved, how many need the link stage and why (only new
 identifiers, a new one beside a known one, identifiers of two customers, a known
-customer without its group), and the merges the graph made.
+customer without its group), and the merges the graph made. With ``--lag`` it also
+prints how many would go there if the link stage ran that many events behind the
+identity stage: an event then follows any event of its identifiers sent there within
+the lag, as the identity stage's ``Waiting`` makes it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="simulator seed")
     parser.add_argument("--start-ms", type=int, default=tb.DEFAULT_START_MS,
                         help="event-time origin of the simulation (epoch ms)")
+    parser.add_argument("--lag", default="0,100,300,1000,3000,7000",
+                        help="comma-separated: for each, how many events the link stage "
+                             "runs behind the identity stage; prints the share sent there")
     args = parser.parse_args(argv)
 
     from touchpoint.settings import load_settings
@@ -56,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         group = members.get(customer)
         return None if group is None else tuple(group["aliases"])
 
+    lags = sorted({int(n) for n in args.lag.split(",") if n.strip()})
+    # per lag: identifier -> position of its last event sent to the link stage, and
+    # how many events went there (those that need it, and those that follow them)
+    waiting: dict[int, dict[str, int]] = {lag: {} for lag in lags}
+    sent: Counter[int] = Counter()
     resolved = refused = merges = 0
     why: Counter[str] = Counter()
     started = time.monotonic()
@@ -67,7 +78,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         identifiers = identifiers_of(outcome.event)
         resolved += 1
-        if resolve_known(identifiers, owner.get, aliases) is None:
+        needs_link = resolve_known(identifiers, owner.get, aliases) is None
+        for lag in lags:
+            pending = waiting[lag]
+            # the link stage has forwarded what was sent there up to ``lag`` events ago
+            if needs_link or any(resolved - pending.get(i, -lag - 1) <= lag
+                                 for i in identifiers):
+                sent[lag] += 1
+                pending.update(dict.fromkeys(identifiers, resolved))
+        if needs_link:
             owners = {owner.get(i) for i in identifiers}
             why["only new identifiers" if owners == {None}
                 else "a new identifier beside a known one" if None in owners
@@ -87,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
           f"({100 * linking / max(resolved, 1):.1f} %)")
     for reason, count in why.most_common():
         print(f"  {reason:40s} {count:,}")
+    for lag in lags:
+        print(f"lag {lag:>6,}   {sent[lag]:,} sent to the link stage when it runs {lag:,} events "
+              f"behind ({100 * sent[lag] / max(resolved, 1):.1f} %)")
     return 0
 
 
