@@ -45,6 +45,7 @@ MODULES = (
     "touchpoint.streams.rules.rows",
     "touchpoint.streams.rules.segments",
     "touchpoint.streams.rules.signals",
+    "touchpoint.streams.runtime.partition",
 )
 PURE_ENV = "TOUCHPOINT_PURE_PYTHON"
 

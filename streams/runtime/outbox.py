@@ -16,12 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import faust
-from aiokafka.partitioner import DefaultPartitioner
 from faust.streams import _current_event
 
-__all__ = ["Outbox", "aiokafka_producer", "make_current", "sent_counters"]
+from touchpoint.streams.runtime.partition import key_partition
 
-_partitioner = DefaultPartitioner()
+__all__ = ["Outbox", "aiokafka_producer", "make_current", "sent_counters"]
 
 
 class Outbox:
@@ -31,7 +30,7 @@ class Outbox:
     the producer when it is full or when :meth:`delivered` is called: one future per
     batch, not one per record (with aiokafka's per-record send, partitioner and future,
     and Faust's sensor calls, sending cost more than ingest's own work). The partition
-    is aiokafka's default (murmur2 of the key, as for ``send``), remembered per key.
+    is aiokafka's default (murmur2 of the key, as for ``send``; ``partition.py``).
 
     The app's sensors that count sent records per topic (``on_records_sent``, see
     ``metrics.py``) hear of these records once per delivered batch.
@@ -40,16 +39,13 @@ class Outbox:
     did not reach Kafka, so a stage can tell which of its inputs to deal with.
     """
 
-    #: Keys whose partition is remembered, per topic, before that memory starts over.
-    KEYS_REMEMBERED = 100_000
-
     def __init__(self, app: faust.App) -> None:
         self._app = app
         self._open: dict[tuple[str, int], Any] = {}  # (topic, partition) -> BatchBuilder
         self._tags: dict[tuple[str, int], list[object]] = {}  # the open batches' records' tags
         # topic, records, future, their tags
         self._shipped: list[tuple[str, int, Awaitable[Any], list[object]]] = []
-        self._partitions: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+        self._partitions: dict[str, list[int]] = {}
         #: The highest offset of the records delivered by the last wait, per topic.
         self.last_offsets: dict[str, int] = {}
 
@@ -131,19 +127,12 @@ class Outbox:
         if known is None:
             # Topics are created with their partitions before a worker starts and never
             # repartitioned under it (topics.py), so the list is read once.
-            known = self._partitions[topic] = (sorted(await producer.partitions_for(topic)),
-                                               {})
-        partitions, by_key = known
-        if len(partitions) == 1:
-            return partitions[0]
+            known = self._partitions[topic] = sorted(await producer.partitions_for(topic))
+        if len(known) == 1:
+            return known[0]
         if key is None:
-            return random.choice(partitions)
-        partition = by_key.get(key)
-        if partition is None:
-            if len(by_key) >= self.KEYS_REMEMBERED:
-                by_key.clear()
-            partition = by_key[key] = _partitioner(key, partitions, partitions)
-        return partition
+            return random.choice(known)
+        return key_partition(key, known)
 
 
 def aiokafka_producer(app: faust.App) -> Any:

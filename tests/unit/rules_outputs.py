@@ -4,7 +4,8 @@ Run as ``python -m tests.unit.rules_outputs``; ``test_compiled.py`` runs it on t
 compiled build and on the Python sources (``TOUCHPOINT_PURE_PYTHON=1``) and requires the
 same text. JSON keeps what a compiled build could change unseen: ``1`` against ``1.0``,
 key order, rounding. The traffic goes the way the worker takes it, without Kafka:
-ingest (codec, contract checks, normalization), the identity graph, the profiles stage
+ingest (codec, contract checks, normalization, the key's murmur2), the identity graph
+(and the partition of the customer's records), the profiles stage
 with its complaint detector and attribution (batches of 50, events passed on after a
 merge fed back), profile rows, and the per-minute rows in batches.
 """
@@ -27,11 +28,13 @@ from touchpoint.streams.rules.minute_rows import MinuteStage
 from touchpoint.streams.rules.normalize import Accepted, Ingestor
 from touchpoint.streams.rules.profile import profile_row, public_profile
 from touchpoint.streams.rules.segments import SegmentRules
+from touchpoint.streams.runtime.partition import key_partition, murmur2
 from touchpoint.streams.stages.profiles import Record
 
 from .streams.stages.test_profile_batches import JsonTable, _stage
 
 BATCH = 50
+PARTITIONS = [0, 1, 2, 3, 4, 5]
 
 
 def _line(kind: str, value: Any) -> str:
@@ -71,11 +74,13 @@ def outputs(*, customers: int, seed: int) -> list[str]:
         if not isinstance(outcome, Accepted):
             lines.append(_line("rejected", outcome))
             continue
-        lines.append(_line("accepted", [outcome.key.hex(), outcome.value.hex(), outcome.event]))
+        lines.append(_line("accepted", [outcome.key.hex(), outcome.value.hex(), outcome.event,
+                                        murmur2(outcome.key)]))
         normalized.append(outcome.event)
         resolution = graph.resolve(identity.identifiers_of(outcome.event),
                                    outcome.event["event_id"])
-        lines.append(_line("resolved", resolution))
+        lines.append(_line("resolved", [resolution, key_partition(
+            resolution.customer_id.encode(), PARTITIONS)]))
         for merge in (*resolution.merges, *resolution.repeated):
             pending.append(Record(merge.merged_id, merge_codec.encode({
                 "merged_id": merge.merged_id, "into_id": merge.into_id,
