@@ -13,10 +13,11 @@ its changes and rows.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Final, NamedTuple
+
+import orjson
 
 from touchpoint.streams.rules import complaints
 from touchpoint.streams.rules.aggregates import (
@@ -64,7 +65,7 @@ class Changes(NamedTuple):
 
 
 def _entry(key: Iterable[Any], slot: int) -> str:
-    digest = hashlib.blake2b(json.dumps(list(key)).encode(), digest_size=12).hexdigest()
+    digest = hashlib.blake2b(orjson.dumps(list(key)), digest_size=12).hexdigest()
     return f"{LATE_PREFIX}{digest}/{slot}"
 
 

@@ -15,13 +15,13 @@ keeps that: ``docs/design/delivery.md``.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Final, NamedTuple, cast
 
 import faust
+import orjson
 from faust.types import TP
 
 from touchpoint.schemas.codec import codec_for, subject_of
@@ -358,7 +358,7 @@ class ProfileStage:
             self.applied.add(key, applied[at:at + 8], CARRIED)
         if record["state"] is None:
             return  # digests only: the state comes in a later record
-        other = json.loads(record["state"])
+        other = orjson.loads(record["state"])
         state = current or new_profile(key)
         if _offset(state) >= offset:  # read again: what its releases counted is kept
             for hexed, at in state.get("released", {}).items():
@@ -418,7 +418,7 @@ class ProfileStage:
         records: list[dict[str, Any]] = [
             {"from_id": key, "into_id": into, "applied": applied[at:at + size], "state": None}
             for at in range(0, max(len(applied), 1), size)]
-        records[-1]["state"] = json.dumps(state)
+        records[-1]["state"] = orjson.dumps(state).decode()
         return [Send(into, self._absorb.encode(record)) for record in records]
 
     def _merge_again(self, key: str, marker: dict[str, Any], value: bytes,
