@@ -4,9 +4,8 @@ A record with a key goes to the partition Kafka's default partitioner gives it: 
 client's, aiokafka's ``DefaultPartitioner`` and every stage's outbox agree, so a
 customer's records meet in one partition whoever sends them. aiokafka computes murmur2
 in Python, about 3 µs a key, once per record the stages send; compiled with mypyc on
-64-bit native integers (``docs/design/compiled.md``) it takes about 0.1 µs, so the outbox
-needs no memory of keys it has seen. (A native library's murmur2 released the
-interpreter on every call and then waited for it behind the worker's other threads.)
+64-bit native integers (``docs/design/compiled.md``) it takes about 0.1 µs, and holds
+the interpreter throughout, so the outbox needs no memory of keys it has seen.
 """
 
 from __future__ import annotations
