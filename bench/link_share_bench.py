@@ -31,6 +31,18 @@ from typing import Any
 import throughput_bench as tb  # the sibling benchmark: its backlog, event for event
 
 
+def _lags(text: str) -> list[int]:
+    """``--lag``'s value: event counts, comma-separated, none negative."""
+    try:
+        lags = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers of events, "
+                                         "comma-separated (e.g. 0,100,1000)") from None
+    if any(lag < 0 for lag in lags):
+        raise argparse.ArgumentTypeError(f"{text!r}: a lag is 0 or more events")
+    return lags
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="simulator seed")
     parser.add_argument("--start-ms", type=int, default=tb.DEFAULT_START_MS,
                         help="event-time origin of the simulation (epoch ms)")
-    parser.add_argument("--lag", default="0,100,300,1000,3000,7000",
+    parser.add_argument("--lag", type=_lags, default=_lags("0,100,300,1000,3000,7000"),
                         help="comma-separated: for each, how many events the link stage "
                              "runs behind the identity stage; prints the share sent there")
     args = parser.parse_args(argv)
@@ -62,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         group = members.get(customer)
         return None if group is None else tuple(group["aliases"])
 
-    lags = sorted({int(n) for n in args.lag.split(",") if n.strip()})
+    lags: list[int] = args.lag
     # per lag: identifier -> position of its last event sent to the link stage, and
     # how many events went there (those that need it, and those that follow them)
     waiting: dict[int, dict[str, int]] = {lag: {} for lag in lags}
