@@ -17,7 +17,7 @@ identifiers, a new one beside a known one, identifiers of two customers, a known
 customer without its group), and the merges the graph made. With ``--lag`` it also
 prints how many would go there if the link stage ran that many events behind the
 identity stage: an event then follows any event of its identifiers sent there within
-the lag, as the identity stage's ``Waiting`` makes it.
+the lag, by the identity stage's own ``Waiting``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from touchpoint.settings import load_settings
     from touchpoint.streams.rules.identity import IdentityGraph, identifiers_of, resolve_known
     from touchpoint.streams.rules.normalize import Accepted, Ingestor
+    from touchpoint.streams.stages.identity import Waiting
 
     settings = load_settings({}, create_secrets=False)
     backlog = tb.Backlog(args.events, args.customers, args.seed, args.start_ms,
@@ -75,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         return None if group is None else tuple(group["aliases"])
 
     lags: list[int] = args.lag
-    # per lag: identifier -> position of its last event sent to the link stage, and
-    # how many events went there (those that need it, and those that follow them)
-    waiting: dict[int, dict[str, int]] = {lag: {} for lag in lags}
+    # per lag, the identity stage's own record of identifiers on their way through the
+    # link stage (positions for offsets), and how many events went there: those that
+    # need it, and those that follow them
+    waiting = {lag: Waiting() for lag in lags}
     sent: Counter[int] = Counter()
     resolved = refused = merges = 0
     why: Counter[str] = Counter()
@@ -93,11 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         needs_link = resolve_known(identifiers, owner.get, aliases) is None
         for lag in lags:
             pending = waiting[lag]
-            # the link stage has forwarded what was sent there up to ``lag`` events ago
-            if needs_link or any(resolved - pending.get(i, -lag - 1) <= lag
-                                 for i in identifiers):
+            pending.passed(resolved - lag)  # forwarded: what was sent over ``lag`` events ago
+            if needs_link or any(i in pending for i in identifiers):
                 sent[lag] += 1
-                pending.update(dict.fromkeys(identifiers, resolved))
+                pending.update(set(identifiers), resolved)
         if needs_link:
             owners = {owner.get(i) for i in identifiers}
             why["only new identifiers" if owners == {None}

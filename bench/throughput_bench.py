@@ -402,8 +402,8 @@ def publish(backlog: Backlog, bootstrap: str, settings: Settings, label: str) ->
     million events.
     """
     from aiokafka import AIOKafkaProducer
-    from aiokafka.partitioner import DefaultPartitioner
 
+    from touchpoint.streams.runtime.partition import key_partition
     from touchpoint.streams.topics import TopicNames, ensure_topics
 
     ensure_topics(settings)  # every topic and changelog, with --partitions
@@ -412,7 +412,6 @@ def publish(backlog: Backlog, bootstrap: str, settings: Settings, label: str) ->
     # Exact once the backlog was made; the first time, --memory's fill is not known yet.
     expected = f"{backlog.total:,}" if backlog.total else \
         f"~{backlog.events + backlog.hot_events:,}" + (" + fill" if backlog.memory else "")
-    partitioner = DefaultPartitioner()
 
     async def produce() -> int:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
@@ -437,7 +436,7 @@ def publish(backlog: Backlog, bootstrap: str, settings: Settings, label: str) ->
             for channel, value, key in backlog.records():
                 topic = topic_of[channel]
                 parts = partitions[topic]
-                partition = partitioner(key, parts, parts)
+                partition = key_partition(key, parts)
                 batch = batches.get((topic, partition))
                 if batch is None:
                     batch = batches[topic, partition] = producer.create_batch()

@@ -29,7 +29,8 @@ from faust.utils import json as faust_json
 
 from touchpoint.settings import SETTINGS
 
-__all__ = ["MemoryBudget", "RocksStore", "bounded_options", "share_memory"]
+__all__ = ["MemoryBudget", "RocksStore", "bounded_options", "json_bytes", "json_loads",
+           "share_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -131,24 +132,24 @@ class RocksStore(rocksdb.Store):
 
     def _encode_key(self, key: Any) -> bytes:
         if self._json_keys and type(key) is str:
-            return _json_bytes(key)
+            return json_bytes(key)
         return cast(bytes, super()._encode_key(key))
 
     def _decode_key(self, key: bytes | None) -> Any:
         if self._json_keys and key is not None:
-            decoded = _json_loads(key)
+            decoded = json_loads(key)
             if type(decoded) is str:
                 return decoded
         return super()._decode_key(key)
 
     def _encode_value(self, value: Any) -> bytes | None:
         if self._json_values and type(value) in _JSON_TYPES:
-            return _json_bytes(value)
+            return json_bytes(value)
         return cast(bytes | None, super()._encode_value(value))
 
     def _decode_value(self, value: bytes | None) -> Any:
         if self._json_values and value is not None:
-            payload = _json_loads(value)
+            payload = json_loads(value)
             # a serialized Faust model carries this key: Faust's registry rebuilds it
             if not (type(payload) is dict and _MODEL_KEY in payload):
                 return payload
@@ -240,12 +241,13 @@ class RocksStore(rocksdb.Store):
         super().revoke_partitions(table, tps)
 
 
-#: Faust's JSON reader; both orjson and the standard library read UTF-8 bytes.
-_json_loads = cast(Callable[[bytes], Any], faust_json.loads)
+#: How the tables read their JSON: Faust's reader (orjson and the standard library both
+#: read UTF-8 bytes and text).
+json_loads = cast(Callable[[bytes | str], Any], faust_json.loads)
 
 
-def _json_bytes(value: Any) -> bytes:
-    """``value`` in JSON by Faust's own call (orjson's bytes, or the standard library's text)."""
+def json_bytes(value: Any) -> bytes:
+    """``value`` in JSON as the tables write it (Faust's own call, as bytes)."""
     encoded = faust_json.dumps(value)
     return encoded if type(encoded) is bytes else encoded.encode()
 

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from typing import Any, Final, NamedTuple, cast
 
 import faust
-import orjson
 from faust.types import TP
 
 from touchpoint.schemas.codec import codec_for, subject_of
@@ -49,6 +48,7 @@ from touchpoint.streams.runtime.batches import BatchStream, Delivered, batch_str
 from touchpoint.streams.runtime.behind import Behind
 from touchpoint.streams.runtime.consumer import committed_offset, only_current
 from touchpoint.streams.runtime.outbox import Outbox, make_current
+from touchpoint.streams.runtime.tablestore import json_bytes, json_loads
 from touchpoint.streams.stages.identity import AWAIT_HEADER
 
 __all__ = [
@@ -358,7 +358,7 @@ class ProfileStage:
             self.applied.add(key, applied[at:at + 8], CARRIED)
         if record["state"] is None:
             return  # digests only: the state comes in a later record
-        other = orjson.loads(record["state"])
+        other = json_loads(record["state"])
         state = current or new_profile(key)
         if _offset(state) >= offset:  # read again: what its releases counted is kept
             for hexed, at in state.get("released", {}).items():
@@ -418,7 +418,7 @@ class ProfileStage:
         records: list[dict[str, Any]] = [
             {"from_id": key, "into_id": into, "applied": applied[at:at + size], "state": None}
             for at in range(0, max(len(applied), 1), size)]
-        records[-1]["state"] = orjson.dumps(state).decode()
+        records[-1]["state"] = json_bytes(state).decode()  # as the table holds it
         return [Send(into, self._absorb.encode(record)) for record in records]
 
     def _merge_again(self, key: str, marker: dict[str, Any], value: bytes,
