@@ -70,8 +70,8 @@ matched within the drain timeout counts as "more than the timeout" in the percen
   (``--harness-cpus``, default ``auto``); the workers keep every CPU. In production
   Kafka and the channel systems run on other machines; here they took ~0.5 of a core
   beside the worker, whose event loop waited for a CPU meanwhile (8.0-8.6 s of a
-  ~61 s phase in slow stretches). ``--harness-cpus all`` shares every CPU, as before 2026-11-24's
-  third session. The report says which.
+  ~61 s phase in slow stretches). ``--harness-cpus all`` shares every CPU. The report says
+  which.
 
   Also printed: the CPU seconds over the phase of the worker(s), this process and the
   Kafka broker (``/proc/<pid>/stat`` utime+stime at the start of publishing and at the
@@ -1569,8 +1569,8 @@ def warm_broker(settings: Settings, seconds: float, records_per_s: float,
     A freshly started broker spends its first minute of load compiling: in a cold
     2,000 events/s phase on this 2-core machine it took ~75 % of a core in the first
     five seconds and 39-41 % over 40 s, against 22-30 % once warm, and the worker's main
-    thread waited for a core meanwhile (2026-11-24: p99 2.6-3.9 s cold, 0.41 and 0.58 s
-    in the first warm runs). A production broker runs for months, so a steady-state
+    thread waited for a core meanwhile (p99 2.6-3.9 s cold, 0.41 and 0.58 s in the first
+    warm runs). A production broker runs for months, so a steady-state
     measurement starts with a warm one. The load is a worker's kind (acks=all produce
     with a short linger, fetches that wait for a batch, a consumer group committing every
     second) on a topic of its own (``settings``' broker and partitions; it stays in the
@@ -1815,9 +1815,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     latency.add_argument("--sim-seed", type=int, default=1, help="background simulator seed")
     latency.add_argument("--live-publisher", action="store_true",
                          help="simulate, check and encode each background event as it is sent, "
-                              "through touchpoint's Publisher (kafka-python), as this benchmark "
-                              "did before 2026-11-23: ~37 %% of a core at 2,000/s on 2 cores, "
-                              "beside the worker. Default: prepared ahead, sent with aiokafka "
+                              "through touchpoint's Publisher (kafka-python): ~37 %% of a core at "
+                              "2,000/s on 2 cores, beside the worker. Default: prepared ahead, sent with aiokafka "
                               "(tips always go through Publisher.publish)")
     common = parser.add_argument_group("common")
     common.add_argument("--partitions", type=int, default=6,
