@@ -16,6 +16,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -38,7 +39,7 @@ from touchpoint.streams.runtime.replica import Replica
 from touchpoint.streams.stages import identity, ingest, minutes, profiles, store
 from touchpoint.streams.topics import LARGE_RECORD_BYTES, TopicNames, changelog_topic, raw_topic
 
-__all__ = ["Pipeline", "create_app"]
+__all__ = ["Pipeline", "create_app", "new_app", "worker_options"]
 
 log = logging.getLogger(__name__)
 
@@ -87,21 +88,14 @@ class Pipeline:
         }
 
 
-def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | None = None,
-               faust_options: dict[str, Any] | None = None) -> Pipeline:
-    """Build the Faust app for ``settings`` writing into ``warehouse`` (already migrated).
+def worker_options(settings: Settings, datadir: Path) -> dict[str, Any]:
+    """The Faust settings of a worker for ``settings``, its tables under ``datadir``.
 
-    People's SQL over HTTP is read through ``reader``
-    (:func:`~touchpoint.sinks.query_guard.open_reader`), by default ``warehouse``.
+    Also what ``bench/floor_bench.py`` runs its framework-only worker with.
     """
-    topics = TopicNames.of(settings)
-    datadir = settings.home / "worker" / f"{settings.app_id}-{settings.web_port}"
-    datadir.mkdir(parents=True, exist_ok=True)
     # RocksDB (through rocksdict) keeps tables on disk; memory works everywhere.
     table_store = "rocksdb://" if importlib.util.find_spec("rocksdict") else "memory://"
-    tablestore.share_memory(settings.rocksdb_memory_mb)
-    compression.use_fast_lz4()
-    options: dict[str, Any] = {
+    return {
         "broker": ";".join(f"kafka://{server}" for server in settings.kafka_servers),
         "store": table_store,
         "autodiscover": False,
@@ -148,10 +142,31 @@ def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | 
         # tables send their changelogs in batches (changelog.py)
         "Table": changelog.Table,
     }
+
+
+def new_app(name: str, settings: Settings, options: dict[str, Any]) -> App:
+    """A Faust app called ``name`` with ``options``, in a process set up for ``settings``."""
+    tablestore.share_memory(settings.rocksdb_memory_mb)
+    compression.use_fast_lz4()
+    app = App(name, **options)
+    app.fetch_wait_ms = settings.fetch_wait_ms
+    return app
+
+
+def create_app(settings: Settings, warehouse: Warehouse, *, reader: Warehouse | None = None,
+               faust_options: dict[str, Any] | None = None) -> Pipeline:
+    """Build the Faust app for ``settings`` writing into ``warehouse`` (already migrated).
+
+    People's SQL over HTTP is read through ``reader``
+    (:func:`~touchpoint.sinks.query_guard.open_reader`), by default ``warehouse``.
+    """
+    topics = TopicNames.of(settings)
+    datadir = settings.home / "worker" / f"{settings.app_id}-{settings.web_port}"
+    datadir.mkdir(parents=True, exist_ok=True)
+    options = worker_options(settings, datadir)
     options.update(faust_options or {})
     access.install(options, access.Access.of(settings))
-    app = App(settings.app_id, **options)
-    app.fetch_wait_ms = settings.fetch_wait_ms
+    app = new_app(settings.app_id, settings, options)
     ingest_stats = normalize.IngestStats()
     # Rows the warehouse refuses for their values go to the dead-letter topic, and the
     # rest of their batch is stored; refused dead letters themselves are retried (a dead
