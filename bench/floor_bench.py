@@ -1,33 +1,39 @@
 """Benchmark: the floor under the signal latency goal — Faust with the pipeline's shape and no work.
 
 Not a test. It answers one question: on this machine, with a real broker and a load
-generator beside it, what latency does the *framework* give at a steady rate, before any
-of our stages' own work? The worker it starts is a Faust app with the same topics, hops,
-batching, producer settings, consumer and tables as ``touchpoint worker``
-(``streams/app.py``), and agents that only pass records on:
+generator beside it, what latency and CPU does the *framework* give at a steady rate,
+before any of our stages' own work? The worker it starts is a Faust app with the worker's
+own settings (``worker_options`` in ``streams/app.py``), the same consumer, batch
+streams, outboxes and tables, the same topics and hops, and agents that only pass records
+on:
 
-    floor-in (6 partitions) ─▶ ingest ─▶ floor-log (1 partition) ─▶ identity ─▶ floor-keyed
-                                          └─▶ minutes (reads, no work)         (6 partitions)
-    floor-keyed ─▶ profiles (one table write a record; a "tip" record goes on to floor-out)
-              └─▶ store (reads, no work)
+    floor-in ─▶ ingest ─▶ floor-log ─▶ identity ─────────────────────────▶ floor-keyed
+                           └─▶ minutes (reads)  └─▶ floor-links ─▶ links ─┘  (6 partitions)
+                                                    (1 partition, a table)
+    floor-keyed ─▶ profiles (tables) ─▶ floor-updates, and each tip to floor-out
 
-ingest and identity take batches and hand their records to the producer directly
-(``streams/runtime/outbox.py``); profiles reads record by record and writes a table entry for
-each (its changelog), as the profiles stage does; minutes and store read in batches and
-do nothing. One record in ``--tip-every`` is a tip: profiles sends it to ``floor-out``
-with ``topic.send()``, as it sends a signal. The load generator (this process,
+ingest, identity and links take batches and hand their records to the producer directly
+(``streams/runtime/outbox.py``), as the stages do; ``--link-share`` of the records (one
+in 1/share, 0.2 by default: a steady stream of new customers sends about that share
+through the link stage) go through the one-partition links hop, which writes a table
+entry for each, as the link stage writes the graph. profiles takes batches and writes a
+table entry for each record (the event's digest) and one for each customer it changed
+(the profile), sends a record a changed customer to ``floor-updates`` (the emitter's
+profile updates), and sends each tip to ``floor-out`` with ``topic.send()``, as it sends a
+signal; minutes reads in batches and does nothing. The load generator (this process,
 kafka-python, as ``touchpoint publish`` does) sends ``--rate`` records a second of
-``--size`` bytes, each numbered; a reader on ``floor-out`` takes the time a tip arrives.
-Measuring starts once a first tip has passed through every hop; tips sent in the first
-``--warmup`` seconds of it are not counted.
+``--size`` bytes, each numbered; one in ``--tip-every`` is a tip, and a reader on
+``floor-out`` takes the time a tip arrives. Measuring starts once a first tip has passed
+through every hop; tips sent in the first ``--warmup`` seconds of it are not counted.
 
     .venv/bin/python bench/floor_bench.py --rate 2000 --duration 60
-    .venv/bin/python bench/floor_bench.py --rate 2000 --no-tables --no-side-readers
+    .venv/bin/python bench/floor_bench.py --rate 2000 --no-tables --no-side-readers --link-share 0
 
 It prints the send → arrive p50 / p99 / max of the tips, whether the worker kept up,
-and how the machine's CPU was shared while sending: the worker, the broker, this
-process (generator and reader) and idle. Kafka runs on 127.0.0.1:39292 (controller
-39293) under a temporary folder, removed at the end unless --keep.
+and how the machine's CPU was shared while sending: the worker (and its main thread, the
+event loop that runs every agent), the broker, this process (generator and reader) and
+idle. Kafka runs on 127.0.0.1:39292 (controller 39293) under a temporary folder,
+removed at the end unless --keep.
 
 Exit status 0: the workers kept up (at the last send no tip sent over 2 s before was
 still on its way) and every tip arrived. 2: otherwise.
@@ -53,10 +59,15 @@ from pathlib import Path
 from typing import Any
 
 import profiles_bench as pb  # the sibling benchmark: Kafka and machine helpers
-from signals_bench import LagProbe, percentile
+from signals_bench import WARM_RECORDS_PER_EVENT, LagProbe, percentile, warm_broker
 
 REPO = pb.REPO
-TOPICS = {"floor-in": 6, "floor-log": 1, "floor-keyed": 6, "floor-out": 6}
+TOPICS = {"floor-in": 6, "floor-log": 6, "floor-links": 1, "floor-keyed": 6, "floor-out": 6,
+          "floor-updates": 6}
+#: the stages' batches (streams/stages/ingest.py, identity.py, profiles.py)
+BATCH_RECORDS = 1000
+BATCH_SECONDS = 0.05
+
 # a record: tip flag (1 byte), padding, sequence number (8 bytes); send times stay with
 # the sender (Tips), the same clock as the arrival times
 SEQUENCE = struct.Struct(">q")
@@ -72,67 +83,88 @@ def run_worker(args: argparse.Namespace) -> None:
     import faust
 
     from touchpoint.logs import configure_logging
-    from touchpoint.streams.runtime.app import App
+    from touchpoint.settings import load_settings
+    from touchpoint.streams.app import new_app, worker_options
+    from touchpoint.streams.runtime.batches import FORWARD_WITHIN, batch_stream
     from touchpoint.streams.runtime.consumer import only_current
     from touchpoint.streams.runtime.outbox import Outbox, make_current
 
-    options: dict[str, Any] = {
-        # the settings create_app gives touchpoint's own worker (streams/app.py)
-        "broker": f"kafka://127.0.0.1:{args.kafka_port}",
-        "store": "rocksdb://" if args.tables else "memory://",
-        "autodiscover": False,
-        "datadir": args.datadir,
-        "topic_partitions": 6,
-        "topic_replication_factor": 1,
-        "producer_acks": -1,
-        "producer_linger": 0.005,
-        "producer_max_batch_size": 512 * 1024,
-        "consumer_auto_offset_reset": "earliest",
-        "broker_commit_every": 1000,
-        "broker_commit_interval": 1.0,
-        "stream_buffer_maxsize": 4096,
-        "stream_wait_empty": False,
-        "web_enabled": False,
-    }
-    app = App("floor", **options)
+    # the worker's own settings and Faust options (streams/app.py), on this run's broker
+    settings = load_settings({}, create_secrets=False, home=args.datadir,
+                             kafka_bootstrap=f"127.0.0.1:{args.kafka_port}")
+    options = worker_options(settings, Path(args.datadir))
+    options.update(web_enabled=False)
+    if not args.tables:
+        options.update(store="memory://")
+    app = new_app("floor", settings, options)
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, partitions=TOPICS[name], key_serializer="raw",
                          value_serializer="raw")
 
-    inbound, log_, keyed, out = (topic(n) for n in TOPICS)
+    inbound, log_, links, keyed, out, _ = (topic(n) for n in TOPICS)
+    share = max(1, round(1 / args.link_share)) if args.link_share > 0 else 0
 
-    def forward(source: faust.TopicT, target: str, name: str) -> None:
+    def forward(source: faust.TopicT, name: str, target: Any,
+                table: faust.Table | None = None) -> None:
+        """A batch stage that sends each record on, through the outbox, as ingest does."""
+        records = batch_stream(app, source)
         outbox = Outbox(app)
 
         @app.agent(source, name=name)
         async def hop(stream: faust.StreamT[bytes]) -> None:
-            async for events in stream.take_events(1000, within=0.02):  # type: ignore[attr-defined]
+            async for events in records.take_acked(BATCH_RECORDS, within=FORWARD_WITHIN):
                 for event in only_current(app, events):
-                    await outbox.send(target, event.key, event.value)
+                    if table is not None:  # the link stage writes the graph
+                        make_current(event)
+                        table[event.key.decode()] = len(event.value)
+                    await outbox.send(target(event), event.key, event.value)
                 await outbox.delivered()
 
-    def reader(source: faust.TopicT, name: str) -> None:
-        @app.agent(source, name=name)
-        async def read(stream: faust.StreamT[bytes]) -> None:
-            async for events in stream.take_events(1000, within=0.5):  # type: ignore[attr-defined]
-                del events
+    def identity_target(event: Any) -> str:
+        (sequence,) = SEQUENCE.unpack(event.value[-SEQUENCE.size:])
+        return "floor-links" if share and sequence % share == 0 else "floor-keyed"
 
-    forward(inbound, "floor-log", "floor.ingest")
-    forward(log_, "floor-keyed", "floor.identity")
+    graph = (app.Table("floor-graph", partitions=1, key_type=str) if args.tables else None)
+    forward(inbound, "floor.ingest", lambda event: "floor-log")
+    forward(log_, "floor.identity", identity_target)
+    forward(links, "floor.links", lambda event: "floor-keyed", graph)
     if args.side_readers:
-        reader(log_, "floor.minutes")
-        reader(keyed, "floor.store")
+        minutes = batch_stream(app, log_)
+
+        @app.agent(log_, name="floor.minutes")
+        async def read(stream: faust.StreamT[bytes]) -> None:
+            async for events in minutes.take(5000, within=1.0):
+                minutes.ack_all(events)
+
     table = app.Table("floor-profiles", partitions=6, key_type=str) if args.tables else None
+    profiles = batch_stream(app, keyed)
+    updates = Outbox(app)
 
     @app.agent(keyed, name="floor.profiles")
-    async def profiles(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            if table is not None:
-                make_current(event)
-                table[event.key.decode()] = len(event.value)
-            if event.value[0]:  # the tip flag
-                await out.send(key=event.key, value=event.value)
+    async def profile(stream: faust.StreamT[bytes]) -> None:
+        # as the profiles stage: a batch; a table key a record (its event's digest) and
+        # one a changed customer (its profile); a record a changed customer to the updates
+        # topic (the emitter's); a tip sent on with Faust's send, as a signal is
+        async for taken in profiles.take(BATCH_RECORDS, within=BATCH_SECONDS):
+            events = list(only_current(app, taken))
+            changed: dict[bytes, Any] = {}
+            for event in events:
+                if table is not None:
+                    make_current(event)
+                    table[f"{event.key.decode()}/{event.message.offset:016x}"] = 1
+                changed[event.key] = event
+            for key, event in changed.items():
+                if table is not None:
+                    make_current(event)
+                    table[key.decode()] = len(event.value)
+            for event in events:
+                if event.value[0]:  # the tip flag
+                    await out.send(key=event.key, value=event.value)
+            for key, event in changed.items():
+                await updates.send("floor-updates", key, event.value)
+            await updates.delivered()
+            profiles.ack_all(events)
 
     configure_logging("warning")  # as `touchpoint worker` does: libraries' debug is off
     worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False)
@@ -153,6 +185,7 @@ def machine_cpu() -> float:
 class Mark:
     at: float
     worker: float | None
+    main: float | None  # the workers' main threads
     broker: float | None
     me: float
     busy: float
@@ -162,7 +195,9 @@ class Mark:
         t = os.times()
         each = [pb.proc_cpu_seconds(pid) for pid in workers]
         total = None if None in each else sum(c for c in each if c is not None)
-        return cls(time.monotonic(), total,
+        mains = [pb.proc_cpu_seconds(pid, thread=pid) for pid in workers]
+        main = None if None in mains else sum(c for c in mains if c is not None)
+        return cls(time.monotonic(), total, main,
                    None if broker is None else pb.proc_cpu_seconds(broker),
                    t.user + t.system, machine_cpu())
 
@@ -240,7 +275,8 @@ def read_tips(bootstrap: str, tips: Tips, stop: threading.Event) -> None:
 def show_progress(bootstrap: str, tips: Tips, stop: threading.Event,
                   every: float = 5.0) -> None:
     """A line every few seconds: tips counted and arrived, and the group's lag per topic."""
-    probe = LagProbe([bootstrap], "floor", {n: [n] for n in TOPICS if n != "floor-out"})
+    read = [n for n in TOPICS if n not in ("floor-out", "floor-updates")]  # read by the group
+    probe = LagProbe([bootstrap], "floor", {n: [n] for n in read})
     began = time.monotonic()
     try:
         while not stop.wait(every):
@@ -260,7 +296,8 @@ def create_topics(bootstrap: str) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         admin.create_topics([NewTopic(n, p, 1) for n, p in TOPICS.items()]
-                            + [NewTopic("floor-floor-profiles-changelog", 6, 1)])
+                            + [NewTopic("floor-floor-profiles-changelog", 6, 1),
+                               NewTopic("floor-floor-graph-changelog", 1, 1)])
     finally:
         admin.close()
 
@@ -274,11 +311,20 @@ def run(args: argparse.Namespace) -> int:
         pb.log(f"starting Kafka on {bootstrap} ...")
         pb.log(f"  up in {kafka.start():.1f} s")
         create_topics(bootstrap)
+        if args.broker_warmup > 0:
+            # as signals_bench.py: a freshly started broker spends its first minute of load
+            # compiling, and takes the worker's CPU meanwhile
+            from touchpoint.settings import load_settings
+            settings = load_settings({}, create_secrets=False, home=home,
+                                     kafka_bootstrap=bootstrap)
+            warm_broker(settings, args.broker_warmup, WARM_RECORDS_PER_EVENT * args.rate,
+                        kafka.pid, "floor")
         for n in range(args.workers):
             datadir = home / f"worker-{n}"
             datadir.mkdir(exist_ok=True)
             command = [sys.executable, __file__, "_worker", "--kafka-port", str(args.kafka_port),
                        "--datadir", str(datadir)]
+            command += ["--link-share", str(args.link_share)]
             command += [] if args.tables else ["--no-tables"]
             command += [] if args.side_readers else ["--no-side-readers"]
             with open(home / f"worker-{n}.log", "wb") as fh:
@@ -372,7 +418,8 @@ def report(args: argparse.Namespace, sent: int, tips: Tips, start: Mark, end: Ma
     pb.log("=" * 78)
     pb.log(f"floor: Faust with the pipeline's shape, no work; {args.workers} worker(s) "
            f"(tables {'on' if args.tables else 'off'}, "
-           f"side readers {'on' if args.side_readers else 'off'})")
+           f"minutes reader {'on' if args.side_readers else 'off'}, "
+           f"link share {args.link_share:g})")
     pb.log(f"sent                 {sent:,} records in {wall:.1f} s ({sent / wall:,.0f}/s; "
            f"asked {args.rate:,.0f}/s)")
     if latencies:
@@ -393,6 +440,7 @@ def report(args: argparse.Namespace, sent: int, tips: Tips, start: Mark, end: Ma
     capacity = wall * len(os.sched_getaffinity(0))
     pb.log(f"CPU while sending ({capacity:.0f} CPU-s on {len(os.sched_getaffinity(0))} cores):")
     pb.log(f"  worker(s)          {share(start.worker, end.worker)}")
+    pb.log(f"    main thread(s)   {share(start.main, end.main)}")
     pb.log(f"  kafka broker       {share(start.broker, end.broker)}")
     pb.log(f"  generator + reader {share(start.me, end.me)}")
     pb.log(f"  idle               {capacity - (end.busy - start.busy):5.1f} CPU-s")
@@ -425,10 +473,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds to wait for a first tip through the started workers")
     parser.add_argument("--workers", type=int, default=1,
                         help="workers in the consumer group (processes)")
+    parser.add_argument("--broker-warmup", type=float, default=30.0,
+                        help="seconds of load through the broker before the workers start, "
+                             "as signals_bench.py does (0: a cold broker)")
+    parser.add_argument("--link-share", type=float, default=0.2,
+                        help="share of the records the identity hop sends through the "
+                             "one-partition links hop (0: none)")
     parser.add_argument("--no-tables", dest="tables", action="store_false",
-                        help="profiles writes no table entry (no changelog records)")
+                        help="the profiles and links hops write no table entry (no "
+                             "changelog records)")
     parser.add_argument("--no-side-readers", dest="side_readers", action="store_false",
-                        help="without the minutes and store readers")
+                        help="without the minutes reader")
     parser.add_argument("--kafka-port", type=int, default=39292)
     parser.add_argument("--kafka-controller-port", type=int, default=39293)
     parser.add_argument("--datadir", help=argparse.SUPPRESS)
@@ -440,6 +495,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not 0 <= args.link_share <= 1:
+        raise SystemExit(f"--link-share {args.link_share:g}: a share from 0 to 1")
     if args.role == "_worker":
         sys.argv = [sys.argv[0], "worker"]  # what faust.Worker reads from the command line
         run_worker(args)

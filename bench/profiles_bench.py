@@ -93,10 +93,11 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process (all threads)."""
+def proc_cpu_seconds(pid: int, *, thread: int | None = None) -> float | None:
+    """User + system CPU seconds of a process (all threads), or of one of its threads."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        with open(f"/proc/{pid}/stat") as fh:
+        with open(path) as fh:
             fields_ = fh.read().rsplit(")", 1)[1].split()
         return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
