@@ -10,8 +10,9 @@ events, tables and changelogs. What
 Faust's path did per record is done here per batch, or kept as it was:
 
 - The consumer tracks each record for acknowledgement (``Consumer.track_message``, the
-  sensors' ``on_message_in``) and counts one reference per stage reading its topic; an
-  acknowledgement from each stage makes the record committable, as with streams.
+  sensors' ``on_message_in``; the set of unacknowledged records only where the app waits
+  for it, ``stream_wait_empty``) and counts one reference per stage reading its topic;
+  an acknowledgement from each stage makes the record committable, as with streams.
 - Flow control: the delivery loop hands records over only while flow is active (not
   during a rebalance or table recovery), as Faust's conductor does, and a batch taken
   while flow is not active, or holding records fetched in an earlier generation, gives
@@ -273,14 +274,27 @@ def ack_all(app: Any, events: Iterable[EventT]) -> None:
     with ack_lock:
         for event in events:
             message = event.message
-            if not message.acked and not message.decref():
+            if message.acked:
+                continue
+            # Message.decref, whose lock this already holds
+            refcount = message.refcount = max(message.refcount - 1, 0)
+            if not refcount:
                 final.append(message)
         if final:
             app.consumer.ack_many(final)
 
 
 def track(app: Any, consumer: Any, message: Message, streams: list[BatchStream]) -> EventT:
-    """The event for ``message``, tracked for acknowledgement by each of ``streams``."""
-    message.incref(len(streams))
-    consumer.track_message(message)
+    """The event for ``message``, tracked for acknowledgement by each of ``streams``.
+
+    ``message`` is new from this fetch: no other thread has it yet, so its count is set
+    without ``Message.incref``'s lock (one acquire a record).
+    """
+    message.refcount += len(streams)
+    if app.conf.stream_wait_empty:
+        consumer.track_message(message)
+    else:
+        # Consumer.track_message but its weak set of unacknowledged records, which only
+        # wait_empty reads: the worker does not wait for them (stream_wait_empty)
+        consumer._on_message_in(message.tp, message.offset, message)
     return cast(EventT, Delivered(app, message, len(streams)))

@@ -13,7 +13,7 @@ partition's records are done for good. What each replaces in Faust, and why:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 from aiokafka.errors import IllegalStateError
@@ -224,6 +224,39 @@ class Consumer(driver.Consumer):
                 self._n_acked += counted
                 notify(self._waiting_for_ack)
         return counted
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        """Faust's ``getmany``, noting each partition's high water once a fetch.
+
+        Faust looks the high water up, and hands it to the monitor, for every record; it
+        is the fetch's, the same for all of a partition's records in it.
+        """
+        records, active_partitions = await self._wait_next_records(timeout)
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        if not self.flow_active:
+            self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+            try:
+                await self.perform_seek()
+            except Exception as ex:
+                self.log.warning(f"exception performing seek when flow not active {ex}")
+            return
+        to_message = self._to_message
+        buffered = self._buffered_partitions
+        noted: set[TP] = set()
+        for tp, record in self.scheduler.iterate(records):
+            if not self.flow_active:
+                break
+            if self.app.consumer_generation_id != generation_id:
+                self.log.dev("Generation id changed from %r to %r. Cancelling getmany.",
+                             generation_id, self.app.consumer_generation_id)
+                break
+            if active_partitions is None or tp in active_partitions or tp in buffered:
+                if tp not in noted:
+                    noted.add(tp)
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                yield tp, to_message(tp, record)
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         """Deliver fetched records to the streams, as Faust does, with the two changes above.

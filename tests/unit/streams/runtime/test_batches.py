@@ -113,6 +113,23 @@ def test_a_record_read_by_two_stages_is_committable_once_both_acknowledged(app: 
     assert app.consumer._acked[P0] == [7]
 
 
+@pytest.mark.parametrize("wait_empty", [False, True])
+def test_a_tracked_record_counts_its_stages_and_is_waited_for_only_if_the_app_waits(
+        app: App, wait_empty: bool) -> None:
+    streams = [batch_stream(app, topic(TOPIC)), batch_stream(app, topic(TOPIC))]
+    message = record(P0, 3)
+    with mock.patch.object(type(app.conf), "stream_wait_empty", wait_empty), \
+            mock.patch.object(app.consumer, "_on_message_in") as on_message_in:
+        batches.track(app, app.consumer, message, streams)
+    assert message.refcount == 2
+    on_message_in.assert_called_once_with(message.tp, 3, message)
+    assert (message in app.consumer._unacked_messages) is wait_empty
+    batches.ack_all(app, [Delivered(app, message)])
+    assert message.refcount == 1 and app.consumer._acked[P0] == []
+    batches.ack_all(app, [Delivered(app, message)])
+    assert message.refcount == 0 and app.consumer._acked[P0] == [3]
+
+
 def test_records_of_an_earlier_generation_are_skipped_and_not_counted(app: App) -> None:
     stream = batch_stream(app, topic(TOPIC))
     handed(app, [stream], [record(P0, 3, generation=1), record(P0, 4), record(P0, 5)])

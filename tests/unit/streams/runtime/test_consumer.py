@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -97,7 +98,6 @@ def test_faust_alone_would_commit_past_them(consumer: Consumer) -> None:
 
 
 def test_a_batch_yields_only_records_of_the_current_generation(consumer: Consumer) -> None:
-    from types import SimpleNamespace
 
     from touchpoint.streams.runtime.consumer import is_current, only_current
 
@@ -467,3 +467,36 @@ def test_a_seek_runs_on_the_consumer_thread(consumer: Consumer) -> None:
         consumer.app.loop.run_until_complete(consumer.seek(PARTITION, 42))
     assert seeks == [(True, PARTITION, 42)]
     assert consumer._read_offset[PARTITION] == 42
+
+
+def fetched(tp: TP, offset: int) -> Any:
+    """A record as the client returns it."""
+    return SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset,
+                           timestamp=1_000, timestamp_type=0, headers=(), key=b"k",
+                           value=b"v", checksum=None, serialized_key_size=1,
+                           serialized_value_size=1)
+
+
+@pytest.mark.parametrize("getmany", [Consumer.getmany, driver.Consumer.getmany])
+def test_a_fetch_notes_each_partitions_high_water_and_yields_as_faust_does(
+        consumer: Consumer, getmany: Any) -> None:
+    records = {PARTITION: [fetched(PARTITION, n) for n in (5, 6, 7)],
+               OTHER: [fetched(OTHER, 0)]}
+    consumer.app.flow_control.resume()
+    with mock.patch.object(consumer, "_wait_next_records",
+                           mock.AsyncMock(return_value=(records, {PARTITION, OTHER}))), \
+            mock.patch.object(consumer, "highwater", side_effect=lambda tp: 100 + tp.partition), \
+            mock.patch.object(consumer.app.monitor, "track_tp_end_offset") as noted:
+
+        async def take() -> list[tuple[TP, int, float]]:
+            return [(tp, m.offset, m.timestamp) async for tp, m in getmany(consumer, 1.0)]
+
+        taken = consumer.loop.run_until_complete(take())
+    # Faust's round robin over the fetch, each record as Faust makes it
+    assert taken == [(PARTITION, 5, 1.0), (OTHER, 0, 1.0), (PARTITION, 6, 1.0),
+                     (PARTITION, 7, 1.0)]
+    assert {c.args for c in noted.call_args_list} == {(PARTITION, 100), (OTHER, 101)}
+    if getmany is Consumer.getmany:
+        assert noted.call_count == 2, "once a partition, not once a record"
+    else:
+        assert noted.call_count == 4
