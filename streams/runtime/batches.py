@@ -284,14 +284,17 @@ def ack_all(app: Any, events: Iterable[EventT]) -> None:
             app.consumer.ack_many(final)
 
 
-def track(app: Any, consumer: Any, message: Message, streams: list[BatchStream]) -> EventT:
+def track(app: Any, consumer: Any, message: Message, streams: list[BatchStream], *,
+          wait_empty: bool | None = None) -> EventT:
     """The event for ``message``, tracked for acknowledgement by each of ``streams``.
 
     ``message`` is new from this fetch: no other thread has it yet, so its count is set
-    without ``Message.incref``'s lock (one acquire a record).
+    without ``Message.incref``'s lock (one acquire a record). ``wait_empty`` is the app's
+    ``stream_wait_empty``, which the delivery loop reads once a fetch: a Faust setting
+    costs a lookup through its registry.
     """
     message.refcount += len(streams)
-    if app.conf.stream_wait_empty:
+    if app.conf.stream_wait_empty if wait_empty is None else wait_empty:
         consumer.track_message(message)
     else:
         # Consumer.track_message but its weak set of unacknowledged records, which only

@@ -284,6 +284,7 @@ class Consumer(driver.Consumer):
                 epoch = self._seek_epoch
                 generation = self.app.consumer_generation_id
                 fetched = self.getmany(timeout=1.0)
+                wait_empty = app.conf.stream_wait_empty
                 await self.sleep(0)
                 if self.should_stop:
                     continue
@@ -321,7 +322,8 @@ class Consumer(driver.Consumer):
                         entry = gathered.get(id(streams))
                         if entry is None:
                             entry = gathered[id(streams)] = (streams, [])
-                        entry[1].append(batches.track(app, self, message, streams))
+                        entry[1].append(batches.track(app, self, message, streams,
+                                                      wait_empty=wait_empty))
                     elif not await self._deliver(message):
                         # A rebalance stopped the flow: the next assignment positions
                         # every partition at its committed offset again.
