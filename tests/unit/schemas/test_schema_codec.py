@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 import struct
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from touchpoint.exceptions import DecodeError, EncodeError, SchemaError
 from touchpoint.schemas import HEADER_SIZE, MARKER, PACKED_MARKER, Codec, codec_for, subjects
+from touchpoint.schemas import codec as codec_module
 from touchpoint.schemas.codec import subject_of
 from touchpoint.schemas.registry import default_registry, physical_schema
 
@@ -495,6 +497,20 @@ def test_a_varint_wider_than_64_bits_is_undecodable(value: int,
         "'source_offset' of a 'event' v1 record is an integer wider than 64 bits (a varint "
         "of more than 10 bytes), which no Avro int or long can be: the producer's Avro "
         "encoder is broken"))
+
+
+def test_bodies_that_may_hold_a_wide_varint_are_those_with_nine_high_bytes_in_a_row() -> None:
+    # what the decoder walks: the regular expression it used to search with, over random
+    # bodies with runs of high bytes of every length around nine, anywhere (the header too)
+    pattern = re.compile(rb"[\x80-\xff]{9}")
+    rng = random.Random(9)
+    for _ in range(3_000):
+        data = bytearray(rng.randrange(0, 0x80) for _ in range(rng.randrange(0, 60)))
+        for _ in range(rng.randrange(0, 3)):
+            at = rng.randrange(0, len(data) + 1)
+            data[at:at] = bytes(rng.randrange(0x80, 0x100) for _ in range(rng.randrange(6, 12)))
+        body = bytes(data)
+        assert codec_module._maybe_wide(body) == (pattern.search(body, HEADER_SIZE) is not None)
 
 
 @pytest.mark.parametrize("value", [2**63 - 1, -(2**63)])
