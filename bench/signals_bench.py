@@ -1816,8 +1816,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     latency.add_argument("--live-publisher", action="store_true",
                          help="simulate, check and encode each background event as it is sent, "
                               "through touchpoint's Publisher (kafka-python): ~37 %% of a core at "
-                              "2,000/s on 2 cores, beside the worker. Default: prepared ahead, sent with aiokafka "
-                              "(tips always go through Publisher.publish)")
+                              "2,000/s on 2 cores, beside the worker. Default: prepared ahead, "
+                              "sent with aiokafka (tips always go through Publisher.publish)")
     common = parser.add_argument_group("common")
     common.add_argument("--partitions", type=int, default=6,
                         help="TOUCHPOINT_TOPIC_PARTITIONS of the workers' topics")

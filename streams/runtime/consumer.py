@@ -1,8 +1,9 @@
 """The worker's Kafka consumer: Faust's, with acknowledgements that cannot outlive a rebalance.
 
 :class:`Consumer` accepts acknowledgements only of records fetched in the current
-consumer generation, and delivers fetched records itself so that a seek to the committed
-offsets ends delivery from batches fetched before it. :class:`ConsumerThread` lets
+consumer generation, delivers fetched records itself so that a seek to the committed
+offsets ends delivery from batches fetched before it, and notes each partition's high
+water once a fetch instead of once a record. :class:`ConsumerThread` lets
 fetches wait at the broker for a batch, :class:`FlowControl` keeps stream buffers when
 flow resumes, :func:`is_current` / :func:`only_current` let a stage drop records of
 a partition it no longer owns, and :func:`committed_offset` says up to where a
