@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
-from touchpoint.sinks.clickhouse import connect
+import orjson
+
+from touchpoint.sinks.clickhouse import _json_row, connect
 
 #: Around the edges of the Unix-time text form (ten-digit seconds) and on both sides of it.
 TIMES_MS = [-1_500, 0, 5, 999_999_999_999, 1_000_000_000_000, 1_700_000_000_123,
@@ -52,3 +56,15 @@ def test_values_json_writes_differently_read_back_as_the_standard_library_wrote_
     assert result.rows == [(0, 2**64 - 1, "nan", {"k": 1.5}, "\U0001f600 中文 \\ \n"),
                            (1, 0, "inf", {}, ""),
                            (2, 7, "-0.25", {"a": -1.0, "b": 2.0}, "\u2028")]
+
+
+def test_a_non_finite_float_is_written_as_the_standard_library_writes_it_beside_nulls() -> None:
+    # orjson writes NaN and infinities as null; the row then goes through json, whatever
+    # else in it is null or reads "null"
+    for values in ([None, float("nan")], ["null", float("inf")], [{"k": None}, -math.inf],
+                   [None, "null", float("nan"), {"k": None}]):
+        line = _json_row(values)
+        assert line == json.dumps(values, ensure_ascii=False).encode(), values
+        assert b"NaN" in line or b"Infinity" in line
+    for values in ([None, "null"], [{"k": None}, 1.5], [None, None, "x"]):
+        assert _json_row(values) == orjson.dumps(values), values
