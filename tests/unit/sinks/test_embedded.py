@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 
-from touchpoint.sinks.clickhouse import _json_row, connect
+from touchpoint.sinks.clickhouse import WarehouseRejected, _json_columns, connect
 
 #: Around the edges of the Unix-time text form (ten-digit seconds) and on both sides of it.
 TIMES_MS = [-1_500, 0, 5, 999_999_999_999, 1_000_000_000_000, 1_700_000_000_123,
@@ -59,12 +61,37 @@ def test_values_json_writes_differently_read_back_as_the_standard_library_wrote_
 
 
 def test_a_non_finite_float_is_written_as_the_standard_library_writes_it_beside_nulls() -> None:
-    # orjson writes NaN and infinities as null; the row then goes through json, whatever
+    # orjson writes NaN and infinities as null; the body then goes through json, whatever
     # else in it is null or reads "null"
-    for values in ([None, float("nan")], ["null", float("inf")], [{"k": None}, -math.inf],
-                   [None, "null", float("nan"), {"k": None}]):
-        line = _json_row(values)
-        assert line == json.dumps(values, ensure_ascii=False).encode(), values
-        assert b"NaN" in line or b"Infinity" in line
-    for values in ([None, "null"], [{"k": None}, 1.5], [None, None, "x"]):
-        assert _json_row(values) == orjson.dumps(values), values
+    odd: list[list[list[Any]]] = [
+        [[None, float("nan")]], [["null"], [float("inf")]], [[{"k": None}], [-math.inf]],
+        [[None, "null"], [float("nan"), {"k": None}]]]
+    for columns in odd:
+        body = _json_columns(columns)
+        assert body == json.dumps(columns, ensure_ascii=False).encode(), columns
+        assert b"NaN" in body or b"Infinity" in body
+    plain: list[list[list[Any]]] = [[[None, "null"]], [[{"k": None}], [1.5]],
+                                    [[None, None], ["x", None]]]
+    for columns in plain:
+        assert _json_columns(columns) == orjson.dumps(columns), columns
+
+
+def test_rows_go_in_as_columns_in_order_and_a_bad_one_is_refused_whole(tmp_path: Path) -> None:
+    with connect(f"chdb://{tmp_path}?database=edges") as warehouse:
+        warehouse.execute("CREATE DATABASE IF NOT EXISTS edges")
+        warehouse.execute(
+            "CREATE TABLE edges.small (id Int64, n Nullable(Int16), at DateTime64(3), "
+            "tags Array(String)) ENGINE = MergeTree ORDER BY id")
+        columns = ["id", "n", "at", "tags"]
+        rows = [(i, None if i % 3 else i - 5, 1_700_000_000_000 + i, [f"t{i}"] * (i % 2))
+                for i in range(7)]
+        warehouse.insert("small", columns, rows)
+        for bad, reason in (([(9, 40_000, 1, [])], "n = 40000 is out of its column's range "
+                                                   "(-32768 to 32767)"),
+                            ([(9, 1, 1)], "a row has 3 values for 4 columns")):
+            with pytest.raises(WarehouseRejected) as caught:
+                warehouse.insert("small", columns, rows[:2] + bad)
+            assert str(caught.value) == reason
+        back = warehouse.query("SELECT id, n, toUnixTimestamp64Milli(at), tags FROM edges.small "
+                               "ORDER BY id")
+    assert back.rows == [(i, n, at, tags) for i, n, at, tags in rows]
