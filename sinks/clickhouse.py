@@ -623,7 +623,7 @@ class EmbeddedWarehouse(Warehouse):
 
         The body is one JSON array a column, made by transposing the rows in C and
         written by one orjson call: per row and value JSON cost more than ClickHouse's
-        own insert (18-22 µs an event row as JSONCompactEachRow, 11-12 as columns). A
+        own insert (18-22 µs an event row as JSONCompactEachRow, 12-13 as columns). A
         time is ``"<seconds>.<millis>"`` (integer seconds for ``DateTime``), which
         ClickHouse reads as a Unix time: about a tenth of the cost of formatting a
         calendar date.
