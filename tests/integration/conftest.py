@@ -131,11 +131,21 @@ class Worker:
         return self.settings.warehouse.backend
 
     def start(self, timeout: float = 90) -> None:
+        """Start the worker process and wait until it answers ``/status``."""
+        self.launch()
+        self.wait_answering(timeout)
+
+    def launch(self) -> None:
+        """Start the worker process without waiting for it (``wait_answering``)."""
         assert self.process is None or self.process.poll() is not None, "already running"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "touchpoint.cli", "worker"], env=self.env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_answering(self, timeout: float = 90) -> None:
+        """Wait until the launched worker answers ``/status``."""
+        assert self.process is not None, "not launched"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -312,8 +312,12 @@ def test_two_workers_in_one_group_give_the_same_profiles_as_one(
     first, expected = reference
     one = _sibling(worker_factory, first, start=False)
     two = worker_factory("clickhouse", start=False, **_same_group(one))
-    one.start()
-    two.start()
+    # Launched together, so that they join the group at about the same time: started one
+    # after the other, the first could drain the whole backlog while the second starts.
+    one.launch()
+    two.launch()
+    one.wait_answering()
+    two.wait_answering()
     settled = _settled(one, EVENTS)
     # value tiers use spend cut-offs each worker estimates from the customers it holds;
     # with under 200 spending customers both use the fixed cut-offs, so they match too
