@@ -378,7 +378,7 @@ def _not_single_object(data: bytes) -> str:
 # bytes in a row that have the high bit set can hold one (text often does, e.g. Chinese
 # in UTF-8); those bodies are walked by _wide_varint. They are found by mapping each
 # byte to whether its high bit is set and looking for nine in a row: two passes in C,
-# a seventh of a regular expression's time on an event.
+# a fifth to a seventh of a regular expression's time on an event (113 to 450 bytes).
 _HIGH_BIT: Final = bytes(1 if b >= 0x80 else 0 for b in range(256))
 _NINE_HIGH: Final = b"\x01" * 9
 

@@ -633,10 +633,13 @@ class EmbeddedWarehouse(Warehouse):
         kinds = self._datetime_columns(table)
         ranges = self._int_ranges[table]  # filled with kinds
         width = len(columns)
-        uneven = next((row for row in rows if len(row) != width), None)
-        if uneven is not None:
+        try:
+            data = [list(column) for column in zip(*rows, strict=True)]
+        except ValueError:
+            data = []  # rows of different lengths: named below
+        if len(data) != width:
+            uneven = next(row for row in rows if len(row) != width)
             raise WarehouseRejected(f"a row has {len(uneven)} values for {width} columns")
-        data = [list(column) for column in zip(*rows, strict=True)]
         try:
             for i, name in enumerate(columns):
                 found = ranges.get(name)

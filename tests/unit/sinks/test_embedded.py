@@ -92,6 +92,9 @@ def test_rows_go_in_as_columns_in_order_and_a_bad_one_is_refused_whole(tmp_path:
             with pytest.raises(WarehouseRejected) as caught:
                 warehouse.insert("small", columns, rows[:2] + bad)
             assert str(caught.value) == reason
+        with pytest.raises(WarehouseRejected) as caught:  # every row one value short
+            warehouse.insert("small", columns, [row[:3] for row in rows])
+        assert str(caught.value) == "a row has 3 values for 4 columns"
         back = warehouse.query("SELECT id, n, toUnixTimestamp64Milli(at), tags FROM edges.small "
                                "ORDER BY id")
     assert back.rows == [(i, n, at, tags) for i, n, at, tags in rows]
