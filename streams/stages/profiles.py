@@ -220,6 +220,8 @@ class ProfileStage:
         self.committed = committed
         self.changed: set[str] = set()
         self.merged: dict[str, str] = {}
+        #: The profiles and markers the last batch wrote, as written (``ProfilePublisher``).
+        self.written: dict[str, dict[str, Any]] = {}
         self.signals: list[dict[str, Any]] = []  # complaint-signal records to publish
         self._event, self._merge = codec_for("event"), codec_for("merge")
         self._absorb = codec_for("absorb")
@@ -255,6 +257,7 @@ class ProfileStage:
         earlier, self.signals = self.signals, []
         self._batch.clear()
         self._writes.clear()
+        self.written = {}
         try:
             done = []
             for key, value, awaiting, offset, event in records:
@@ -271,8 +274,12 @@ class ProfileStage:
                 self._conclude_due_signals(partition)
                 done.append(Handled(sent, self.signals))
                 self.signals = []
-            for key in self._writes:
-                self.table[key] = self._batch[key]
+            # _writes names only keys _set gave a value
+            written = cast(dict[str, dict[str, Any]],
+                           {key: self._batch[key] for key in self._writes})
+            for key, state in written.items():
+                self.table[key] = state
+            self.written = written
             return done
         finally:
             self.signals = earlier
@@ -535,8 +542,9 @@ def _offset(state: Mapping[str, Any]) -> int:
 class ProfilePublisher:
     """Publishes changed profiles to ``profiles.updates`` and ``customer_profiles_raw``.
 
-    ``note`` takes what the stage changed and merged away; ``emit`` publishes those
-    profiles (read in their own partition's database), a tombstone and a
+    ``note`` takes what the stage changed and merged away, and the profiles as the stage
+    wrote them; ``emit`` publishes those profiles (read in their own partition's
+    database only after a rebalance, or when one was not kept), a tombstone and a
     ``merged_into`` row for every merged-away id, and, with attribution, the exposure
     rows of the customers published. ``revision`` grows with every change and the
     table keeps the highest, so an older copy never replaces a newer one.
@@ -553,6 +561,10 @@ class ProfilePublisher:
         self.map_type = map_type
         self.attribution = attribution
         self.dirty: dict[str, int] = {}  # changed profiles: customer id -> partition
+        # The noted profiles as the stage last wrote them: publishing one need not read
+        # and decode it again. Forgotten on every rebalance (the partition's next owner
+        # may change it); a noted profile without one is read from the table.
+        self.states: dict[str, dict[str, Any]] = {}
         self.merged: dict[str, str] = {}
         self.everything = True  # after a start or rebalance: publish everything held
         self._codec = codec_for("profile")
@@ -563,11 +575,27 @@ class ProfilePublisher:
         """Take the stage's changed and merged-away customers, all in ``partition``."""
         # all of them in the event's partition: its customer, and those its sweep concluded
         self.dirty.update(dict.fromkeys(stage.changed, partition))
+        for key, state in stage.written.items():  # a noted one's latest, changed or not
+            if key in self.dirty:
+                self.states[key] = state
         for gone, into in stage.merged.items():
             self.merged[gone] = into
             self.dirty.pop(gone, None)
+            self.states.pop(gone, None)
         stage.changed.clear()
         stage.merged.clear()
+        stage.written = {}
+
+    def forget_states(self) -> None:
+        """Drop the profiles kept as written (a rebalance): the next emit reads the table."""
+        self.states.clear()
+
+    def state(self, key: str, partition: int) -> dict[str, Any] | None:
+        """``key``'s profile or marker to publish: as last written, else read in ``partition``."""
+        state = self.states.pop(key, None)
+        if state is None:
+            state = self.profiles.get_in(partition, key)
+        return state
 
     async def emit(self, keys: Mapping[str, int]) -> int:
         """Publish the profiles of ``keys`` (customer id -> partition) and the merges."""
@@ -577,7 +605,7 @@ class ProfilePublisher:
         published: dict[str, int] = {}
         tombstones: dict[str, str] = {}
         for key, partition in keys.items():
-            state = self.profiles.get_in(partition, key)
+            state = self.state(key, partition)
             if state is None:
                 continue
             if MERGED_INTO in state:
@@ -723,9 +751,14 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         if count:
             log.debug("emitted %d profiles in %.2fs", count, time.monotonic() - started)
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types sync receivers
+    async def _revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        publisher.forget_states()
+
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode types sync receivers
     async def _rebalanced(sender: Any, **kwargs: Any) -> None:
         publisher.everything = True
+        publisher.forget_states()
 
     profiles.estimator = estimator
     return profiles
