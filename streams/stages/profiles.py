@@ -680,6 +680,8 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
                                  map_type=map_type, attribution=attribution)
 
     records = batch_stream(app, resolved)  # in batches, past Faust's streams (batches.py)
+    box = Outbox(app)  # what a batch sends on, delivered before it is stored (outbox.py)
+    signals_name = signals.get_topic_name()
 
     @app.agent(resolved, name="touchpoint.profiles")
     async def profile_agent(stream: faust.StreamT[bytes]) -> None:
@@ -708,16 +710,20 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
         # In record order. A revocation from here on does not stop them: the table has
         # these records' changes already, and a profile read again that has reached a
         # record does not raise its signals again (as one by one, a record's sends went
-        # on after its table write).
+        # on after its table write). Delivered before any record of the batch is stored,
+        # so acknowledged: a send Kafka does not take after the producer's retries
+        # raises, and the records are read again (see outbox.py).
         for event in events:
             sends, raised = handled[id(event)]
             for out in sends:
-                await resolved.send(key=out.key.encode(), value=out.value,
-                                    headers=_await_headers(out.awaiting))
+                await box.send(resolved_name, out.key.encode(), out.value,
+                               _await_headers(out.awaiting))
             for record in raised:  # complaint signals raised or concluded
                 stats["signals"] = stats.get("signals", 0) + 1
-                await signals.send(key=record["customer_id"].encode(),
-                                   value=signal_codec.encode(record, check=False))
+                await box.send(signals_name, record["customer_id"].encode(),
+                               signal_codec.encode(record, check=False))
+        await box.delivered()
+        for event in events:
             await stored.add(event)
         if len(events) < len(taken):
             current = set(map(id, events))
