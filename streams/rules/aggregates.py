@@ -70,7 +70,10 @@ class MinuteKey(NamedTuple):
 
 def minute_key(event: Mapping[str, Any]) -> MinuteKey:
     """The minute (event time) x channel x type x store x campaign of a normalized event."""
-    at = to_millis(event["occurred_at"])
+    return _minute_key_at(event, to_millis(event["occurred_at"]))
+
+
+def _minute_key_at(event: Mapping[str, Any], at: int) -> MinuteKey:
     return MinuteKey(at - at % MINUTE_MS, str(event["channel"]), str(event["type"]),
                      str(event.get("store_id") or ""), str(event.get("campaign_id") or ""))
 
@@ -212,6 +215,13 @@ class MinuteCell:
             "negative": self.negative, "version": self.events,
         }
 
+    def values(self, part: int = 0) -> tuple[Any, ...]:
+        """:meth:`row` as a tuple in :data:`MINUTE_COLUMNS` order, without the dict."""
+        key, events = self.key, self.events
+        return (key.minute, key.channel, key.type, key.store_id, key.campaign_id, part,
+                self.category, self.stage, events, len(self.customers), self.revenue,
+                self.wait_s_sum, self.wait_count, self.negative, events)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data."""
         return {"key": list(self.key), "category": self.category, "stage": self.stage,
@@ -257,6 +267,7 @@ class Added:
     status: str
     closed: list[dict[str, Any]] = field(default_factory=list)
     late: list[dict[str, Any]] = field(default_factory=list)
+    key: MinuteKey | None = None  # the event's, if ``counted``
 
 
 _NEVER = 1 << 62  # later than any epoch-ms time
@@ -326,7 +337,8 @@ class MinuteWindows:
     def add(self, event: Mapping[str, Any], *, negative: bool,
             customer_id: str | None = None) -> Added:
         """Count one normalized event; return what that closed or changed."""
-        key = minute_key(event)
+        at = to_millis(event["occurred_at"])
+        key = _minute_key_at(event, at)
         event_id = str(event["event_id"])
         if self.is_closed(key.minute):
             digest = _digest(event_id)
@@ -355,9 +367,8 @@ class MinuteWindows:
         if not cell.add(event, negative, customer_id=customer_id):
             return self._note(Added("duplicate"))
         self.added += 1
-        at = to_millis(event["occurred_at"])
         self.max_time = at if self.max_time is None else max(self.max_time, at)
-        return self._note(Added("counted", closed=self._close()))
+        return self._note(Added("counted", closed=self._close(), key=key))
 
     def advance(self, watermark: int) -> list[dict[str, Any]]:
         """Move the watermark to at least ``watermark`` (e.g. when input is idle).

@@ -26,7 +26,6 @@ from touchpoint.streams.rules.aggregates import (
     MinuteKey,
     MinuteWindows,
     is_negative,
-    minute_key,
     row_values,
 )
 from touchpoint.streams.rules.identity import provisional_customer_id
@@ -166,25 +165,25 @@ class MinuteStage:
         of open minutes the batch changed; late rows those of late cells it changed. One
         row per key, the latest.
         """
-        minutes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        minutes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         late: dict[tuple[Any, ...], dict[str, Any]] = {}
         touched: set[MinuteKey] = set()
         for event in events:
             added = self.windows.add(event, negative=is_negative(event, self.rules),
                                      customer_id=provisional_customer_id(event))
             self.stats[added.status] = self.stats.get(added.status, 0) + 1
-            if added.status == "counted":
-                touched.add(minute_key(event))
+            if added.key is not None:
+                touched.add(added.key)
             for row in added.closed:
-                minutes[_key(row)] = row
+                minutes[_key(row)] = row_values(row, MINUTE_COLUMNS)
             for row in added.late:
                 late[(*_key(row), row["batch"])] = row
+        part = self.part
         for key in touched:
             cell = self.windows.open.get(key)
             if cell is not None:  # else it closed in this batch: its final row is in
-                row = cell.row(self.part)
-                minutes[_key(row)] = row
-        return ([row_values(r, MINUTE_COLUMNS) for _, r in sorted(minutes.items())],
+                minutes[(*key, part)] = cell.values(part)
+        return ([values for _, values in sorted(minutes.items())],
                 [row_values(r, LATE_COLUMNS) for _, r in sorted(late.items())])
 
 

@@ -57,7 +57,19 @@ def test_a_cell_counts_once_and_sums_exactly() -> None:
         "revenue": 25.29, "wait_s_sum": 0, "wait_count": 0, "negative": 1, "version": 4,
     }
     assert tuple(cell.row()) == MINUTE_COLUMNS
+    assert cell.values() == row_values(cell.row())
+    assert cell.values(part=3) == row_values(cell.row(part=3))
     assert cell.seen("p1") and not cell.seen("p9")
+
+
+def test_an_added_event_names_its_minute_key_when_counted() -> None:
+    windows = MinuteWindows(grace=timedelta(0))
+    event = ev("w1", "web", "page_view", T0, campaign_id="C1")
+    assert windows.add(event, negative=False).key == minute_key(event)
+    assert windows.add(event, negative=False).key is None  # a duplicate
+    windows.add(ev("w2", "web", "page_view", T0 + 2 * MIN), negative=False)
+    added = windows.add(ev("w3", "web", "page_view", T0), negative=False)
+    assert (added.status, added.key) == ("late", None)
 
 
 def test_waits_are_summed_and_category_comes_from_the_contract() -> None:
