@@ -21,14 +21,14 @@ class PartitionedTable(JsonTable):
         return self.get(key, default)
 
 
-def _publisher(table: PartitionedTable) -> Any:
+def _publisher(table: PartitionedTable, **options: Any) -> Any:
     from touchpoint.streams.rules.segments import SegmentRules, TierEstimator
     from touchpoint.streams.stages.profiles import ProfilePublisher
 
     rules = SegmentRules()
     return ProfilePublisher(object(), table, updates="profiles.updates", writer=None,  # type: ignore[arg-type]
                             rules=rules, estimator=TierEstimator(rules), map_type=False,
-                            attribution=None)
+                            attribution=None, **options)
 
 
 def _take(publisher: Any) -> dict[str, Any]:
@@ -87,4 +87,16 @@ def test_after_a_rebalance_the_profiles_are_read_from_the_table() -> None:
     publisher.forget_states()
     published = _take(publisher)
     assert sorted(table.reads_in) == sorted(published) == ["C0", "C1", "C2"]
+    assert all(state == table[key] for key, state in published.items())
+
+
+def test_the_publisher_keeps_at_most_its_bound_and_reads_the_rest() -> None:
+    table = PartitionedTable()
+    stage, publisher = _stage(table), _publisher(table, kept=2)
+    records = _traffic()
+    stage.handle_batch(records[:12])  # C0, C1, C2 changed
+    publisher.note(stage, 0)
+    assert len(publisher.states) == 2
+    published = _take(publisher)
+    assert sorted(published) == ["C0", "C1", "C2"] and len(table.reads_in) == 1
     assert all(state == table[key] for key, state in published.items())
