@@ -359,23 +359,26 @@ def test_permutations_within_the_lateness_agree_and_beyond_it_do_not() -> None:
     assert state.late == 1 and list(live(latest)) == [exposure_id("E1", "o1")]
 
 
-def _history(rng: random.Random, dense: bool) -> list[dict[str, Any]]:
+def _history(rng: random.Random, dense: bool, *, exposures: float | None = None
+             ) -> list[dict[str, Any]]:
     """A customer's events: exposures of three campaigns, purchases, page views, some
-    late or too late, some repeated. ``dense``: minutes apart, a busy customer's."""
+    late or too late, some repeated. ``dense``: minutes apart, a busy customer's.
+    ``exposures``: the share of campaign messages (default 5 % dense, 15 % not)."""
     steps = [MIN, 2 * MIN, 10 * MIN, HOUR] if dense else [MIN, HOUR, 6 * HOUR, DAY, 3 * DAY]
     behind = [0, 0, 0, 5 * MIN, HOUR, DAY] if dense else [0, 0, 0, HOUR, DAY, 2 * DAY]
+    share = (0.05 if dense else 0.15) if exposures is None else exposures
     at, events = T0, []
     for i in range(rng.randint(30, 300 if dense else 200)):
         at += rng.choice(steps)
         when = at - rng.choice(behind)
         pick = rng.random()
-        if pick < (0.05 if dense else 0.15):
+        if pick < share:
             kind = rng.choice(["sent", "delivered", "opened", "clicked"])
             events.append(msg(f"m{i}", kind, when, campaign=rng.choice(["E1", "E2"])))
-        elif pick < (0.08 if dense else 0.2):
+        elif pick < share + (0.03 if dense else 0.05):
             events.append(ev(f"a{i}", "web", rng.choice(["ad_impression", "ad_click"]), when,
                              campaign_id="D1"))
-        elif pick < (0.12 if dense else 0.3):
+        elif pick < share + (0.07 if dense else 0.15):
             events.append(ev(f"p{i}", rng.choice(["web", "store", "callcenter"]), "purchase",
                              when, amount=round(rng.uniform(1, 200), 2)))
         else:
@@ -385,25 +388,30 @@ def _history(rng: random.Random, dense: bool) -> list[dict[str, Any]]:
     return events
 
 
-@pytest.mark.parametrize(("dense", "bound"), [(False, MAX_TOUCHPOINTS),
-                                              (True, MAX_TOUCHPOINTS), (True, 12)])
+@pytest.mark.parametrize(("dense", "bound", "exposures"), [
+    (False, MAX_TOUCHPOINTS, None), (True, MAX_TOUCHPOINTS, None), (True, 12, None),
+    (False, MAX_TOUCHPOINTS, 0.5), (True, MAX_TOUCHPOINTS, 0.5), (True, 12, 0.5)])
 @pytest.mark.parametrize("seed", range(40))
-def test_touchpoints_without_the_full_recompute_give_the_same_rows_and_state(
-        seed: int, dense: bool, bound: int) -> None:
-    # observe() leaves most touchpoints out of the full recompute (_steady, _quick):
-    # the states and rows must be those of recomputing after every event, whatever
-    # comes. A bound of 12: a busy customer's, at the touchpoint bound all the time.
-    with mock.patch("touchpoint.streams.rules.attribution.MAX_TOUCHPOINTS", bound):
-        _same_both_ways(random.Random(seed), dense)
+def test_events_without_the_full_recompute_give_the_same_rows_and_state(
+        seed: int, dense: bool, bound: int, exposures: float | None) -> None:
+    # observe() leaves most touchpoints and exposures out of the full recompute
+    # (_steady, _quick, _quick_exposure): the states and rows must be those of
+    # recomputing after every event, whatever comes. A bound of 12: a busy customer's, at
+    # the touchpoint and exposure bounds all the time. Half the events campaign messages:
+    # the simulator's share.
+    with mock.patch("touchpoint.streams.rules.attribution.MAX_TOUCHPOINTS", bound), \
+            mock.patch("touchpoint.streams.rules.attribution.MAX_EXPOSURE_EVENTS",
+                       bound if bound == 12 else attribution.MAX_EXPOSURE_EVENTS):
+        _same_both_ways(random.Random(seed), dense, exposures)
 
 
-def _same_both_ways(rng: random.Random, dense: bool) -> None:
-    """Apply a random history with and without the quick path; the same after each event."""
+def _same_both_ways(rng: random.Random, dense: bool, exposures: float | None = None) -> None:
+    """Apply a random history with and without the quick paths; the same after each event."""
     hours = [1, 2, 6, 24] if dense else [2, 24, 72, 168]
     window = timedelta(hours=rng.choice(hours))
     lateness = timedelta(hours=rng.choice([0, 1, 12, 24]))
     model = model_for(rng.choice(["last_touch", "first_touch", "linear"]))
-    events = _history(rng, dense)
+    events = _history(rng, dense, exposures=exposures)
     options = {"model": model, "window": window, "lateness": lateness}
     fast, full = AttributionState("C1"), AttributionState("C1")
     merged_at = len(events) // 2
@@ -421,6 +429,31 @@ def _same_both_ways(rng: random.Random, dense: bool) -> None:
 
 
 @pytest.mark.python_source
+def test_the_full_recompute_is_left_out_for_exposures_that_cannot_need_it() -> None:
+    # The property test above would pass with the full recompute always run: show that
+    # exposures after every touchpoint and every event of their campaign skip it.
+    with mock.patch("touchpoint.streams.rules.attribution._refresh",
+                    wraps=attribution._refresh) as refresh:
+        state, latest, emitted = run([
+            ev("v1", "web", "page_view", T0 - HOUR),
+            *EMAIL,  # a send, its delivery, open and click: no recompute
+            msg("s2", "sent", T0 + 3 * HOUR, campaign="E2"),  # a second campaign's send
+            ev("a1", "web", "ad_impression", T0 + 4 * HOUR, campaign_id="D1"),
+            ev("v2", "web", "page_view", T0 + 5 * HOUR),  # the last touch's: _quick
+            msg("d2", "delivered", T0 + 6 * HOUR, campaign="E2"),  # after a touchpoint
+            msg("o0", "opened", T0 + 90 * MIN)])  # before the click: regroups E1
+    assert refresh.call_count == 1  # o0 alone
+    assert [r["exposure_id"] for r in emitted[:4]] == [exposure_id("E1", "s1")] * 4
+    row = latest[exposure_id("E1", "s1")]
+    assert (row["delivered"], row["opened"], row["clicked"]) == (1, 1, 1)
+    assert row["last_exposed_at"] == T0 + 2 * HOUR + MIN
+    assert latest[exposure_id("E2", "s2")]["delivered"] == 1
+    assert latest[exposure_id("E2", "s2")]["responded_at"] is None
+    assert latest[exposure_id("D1", "a1")]["response_event_id"] == "v2"
+    assert state.applied == 10
+
+
+@pytest.mark.python_source
 def test_the_full_recompute_is_left_out_for_touchpoints_that_cannot_need_it() -> None:
     # The test above would pass with the full recompute always run: show that it is not.
     with mock.patch("touchpoint.streams.rules.attribution._refresh",
@@ -433,7 +466,7 @@ def test_the_full_recompute_is_left_out_for_touchpoints_that_cannot_need_it() ->
             ev("v4", "web", "page_view", T0 + 3 * HOUR),  # claimed, later: no change
             ev("p1", "web", "purchase", T0 + 4 * HOUR, amount=10.0),  # a conversion
             ev("v5", "web", "page_view", T0 + 9 * DAY)])  # closes s1
-    assert refresh.call_count == 3  # s1, p1, v5
+    assert refresh.call_count == 2  # p1, v5 (s1 comes after every touchpoint: no recompute)
     assert [p[1] for p in state.touchpoints] == ["v5"]
     row = latest[exposure_id("E1", "s1")]
     assert (row["response_event_id"], row["conversions"], row["revenue"]) == ("v3", 1, 10.0)
