@@ -42,7 +42,6 @@ __all__ = [
     "Linear",
     "combine",
     "exposure_id",
-    "is_exposure",
     "is_idle",
     "model_for",
     "observe",
@@ -320,14 +319,6 @@ def _check(window: timedelta, lateness: timedelta) -> None:
 @functools.lru_cache(maxsize=64)
 def _ms(span: timedelta) -> int:
     return span // timedelta(milliseconds=1)
-
-
-def is_exposure(event: Mapping[str, Any]) -> bool:
-    """Whether a normalized event is an exposure: a campaign message or an ad, of a campaign."""
-    channel, kind = event.get("channel"), event.get("type")
-    return bool(event.get("campaign_id")) and (
-        (channel == "campaign" and kind in _CAMPAIGN_EXPOSURES)
-        or (channel == "web" and kind in _WEB_EXPOSURES))
 
 
 def _item(event: Mapping[str, Any], at: int,

@@ -42,11 +42,9 @@ class Attributor:
 
     def observe(self, profile: dict[str, Any], event: Mapping[str, Any]) -> None:
         """Apply one new event of ``profile``'s customer; update the profile in place."""
-        # the tier is recorded on exposures only, and costs a look at the profile's spend
-        tier = self.tier_of(profile) if attribution.is_exposure(event) else ""
         state, _ = attribution.observe(
             self.state_of(profile), event, model=self.model, window=self.window,
-            lateness=self.lateness, value_tier=tier)
+            lateness=self.lateness, value_tier=self.tier_of(profile))
         profile[ATTRIBUTION_KEY] = state.to_dict()
 
     def absorb(self, profile: dict[str, Any], other: Mapping[str, Any] | None) -> None:

@@ -60,32 +60,3 @@ def test_a_repeated_event_changes_no_row() -> None:
     before = _rows(attributor, table["C1"])
     stage.handle("C1", sent)
     assert _rows(attributor, table["C1"]) == before
-
-
-def test_the_value_tier_is_looked_up_for_exposures_only_and_recorded_on_them() -> None:
-    asked: list[str] = []
-
-    def tier_of(profile: dict[str, Any]) -> str:
-        asked.append(profile["customer_id"])
-        return "key"
-
-    table: dict[str, Any] = {}
-    stage = ProfileStage(table, {}, attribution=Attributor(tier_of=tier_of))
-    stage.handle("C1", _event("v1", T0, "web", "page_view", customer_id="C1"))
-    stage.handle("C1", _event("s1", T0 + HOUR, "campaign", "sent", customer_id="C1",
-                              campaign_id="CMP", medium="email"))
-    stage.handle("C1", _event("v2", T0 + 2 * HOUR, "web", "page_view", customer_id="C1"))
-    assert asked == ["C1"]
-    assert [r["value_tier"] for r in _rows(stage.attribution, table["C1"])] == ["key"]
-
-
-def test_an_exposure_is_what_attribution_stores_as_one() -> None:
-    from touchpoint.streams.rules.attribution import _item, is_exposure
-
-    kinds = [("campaign", k) for k in ("sent", "delivered", "opened", "clicked", "bounced")]
-    kinds += [("web", k) for k in ("ad_impression", "ad_click", "page_view", "purchase")]
-    kinds += [("store", "purchase"), ("callcenter", "call_ended")]
-    for (channel, kind), campaign in ((ck, c) for ck in kinds for c in ("CMP", "", None)):
-        event = {"event_id": "e", "channel": channel, "type": kind, "campaign_id": campaign}
-        item = _item(event, T0, "")
-        assert is_exposure(event) == (item is not None and item[0]), (channel, kind, campaign)
