@@ -27,13 +27,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import throughput_bench as tb  # the sibling benchmark: its backlog, event for event
+
 from touchpoint import compiled
-from touchpoint.exceptions import ContractError
-from touchpoint.publish import encode_event
 from touchpoint.schemas import contract
 from touchpoint.schemas.codec import codec_for
 from touchpoint.settings import load_settings
-from touchpoint.sim.simulate import Simulator
 from touchpoint.streams.rules import attribution, campaigns, complaints
 from touchpoint.streams.rules.identity import provisional_customer_id
 from touchpoint.streams.rules.minute_rows import MinuteStage
@@ -43,24 +42,8 @@ from touchpoint.streams.rules.signals import Detector
 from touchpoint.streams.runtime.partition import key_partition
 from touchpoint.streams.stages.profiles import Applied, ProfileStage, Record
 
-# 2026-11-01T00:00:00Z, as throughput_bench.py: the same events
-START_MS = 1_793_491_200_000
 MINUTE_BATCH = 5000
 PROFILE_BATCH = 1000
-
-
-def simulated(events: int, customers: int, seed: int) -> list[tuple[str, bytes | None, bytes]]:
-    """(channel, key, value) of the simulator's events, checked and encoded as published."""
-    out: list[tuple[str, bytes | None, bytes]] = []
-    stream = Simulator(seed=seed, customers=customers, start_ms=START_MS).events()
-    while len(out) < events:
-        sim = next(stream)
-        try:
-            value, key = encode_event(sim.channel, sim.event, region="CN")
-        except ContractError:
-            continue
-        out.append((sim.channel, key, value))
-    return out
 
 
 def timed(runs: int, count: int, work: Callable[[], None]) -> list[float]:
@@ -86,6 +69,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000, help="simulated events")
     parser.add_argument("--customers", type=int, default=25_000, help="CRM customers")
     parser.add_argument("--seed", type=int, default=1, help="simulator seed")
+    parser.add_argument("--start-ms", type=int, default=tb.DEFAULT_START_MS,
+                        help="event-time origin of the simulation (epoch ms)")
     parser.add_argument("--partitions", type=int, default=6,
                         help="input partitions the events are split over, by their key")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each part")
@@ -97,7 +82,9 @@ def main() -> None:
           f"(seed {args.seed}), {args.partitions} partitions, {args.runs} runs each; "
           f"build: {compiled.state()}")
     began = time.perf_counter()
-    inbound = simulated(args.events, args.customers, args.seed)
+    backlog = tb.Backlog(args.events, args.customers, args.seed, args.start_ms,
+                         settings.phone_region, hot_customer="", hot_events=0, memory=False)
+    inbound = [(channel, key, value) for channel, value, key in backlog.records()]
     ingestor = Ingestor(pii_salt=settings.pii_salt, phone_region=settings.phone_region,
                         worker="bench")
     outcomes: list[Any] = []

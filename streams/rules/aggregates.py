@@ -205,18 +205,10 @@ class MinuteCell:
         ``part`` is the input partition the cell was counted in (see
         :class:`MinuteWindows`).
         """
-        key = self.key
-        return {
-            "minute": key.minute, "channel": key.channel, "type": key.type,
-            "store_id": key.store_id, "campaign_id": key.campaign_id, "part": part,
-            "category": self.category, "stage": self.stage, "events": self.events,
-            "customers": len(self.customers), "revenue": self.revenue,
-            "wait_s_sum": self.wait_s_sum, "wait_count": self.wait_count,
-            "negative": self.negative, "version": self.events,
-        }
+        return dict(zip(MINUTE_COLUMNS, self.values(part), strict=True))
 
     def values(self, part: int = 0) -> tuple[Any, ...]:
-        """:meth:`row` as a tuple in :data:`MINUTE_COLUMNS` order, without the dict."""
+        """:meth:`row`'s values as a tuple in :data:`MINUTE_COLUMNS` order, without the dict."""
         key, events = self.key, self.events
         return (key.minute, key.channel, key.type, key.store_id, key.campaign_id, part,
                 self.category, self.stage, events, len(self.customers), self.revenue,

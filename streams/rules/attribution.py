@@ -361,17 +361,30 @@ class _Exposure:
 
 def _group(events: list[list[Any]], window: int) -> list[_Exposure]:
     """Exposure events into exposures (see docs/reports.md), in time order."""
-    ordered = sorted(events, key=lambda e: (e[2], e[0], _EXPOSURE_ORDER[e[3]], e[1]))
-    groups: list[_Exposure] = []
-    current: _Exposure | None = None
-    for event in ordered:
-        if (current is None or event[3] == "sent" or event[2] != current.events[0][2]
-                or event[0] >= current.start + window):
-            current = _Exposure(exposure_id(event[2], event[1]), [event])
-            groups.append(current)
-        else:
-            current.events.append(event)
+    groups = [_Exposure(exposure_id(run[0][2], run[0][1]), run)
+              for run in _runs(sorted(events, key=_exposure_order), window)]
     return sorted(groups, key=lambda g: (g.start, g.xid))
+
+
+def _exposure_order(event: list[Any]) -> tuple[Any, ...]:
+    """Where an exposure event goes among others: campaign, time, then send before open."""
+    return event[2], event[0], _EXPOSURE_ORDER[event[3]], event[1]
+
+
+def _runs(ordered: list[list[Any]], window: int) -> list[list[list[Any]]]:
+    """Exposure events in :func:`_exposure_order` cut into exposures, in that order.
+
+    A send starts an exposure, and so does another campaign or the end of the window.
+    """
+    runs: list[list[list[Any]]] = []
+    for event in ordered:
+        current = runs[-1] if runs else None
+        if (current is None or event[3] == "sent" or event[2] != current[0][2]
+                or event[0] >= current[0][0] + window):
+            runs.append([event])
+        else:
+            current.append(event)
+    return runs
 
 
 def _steady(state: AttributionState, window: int, lateness: int) -> bool:
@@ -481,21 +494,15 @@ def _quick_exposure(state: AttributionState, item: list[Any], model: Attribution
     """
     if len(state.exposures) > MAX_EXPOSURE_EVENTS or not _steady(state, window, lateness):
         return None
-    at, event_id, campaign, kind = item[0], item[1], item[2], item[3]
+    at, event_id, campaign = item[0], item[1], item[2]
     if any(p[0] >= at for p in state.touchpoints):
         return None
-    own = (at, _EXPOSURE_ORDER[kind], event_id)
     earlier = sorted((e for e in state.exposures if e[2] == campaign and e is not item),
-                     key=lambda e: (e[0], _EXPOSURE_ORDER[e[3]], e[1]))
-    if earlier and (earlier[-1][0], _EXPOSURE_ORDER[earlier[-1][3]], earlier[-1][1]) >= own:
+                     key=_exposure_order)
+    if earlier and _exposure_order(earlier[-1]) >= _exposure_order(item):
         return None
-    current: list[list[Any]] | None = None  # the campaign's last group, as _group makes it
-    for e in earlier:
-        if current is None or e[3] == "sent" or e[0] >= current[0][0] + window:
-            current = [e]
-        else:
-            current.append(e)
-    if current is None or kind == "sent" or at >= current[0][0] + window:
+    current = _runs([*earlier, item], window)[-1]  # the exposure it starts or joins
+    if current[0] is item:
         xid = exposure_id(campaign, event_id)
         if xid in state.rows or xid in state.closed:
             return None
@@ -505,13 +512,9 @@ def _quick_exposure(state: AttributionState, item: list[Any], model: Attribution
         stored = state.rows.get(xid)
         if stored is None or xid in state.closed:
             return None
-        row = {**stored,
-               "medium": stored["medium"] or item[4],
-               "variant": stored["variant"] or item[5],
-               "last_exposed_at": max(stored["last_exposed_at"], at),
-               "delivered": int(bool(stored["delivered"]) or kind != "sent"),
-               "opened": int(bool(stored["opened"]) or kind == "opened"),
-               "clicked": int(bool(stored["clicked"]) or kind in ("clicked", "ad_click"))}
+        # what its events give, as _row makes it; what touchpoints gave, as stored
+        events = _row(_Exposure(xid, current), state, model)
+        row = {**stored, **{name: events[name] for name in _FROM_EVENTS}}
     if state.rows.get(xid) == row:
         return []
     state.rows[xid] = row
@@ -605,6 +608,12 @@ def _credit(groups: list[_Exposure], state: AttributionState, model: Attribution
                 group.revenue += (point[4] or 0.0) * share
                 if group.first_conversion is None:
                     group.first_conversion = point
+
+
+#: The columns of a row that its exposure's own events give (the rest: its customer, and
+#: what touchpoints credited to it gave).
+_FROM_EVENTS: Final = ("medium", "variant", "last_exposed_at", "delivered", "opened",
+                       "clicked")
 
 
 def _row(group: _Exposure, state: AttributionState, model: AttributionModel) -> dict[str, Any]:
