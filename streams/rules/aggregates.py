@@ -149,7 +149,7 @@ def _unpack(packed: str) -> set[str]:
     return {packed[i:i + _DIGEST_CHARS] for i in range(0, len(packed), _DIGEST_CHARS)}
 
 
-@dataclass
+@dataclass(init=False)
 class MinuteCell:
     """The figures of one key in one minute, and the events that made them."""
 
@@ -163,6 +163,24 @@ class MinuteCell:
     wait_count: int = 0
     negative: int = 0
     ids: set[str] = field(default_factory=set)  # digests of the events counted
+
+    # Written out, not generated: mypyc compiles this one, while a dataclass's generated
+    # ``__init__`` stays interpreted Python (about 1 µs a call), and the windows make one
+    # for most events.
+    def __init__(self, key: MinuteKey, category: str = "", stage: str = "", events: int = 0,
+                 customers: set[str] | None = None, revenue_fixed: int = 0,
+                 wait_s_sum: int = 0, wait_count: int = 0, negative: int = 0,
+                 ids: set[str] | None = None) -> None:
+        self.key = key
+        self.category = category
+        self.stage = stage
+        self.events = events
+        self.customers = set() if customers is None else customers
+        self.revenue_fixed = revenue_fixed
+        self.wait_s_sum = wait_s_sum
+        self.wait_count = wait_count
+        self.negative = negative
+        self.ids = set() if ids is None else ids
 
     @property
     def revenue(self) -> float:
@@ -247,7 +265,7 @@ def row_values(row: Mapping[str, Any], columns: Iterable[str] = MINUTE_COLUMNS
 
 # --- windows -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(init=False)
 class Added:
     """What adding one event did.
 
@@ -260,6 +278,16 @@ class Added:
     closed: list[dict[str, Any]] = field(default_factory=list)
     late: list[dict[str, Any]] = field(default_factory=list)
     key: MinuteKey | None = None  # the event's, if ``counted``
+
+    # Written out: mypyc compiles it (see MinuteCell.__init__); one for every event. Not
+    # frozen, which only a generated ``__init__`` can set.
+    def __init__(self, status: str, closed: list[dict[str, Any]] | None = None,
+                 late: list[dict[str, Any]] | None = None,
+                 key: MinuteKey | None = None) -> None:
+        self.status = status
+        self.closed = [] if closed is None else closed
+        self.late = [] if late is None else late
+        self.key = key
 
 
 _NEVER = 1 << 62  # later than any epoch-ms time

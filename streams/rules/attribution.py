@@ -74,7 +74,7 @@ ATTRIBUTION_COLUMNS: Final[tuple[str, ...]] = (
 
 # --- the model -----------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, slots=True)
 class Candidate:
     """An exposure whose window holds a touchpoint.
 
@@ -85,6 +85,13 @@ class Candidate:
     exposure_id: str
     exposed_at: int
     last_touch_at: int
+
+    # Written out: mypyc compiles it (see AttributionState.__init__). Not frozen, which
+    # only a generated ``__init__`` can set.
+    def __init__(self, exposure_id: str, exposed_at: int, last_touch_at: int) -> None:
+        self.exposure_id = exposure_id
+        self.exposed_at = exposed_at
+        self.last_touch_at = last_touch_at
 
 
 class AttributionModel(ABC):
@@ -151,7 +158,7 @@ def model_for(name: str) -> AttributionModel:
 
 # --- state ---------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(init=False)
 class AttributionState:
     """What attribution remembers about one customer; JSON-serializable, bounded.
 
@@ -172,6 +179,23 @@ class AttributionState:
     touchpoints: list[list[Any]] = field(default_factory=list)
     closed: dict[str, list[Any]] = field(default_factory=dict)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    # Written out, not generated: mypyc compiles this one, while a dataclass's generated
+    # ``__init__`` stays interpreted Python (about 1 µs a call), and attribution makes one
+    # for every event.
+    def __init__(self, customer_id: str, clock: int | None = None, applied: int = 0,
+                 late: int = 0, exposures: list[list[Any]] | None = None,
+                 touchpoints: list[list[Any]] | None = None,
+                 closed: dict[str, list[Any]] | None = None,
+                 rows: dict[str, dict[str, Any]] | None = None) -> None:
+        self.customer_id = customer_id
+        self.clock = clock
+        self.applied = applied
+        self.late = late
+        self.exposures = [] if exposures is None else exposures
+        self.touchpoints = [] if touchpoints is None else touchpoints
+        self.closed = {} if closed is None else closed
+        self.rows = {} if rows is None else rows
 
     def to_dict(self) -> dict[str, Any]:
         """The state as plain JSON-able data (for the changelog-backed table).
@@ -343,7 +367,7 @@ def _item(event: Mapping[str, Any], at: int,
     return False, [at, event_id, channel, kind, None if amount is None else float(amount)]
 
 
-@dataclass
+@dataclass(init=False)
 class _Exposure:
     """An exposure being computed: its events, and what was credited to it."""
 
@@ -353,6 +377,17 @@ class _Exposure:
     first_conversion: list[Any] | None = None
     conversions: int = 0
     revenue: float = 0.0
+
+    # Written out: mypyc compiles it (see AttributionState.__init__).
+    def __init__(self, xid: str, events: list[list[Any]], response: list[Any] | None = None,
+                 first_conversion: list[Any] | None = None, conversions: int = 0,
+                 revenue: float = 0.0) -> None:
+        self.xid = xid
+        self.events = events
+        self.response = response
+        self.first_conversion = first_conversion
+        self.conversions = conversions
+        self.revenue = revenue
 
     @property
     def start(self) -> int:

@@ -47,7 +47,7 @@ _SHOWN_SIGNALS = 16
 _SHOWN_STATES = 8
 
 
-@dataclass
+@dataclass(init=False)
 class History:
     """One customer's detector state: checkpoint, recent contacts and what was published."""
 
@@ -63,6 +63,19 @@ class History:
     # The checkpoint as stored, read only when needed: a contact in order never needs it.
     stored_base: Mapping[str, Any] | None = None
     _base: ComplaintState | None = None
+
+    # Written out: mypyc compiles it (see ``complaints.ComplaintState.__init__``).
+    def __init__(self, live: ComplaintState, journal: list[dict[str, Any]] | None = None,
+                 shown: dict[str, list[list[Any]]] | None = None,
+                 settled: int | None = None,
+                 stored_base: Mapping[str, Any] | None = None,
+                 _base: ComplaintState | None = None) -> None:
+        self.live = live
+        self.journal = [] if journal is None else journal
+        self.shown = {} if shown is None else shown
+        self.settled = settled
+        self.stored_base = stored_base
+        self._base = _base
 
     @property
     def base(self) -> ComplaintState:

@@ -87,7 +87,7 @@ class Episode:
     by_outcome: bool = False
 
 
-@dataclass
+@dataclass(init=False)
 class ComplaintState:
     """Everything the detector remembers about one customer; JSON-serializable, bounded."""
 
@@ -117,6 +117,36 @@ class ComplaintState:
     # predicted outcomes: {"at", "kind", "event_id", "signal_id", "severity", "status",
     # "detected_at", "early"}
     outcomes: list[dict[str, Any]] = field(default_factory=list)
+
+    # Written out, not generated: mypyc compiles this one, while a dataclass's generated
+    # ``__init__`` stays interpreted Python (about 1 µs a call), and the detector makes one
+    # for every contact it observes.
+    def __init__(self, customer_id: str, clock: int | None = None, score: float = 0.0,
+                 fresh: float = 0.0, score_at: int | None = None,
+                 value_tier: str = "standard", seen: list[str] | None = None,
+                 issues: dict[str, list[Any]] | None = None,
+                 contacts: list[list[Any]] | None = None,
+                 incidents: list[list[Any]] | None = None, hopped_at: int | None = None,
+                 sessions: dict[str, dict[str, Any]] | None = None,
+                 evidence: list[dict[str, Any]] | None = None,
+                 episode: Episode | None = None, episodes: int = 0,
+                 outcomes: list[dict[str, Any]] | None = None) -> None:
+        self.customer_id = customer_id
+        self.clock = clock
+        self.score = score
+        self.fresh = fresh
+        self.score_at = score_at
+        self.value_tier = value_tier
+        self.seen = [] if seen is None else seen
+        self.issues = {} if issues is None else issues
+        self.contacts = [] if contacts is None else contacts
+        self.incidents = [] if incidents is None else incidents
+        self.hopped_at = hopped_at
+        self.sessions = {} if sessions is None else sessions
+        self.evidence = [] if evidence is None else evidence
+        self.episode = episode
+        self.episodes = episodes
+        self.outcomes = [] if outcomes is None else outcomes
 
     def to_dict(self) -> dict[str, Any]:
         """The state as plain JSON-able data (for the changelog-backed table).
@@ -178,7 +208,7 @@ def to_millis(value: datetime | int) -> int:
 
 # --- detection -----------------------------------------------------------------------------
 
-@dataclass
+@dataclass(init=False)
 class _Finding:
     """What one event (or a concluded checkout) says."""
 
@@ -190,6 +220,20 @@ class _Finding:
     resolving: bool = False  # a resolved call or a good rating: resolves an open signal
     ordered: bool = False  # a completed order: the customer is buying again
     predicted: str | None = None  # "complaint" or "cancel"
+
+    # Written out: mypyc compiles it (see ComplaintState.__init__).
+    def __init__(self, at: int, ids: list[str], channel: str,
+                 items: list[tuple[str, float]] | None = None, subject: str | None = None,
+                 resolving: bool = False, ordered: bool = False,
+                 predicted: str | None = None) -> None:
+        self.at = at
+        self.ids = ids
+        self.channel = channel
+        self.items = [] if items is None else items
+        self.subject = subject
+        self.resolving = resolving
+        self.ordered = ordered
+        self.predicted = predicted
 
     def add(self, reason: str, points: float) -> None:
         self.items.append((reason, points))

@@ -85,7 +85,7 @@ class Merge:
     aliases: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(init=False)
 class Resolution:
     """Who an event belongs to, and the merges its identifiers caused.
 
@@ -101,6 +101,19 @@ class Resolution:
     conflicts: tuple[str, ...] = field(default=())  # identifiers kept by another CRM id
     aliases: tuple[str, ...] = ()
     repeated: tuple[Merge, ...] = ()
+
+    # Written out, not generated: mypyc compiles this one, while a dataclass's generated
+    # ``__init__`` stays interpreted Python (about 1 µs a call, more when frozen), and the
+    # identity stage makes one for every event. Not frozen, which only a generated one
+    # can set.
+    def __init__(self, customer_id: str, merges: tuple[Merge, ...] = (),
+                 conflicts: tuple[str, ...] = (), aliases: tuple[str, ...] = (),
+                 repeated: tuple[Merge, ...] = ()) -> None:
+        self.customer_id = customer_id
+        self.merges = merges
+        self.conflicts = conflicts
+        self.aliases = aliases
+        self.repeated = repeated
 
     @property
     def awaits(self) -> tuple[str, ...]:

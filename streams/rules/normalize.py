@@ -66,13 +66,21 @@ PAYLOAD_SHA256_HEADER = "touchpoint-payload-sha256"
 _EXTRA_FIELDS = tuple(dict.fromkeys(f for c in CHANNELS.values() for f in c.fields))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, slots=True)
 class Accepted:
     """A valid event: the normalized record to publish and its key."""
 
     key: bytes
     value: bytes
     event: dict[str, Any]
+
+    # Written out, not generated: mypyc compiles this one, while a dataclass's generated
+    # ``__init__`` stays interpreted Python (about 1 µs a call, more when frozen), and
+    # ingest makes one for every event. Not frozen, which only a generated one can set.
+    def __init__(self, key: bytes, value: bytes, event: dict[str, Any]) -> None:
+        self.key = key
+        self.value = value
+        self.event = event
 
 
 @dataclass(frozen=True, slots=True)
