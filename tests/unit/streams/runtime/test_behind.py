@@ -76,6 +76,30 @@ def test_records_are_acknowledged_only_once_their_batch_is_stored() -> None:
     asyncio.run(scenario())
 
 
+def test_a_stage_batch_added_at_once_is_cut_into_batches_as_added_one_by_one() -> None:
+    async def scenario() -> None:
+        writer, stream, clock, stored = _rig(batch_size=3, now=10.0)
+        async with stored.running(cast(Any, stream)):
+            await stored.add(_event("a"))
+            clock[0] = 10.5
+            await stored.add_all([_event(v) for v in "bcdefgh"])  # fills two, starts one
+            await stored.add_all([])
+            await _settle()
+            assert writer.written == [["a", "b", "c"], ["d", "e", "f"]]
+            assert stream.acked == ["a", "b", "c", "d", "e", "f"]
+            clock[0] = 11.4  # "g" came at 10.5: its batch is not due yet
+            await stored.flush_due()
+            await _settle()
+            assert len(writer.written) == 2
+            clock[0] = 11.5
+            await stored.flush_due()
+            await _settle()
+            assert writer.written[2:] == [["g", "h"]]
+            assert stream.acked == list("abcdefgh")
+
+    asyncio.run(scenario())
+
+
 def test_a_partial_batch_goes_once_its_first_record_is_flush_seconds_old() -> None:
     async def scenario() -> None:
         writer, stream, clock, stored = _rig(now=10.0)
