@@ -42,6 +42,7 @@ MODULES = (
     "touchpoint.streams.rules.minute_rows",
     "touchpoint.streams.rules.normalize",
     "touchpoint.streams.rules.profile",
+    "touchpoint.streams.rules.profile_batches",
     "touchpoint.streams.rules.rows",
     "touchpoint.streams.rules.segments",
     "touchpoint.streams.rules.signals",

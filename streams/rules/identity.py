@@ -91,7 +91,7 @@ class Resolution:
 
     ``aliases`` are the ids merged into the customer so far: the event may have been
     counted on one of them before (a replay), so the profiles stage applies it only once
-    all of them are folded in (see ``streams/stages/profiles.py``). ``repeated`` are
+    all of them are folded in (see ``profile_batches.py``). ``repeated`` are
     merges this same event caused when it was first resolved (it is being replayed): they
     are published again, in case the first publication was lost with the worker.
     """

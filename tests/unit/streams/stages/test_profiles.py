@@ -275,10 +275,10 @@ def test_a_long_history_is_handed_over_in_several_records_digests_first(
         monkeypatch: Any) -> None:
     # 8 bytes an event: a customer with 200,000 events would not fit in one record of
     # Kafka's default 1 MB, so the digests are spread over records and the state goes last
-    from touchpoint.streams.stages import profiles
+    from touchpoint.streams.rules import profile_batches
     from touchpoint.streams.stages.profiles import Applied, ProfileStage
 
-    monkeypatch.setattr(profiles, "HANDOVER_DIGESTS", 4)
+    monkeypatch.setattr(profile_batches, "HANDOVER_DIGESTS", 4)
     table: dict[str, Any] = {}
     stage = ProfileStage(table, {}, applied=Applied())
     a_events = [ev(f"a{i}", "web", "page_view", T0 + i) for i in range(10)]
