@@ -16,12 +16,25 @@ spread of a whole drain. Per event, median of ``--runs`` runs (and their spread)
 
     .venv/bin/python bench/rules_bench.py                   # 200,000 events, 25,000 customers
     .venv/bin/python bench/rules_bench.py --events 50000    # quicker
+
+Timings on a shared machine move by 20 % from run to run. ``--instructions`` counts
+instead: for each part it runs this script under valgrind (``cachegrind``, no cache
+simulation) twice, with the part run ``--runs`` times and not at all (``--only PART``),
+and prints the difference in instructions per event, which is the same on every run
+(``PYTHONHASHSEED=0``). About a minute a part for 10,000 events.
+
+    .venv/bin/python bench/rules_bench.py --instructions --events 10000 --runs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -44,6 +57,7 @@ from touchpoint.streams.stages.profiles import Applied, ProfileStage, Record
 
 MINUTE_BATCH = 5000
 PROFILE_BATCH = 1000
+PARTS = ("ingest", "minutes", "profiles", "profiles-without-detector", "profiles-bare")
 
 
 def timed(runs: int, count: int, work: Callable[[], None]) -> list[float]:
@@ -62,6 +76,39 @@ def report(name: str, spent: list[float]) -> float:
     return median
 
 
+def count_instructions(args: argparse.Namespace) -> None:
+    """Instructions per event of each part: this script under cachegrind, with and without it."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        sys.exit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    common = [sys.executable, __file__, "--events", str(args.events), "--customers",
+              str(args.customers), "--seed", str(args.seed), "--start-ms", str(args.start_ms),
+              "--partitions", str(args.partitions)]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict orders on every run
+
+    def instructions(only: str, runs: int) -> int:
+        done = subprocess.run(
+            [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+             *common, "--only", only, "--runs", str(runs)],
+            env=env, capture_output=True, text=True, check=False)
+        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        if done.returncode or found is None:
+            sys.exit(f"valgrind run of --only {only} --runs {runs} failed:\n"
+                     f"{done.stderr[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+    runs = max(args.runs, 1)
+    print(f"rules benchmark, instructions: {args.events:,} events over {args.customers:,} "
+          f"customers (seed {args.seed}), {args.partitions} partitions, {runs} run(s) a part "
+          f"against none; build: {compiled.state()}")
+    base = instructions(PARTS[0], 0)
+    for name in (args.only,) if args.only else PARTS:
+        spent = instructions(name, runs) - base
+        # every part sees each event once a run (ingest: every simulated one)
+        print(f"  {name:<28} {spent / runs / args.events:12,.0f} instructions/event",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -74,7 +121,26 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6,
                         help="input partitions the events are split over, by their key")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each part")
+    parser.add_argument("--only", choices=PARTS,
+                        help="run only this part (after one untimed ingest); --runs 0 "
+                             "runs none, for an instruction count's baseline")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per event under valgrind instead of "
+                             "timing (each part, or --only's)")
     args = parser.parse_args()
+    if args.instructions:
+        count_instructions(args)
+        return
+    if args.runs < (0 if args.only else 1):
+        parser.error("--runs must be at least 1 (0 only with --only)")
+
+    def part(name: str, label: str, count: int, work: Callable[[], None]) -> float | None:
+        """Time ``work`` if the part is wanted; its median µs/event."""
+        if args.only not in (None, name):
+            return None
+        if not args.runs:
+            return None
+        return report(label, timed(args.runs, count, work))
 
     # the defaults; a fixed salt (the bench must not create the local secret files)
     settings = load_settings({}, create_secrets=False, pii_salt="bench-salt-0123456789")
@@ -96,11 +162,9 @@ def main() -> None:
             outcomes.append(ingestor.process(channel, key, value, topic=channel, partition=0,
                                              offset=offset, timestamp_ms=None))
 
-    for channel, key, value in inbound[:2000]:  # loads what loads on first use (phone data)
-        ingestor.process(channel, key, value, topic=channel, partition=0, offset=0,
-                         timestamp_ms=None)
+    ingest()  # the other parts need its outcomes; it also loads what loads on first use
     print(f"  prepared in {time.perf_counter() - began:.1f} s")
-    report("ingest (decode, check, normalize)", timed(args.runs, len(inbound), ingest))
+    part("ingest", "ingest (decode, check, normalize)", len(inbound), ingest)
     accepted = [o for o in outcomes if isinstance(o, Accepted)]
     codec = codec_for("event")
     parts: list[list[Accepted]] = [[] for _ in range(args.partitions)]
@@ -117,7 +181,7 @@ def main() -> None:
             for at in range(0, len(events), MINUTE_BATCH):
                 stage.add(events[at:at + MINUTE_BATCH])
 
-    report("minutes (incl. unpacking)", timed(args.runs, count, minutes))
+    part("minutes", "minutes (incl. unpacking)", count, minutes)
 
     def profiles(detector: bool, attributor: bool) -> Callable[[], None]:
         def run() -> None:
@@ -142,14 +206,14 @@ def main() -> None:
                     stage.changed.clear()
         return run
 
-    whole = report("profiles stage (incl. unpacking)", timed(args.runs, count,
-                                                             profiles(True, True)))
-    without = report("  without the complaint detector", timed(args.runs, count,
-                                                               profiles(False, True)))
-    bare = report("  without attribution either", timed(args.runs, count,
-                                                        profiles(False, False)))
-    print(f"  so: the detector about {whole - without:.1f} µs/event, attribution about "
-          f"{without - bare:.1f} µs/event")
+    whole = part("profiles", "profiles stage (incl. unpacking)", count, profiles(True, True))
+    without = part("profiles-without-detector", "  without the complaint detector", count,
+                   profiles(False, True))
+    bare = part("profiles-bare", "  without attribution either", count,
+                profiles(False, False))
+    if whole is not None and without is not None and bare is not None:
+        print(f"  so: the detector about {whole - without:.1f} µs/event, attribution about "
+              f"{without - bare:.1f} µs/event")
 
 
 if __name__ == "__main__":
