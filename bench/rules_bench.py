@@ -86,26 +86,28 @@ def count_instructions(args: argparse.Namespace) -> None:
               "--partitions", str(args.partitions)]
     env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict orders on every run
 
-    def instructions(only: str, runs: int) -> int:
+    def instructions(only: str, runs: int) -> tuple[int, int]:
+        """Instructions of a run, and the events the part handles once a run."""
         done = subprocess.run(
             [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
              *common, "--only", only, "--runs", str(runs)],
             env=env, capture_output=True, text=True, check=False)
         found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-        if done.returncode or found is None:
+        events = re.search(r"events: (\d+) inbound, (\d+) accepted", done.stdout)
+        if done.returncode or found is None or events is None:
             sys.exit(f"valgrind run of --only {only} --runs {runs} failed:\n"
                      f"{done.stderr[-2000:]}")
-        return int(found.group(1).replace(",", ""))
+        handled = int(events.group(1) if only == "ingest" else events.group(2))
+        return int(found.group(1).replace(",", "")), handled
 
     runs = max(args.runs, 1)
     print(f"rules benchmark, instructions: {args.events:,} events over {args.customers:,} "
           f"customers (seed {args.seed}), {args.partitions} partitions, {runs} run(s) a part "
           f"against none; build: {compiled.state()}")
-    base = instructions(PARTS[0], 0)
+    base, _ = instructions(PARTS[0], 0)
     for name in (args.only,) if args.only else PARTS:
-        spent = instructions(name, runs) - base
-        # every part sees each event once a run (ingest: every simulated one)
-        print(f"  {name:<28} {spent / runs / args.events:12,.0f} instructions/event",
+        spent, events = instructions(name, runs)
+        print(f"  {name:<28} {(spent - base) / runs / events:12,.0f} instructions/event",
               flush=True)
 
 
@@ -171,6 +173,8 @@ def main() -> None:
     for outcome in accepted:
         parts[key_partition(outcome.key, list(range(args.partitions)))].append(outcome)
     count = len(accepted)
+    if args.only:  # what --instructions divides by
+        print(f"  events: {len(inbound)} inbound, {count} accepted")
     rules = complaints.Rules.load(settings.signal_rules or None)
 
     def minutes() -> None:

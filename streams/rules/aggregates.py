@@ -164,9 +164,7 @@ class MinuteCell:
     negative: int = 0
     ids: set[str] = field(default_factory=set)  # digests of the events counted
 
-    # Written out, not generated: mypyc compiles this one, while a dataclass's generated
-    # ``__init__`` stays interpreted Python (about 1 µs a call), and the windows make one
-    # for most events.
+    # Written out so that mypyc compiles it (docs/design/compiled.md).
     def __init__(self, key: MinuteKey, category: str = "", stage: str = "", events: int = 0,
                  customers: set[str] | None = None, revenue_fixed: int = 0,
                  wait_s_sum: int = 0, wait_count: int = 0, negative: int = 0,
@@ -279,8 +277,8 @@ class Added:
     late: list[dict[str, Any]] = field(default_factory=list)
     key: MinuteKey | None = None  # the event's, if ``counted``
 
-    # Written out: mypyc compiles it (see MinuteCell.__init__); one for every event. Not
-    # frozen, which only a generated ``__init__`` can set.
+    # Written out so that mypyc compiles it: one is made for every event; not frozen,
+    # which only a generated ``__init__`` can set (docs/design/compiled.md).
     def __init__(self, status: str, closed: list[dict[str, Any]] | None = None,
                  late: list[dict[str, Any]] | None = None,
                  key: MinuteKey | None = None) -> None:

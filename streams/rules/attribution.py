@@ -86,8 +86,8 @@ class Candidate:
     exposed_at: int
     last_touch_at: int
 
-    # Written out: mypyc compiles it (see AttributionState.__init__). Not frozen, which
-    # only a generated ``__init__`` can set.
+    # Written out so that mypyc compiles it; not frozen,
+    # which only a generated ``__init__`` can set (docs/design/compiled.md).
     def __init__(self, exposure_id: str, exposed_at: int, last_touch_at: int) -> None:
         self.exposure_id = exposure_id
         self.exposed_at = exposed_at
@@ -180,9 +180,7 @@ class AttributionState:
     closed: dict[str, list[Any]] = field(default_factory=dict)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    # Written out, not generated: mypyc compiles this one, while a dataclass's generated
-    # ``__init__`` stays interpreted Python (about 1 µs a call), and attribution makes one
-    # for every event.
+    # Written out so that mypyc compiles it (docs/design/compiled.md).
     def __init__(self, customer_id: str, clock: int | None = None, applied: int = 0,
                  late: int = 0, exposures: list[list[Any]] | None = None,
                  touchpoints: list[list[Any]] | None = None,
@@ -378,7 +376,7 @@ class _Exposure:
     conversions: int = 0
     revenue: float = 0.0
 
-    # Written out: mypyc compiles it (see AttributionState.__init__).
+    # Written out so that mypyc compiles it (docs/design/compiled.md).
     def __init__(self, xid: str, events: list[list[Any]], response: list[Any] | None = None,
                  first_conversion: list[Any] | None = None, conversions: int = 0,
                  revenue: float = 0.0) -> None:

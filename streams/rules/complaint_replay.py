@@ -64,7 +64,7 @@ class History:
     stored_base: Mapping[str, Any] | None = None
     _base: ComplaintState | None = None
 
-    # Written out: mypyc compiles it (see ``complaints.ComplaintState.__init__``).
+    # Written out so that mypyc compiles it (docs/design/compiled.md).
     def __init__(self, live: ComplaintState, journal: list[dict[str, Any]] | None = None,
                  shown: dict[str, list[list[Any]]] | None = None,
                  settled: int | None = None,

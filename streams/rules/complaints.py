@@ -118,9 +118,7 @@ class ComplaintState:
     # "detected_at", "early"}
     outcomes: list[dict[str, Any]] = field(default_factory=list)
 
-    # Written out, not generated: mypyc compiles this one, while a dataclass's generated
-    # ``__init__`` stays interpreted Python (about 1 µs a call), and the detector makes one
-    # for every contact it observes.
+    # Written out so that mypyc compiles it (docs/design/compiled.md).
     def __init__(self, customer_id: str, clock: int | None = None, score: float = 0.0,
                  fresh: float = 0.0, score_at: int | None = None,
                  value_tier: str = "standard", seen: list[str] | None = None,
@@ -221,7 +219,7 @@ class _Finding:
     ordered: bool = False  # a completed order: the customer is buying again
     predicted: str | None = None  # "complaint" or "cancel"
 
-    # Written out: mypyc compiles it (see ComplaintState.__init__).
+    # Written out so that mypyc compiles it (docs/design/compiled.md).
     def __init__(self, at: int, ids: list[str], channel: str,
                  items: list[tuple[str, float]] | None = None, subject: str | None = None,
                  resolving: bool = False, ordered: bool = False,

@@ -102,10 +102,8 @@ class Resolution:
     aliases: tuple[str, ...] = ()
     repeated: tuple[Merge, ...] = ()
 
-    # Written out, not generated: mypyc compiles this one, while a dataclass's generated
-    # ``__init__`` stays interpreted Python (about 1 µs a call, more when frozen), and the
-    # identity stage makes one for every event. Not frozen, which only a generated one
-    # can set.
+    # Written out so that mypyc compiles it: one is made for every event; not frozen,
+    # which only a generated ``__init__`` can set (docs/design/compiled.md).
     def __init__(self, customer_id: str, merges: tuple[Merge, ...] = (),
                  conflicts: tuple[str, ...] = (), aliases: tuple[str, ...] = (),
                  repeated: tuple[Merge, ...] = ()) -> None:

@@ -74,9 +74,8 @@ class Accepted:
     value: bytes
     event: dict[str, Any]
 
-    # Written out, not generated: mypyc compiles this one, while a dataclass's generated
-    # ``__init__`` stays interpreted Python (about 1 µs a call, more when frozen), and
-    # ingest makes one for every event. Not frozen, which only a generated one can set.
+    # Written out so that mypyc compiles it: one is made for every event; not frozen,
+    # which only a generated ``__init__`` can set (docs/design/compiled.md).
     def __init__(self, key: bytes, value: bytes, event: dict[str, Any]) -> None:
         self.key = key
         self.value = value
