@@ -50,10 +50,10 @@ from touchpoint.streams.rules import attribution, campaigns, complaints
 from touchpoint.streams.rules.identity import provisional_customer_id
 from touchpoint.streams.rules.minute_rows import MinuteStage
 from touchpoint.streams.rules.normalize import Accepted, Ingestor
+from touchpoint.streams.rules.profile_batches import Applied, ProfileStage, Record
 from touchpoint.streams.rules.segments import SegmentRules, TierEstimator
 from touchpoint.streams.rules.signals import Detector
 from touchpoint.streams.runtime.partition import key_partition
-from touchpoint.streams.stages.profiles import Applied, ProfileStage, Record
 
 MINUTE_BATCH = 5000
 PROFILE_BATCH = 1000

@@ -38,15 +38,11 @@ from touchpoint.streams.rules.profile import (
     public_profile,
 )
 from touchpoint.streams.rules.profile_batches import (
-    CARRIED,
-    HANDOVER_DIGESTS,
     MERGED_INTO,
-    MERGED_STATE,
     Applied,
     Handled,
     ProfileStage,
     Record,
-    Send,
 )
 from touchpoint.streams.rules.segments import SegmentRules, TierEstimator, spend_12m
 from touchpoint.streams.rules.signals import Detector
@@ -60,18 +56,9 @@ from touchpoint.streams.stages.identity import AWAIT_HEADER
 __all__ = [
     "BATCH_RECORDS",
     "BATCH_SECONDS",
-    "CARRIED",
-    "HANDOVER_DIGESTS",
     "KEPT_PROFILES",
-    "MERGED_INTO",
-    "MERGED_STATE",
-    "Applied",
     "AppliedTable",
-    "Handled",
     "ProfilePublisher",
-    "ProfileStage",
-    "Record",
-    "Send",
     "profile_lookup",
     "register",
 ]

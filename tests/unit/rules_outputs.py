@@ -27,9 +27,9 @@ from touchpoint.streams.rules.complaints import Rules
 from touchpoint.streams.rules.minute_rows import MinuteStage
 from touchpoint.streams.rules.normalize import Accepted, Ingestor
 from touchpoint.streams.rules.profile import profile_row, public_profile
+from touchpoint.streams.rules.profile_batches import Record
 from touchpoint.streams.rules.segments import SegmentRules
 from touchpoint.streams.runtime.partition import key_partition, murmur2
-from touchpoint.streams.stages.profiles import Record
 
 from .streams.stages.test_profile_batches import JsonTable, _stage
 

@@ -7,7 +7,7 @@ from typing import Any
 from touchpoint.schemas.codec import codec_for
 from touchpoint.streams.rules.attribution import ATTRIBUTION_COLUMNS
 from touchpoint.streams.rules.campaigns import ATTRIBUTION_KEY, Attributor
-from touchpoint.streams.stages.profiles import ProfileStage
+from touchpoint.streams.rules.profile_batches import ProfileStage
 
 T0 = 1_795_000_000_000
 HOUR = 3_600_000

@@ -8,8 +8,8 @@ import pytest
 
 from touchpoint.schemas.codec import codec_for
 from touchpoint.streams.rules.complaints import Rules, next_due
+from touchpoint.streams.rules.profile_batches import MERGED_INTO, ProfileStage
 from touchpoint.streams.rules.signals import SIGNAL_KEY, SWEEP_MS, Detector
-from touchpoint.streams.stages.profiles import MERGED_INTO, ProfileStage
 
 from ..stages.test_profiles import _encoded, _merge
 

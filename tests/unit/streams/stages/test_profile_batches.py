@@ -44,8 +44,8 @@ class JsonTable(dict[str, Any]):
 def _stage(table: JsonTable, applied: Any = None) -> Any:
     from touchpoint.streams.rules.campaigns import Attributor
     from touchpoint.streams.rules.complaints import Rules
+    from touchpoint.streams.rules.profile_batches import ProfileStage
     from touchpoint.streams.rules.signals import Detector
-    from touchpoint.streams.stages.profiles import ProfileStage
 
     ticks = itertools.count(1000)  # the same revisions for the same signals, in order
     detector = Detector(Rules.load(), lambda profile, at: "standard", lateness_ms=MINUTE,
@@ -57,7 +57,7 @@ def _traffic() -> list[Any]:
     """Three customers' calls, purchases and page views, an hour apart, with repeats and
     late events, then a fourth customer's page views: the watermark moves a sweep step
     with every record, signals are raised, escalated and concluded by sweeps."""
-    from touchpoint.streams.stages.profiles import Record
+    from touchpoint.streams.rules.profile_batches import Record
 
     records = []
     for i in range(42):
@@ -130,7 +130,7 @@ def test_a_batch_reads_and_writes_each_customer_once() -> None:
 
 def _merge_traffic() -> list[Any]:
     """A's events, A merged into B, then events still keyed A (passed on) and B's own."""
-    from touchpoint.streams.stages.profiles import Record
+    from touchpoint.streams.rules.profile_batches import Record
 
     a = [_encoded(ev(f"a{i}", "web", "page_view", T0 + i), "A") for i in range(3)]
     b = [_encoded(ev(f"b{i}", "store", "purchase", T0 + 10 + i, amount=5.0), "B")
@@ -144,7 +144,7 @@ def _merge_traffic() -> list[Any]:
 
 def _deliver(stage: Any, done: list[Any], offset: int) -> list[Any]:
     """Hand what ``done`` sends on to the stage as one batch, from ``offset``; what it sends."""
-    from touchpoint.streams.stages.profiles import Record
+    from touchpoint.streams.rules.profile_batches import Record
 
     sends = [Record(s.key, s.value, s.awaiting, offset + n)
              for n, s in enumerate(s for sent, _ in done for s in sent)]
@@ -152,7 +152,7 @@ def _deliver(stage: Any, done: list[Any], offset: int) -> list[Any]:
 
 
 def test_a_merge_and_events_of_the_merged_away_id_in_one_batch_go_on_as_one_by_one() -> None:
-    from touchpoint.streams.stages.profiles import MERGED_INTO
+    from touchpoint.streams.rules.profile_batches import MERGED_INTO
 
     records = _merge_traffic()
     single, table, done = _one_by_one(records)
@@ -171,7 +171,7 @@ def test_a_merge_and_events_of_the_merged_away_id_in_one_batch_go_on_as_one_by_o
 
 
 def test_a_batch_read_again_after_a_crash_counts_nothing_twice() -> None:
-    from touchpoint.streams.stages.profiles import Applied
+    from touchpoint.streams.rules.profile_batches import Applied
 
     records = [*_merge_traffic(), *_traffic()[len(_merge_traffic()):]]
     expected, table, done = _batched(records, len(records))

@@ -61,7 +61,7 @@ def test_published_profiles_are_the_tables_without_reading_it(traffic: Any, size
 def test_a_later_batch_that_writes_a_noted_profile_unchanged_replaces_the_kept_one() -> None:
     # A held event changes the profile's record of what it holds, not what is published,
     # and is not "changed": the kept profile must still be the one written last.
-    from touchpoint.streams.stages.profiles import Record
+    from touchpoint.streams.rules.profile_batches import Record
 
     from ..rules.test_profile import T0, ev
     from .test_profiles import _encoded

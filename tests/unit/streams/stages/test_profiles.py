@@ -32,7 +32,7 @@ def _merge(merged: str, into: str) -> bytes:
 
 
 def test_a_merge_chain_loses_nothing_whatever_arrives_first() -> None:
-    from touchpoint.streams.stages.profiles import MERGED_INTO, ProfileStage
+    from touchpoint.streams.rules.profile_batches import MERGED_INTO, ProfileStage
 
     a_events = [ev(f"a{i}", "web", "page_view", T0 + i) for i in range(5)]
     b_events = [ev(f"b{i}", "web", "page_view", T0 + 100 + i) for i in range(3)]
@@ -74,7 +74,7 @@ def test_a_merge_read_again_after_a_crash_hands_the_state_over_again() -> None:
     # The worker wrote A's marker to its table, then died before the hand-over it had sent
     # was delivered. Restarted, it reads the merge again (never committed) and finds the
     # marker: B must still get A's history, and count it once however often it comes.
-    from touchpoint.streams.stages.profiles import MERGED_INTO, ProfileStage
+    from touchpoint.streams.rules.profile_batches import MERGED_INTO, ProfileStage
 
     class Table(dict[str, Any]):
         writes: ClassVar[list[str]] = []
@@ -110,7 +110,7 @@ def test_an_event_passed_on_by_a_merged_away_id_waits_for_its_state() -> None:
     # and A's state, which counts the event, is still on its way to B (or lost with the
     # worker, and sent again when the merge is read again): passed on first, the event
     # must not be counted on B before that state, or it counts twice.
-    from touchpoint.streams.stages.profiles import ProfileStage
+    from touchpoint.streams.rules.profile_batches import ProfileStage
 
     table: dict[str, Any] = {}
     stage = ProfileStage(table, {})
@@ -132,7 +132,7 @@ def test_a_replayed_event_that_overtakes_its_merged_state_counts_once() -> None:
     # The two-worker race: e1 was counted on anonymous X; X merged into C; after a
     # rebalance the identity stage replays e1, now resolved to C, and it reaches C before
     # X's state does.
-    from touchpoint.streams.stages.profiles import ProfileStage
+    from touchpoint.streams.rules.profile_batches import ProfileStage
 
     e1 = ev("e1", "web", "page_view", T0)
     e2 = ev("e2", "store", "purchase", T0 + 60_000, amount=30.0)  # new, after the merge
@@ -152,7 +152,7 @@ def test_a_replayed_event_that_overtakes_its_merged_state_counts_once() -> None:
 
 
 def test_a_merge_of_a_customer_without_a_profile_still_releases_held_events() -> None:
-    from touchpoint.streams.stages.profiles import ProfileStage
+    from touchpoint.streams.rules.profile_batches import ProfileStage
 
     table: dict[str, Any] = {}
     stage = ProfileStage(table, {})
@@ -165,7 +165,7 @@ def test_a_merge_of_a_customer_without_a_profile_still_releases_held_events() ->
 
 
 def test_held_events_travel_with_a_merge_and_are_released_where_they_land() -> None:
-    from touchpoint.streams.stages.profiles import ProfileStage
+    from touchpoint.streams.rules.profile_batches import ProfileStage
 
     table: dict[str, Any] = {}
     stage = ProfileStage(table, {})
@@ -209,7 +209,7 @@ def _carried(send: Any) -> tuple[set[bytes], bool]:
 
 def test_a_copy_of_an_event_counted_under_a_merged_away_id_is_a_repeat_where_it_lands() -> None:
     from touchpoint.streams.rules.profile import event_digest
-    from touchpoint.streams.stages.profiles import Applied, ProfileStage
+    from touchpoint.streams.rules.profile_batches import Applied, ProfileStage
 
     table: dict[str, Any] = {}
     applied = Applied()
@@ -253,7 +253,7 @@ def test_a_hand_over_lost_with_a_worker_is_sent_again_with_its_digests() -> None
     # The worker wrote A's marker, then died before its hand-over was delivered. The
     # restarted one reads the merge again: the digests are read again from A's keys,
     # which stay, so the copy of an event counted under A is still a repeat at B.
-    from touchpoint.streams.stages.profiles import MERGED_INTO, Applied, ProfileStage
+    from touchpoint.streams.rules.profile_batches import MERGED_INTO, Applied, ProfileStage
 
     table: dict[str, Any] = {}
     applied = Applied()
@@ -276,7 +276,7 @@ def test_a_long_history_is_handed_over_in_several_records_digests_first(
     # 8 bytes an event: a customer with 200,000 events would not fit in one record of
     # Kafka's default 1 MB, so the digests are spread over records and the state goes last
     from touchpoint.streams.rules import profile_batches
-    from touchpoint.streams.stages.profiles import Applied, ProfileStage
+    from touchpoint.streams.rules.profile_batches import Applied, ProfileStage
 
     monkeypatch.setattr(profile_batches, "HANDOVER_DIGESTS", 4)
     table: dict[str, Any] = {}
@@ -306,7 +306,7 @@ def test_a_long_history_is_handed_over_in_several_records_digests_first(
 def test_a_copy_long_after_the_original_still_counts_once() -> None:
     # a second group's ingest appends the whole history to the ordered log again: the
     # copy of a busy customer's first event comes after hundreds of newer ones
-    from touchpoint.streams.stages.profiles import ProfileStage
+    from touchpoint.streams.rules.profile_batches import ProfileStage
 
     table: dict[str, Any] = {}
     stage = ProfileStage(table, {})
@@ -320,7 +320,7 @@ def test_a_copy_long_after_the_original_still_counts_once() -> None:
 def test_a_profile_does_not_grow_with_the_events_it_counts() -> None:
     import json
 
-    from touchpoint.streams.stages.profiles import Applied, ProfileStage
+    from touchpoint.streams.rules.profile_batches import Applied, ProfileStage
 
     table: dict[str, Any] = {}
     applied = Applied()
@@ -343,7 +343,7 @@ def test_a_profile_does_not_grow_with_the_events_it_counts() -> None:
 
 def test_applied_keys_of_a_customer_are_not_those_of_a_longer_id_with_its_prefix() -> None:
     from touchpoint.streams.rules.profile import event_digest
-    from touchpoint.streams.stages.profiles import Applied
+    from touchpoint.streams.rules.profile_batches import Applied
 
     applied = Applied()
     mine, theirs = event_digest("e1"), event_digest("e2")
@@ -362,7 +362,7 @@ def test_a_key_whose_profile_change_was_lost_does_not_hide_its_event() -> None:
     # again, e1 must count (the key was stamped with an offset the profile never reached).
     import copy
 
-    from touchpoint.streams.stages.profiles import Applied, ProfileStage
+    from touchpoint.streams.rules.profile_batches import Applied, ProfileStage
 
     table: dict[str, Any] = {}
     applied = Applied()
@@ -384,7 +384,7 @@ def test_a_key_whose_profile_change_was_lost_does_not_hide_its_event() -> None:
 
 def test_a_profile_change_whose_key_was_lost_writes_the_key_again_when_read_again() -> None:
     from touchpoint.streams.rules.profile import event_digest
-    from touchpoint.streams.stages.profiles import Applied, ProfileStage
+    from touchpoint.streams.rules.profile_batches import Applied, ProfileStage
 
     table: dict[str, Any] = {}
     applied = Applied()
@@ -410,7 +410,7 @@ def test_events_released_by_a_hand_over_are_listed_until_their_record_is_committ
     # was committed long ago, so if the key written then is lost and the profile kept, the
     # hand-over read again is all there is to write it again: the profile lists it.
     from touchpoint.streams.rules.profile import event_digest
-    from touchpoint.streams.stages.profiles import Applied, ProfileStage
+    from touchpoint.streams.rules.profile_batches import Applied, ProfileStage
 
     table: dict[str, Any] = {}
     applied = Applied()
