@@ -31,6 +31,7 @@ from fastavro.validation import validate
 
 from touchpoint.exceptions import DecodeError, EncodeError
 
+from .binary import plan_for, read, write
 from .registry import Registry, SchemaVersion, default_registry, format_fingerprint
 
 __all__ = [
@@ -90,6 +91,8 @@ class Codec:
         self._schema = latest.parsed
         self._header = MARKER + latest.fingerprint
         self._fields = frozenset(latest.field_names)
+        # the latest schema's plan (binary.py): reads and writes what it can, fastavro the rest
+        self._plan = plan_for(latest.parsed)
         # fingerprint -> (writer, reader or None when they are the same, version)
         self._readers: dict[bytes, tuple[dict[str, Any], dict[str, Any] | None, SchemaVersion]]
         # Same fingerprint, same wire form (versions that only change docs or defaults):
@@ -140,6 +143,11 @@ class Codec:
         checked input; what cannot be written at all still raises ``EncodeError``.
         """
         if not check:
+            if self._plan is not None:
+                try:
+                    return self._header + write(self._plan, record)
+                except Exception:  # Unfit, or a value no encoder takes: fastavro decides below
+                    pass
             buf = BytesIO()
             buf.write(self._header)
             try:
@@ -156,6 +164,11 @@ class Codec:
             fits = False
         if not fits:
             raise self._encode_error(record, None)
+        if self._plan is not None:
+            try:
+                return self._header + write(self._plan, record)
+            except Exception:  # Unfit (a value of another Python type): fastavro writes it
+                pass
         buf = BytesIO()
         buf.write(self._header)
         try:
@@ -205,6 +218,15 @@ class Codec:
         if entry is None:
             raise self._header_error(data)
         writer, reader, version = entry
+        if reader is None and self._plan is not None:
+            try:
+                found, end = read(self._plan, data, HEADER_SIZE)
+            except Exception:  # Unfit: fastavro reads it again below, and says what is wrong
+                pass
+            else:
+                if end == len(data):
+                    record_read: dict[str, Any] = found
+                    return record_read
         buf = BytesIO(data)
         buf.seek(HEADER_SIZE)
         try:

@@ -31,6 +31,7 @@ __all__ = ["MODULES", "PURE_ENV", "decide", "extension_of", "install", "source_p
 #: The compiled modules. Each must pass mypy; integers stay integers where a float is
 #: annotated only if the annotation says ``int | float`` (compiled code converts them).
 MODULES = (
+    "touchpoint.schemas.binary",
     "touchpoint.schemas.codec",
     "touchpoint.schemas.contract",
     "touchpoint.streams.rules.aggregates",
