@@ -261,7 +261,7 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
             "recorded_at": int(time.time() * 1000),
         }
         await links_outbox.send(resolved_name, merge.merged_id.encode(),
-                                merge_codec.encode(record))
+                                merge_codec.encode(record, check=False))
 
     async def forward(resolution: Resolution, event: Mapping[str, Any], value: bytes) -> None:
         for merge in resolution.merges:
