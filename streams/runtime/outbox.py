@@ -54,7 +54,18 @@ class Outbox:
                    tag: object = None) -> None:
         """Add one record to its partition's batch (not yet delivered)."""
         producer = aiokafka_producer(self._app)
-        tp = (topic, await self._partition(producer, topic, key))
+        known = self._partitions.get(topic)
+        if known is None:
+            # Topics are created with their partitions before a worker starts and never
+            # repartitioned under it (topics.py), so the list is read once.
+            known = self._partitions[topic] = sorted(await producer.partitions_for(topic))
+        # inline, not a coroutine of its own: a send is made for nearly every record
+        if len(known) == 1:
+            tp = (topic, known[0])
+        elif key is None:
+            tp = (topic, random.choice(known))
+        else:
+            tp = (topic, key_partition(key, known))
         builder = self._open.get(tp)
         if builder is None:
             builder = self._open[tp] = producer.create_batch()
@@ -121,18 +132,6 @@ class Outbox:
         # only once shipped: a batch that could not be is not forgotten (sent at the next call)
         del self._open[tp]
         self._shipped.append((topic, count, future, self._tags.pop(tp)))
-
-    async def _partition(self, producer: Any, topic: str, key: bytes | None) -> int:
-        known = self._partitions.get(topic)
-        if known is None:
-            # Topics are created with their partitions before a worker starts and never
-            # repartitioned under it (topics.py), so the list is read once.
-            known = self._partitions[topic] = sorted(await producer.partitions_for(topic))
-        if len(known) == 1:
-            return known[0]
-        if key is None:
-            return random.choice(known)
-        return key_partition(key, known)
 
 
 def aiokafka_producer(app: faust.App) -> Any:
