@@ -22,7 +22,6 @@ import orjson
 from touchpoint.streams.rules import complaints
 from touchpoint.streams.rules.aggregates import (
     LATE_COLUMNS,
-    MINUTE_COLUMNS,
     MinuteKey,
     MinuteWindows,
     is_negative,
@@ -168,17 +167,17 @@ class MinuteStage:
         minutes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         late: dict[tuple[Any, ...], dict[str, Any]] = {}
         touched: set[MinuteKey] = set()
+        part = self.part
         for event in events:
             added = self.windows.add(event, negative=is_negative(event, self.rules),
                                      customer_id=provisional_customer_id(event))
             self.stats[added.status] = self.stats.get(added.status, 0) + 1
             if added.key is not None:
                 touched.add(added.key)
-            for row in added.closed:
-                minutes[_key(row)] = row_values(row, MINUTE_COLUMNS)
+            for closed in added.closing:
+                minutes[(*closed.key, part)] = closed.values(part)
             for row in added.late:
                 late[(*_key(row), row["batch"])] = row
-        part = self.part
         for key in touched:
             cell = self.windows.open.get(key)
             if cell is not None:  # else it closed in this batch: its final row is in
