@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -252,7 +253,15 @@ def test_state_survives_json_and_continues_the_same() -> None:
               ev("p", "store", "purchase", T0 + DAY + MIN, store_id="S1", amount=5.5)]
     _, expected, emitted = run(events)
     state, _, first = run(events[:3])
-    restored = AttributionState.from_dict(json.loads(json.dumps(state.to_dict())))
+    data = state.to_dict()
+    # every field, in the dataclass's order (to_dict and from_dict name them one by one)
+    assert list(data) == [f.name for f in dataclasses.fields(AttributionState)]
+    assert AttributionState.from_dict(data) == state
+    copy = AttributionState.from_dict(data)  # the containers the rules change are copies
+    copy.touchpoints.append([0])
+    copy.rows["x"] = {}
+    assert data == state.to_dict()
+    restored = AttributionState.from_dict(json.loads(json.dumps(data)))
     rest = []
     for event in events[3:]:
         restored, rows = observe(restored, event)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -16,6 +17,7 @@ from touchpoint.schemas.codec import codec_for
 from touchpoint.streams.rules.complaints import (
     DEFAULT_RULES,
     ComplaintState,
+    Episode,
     Rules,
     expire,
     observe,
@@ -519,6 +521,16 @@ def test_to_dict_round_trip() -> None:
     assert ComplaintState.from_dict(data) == state
     assert ComplaintState.from_dict(data) is not state
     assert ComplaintState.from_dict({"customer_id": "C9"}) == ComplaintState("C9")
+    # every field, in the dataclass's order (to_dict and from_dict name them one by one)
+    assert list(data) == [f.name for f in dataclasses.fields(ComplaintState)]
+    assert state.episode is not None
+    assert list(data["episode"]) == [f.name for f in dataclasses.fields(Episode)]
+    copy = ComplaintState.from_dict(data)  # the containers the detector changes are copies
+    assert copy.episode is not None
+    copy.seen.append("x")
+    copy.issues.setdefault("r", []).append(1)
+    copy.episode.reasons.append("x")
+    assert data == state.to_dict()
 
 
 def test_state_stays_bounded() -> None:
