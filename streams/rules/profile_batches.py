@@ -462,12 +462,30 @@ class ProfileStage:
                 continue
             # on a copy: a profile that concludes nothing is not written, and one by one
             # the change expire() made to it was never read again either
-            state = copy.deepcopy(current)
+            state = _copied(current)
             records = self.detector.expire(state, partition)
             if records:
                 self._set(customer, state)
                 self.changed.add(customer)
                 self.signals += records
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of JSON-like data: dicts, lists and tuples copied, text and numbers shared.
+
+    What ``copy.deepcopy`` gives for a state (which holds only JSON types), at about a
+    tenth of its cost; anything else is deep-copied as before.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is list:
+        return [_copied(item) for item in value]
+    if value is None or kind is str or kind is int or kind is float or kind is bool:
+        return value
+    if kind is tuple:
+        return tuple([_copied(item) for item in value])
+    return copy.deepcopy(value)
 
 
 def _offset(state: Mapping[str, Any]) -> int:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from collections import Counter
 from typing import Any
+
+from touchpoint.streams.rules import profile_batches
 
 from ..rules.test_profile import T0, ev
 from ..rules.test_signals import call, page
@@ -210,3 +213,20 @@ def test_records_given_their_decoded_event_give_what_their_bytes_give() -> None:
     _, given_table, given_done = _batched(given, 7)
     assert given_table.raw() == table.raw()
     assert given_done == done
+
+
+def test_a_state_is_copied_as_deepcopy_copies_it() -> None:
+    # The sweep works on a copy of each profile (_copied, cheaper than copy.deepcopy).
+    inner = [1, "a", None, 2.5, True]
+    state = {"live": {"seen": inner, "issues": {"r": [3, 4]}}, "journal": [inner],
+             "pair": (1, [2]), "odd": {1, 2}}
+    copied = profile_batches._copied(state)
+    assert copied == copy.deepcopy(state)
+    assert type(copied["pair"]) is tuple
+    copied["live"]["seen"].append("x")
+    copied["live"]["issues"]["r"].append(5)
+    copied["journal"][0].append("y")
+    copied["pair"][1].append(6)
+    copied["odd"].add(3)
+    assert state == {"live": {"seen": [1, "a", None, 2.5, True], "issues": {"r": [3, 4]}},
+                     "journal": [[1, "a", None, 2.5, True]], "pair": (1, [2]), "odd": {1, 2}}
