@@ -98,11 +98,44 @@ def spend_12m(p: Mapping[str, Any], as_of: int | None = None) -> float:
     as_of = p["last_seen"] if as_of is None else as_of
     if as_of is None:
         return 0.0
-    end = datetime.fromtimestamp(as_of / 1000, tz=UTC)
-    first = (end.year * 12 + end.month - 1) - 11
-    start = f"{first // 12:04d}{first % 12 + 1:02d}"
-    last = f"{end.year:04d}{end.month:02d}"
-    return round(sum((v for m, v in p["spend_by_month"].items() if start <= m <= last), 0.0), 2)
+    month = _month_of(as_of)  # runs several times per event and profile: no datetime
+    start, last = _month_text(month - 11), _month_text(month)
+    total = 0.0
+    for key, value in p["spend_by_month"].items():
+        if start <= key <= last:
+            total += value
+    return round(total, 2)
+
+
+#: Epoch ms of 0001-01-01 and of the end of 9999-12-31: datetime's range
+_FIRST_MS = -62_135_596_800_000
+_END_MS = 253_402_300_800_000
+_MONTH_TEXT: dict[int, str] = {}  # year * 12 + month - 1 -> "YYYYMM": a few dozen in use
+
+
+def _month_of(ms: int) -> int:
+    """``year * 12 + month - 1`` of an epoch-ms time, UTC (as ``datetime`` reads it)."""
+    if type(ms) is not int or not _FIRST_MS <= ms < _END_MS:
+        end = datetime.fromtimestamp(ms / 1000, tz=UTC)  # its errors, and floats
+        return end.year * 12 + end.month - 1
+    # the proleptic Gregorian calendar in integers (Howard Hinnant's civil_from_days)
+    days = ms // DAY_MS + 719_468
+    era = days // 146_097
+    day_of_era = days - era * 146_097
+    year_of_era = (day_of_era - day_of_era // 1_460 + day_of_era // 36_524
+                   - day_of_era // 146_096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted = (5 * day_of_year + 2) // 153  # months from March
+    month = shifted + 3 if shifted < 10 else shifted - 9
+    year = year_of_era + era * 400 + (1 if month <= 2 else 0)
+    return year * 12 + month - 1
+
+
+def _month_text(month: int) -> str:
+    text = _MONTH_TEXT.get(month)
+    if text is None:
+        text = _MONTH_TEXT[month] = f"{month // 12:04d}{month % 12 + 1:02d}"
+    return text
 
 
 class TierEstimator:

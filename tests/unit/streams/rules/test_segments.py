@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from touchpoint.streams.rules import segments
 from touchpoint.streams.rules.segments import DAY_MS, SegmentRules, TierEstimator, spend_12m
 
 from .test_profile import T0, build, ev
@@ -62,3 +68,22 @@ def test_the_tier_as_of_an_event_time_ignores_what_came_after_it() -> None:
     # the same as the profile built from what had happened by then
     assert rules.tier(build([first, ev("v0", "web", "page_view", T0 + 50 * DAY_MS)]),
                       cutoffs) == "standard"
+
+
+def test_the_month_of_a_time_is_the_calendar_month_datetime_gives() -> None:
+    # spend_12m finds the month in integers; datetime's reading is the reference
+    rng = random.Random(7)
+    first, end = segments._FIRST_MS, segments._END_MS
+    times = [0, -1, 1, first, end - 1, rng.randrange(first, end)]
+    times += [rng.randrange(first, end) for _ in range(20_000)]
+    for year in (1, 4, 100, 400, 1900, 1970, 2000, 2024, 2026, 2100, 9999):
+        for month in range(1, 13):
+            start = int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
+            times += [start - 1, start, start + 1]
+    for ms in times:
+        if first <= ms < end:
+            at = datetime.fromtimestamp(ms / 1000, tz=UTC)
+            assert segments._month_of(ms) == at.year * 12 + at.month - 1, ms
+    # beyond datetime's range: datetime's own error, as before
+    with pytest.raises((ValueError, OverflowError, OSError)):
+        spend_12m({"last_seen": end + DAY_MS, "spend_by_month": {}})
