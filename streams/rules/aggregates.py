@@ -295,8 +295,8 @@ class Added:
         """The final rows of the minutes the event's time closed.
 
         A closed cell never changes again. The minutes stage takes its values as a tuple
-        (:meth:`MinuteCell.values`) instead: a row as a dict per closed minute was a fifth
-        of its work.
+        (:meth:`MinuteCell.values`) instead: a dict per closed minute, turned back into a
+        tuple, was an eighth of its instructions.
         """
         return [cell.row(self.part) for cell in self.closing]
 

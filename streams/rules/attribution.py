@@ -201,7 +201,7 @@ class AttributionState:
         It shares its lists and dicts with this object: hand it over and drop the object
         (the profiles stage runs this per event; ``asdict`` copied every touchpoint).
         """
-        # written out: a getattr by name per field cost more than the rest of the call
+        # written out: a getattr by name per field was about half the call's cost
         return {"customer_id": self.customer_id, "clock": self.clock, "applied": self.applied,
                 "late": self.late, "exposures": self.exposures,
                 "touchpoints": self.touchpoints, "closed": self.closed, "rows": self.rows}
@@ -213,8 +213,8 @@ class AttributionState:
         Copies the containers the rules change (they append, filter and replace items,
         never change an item in place), so ``data`` stays as it was.
         """
-        # written out, not cls(**filtered): a keyword call made of a filtered dict cost
-        # about five times this (it runs for every event)
+        # written out, not cls(**filtered): a keyword call made of a filtered dict took
+        # four times as long (1.7 against 0.4 µs; it runs for every event)
         exposures, touchpoints = data.get("exposures"), data.get("touchpoints")
         closed, rows = data.get("closed"), data.get("rows")
         return cls(data["customer_id"], data.get("clock"), data.get("applied", 0),

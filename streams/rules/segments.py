@@ -110,13 +110,14 @@ def spend_12m(p: Mapping[str, Any], as_of: int | None = None) -> float:
 #: Epoch ms of 0001-01-01 and of the end of 9999-12-31: datetime's range
 _FIRST_MS = -62_135_596_800_000
 _END_MS = 253_402_300_800_000
-_MONTH_TEXT: dict[int, str] = {}  # year * 12 + month - 1 -> "YYYYMM": a few dozen in use
+# year * 12 + month - 1 -> "YYYYMM": the months in use (at most 120,000, years 1 to 9999)
+_MONTH_TEXT: dict[int, str] = {}
 
 
 def _month_of(ms: int) -> int:
     """``year * 12 + month - 1`` of an epoch-ms time, UTC (as ``datetime`` reads it)."""
-    if type(ms) is not int or not _FIRST_MS <= ms < _END_MS:
-        end = datetime.fromtimestamp(ms / 1000, tz=UTC)  # its errors, and floats
+    if not _FIRST_MS <= ms < _END_MS:
+        end = datetime.fromtimestamp(ms / 1000, tz=UTC)  # beyond its range: its error
         return end.year * 12 + end.month - 1
     # the proleptic Gregorian calendar in integers (Howard Hinnant's civil_from_days)
     days = ms // DAY_MS + 719_468
