@@ -151,6 +151,12 @@ class _Cursor:
         self.pos = stop
         return self.data[start:stop]
 
+    def text(self) -> str:
+        try:
+            return self.take().decode()
+        except UnicodeDecodeError as exc:
+            raise Unfit("not UTF-8") from exc
+
     def count(self) -> int:
         """A block's item count (0 ends the array or map), past its byte size if given."""
         count = self.long()
@@ -172,10 +178,7 @@ def read(plan: Plan, data: bytes, pos: int) -> tuple[Any, int]:
 def _read(plan: Plan, cursor: _Cursor) -> Any:
     kind = plan.kind
     if kind == STRING:
-        try:
-            return cursor.take().decode()
-        except UnicodeDecodeError as exc:
-            raise Unfit("not UTF-8") from exc
+        return cursor.text()
     if kind == RECORD:
         record: dict[str, Any] = {}
         names, parts = plan.names, plan.parts
@@ -206,10 +209,7 @@ def _read(plan: Plan, cursor: _Cursor) -> Any:
         count = cursor.count()
         while count:
             for _ in range(count):
-                try:
-                    key = cursor.take().decode()
-                except UnicodeDecodeError as exc:
-                    raise Unfit("not UTF-8") from exc
+                key = cursor.text()
                 mapping[key] = _read(values, cursor)
             count = cursor.count()
         return mapping

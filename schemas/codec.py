@@ -142,38 +142,26 @@ class Codec:
         costs several times the encoding) for records the pipeline built itself from
         checked input; what cannot be written at all still raises ``EncodeError``.
         """
-        if not check:
-            if self._plan is not None:
-                try:
-                    return self._header + write(self._plan, record)
-                except Exception:  # Unfit, or a value no encoder takes: fastavro decides below
-                    pass
-            buf = BytesIO()
-            buf.write(self._header)
+        if check:
             try:
-                schemaless_writer(buf, self._schema, record, disable_tuple_notation=True)
-            except Exception as exc:
-                raise self._encode_error(record, exc) from exc
-            return buf.getvalue()
-        try:
-            # fastavro's stub lags its Cython signature, which has disable_tuple_notation.
-            fits = not (record.keys() - self._fields) and validate(  # type: ignore[call-arg]
-                record, self._schema, raise_errors=False, disable_tuple_notation=True
-            )
-        except Exception:  # e.g. not a mapping; explained below
-            fits = False
-        if not fits:
-            raise self._encode_error(record, None)
+                # fastavro's stub lags its Cython signature, which has disable_tuple_notation.
+                fits = not (record.keys() - self._fields) and validate(  # type: ignore[call-arg]
+                    record, self._schema, raise_errors=False, disable_tuple_notation=True
+                )
+            except Exception:  # e.g. not a mapping; explained below
+                fits = False
+            if not fits:
+                raise self._encode_error(record, None)
         if self._plan is not None:
             try:
                 return self._header + write(self._plan, record)
-            except Exception:  # Unfit (a value of another Python type): fastavro writes it
+            except Exception:  # Unfit, or a value no encoder takes: fastavro decides below
                 pass
         buf = BytesIO()
         buf.write(self._header)
         try:
             schemaless_writer(buf, self._schema, record, disable_tuple_notation=True)
-        except Exception as exc:  # validation passed, so this is unexpected: say what we know
+        except Exception as exc:
             raise self._encode_error(record, exc) from exc
         return buf.getvalue()
 
