@@ -13,6 +13,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from touchpoint.exceptions import DecodeError, EncodeError
 from touchpoint.schemas import HEADER_SIZE, Codec, codec_for, subjects
+from touchpoint.schemas import codec as codec_module
 from touchpoint.schemas.binary import Unfit, plan_for, read, write
 from touchpoint.schemas.registry import default_registry
 
@@ -252,3 +253,19 @@ def test_doubles_keep_their_bits() -> None:
         assert body == fastavro_bytes("double", value) == struct.pack("<d", value)
         back, _ = read(plan, body, 0)
         assert struct.pack("<d", back) == body
+
+
+@pytest.mark.parametrize("subject", ["web", "event", "profile"])
+def test_the_codec_reads_and_writes_its_own_records_without_fastavro(
+        subject: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = codec_for(subject)
+    record = random_value(codec._schema, random.Random(f"own {subject}"))
+    data = without_plan(subject).encode(record, check=False)
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("fastavro was called")
+
+    monkeypatch.setattr(codec_module, "schemaless_reader", refused)
+    monkeypatch.setattr(codec_module, "schemaless_writer", refused)
+    assert codec.encode(record, check=False) == data
+    assert codec.decode(data) == record
