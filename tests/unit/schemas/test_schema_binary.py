@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import re
 import struct
 from typing import Any
 
@@ -119,7 +120,9 @@ def outcome(call: Any) -> Any:
     try:
         return "ok", bits(call())
     except (DecodeError, EncodeError) as exc:
-        return type(exc).__name__, str(exc), getattr(exc, "code", None)
+        # fastavro's messages may name its reader object by address, which varies
+        message = re.sub(r" at 0x[0-9a-f]+", " at 0x...", str(exc))
+        return type(exc).__name__, message, getattr(exc, "code", None)
 
 
 @pytest.mark.parametrize("subject", ["web", "event", "profile", "complaint_signal"])
