@@ -461,8 +461,13 @@ class ProfileStage:
                 self.detector.forget(customer, partition)
                 continue
             # on a copy: a profile that concludes nothing is not written, and one by one
-            # the change expire() made to it was never read again either
-            state = _copied(current)
+            # the change expire() made to it was never read again either. expire() reads
+            # and replaces the detector's part only, so only that part is copied deeply
+            # (the attribution state, the largest part, is shared).
+            state = dict(current)
+            stored = current.get(SIGNAL_KEY)
+            if stored is not None:
+                state[SIGNAL_KEY] = _copied(stored)
             records = self.detector.expire(state, partition)
             if records:
                 self._set(customer, state)

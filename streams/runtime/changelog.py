@@ -202,10 +202,12 @@ class Table(faust.Table):
         if self.default is not None or not isinstance(store, SerializedStore):
             return super().get(key, default)  # a default table, the memory store: Faust's way
         self.on_key_get(key)
-        try:
-            return store[key]
-        except KeyError:
+        # the store's own __getitem__, without raising KeyError for a missing key: most
+        # reads of ``touchpoint-applied`` miss (an event not seen before)
+        value = store._get(store._encode_key(key))
+        if value is None:
             return default
+        return store._decode_value(value)
 
     def get_in(self, partition: int, key: Any, default: Any = None) -> Any:
         """``key``'s value in ``partition``, or ``default``: one read in that partition's store.

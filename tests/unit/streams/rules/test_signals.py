@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -116,6 +117,30 @@ def test_a_sweep_visits_only_customers_whose_time_has_come() -> None:
     assert looked == ["C0", "C1"]
     assert [table[c]["open_signals"] for c in ("C0", "C1", "C2")] == [0, 0, 1]
     assert "C0" not in detector.due[0] and "C2" in detector.due[0]
+
+
+@pytest.mark.python_source
+def test_a_sweep_that_concludes_nothing_leaves_the_profile_as_it_was() -> None:
+    # The sweep hands expire() a copy, written back only if a signal concluded: what
+    # expire() changes in place, however deep in the detector's part, stays in the copy.
+    stage, table = stage_with_detector()
+    feed(stage, "C0", [call("c0a", T0), call("c0b", T0 + HOUR, outcome="escalated")])
+    detector = stage.detector
+    assert detector is not None
+    before = copy.deepcopy(table["C0"])
+    looked: list[str] = []
+
+    def expire(profile: dict[str, Any], partition: int) -> list[dict[str, Any]]:
+        looked.append(profile["customer_id"])
+        profile[SIGNAL_KEY]["live"]["episode"]["service_from"] = 0
+        profile[SIGNAL_KEY]["journal"].append(["changed"])
+        profile["open_signals"] = 99
+        return []
+
+    detector.expire = expire  # type: ignore[method-assign]
+    feed(stage, "X", [page("x1", detector.due[0]["C0"] + 2 * SWEEP_MS)])
+    assert looked == ["C0"]
+    assert table["C0"] == before
 
 
 def test_the_due_queue_stays_bounded_as_due_times_move() -> None:
