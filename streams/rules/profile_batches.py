@@ -80,17 +80,33 @@ class Applied:
 
     def __init__(self, keys: MutableMapping[str, int] | None = None) -> None:
         self.keys: MutableMapping[str, int] = {} if keys is None else keys
+        # Keys added and not written yet: the stage writes a batch's keys together
+        # (flush), and reads them here meanwhile.
+        self.pending: dict[str, int] = {}
 
     def stamp(self, customer: str, digest: bytes) -> int | None:
         """The stamp of ``digest``'s key under ``customer``, or None if there is none."""
-        return self.keys.get(f"{customer}/{digest.hex()}")
+        key = f"{customer}/{digest.hex()}"
+        found = self.pending.get(key)
+        return self.keys.get(key) if found is None else found
 
     def add(self, customer: str, digest: bytes, stamp: int) -> None:
-        """Write ``digest``'s key under ``customer`` (in the current record's partition)."""
-        self.keys[f"{customer}/{digest.hex()}"] = stamp
+        """Set ``digest``'s key under ``customer``; written by the next :meth:`flush`."""
+        self.pending[f"{customer}/{digest.hex()}"] = stamp
+
+    def flush(self) -> None:
+        """Write the keys added since the last flush (in the current record's partition)."""
+        if self.pending:
+            pending, self.pending = self.pending, {}
+            self._write(pending)
+
+    def discard(self) -> None:
+        """Forget the keys added since the last flush (their batch is read again)."""
+        self.pending = {}
 
     def of(self, customer: str, partition: int, upto: int) -> list[bytes]:
         """The digests under ``customer`` in ``partition`` whose stamp is ``upto`` or less."""
+        self.flush()  # read in the table's order, as if each key was written as added
         prefix = f"{customer}/"
         size = len(prefix) + 16  # "<prefix><16 hex>": not a longer customer id's key
         return [bytes.fromhex(key[len(prefix):]) for key, stamp in self._items(partition, prefix)
@@ -98,6 +114,10 @@ class Applied:
 
     def _items(self, partition: int, prefix: str) -> Iterable[tuple[str, int]]:
         return [(k, v) for k, v in self.keys.items() if k.startswith(prefix)]
+
+    def _write(self, keys: dict[str, int]) -> None:
+        for key, stamp in keys.items():
+            self.keys[key] = stamp
 
 
 class ProfileStage:
@@ -115,7 +135,11 @@ class ProfileStage:
     once and written at most once, at the end, with the value the last of its records
     that changed it would have written one by one: the records read and change the
     batch's copy, so each sees what the records before it did. The ``applied`` keys are
-    written as each record goes. The table is written before anything the batch sends,
+    written at the end too, before the profiles (and before a hand-over reads a
+    customer's keys), and read from what the batch added meanwhile; a batch that raises
+    writes none of them. With ``read_many`` and ``write_many`` (the worker's table) the
+    batch's customers are read in one call before its records, and the profiles written
+    in one call. The table is written before anything the batch sends,
     as it was before each record's sends, so a crash in between is a case that was
     handled already (the records are unacknowledged, so read again): a merge whose
     marker is in the changelog and whose hand-over was lost is handed over again
@@ -147,8 +171,14 @@ class ProfileStage:
                  detector: Detector | None = None,
                  attribution: Attributor | None = None, *,
                  applied: Applied | None = None,
-                 committed: Callable[[int], int | None] = lambda partition: None) -> None:
+                 committed: Callable[[int], int | None] = lambda partition: None,
+                 read_many: Callable[[list[str]], list[Any]] | None = None,
+                 write_many: Callable[[list[tuple[str, Any]]], None] | None = None) -> None:
         self.table = table
+        # The table's reads and writes of many keys at once, if it has them: a batch's
+        # customers are read together before its records, and written together after.
+        self.read_many = read_many
+        self.write_many = write_many
         self.stats = stats
         self.detector = detector
         self.attribution = attribution
@@ -194,7 +224,13 @@ class ProfileStage:
         self._batch.clear()
         self._writes.clear()
         self.written = {}
+        records = list(records)
         try:
+            if self.read_many is not None:
+                # What _get would read for each record's customer: the table is not
+                # written before the end of the batch
+                keys = list(dict.fromkeys(record.key for record in records))
+                self._batch.update(zip(keys, self.read_many(keys), strict=True))
             done = []
             for key, value, awaiting, offset, event in records:
                 if offset is None:
@@ -210,17 +246,22 @@ class ProfileStage:
                 self._conclude_due_signals(partition)
                 done.append(Handled(sent, self.signals))
                 self.signals = []
+            self.applied.flush()
             # _writes names only keys _set gave a value
             written = cast(dict[str, dict[str, Any]],
                            {key: self._batch[key] for key in self._writes})
-            for key, state in written.items():
-                self.table[key] = state
+            if self.write_many is not None:
+                self.write_many(list(written.items()))
+            else:
+                for key, state in written.items():
+                    self.table[key] = state
             self.written = written
             return done
         finally:
             self.signals = earlier
             self._batch.clear()
             self._writes.clear()
+            self.applied.discard()
 
     def _get(self, key: str) -> dict[str, Any] | None:
         """``key``'s profile or marker as the batch has it: read from the table once."""

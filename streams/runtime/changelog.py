@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Any, NamedTuple, cast
 
@@ -20,6 +20,7 @@ import faust
 from faust import stores
 from faust.stores import rocksdb
 from faust.stores.base import SerializedStore
+from faust.streams import current_event
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
@@ -88,6 +89,41 @@ class ChangelogBatches:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(LINGER, self._ship_soon)
         return key_bytes, value_bytes
+
+    def add_many(self, table: Any, partition: int,
+                 items: list[tuple[Any, Any]]) -> list[tuple[bytes, bytes]]:
+        """:meth:`add` for each of ``items`` (key, value; no deletions), in order.
+
+        What the changes share (the topic, the store, the generation, the open batch) is
+        looked up once. Returns each key and value as encoded in its record.
+        """
+        store = table.data
+        if not isinstance(store, RocksStore):
+            return [cast(tuple[bytes, bytes], self.add(table, partition, key, value))
+                    for key, value in items]
+        name = table.changelog_topic.get_topic_name()
+        tp = (name, partition)
+        generation = self._generation()
+        batch = self._open.get(tp)
+        if batch is None or batch.generation != generation:
+            if batch is not None:  # started before a rebalance: it goes first, as it is
+                self._ready.append((name, partition, batch))
+            batch = self._open[tp] = self._new(table, generation)
+        encode_key, encode_value = store._encode_key, store._encode_value
+        encoded = []
+        for key, value in items:
+            key_bytes, value_bytes = encode_key(key), encode_value(value)
+            if batch.builder.append(timestamp=None, key=key_bytes, value=value_bytes,
+                                    headers=[]) is None:
+                self._ready.append((name, partition, batch))  # full: it goes first
+                batch = self._open[tp] = self._new(table, generation)
+                batch.builder.append(timestamp=None, key=key_bytes, value=value_bytes,
+                                     headers=[])
+            encoded.append((key_bytes, value_bytes))
+        if encoded and self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(LINGER, self._ship_soon)
+        return encoded
 
     async def ship(self) -> None:
         """Hand every batch started so far to the producer, oldest first.
@@ -208,6 +244,51 @@ class Table(faust.Table):
         if value is None:
             return default
         return store._decode_value(value)
+
+    def get_many(self, keys: list[Any], default: Any = None) -> list[Any]:
+        """Each key's value, or ``default``: :meth:`get` for each, in one RocksDB call.
+
+        Within a stream the keys are the current record's partition's; elsewhere, and for
+        other stores, one :meth:`get` a key. The profiles stage reads a batch's
+        customers this way.
+        """
+        store = self.data
+        event = current_event()
+        if (event is None or self.default is not None or not isinstance(store, RocksStore)
+                or not store.rocksdb_options.use_rocksdict or self.is_global
+                or self.use_partitioner):
+            return [self.get(key, default) for key in keys]
+        for key in keys:
+            self.on_key_get(key)
+        db = store._db_for_partition(event.message.partition)
+        found = db.get([store._encode_key(key) for key in keys])
+        decode = store._decode_value
+        return [default if value is None else decode(value) for value in found]
+
+    def set_many(self, items: Iterable[tuple[Any, Any]]) -> None:
+        """Set each key to its value (none None), in the current record's partition.
+
+        What ``table[key] = value`` does for each (:meth:`__setitem__`), with what the
+        writes share looked up once: the profiles stage writes a batch's profiles, and
+        its applied-event keys, this way. Outside that case (no current record, a
+        transaction, a store other than RocksDB), one ``table[key] = value`` each.
+        """
+        items = list(items)
+        store = self.data
+        event = current_event()
+        if (event is None or not isinstance(store, RocksStore) or self.use_partitioner
+                or self.app.in_transaction or self._should_expire_keys()
+                or any(value is None for _, value in items)):
+            for key, value in items:
+                self[key] = value
+            return
+        partition = self.partition_for_key(None)  # the current record's, checked as Faust does
+        assert partition is not None  # not use_partitioner
+        encoded = _batches(self.app).add_many(self, partition, items)
+        put = store._db_for_partition(partition).put
+        for (key, value), (key_bytes, value_bytes) in zip(items, encoded, strict=True):
+            self._sensor_on_set(self, key, value)
+            put(key_bytes, value_bytes)
 
     def get_in(self, partition: int, key: Any, default: Any = None) -> Any:
         """``key``'s value in ``partition``, or ``default``: one read in that partition's store.

@@ -82,7 +82,7 @@ _EVENT_CODEC = codec_for("event")
 
 
 class AppliedTable(Applied):
-    """:class:`Applied` in a changelog-backed table, a customer's keys read by one seek."""
+    """:class:`Applied` in a changelog-backed table, a batch's keys written together."""
 
     def __init__(self, table: changelog.Table) -> None:
         super().__init__(table)
@@ -91,7 +91,8 @@ class AppliedTable(Applied):
     def _items(self, partition: int, prefix: str) -> Iterable[tuple[str, int]]:
         return self.table.items_in(partition, prefix)
 
-
+    def _write(self, keys: dict[str, int]) -> None:
+        self.table.set_many(keys.items())
 
 
 class ProfilePublisher:
@@ -233,7 +234,8 @@ def register(app: faust.App, *, resolved: faust.TopicT, updates: faust.TopicT,
                                               key_type=str))
     resolved_name = resolved.get_topic_name()
     stage = ProfileStage(profiles, stats, detector, attribution, applied=AppliedTable(applied),
-                         committed=lambda p: committed_offset(app, TP(resolved_name, p)))
+                         committed=lambda p: committed_offset(app, TP(resolved_name, p)),
+                         read_many=profiles.get_many, write_many=profiles.set_many)
     publisher = ProfilePublisher(app, profiles, updates=updates.get_topic_name(),
                                  writer=writer, rules=rules, estimator=estimator,
                                  map_type=map_type, attribution=attribution)

@@ -8,6 +8,8 @@ import json
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from touchpoint.streams.rules import profile_batches
 
 from ..rules.test_profile import T0, ev
@@ -213,6 +215,75 @@ def test_records_given_their_decoded_event_give_what_their_bytes_give() -> None:
     _, given_table, given_done = _batched(given, 7)
     assert given_table.raw() == table.raw()
     assert given_done == done
+
+
+def _batched_many(records: list[Any], size: int) -> tuple[JsonTable, list[Any], list[Any],
+                                                         list[Any]]:
+    """:func:`_batched` with the table read and written many keys at a time; what it asked."""
+    table = JsonTable()
+    asked: list[list[str]] = []
+    written: list[list[str]] = []
+
+    def read_many(keys: list[str]) -> list[Any]:
+        asked.append(keys)
+        return [table.get(key) for key in keys]
+
+    def write_many(items: list[tuple[str, Any]]) -> None:
+        written.append([key for key, _ in items])
+        for key, value in items:
+            table[key] = value
+
+    stage = _stage(table)
+    stage.read_many, stage.write_many = read_many, write_many
+    done = []
+    for at in range(0, len(records), size):
+        done += [tuple(handled) for handled in stage.handle_batch(records[at:at + size])]
+    return table, done, asked, written
+
+
+def test_reading_and_writing_many_at_once_gives_what_one_at_a_time_gives() -> None:
+    # The worker's table reads a batch's customers in one call before its records and
+    # writes its profiles in one call after (read_many, write_many).
+    records = _traffic() + _merge_traffic()
+    records = [r._replace(offset=n) for n, r in enumerate(records)]
+    for size in (len(records), 7, 1):
+        _, table, done = _batched(records, size)
+        many, many_done, asked, written = _batched_many(records, size)
+        assert many.raw() == table.raw(), size
+        assert many_done == done, size
+        batches = [records[at:at + size] for at in range(0, len(records), size)]
+        assert asked == [list(dict.fromkeys(r.key for r in batch)) for batch in batches]
+        assert all(keys == list(dict.fromkeys(keys)) for keys in written)  # once a batch
+        assert sum(map(len, written)) == sum(many.writes.values())
+
+
+def test_applied_keys_are_written_at_the_end_of_a_batch_and_read_before() -> None:
+    from touchpoint.streams.rules.profile_batches import Applied
+
+    class Counted(Applied):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[dict[str, int]] = []
+
+        def _write(self, keys: dict[str, int]) -> None:
+            self.writes.append(dict(keys))
+            super()._write(keys)
+
+    applied = Counted()
+    records = _traffic()
+    stage = _stage(JsonTable(), applied)
+    stage.handle_batch(records)
+    assert len(applied.writes) == 1 and applied.pending == {}
+    assert applied.keys == applied.writes[0]
+    assert stage.stats["repeats"] == 2  # the repeats in the batch were found in pending
+    # a batch that raises writes none of its keys: it is read again
+    failing = Counted()
+    stage = _stage(JsonTable(), failing)
+    with pytest.raises(KeyError):  # an event without its id, after five good records
+        stage.handle_batch([*records[:5], records[5]._replace(event={})])
+    assert failing.writes == [] and failing.keys == {} and failing.pending == {}
+    # A merge's hand-over reads the merged-away customer's keys from the table: the
+    # batch's keys so far are written first (Applied.of), as the merge test above shows.
 
 
 def test_a_state_is_copied_as_deepcopy_copies_it() -> None:
