@@ -285,6 +285,72 @@ def test_a_value_is_read_from_the_store_once(rocks: _Env) -> None:
     env.run(asyncio.ensure_future(read_outside_a_stream(), loop=app.loop))  # a new context
 
 
+def test_many_keys_set_at_once_give_the_records_and_bytes_of_one_at_a_time(
+        rocks: _Env) -> None:
+    app, table, producer, env = rocks.app, rocks.table, rocks.producer, rocks
+    topic = table.changelog_topic.get_topic_name()
+    profiles = [(f"c-{i}", {"customer_id": f"c-{i}", "orders": i, "tags": ["a", "é"]})
+                for i in range(5)]
+    stamps = [(f"c-{i}/0123456789abcdef", i) for i in range(5)]
+    seen: list[tuple[str, Any]] = []
+
+    class Watching(Sensor):
+        def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+            seen.append((key, value))
+
+    app.sensors.add(Watching())
+
+    async def write() -> None:
+        env.on(1)
+        for key, value in profiles[:2]:
+            table[key] = value
+        table.set_many(profiles[2:] + stamps)
+        table.set_many([])
+        await app.changelogs.ship()
+
+    env.run(write())
+    items = profiles + stamps
+    assert producer.batches == [(topic, 1, [_wire(table, k, v) for k, v in items])]
+    assert seen == items  # the sensors hear of each key, as for single writes
+    for key, value in items:
+        key_bytes, value_bytes = _wire(table, key, value)
+        assert table.data._dbs[1].get(key_bytes) == value_bytes
+        assert table.data._dbs.get(0) is None or table.data._dbs[0].get(key_bytes) is None
+
+    async def read() -> None:
+        env.on(1)
+        keys = [k for k, _ in items] + ["c-9"]
+        assert table.get_many(keys) == [v for _, v in items] + [None]
+        assert table.get_many(["c-9", "c-0"], "none") == ["none", profiles[0][1]]
+        assert table.get_many([]) == []
+        env.on(0)
+        assert table.get_many(["c-0"]) == [None]  # the current record's partition only
+
+    env.run(read())
+
+
+def test_many_keys_outside_a_stream_or_with_a_deletion_go_one_at_a_time(rocks: _Env) -> None:
+    app, table, producer, env = rocks.app, rocks.table, rocks.producer, rocks
+    topic = table.changelog_topic.get_topic_name()
+
+    async def write() -> None:
+        env.on(0)
+        table["gone"] = {"orders": 1}
+        table.set_many([("c-1", {"orders": 2}), ("gone", None)])  # None: a deletion
+        await app.changelogs.ship()
+
+    env.run(write())
+    assert producer.batches[-1] == (topic, 0, [_wire(table, "gone", {"orders": 1}),
+                                               _wire(table, "c-1", {"orders": 2}),
+                                               _wire(table, "gone", None)])
+    env.current = None
+
+    async def read_outside_a_stream() -> None:  # Faust's search of every partition
+        assert table.get_many(["c-1", "gone"]) == [{"orders": 2}, None]
+
+    env.run(asyncio.ensure_future(read_outside_a_stream(), loop=app.loop))  # a new context
+
+
 def test_a_value_read_in_its_partition_asks_only_that_partitions_database(
         rocks: _Env) -> None:
     app, table, env = rocks.app, rocks.table, rocks
