@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,10 +31,13 @@ from faust.types import Message
 
 from touchpoint.schemas.codec import codec_for
 from touchpoint.settings import load_settings
+from touchpoint.streams.rules import attribution, campaigns, complaints
 from touchpoint.streams.rules.identity import provisional_customer_id
 from touchpoint.streams.rules.normalize import Accepted, Ingestor
 from touchpoint.streams.rules.profile_batches import ProfileStage, Record
-from touchpoint.streams.runtime import changelog
+from touchpoint.streams.rules.segments import SegmentRules, TierEstimator
+from touchpoint.streams.rules.signals import Detector
+from touchpoint.streams.runtime import changelog, memory
 from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.outbox import make_current
 
@@ -60,8 +64,19 @@ def profiles(count: int) -> list[dict[str, Any]]:
     ingestor = Ingestor(pii_salt=settings.pii_salt, phone_region=settings.phone_region,
                         worker="bench")
     codec = codec_for("event")
+    segments = SegmentRules(at_risk_days=settings.at_risk_days, lapsed_days=settings.lapsed_days,
+                            key_share=settings.key_tier_share,
+                            growth_share=settings.growth_tier_share)
+    estimator = TierEstimator(segments)
+    detector = Detector(complaints.Rules.load(settings.signal_rules or None),
+                        lambda p, at: segments.tier(p, estimator.cutoffs(), at),
+                        lateness_ms=settings.signal_lateness_seconds * 1000)
+    attributor = campaigns.Attributor(
+        model=attribution.model_for(settings.attribution_model),
+        window=timedelta(days=settings.attribution_window_days),
+        tier_of=lambda p: segments.tier(p, estimator.cutoffs()))
     table: dict[str, Any] = {}
-    stage = ProfileStage(table, {})
+    stage = ProfileStage(table, {}, detector, attributor)  # as the worker's: the same parts
     records = []
     for offset, (channel, value, key) in enumerate(backlog.records()):
         outcome = ingestor.process(channel, key, value, topic=channel, partition=0,
@@ -88,6 +103,7 @@ def main() -> None:
           f"{len(values):,} profiles of the throughput traffic, {sizes[len(sizes) // 2]:,} "
           f"bytes median, {sizes[-1]:,} max (prepared in {time.perf_counter() - began:.1f} s)")
 
+    memory.tune()  # the worker's garbage collector (a batch's profiles stay alive together)
     loop = asyncio.new_event_loop()
     folder = tempfile.mkdtemp(prefix="table-bench-")
     app = App("table-bench", broker="kafka://127.0.0.1:1", autodiscover=False,
