@@ -92,15 +92,12 @@ class ChangelogBatches:
 
     def add_many(self, table: Any, partition: int,
                  items: list[tuple[Any, Any]]) -> list[tuple[bytes, bytes]]:
-        """:meth:`add` for each of ``items`` (key, value; no deletions), in order.
+        """:meth:`add` for each of ``items`` of a RocksDB table (no deletions), in order.
 
         What the changes share (the topic, the store, the generation, the open batch) is
         looked up once. Returns each key and value as encoded in its record.
         """
-        store = table.data
-        if not isinstance(store, RocksStore):
-            return [cast(tuple[bytes, bytes], self.add(table, partition, key, value))
-                    for key, value in items]
+        store = cast(RocksStore, table.data)
         name = table.changelog_topic.get_topic_name()
         tp = (name, partition)
         generation = self._generation()
@@ -266,12 +263,13 @@ class Table(faust.Table):
         return [default if value is None else decode(value) for value in found]
 
     def set_many(self, items: Iterable[tuple[Any, Any]]) -> None:
-        """Set each key to its value (none None), in the current record's partition.
+        """Set each key to its value, in the current record's partition.
 
         What ``table[key] = value`` does for each (:meth:`__setitem__`), with what the
         writes share looked up once: the profiles stage writes a batch's profiles, and
-        its applied-event keys, this way. Outside that case (no current record, a
-        transaction, a store other than RocksDB), one ``table[key] = value`` each.
+        its applied-event keys, this way. Otherwise (no current record, a transaction, a
+        windowed table, a store other than RocksDB, a value None, which deletes), one
+        ``table[key] = value`` each.
         """
         items = list(items)
         store = self.data
