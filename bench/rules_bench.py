@@ -45,7 +45,7 @@ import throughput_bench as tb  # the sibling benchmark: its backlog, event for e
 from touchpoint import compiled
 from touchpoint.schemas import contract
 from touchpoint.schemas.codec import codec_for
-from touchpoint.settings import load_settings
+from touchpoint.settings import Settings, load_settings
 from touchpoint.streams.rules import attribution, campaigns, complaints
 from touchpoint.streams.rules.identity import provisional_customer_id
 from touchpoint.streams.rules.minute_rows import MinuteStage
@@ -74,6 +74,23 @@ def report(name: str, spent: list[float]) -> float:
     median = statistics.median(spent)
     print(f"  {name:<34} {median:7.1f} µs/event   ({', '.join(f'{s:.1f}' for s in spent)})")
     return median
+
+
+def profile_stage(settings: Settings, rules: complaints.Rules, table: dict[str, Any], *,
+                  detector: bool = True, attributor: bool = True) -> ProfileStage:
+    """The profiles stage's rules as the worker sets them up, over ``table`` (no Kafka)."""
+    segments = SegmentRules(
+        at_risk_days=settings.at_risk_days, lapsed_days=settings.lapsed_days,
+        key_share=settings.key_tier_share, growth_share=settings.growth_tier_share)
+    estimator = TierEstimator(segments)
+    found = Detector(rules, lambda p, at: segments.tier(p, estimator.cutoffs(), at),
+                     lateness_ms=settings.signal_lateness_seconds * 1000)
+    attributed = campaigns.Attributor(
+        model=attribution.model_for(settings.attribution_model),
+        window=timedelta(days=settings.attribution_window_days),
+        tier_of=lambda p: segments.tier(p, estimator.cutoffs()))
+    return ProfileStage(table, {}, found if detector else None,
+                        attributed if attributor else None, applied=Applied())
 
 
 def count_instructions(args: argparse.Namespace) -> None:
@@ -189,18 +206,8 @@ def main() -> None:
 
     def profiles(detector: bool, attributor: bool) -> Callable[[], None]:
         def run() -> None:
-            segments = SegmentRules(
-                at_risk_days=settings.at_risk_days, lapsed_days=settings.lapsed_days,
-                key_share=settings.key_tier_share, growth_share=settings.growth_tier_share)
-            estimator = TierEstimator(segments)
-            found = Detector(rules, lambda p, at: segments.tier(p, estimator.cutoffs(), at),
-                             lateness_ms=settings.signal_lateness_seconds * 1000)
-            attributed = campaigns.Attributor(
-                model=attribution.model_for(settings.attribution_model),
-                window=timedelta(days=settings.attribution_window_days),
-                tier_of=lambda p: segments.tier(p, estimator.cutoffs()))
-            stage = ProfileStage({}, {}, found if detector else None,
-                                 attributed if attributor else None, applied=Applied())
+            stage = profile_stage(settings, rules, {}, detector=detector,
+                                  attributor=attributor)
             for number, part in enumerate(parts):
                 for at in range(0, len(part), PROFILE_BATCH):
                     stage.handle_batch(

@@ -20,23 +20,21 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
+import rules_bench  # the sibling benchmark: the profiles stage as it sets it up
 import throughput_bench as tb  # the sibling benchmark: its traffic
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import Message
 
 from touchpoint.schemas.codec import codec_for
 from touchpoint.settings import load_settings
-from touchpoint.streams.rules import attribution, campaigns, complaints
+from touchpoint.streams.rules import complaints
 from touchpoint.streams.rules.identity import provisional_customer_id
 from touchpoint.streams.rules.normalize import Accepted, Ingestor
-from touchpoint.streams.rules.profile_batches import ProfileStage, Record
-from touchpoint.streams.rules.segments import SegmentRules, TierEstimator
-from touchpoint.streams.rules.signals import Detector
+from touchpoint.streams.rules.profile_batches import Record
 from touchpoint.streams.runtime import changelog, memory
 from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.outbox import make_current
@@ -64,19 +62,9 @@ def profiles(count: int) -> list[dict[str, Any]]:
     ingestor = Ingestor(pii_salt=settings.pii_salt, phone_region=settings.phone_region,
                         worker="bench")
     codec = codec_for("event")
-    segments = SegmentRules(at_risk_days=settings.at_risk_days, lapsed_days=settings.lapsed_days,
-                            key_share=settings.key_tier_share,
-                            growth_share=settings.growth_tier_share)
-    estimator = TierEstimator(segments)
-    detector = Detector(complaints.Rules.load(settings.signal_rules or None),
-                        lambda p, at: segments.tier(p, estimator.cutoffs(), at),
-                        lateness_ms=settings.signal_lateness_seconds * 1000)
-    attributor = campaigns.Attributor(
-        model=attribution.model_for(settings.attribution_model),
-        window=timedelta(days=settings.attribution_window_days),
-        tier_of=lambda p: segments.tier(p, estimator.cutoffs()))
     table: dict[str, Any] = {}
-    stage = ProfileStage(table, {}, detector, attributor)  # as the worker's: the same parts
+    stage = rules_bench.profile_stage(  # as the worker's: with the detector and attribution
+        settings, complaints.Rules.load(settings.signal_rules or None), table)
     records = []
     for offset, (channel, value, key) in enumerate(backlog.records()):
         outcome = ingestor.process(channel, key, value, topic=channel, partition=0,

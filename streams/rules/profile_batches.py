@@ -224,11 +224,11 @@ class ProfileStage:
         self._batch.clear()
         self._writes.clear()
         self.written = {}
-        records = list(records)
         try:
             if self.read_many is not None:
                 # What _get would read for each record's customer: the table is not
                 # written before the end of the batch
+                records = list(records)  # read twice
                 keys = list(dict.fromkeys(record.key for record in records))
                 self._batch.update(zip(keys, self.read_many(keys), strict=True))
             done = []

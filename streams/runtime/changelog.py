@@ -73,21 +73,9 @@ class ChangelogBatches:
             value_bytes = None
             if value is not None:
                 value_bytes, _ = topic.prepare_value(value, table.value_serializer)
-        tp = (name, partition)
-        generation = self._generation()
-        batch = self._open.get(tp)
-        if batch is None or batch.generation != generation:
-            if batch is not None:  # started before a rebalance: it goes first, as it is
-                self._ready.append((name, partition, batch))
-            batch = self._open[tp] = self._new(table, generation)
-        if batch.builder.append(timestamp=None, key=key_bytes, value=value_bytes,
-                                headers=[]) is None:
-            self._ready.append((name, partition, batch))  # full: it goes first
-            batch = self._open[tp] = self._new(table, generation)
-            batch.builder.append(timestamp=None, key=key_bytes, value=value_bytes, headers=[])
-        if self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(LINGER, self._ship_soon)
+        batch = self._batch_of(table, name, partition, self._generation())
+        self._append(batch, name, partition, key_bytes, value_bytes)
+        self._linger()
         return key_bytes, value_bytes
 
     def add_many(self, table: Any, partition: int,
@@ -99,28 +87,40 @@ class ChangelogBatches:
         """
         store = cast(RocksStore, table.data)
         name = table.changelog_topic.get_topic_name()
-        tp = (name, partition)
-        generation = self._generation()
-        batch = self._open.get(tp)
-        if batch is None or batch.generation != generation:
-            if batch is not None:  # started before a rebalance: it goes first, as it is
-                self._ready.append((name, partition, batch))
-            batch = self._open[tp] = self._new(table, generation)
+        batch = self._batch_of(table, name, partition, self._generation())
         encode_key, encode_value = store._encode_key, store._encode_value
         encoded = []
         for key, value in items:
             key_bytes, value_bytes = encode_key(key), encode_value(value)
-            if batch.builder.append(timestamp=None, key=key_bytes, value=value_bytes,
-                                    headers=[]) is None:
-                self._ready.append((name, partition, batch))  # full: it goes first
-                batch = self._open[tp] = self._new(table, generation)
-                batch.builder.append(timestamp=None, key=key_bytes, value=value_bytes,
-                                     headers=[])
+            batch = self._append(batch, name, partition, key_bytes, value_bytes)
             encoded.append((key_bytes, value_bytes))
-        if encoded and self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(LINGER, self._ship_soon)
+        if encoded:
+            self._linger()
         return encoded
+
+    def _batch_of(self, table: Any, name: str, partition: int,
+                  generation: int | None) -> _Batch:
+        """The open batch of ``name``'s ``partition`` in ``generation`` (started if need be)."""
+        batch = self._open.get((name, partition))
+        if batch is None or batch.generation != generation:
+            if batch is not None:  # started before a rebalance: it goes first, as it is
+                self._ready.append((name, partition, batch))
+            batch = self._open[(name, partition)] = self._new(table, generation)
+        return batch
+
+    def _append(self, batch: _Batch, name: str, partition: int, key: bytes,
+                value: bytes | None) -> _Batch:
+        """Append a record to ``batch``; the batch open afterwards (a new one if it was full)."""
+        if batch.builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
+            self._ready.append((name, partition, batch))  # full: it goes first
+            batch = self._open[(name, partition)] = self._new(batch.table, batch.generation)
+            batch.builder.append(timestamp=None, key=key, value=value, headers=[])
+        return batch
+
+    def _linger(self) -> None:
+        """Ship what is open within ``LINGER`` seconds, unless that is arranged already."""
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(LINGER, self._ship_soon)
 
     async def ship(self) -> None:
         """Hand every batch started so far to the producer, oldest first.
