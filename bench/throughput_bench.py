@@ -125,6 +125,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
 CFS_PERIOD_US = 100_000
 MIN_READ_SECONDS = 2.0  # the read floor is measured over at least this long
 PII_SALT = "bench-salt-0123456789"
+#: A line of /metrics counting the garbage collector's work in one generation.
+GC_SAMPLE = re.compile(r'touchpoint_gc_(?P<name>collections_total|pause_seconds_total)'
+                       r'\{generation="(?P<generation>[012])"\} (?P<value>[0-9.e+-]+)$')
 HOT_PREFIX = "hot-"  # event ids of the hot customer's extra page views
 FILL_PREFIX = "fill-"  # event ids of --memory's one page view per customer not yet named
 SITE = "https://shop.example.cn"
@@ -704,6 +707,26 @@ class WorkerApi:
             return None
         return body if isinstance(body, dict) else None
 
+    def gc_pauses(self, timeout: float = 2.0) -> list[tuple[int, float]] | None:
+        """The worker's garbage collections and their seconds, per generation (/metrics)."""
+        request = urllib.request.Request(self.base + "/metrics",
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                text = response.read().decode()
+        except (OSError, ValueError):
+            return None
+        found: dict[tuple[str, str], float] = {}
+        for line in text.splitlines():
+            match = GC_SAMPLE.match(line)
+            if match:
+                found[match["name"], match["generation"]] = float(match["value"])
+        try:
+            return [(int(found["collections_total", g]), found["pause_seconds_total", g])
+                    for g in "012"]
+        except KeyError:
+            return None
+
     def query(self, sql: str, timeout: float) -> list[Sequence[Any]]:
         try:
             body = self._call("/warehouse/query", sql.encode(), timeout)
@@ -815,6 +838,7 @@ class KResult:
     log_tails: dict[str, list[str]] = field(default_factory=dict)
     identity: dict[str, int] = field(default_factory=dict)  # /status counters, all workers
     linked_by: list[int | None] = field(default_factory=list)  # per worker: its link stage's
+    gc: list[list[tuple[int, float]] | None] = field(default_factory=list)  # per worker, gen 0-2
     rebalances: dict[str, int] = field(default_factory=dict)  # consumer counters, all workers
 
     @property
@@ -1057,6 +1081,7 @@ def drain(bench: Bench, workers: list[Worker], store: WarehouseProbe, probe: Lag
                 result.identity[name] = result.identity.get(name, 0) + count
         # the link stage's one partition runs on one worker: which one shows at K > 1
         result.linked_by.append(identity.get("linked", 0) if answer is not None else None)
+        result.gc.append(worker.api.gc_pauses() if worker.exited() is None else None)
         for name in REBALANCE_COUNTERS:
             count = (answer or {}).get(name)
             if isinstance(count, int):
@@ -1213,6 +1238,11 @@ def report_k(bench: Bench, r: KResult, baseline: KResult | None) -> None:
             f"w{i} main thread {w[0]:,.1f} s (all threads {w[1]:,.1f} s)" if w is not None
             else f"w{i} n/a" for i, w in enumerate(r.cpu_wait, 1))
             + f" of {r.t_done or r.elapsed:,.1f} s")
+    if any(r.gc):
+        # the collector stops everything else: its seconds are the main thread's
+        log("  garbage collector        " + "; ".join(
+            f"w{i} " + ", ".join(f"gen{g} {s:,.1f} s ({n:,})" for g, (n, s) in enumerate(p))
+            if p else f"w{i} n/a" for i, p in enumerate(r.gc, 1)))
     log("  peak RSS (VmHWM)         " + ", ".join(
         f"w{i} {h / MIB:,.0f} MiB" if h else f"w{i} n/a" for i, h in enumerate(r.hwm, 1)))
     if any(r.throttled):
