@@ -13,7 +13,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 
 from touchpoint.streams.runtime.app import App
-from touchpoint.streams.runtime.consumer import FETCH_MIN_BYTES, Consumer
+from touchpoint.streams.runtime.consumer import FETCH_MIN_BYTES, UNPACK_RECORDS, Consumer
 
 TOPIC = "p.touchpoints.web"
 PARTITION = TP(TOPIC, 0)
@@ -374,14 +374,18 @@ def test_no_fetch_starts_while_a_seek_is_under_way(consumer: Consumer) -> None:
     assert order == ["seek starts", "seek lands", "fetch"]
 
 
-def fetch_settings(consumer: Consumer, wait_ms: int) -> tuple[int, int]:
-    """What the worker's Kafka client is told about fetches when ``fetch_wait_ms`` is given."""
+def fetch_settings(consumer: Consumer, wait_ms: int) -> tuple[int, int, int | None]:
+    """What the worker's Kafka client is told about fetches when ``fetch_wait_ms`` is given.
+
+    The least bytes and longest wait of a fetch, and the most records one ``getmany``
+    makes of the fetched data.
+    """
     consumer.app.fetch_wait_ms = wait_ms  # type: ignore[attr-defined]
 
-    async def made() -> tuple[int, int]:  # aiokafka builds its client inside a loop
+    async def made() -> tuple[int, int, int | None]:  # aiokafka builds its client in a loop
         client = consumer._thread._create_worker_consumer(consumer.transport)
         try:
-            return client._fetch_min_bytes, client._fetch_max_wait_ms
+            return client._fetch_min_bytes, client._fetch_max_wait_ms, client._max_poll_records
         finally:
             await client.stop()  # never started: no connection to close
 
@@ -390,12 +394,19 @@ def fetch_settings(consumer: Consumer, wait_ms: int) -> tuple[int, int]:
 
 @pytest.mark.parametrize("wait_ms", [20, 250])
 def test_fetches_wait_at_the_broker_for_a_batch(consumer: Consumer, wait_ms: int) -> None:
-    assert fetch_settings(consumer, wait_ms) == (FETCH_MIN_BYTES, wait_ms)
+    assert fetch_settings(consumer, wait_ms)[:2] == (FETCH_MIN_BYTES, wait_ms)
 
 
 def test_without_a_fetch_wait_the_broker_answers_at_once(consumer: Consumer) -> None:
-    min_bytes, _ = fetch_settings(consumer, 0)
+    min_bytes, _, _ = fetch_settings(consumer, 0)
     assert min_bytes == 1  # Faust's and aiokafka's: whatever there is
+
+
+@pytest.mark.parametrize("wait_ms", [0, 20])
+def test_the_client_makes_records_of_fetched_data_a_thousand_at_a_time(
+        consumer: Consumer, wait_ms: int) -> None:
+    assert consumer.app.conf.broker_max_poll_records is None  # Faust's: no bound
+    assert fetch_settings(consumer, wait_ms)[2] == UNPACK_RECORDS == 1000
 
 
 
