@@ -52,7 +52,8 @@ What it does, in one command:
    summed over the workers, each worker's main thread's share of its CPU (the event
    loop, where every stage runs: what bounds one worker), the seconds they were
    runnable but waited for a CPU (``/proc/<pid>/task/*/schedstat``: this machine is
-   shared), peak RSS (VmHWM) per
+   shared), each worker's garbage collections and their seconds per generation (its
+   ``/metrics``; a collection stops the main thread), peak RSS (VmHWM) per
    worker, CFS throttling, the broker's and ClickHouse's CPU meanwhile, the ratios to the
    raw read and read+decode rates, the load average, and for K > 1 the speed-up over
    K = 1 of this run. Then a summary table of every K and the machine's facts (nproc,
