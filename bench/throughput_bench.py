@@ -106,7 +106,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import profiles_bench as pb  # the sibling benchmark: machine facts, /proc and log helpers
 
@@ -694,12 +694,15 @@ class WorkerApi:
     def __init__(self, port: int, token: str) -> None:
         self.base, self.token = f"http://127.0.0.1:{port}", token
 
-    def _call(self, path: str, data: bytes | None, timeout: float) -> Any:
+    def _read(self, path: str, data: bytes | None, timeout: float) -> bytes:
         request = urllib.request.Request(
             self.base + path, data=data, method="POST" if data is not None else "GET",
             headers={"Authorization": f"Bearer {self.token}"})
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)
+            return cast(bytes, response.read())
+
+    def _call(self, path: str, data: bytes | None, timeout: float) -> Any:
+        return json.loads(self._read(path, data, timeout))
 
     def status(self, timeout: float = 2.0) -> dict[str, Any] | None:
         try:
@@ -710,22 +713,9 @@ class WorkerApi:
 
     def gc_pauses(self, timeout: float = 2.0) -> list[tuple[int, float]] | None:
         """The worker's garbage collections and their seconds, per generation (/metrics)."""
-        request = urllib.request.Request(self.base + "/metrics",
-                                         headers={"Authorization": f"Bearer {self.token}"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                text = response.read().decode()
+            return gc_pauses_of(self._read("/metrics", None, timeout).decode())
         except (OSError, ValueError):
-            return None
-        found: dict[tuple[str, str], float] = {}
-        for line in text.splitlines():
-            match = GC_SAMPLE.match(line)
-            if match:
-                found[match["name"], match["generation"]] = float(match["value"])
-        try:
-            return [(int(found["collections_total", g]), found["pause_seconds_total", g])
-                    for g in "012"]
-        except KeyError:
             return None
 
     def query(self, sql: str, timeout: float) -> list[Sequence[Any]]:
@@ -734,6 +724,20 @@ class WorkerApi:
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"HTTP {exc.code}: {exc.read()[:300]!r}") from None
         return [tuple(row) for row in body["rows"]]
+
+
+def gc_pauses_of(metrics: str) -> list[tuple[int, float]] | None:
+    """Collections and seconds per generation, 0 to 2, in a /metrics text; None if absent."""
+    found: dict[tuple[str, str], float] = {}
+    for line in metrics.splitlines():
+        match = GC_SAMPLE.match(line)
+        if match:
+            found[match["name"], match["generation"]] = float(match["value"])
+    try:
+        return [(int(found["collections_total", g]), found["pause_seconds_total", g])
+                for g in "012"]
+    except KeyError:
+        return None
 
 
 # --- workers ---------------------------------------------------------------------------------
