@@ -32,7 +32,7 @@ from touchpoint.streams.ops.dashboard import register as register_dashboard
 from touchpoint.streams.ops.lag import OffsetMonitor
 from touchpoint.streams.ops.metrics import register as register_metrics
 from touchpoint.streams.rules import attribution, campaigns, complaints, normalize, segments
-from touchpoint.streams.runtime import changelog, compression, tablestore
+from touchpoint.streams.runtime import changelog, compression, consumer, tablestore
 from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.behind import behind
 from touchpoint.streams.runtime.replica import Replica
@@ -131,6 +131,8 @@ def worker_options(settings: Settings, datadir: Path) -> dict[str, Any]:
         # again when it drains; a smaller buffer cut the profiles stage's throughput
         # (docs/design/runtime.md).
         "stream_buffer_maxsize": 4096,
+        # records made of fetched data as the delivery loop takes them (consumer.py)
+        "broker_max_poll_records": consumer.UNPACK_RECORDS,
         "web_enabled": True,
         # The store stages hold records unacknowledged until their rows are stored, so
         # waiting for "every record acknowledged" on stop or rebalance would wait

@@ -43,7 +43,10 @@ E = TypeVar("E", bound=EventT)
 
 #: How much a fetch gathers at the broker before it answers, unless the wait runs out.
 FETCH_MIN_BYTES = 64 * 1024
-#: Most records the client makes of its fetched data at a time (one ``getmany``).
+#: Most records the client makes of its fetched data at a time (one ``getmany``; the
+#: app's ``broker_max_poll_records``). Faust sets no bound: in a backlog every fetch of up
+#: to 1 MiB a partition became tens of thousands of objects at once, which waited their
+#: turn while the garbage collector walked them (docs/design/runtime.md).
 UNPACK_RECORDS = 1000
 
 
@@ -56,17 +59,10 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
     loop, the broker's requests) left too little of its core for the stages. Here a
     fetch waits up to the app's ``fetch_wait_ms`` for :data:`FETCH_MIN_BYTES`; at 0 it
     answers at once, as Faust's does.
-
-    The client also makes its fetched data into records (one Python object each) at most
-    :data:`UNPACK_RECORDS` at a time, as the delivery loop asks for them. Faust sets no
-    bound: in a backlog every fetch of up to 1 MiB a partition became tens of thousands
-    of objects at once, which waited their turn while the garbage collector walked them.
     """
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         client = super()._create_worker_consumer(transport)
-        # read by getmany at every call (Faust's broker_max_poll_records, unset: no bound)
-        client._max_poll_records = UNPACK_RECORDS
         wait_ms = getattr(self.app, "fetch_wait_ms", 0)
         if wait_ms:
             # read by the client's fetcher when it starts (aiokafka has no setter)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -12,6 +13,8 @@ import pytest
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 
+from touchpoint.settings import load_settings
+from touchpoint.streams.app import create_app
 from touchpoint.streams.runtime.app import App
 from touchpoint.streams.runtime.consumer import FETCH_MIN_BYTES, UNPACK_RECORDS, Consumer
 
@@ -402,11 +405,26 @@ def test_without_a_fetch_wait_the_broker_answers_at_once(consumer: Consumer) -> 
     assert min_bytes == 1  # Faust's and aiokafka's: whatever there is
 
 
-@pytest.mark.parametrize("wait_ms", [0, 20])
-def test_the_client_makes_records_of_fetched_data_a_thousand_at_a_time(
-        consumer: Consumer, wait_ms: int) -> None:
-    assert consumer.app.conf.broker_max_poll_records is None  # Faust's: no bound
-    assert fetch_settings(consumer, wait_ms)[2] == UNPACK_RECORDS == 1000
+def test_faust_alone_makes_records_of_all_fetched_data_at_once(consumer: Consumer) -> None:
+    assert consumer.app.conf.broker_max_poll_records is None
+    assert fetch_settings(consumer, 0)[2] is None  # getmany takes every record fetched
+
+
+def test_the_worker_s_client_makes_records_of_fetched_data_a_thousand_at_a_time(
+        tmp_path: Path) -> None:
+    settings = load_settings({"TOUCHPOINT_HOME": str(tmp_path),
+                              "TOUCHPOINT_PII_SALT": "unit-test-salt-0123"})
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = create_app(settings, mock.MagicMock(), faust_options={"loop": loop}).app
+        made = app.consumer
+        assert isinstance(made, Consumer)
+        assert fetch_settings(made, 20)[2] == UNPACK_RECORDS == 1000
+        made._thread.thread_loop.close()  # the consumer thread's own loop, never started
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 
