@@ -109,6 +109,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import profiles_bench as pb  # the sibling benchmark: machine facts, /proc and log helpers
+from prometheus_client.parser import text_string_to_metric_families
 
 from touchpoint import compiled
 
@@ -126,9 +127,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
 CFS_PERIOD_US = 100_000
 MIN_READ_SECONDS = 2.0  # the read floor is measured over at least this long
 PII_SALT = "bench-salt-0123456789"
-#: A line of /metrics counting the garbage collector's work in one generation.
-GC_SAMPLE = re.compile(r'touchpoint_gc_(?P<name>collections_total|pause_seconds_total)'
-                       r'\{generation="(?P<generation>[012])"\} (?P<value>[0-9.e+-]+)$')
+#: The worker's /metrics samples counting the garbage collector's work, per generation.
+GC_SAMPLES = ("touchpoint_gc_collections_total", "touchpoint_gc_pause_seconds_total")
 HOT_PREFIX = "hot-"  # event ids of the hot customer's extra page views
 FILL_PREFIX = "fill-"  # event ids of --memory's one page view per customer not yet named
 SITE = "https://shop.example.cn"
@@ -728,14 +728,12 @@ class WorkerApi:
 
 def gc_pauses_of(metrics: str) -> list[tuple[int, float]] | None:
     """Collections and seconds per generation, 0 to 2, in a /metrics text; None if absent."""
-    found: dict[tuple[str, str], float] = {}
-    for line in metrics.splitlines():
-        match = GC_SAMPLE.match(line)
-        if match:
-            found[match["name"], match["generation"]] = float(match["value"])
+    found = {(sample.name, sample.labels.get("generation")): sample.value
+             for family in text_string_to_metric_families(metrics)
+             for sample in family.samples if sample.name in GC_SAMPLES}
+    collections, seconds = GC_SAMPLES
     try:
-        return [(int(found["collections_total", g]), found["pause_seconds_total", g])
-                for g in "012"]
+        return [(int(found[collections, g]), found[seconds, g]) for g in "012"]
     except KeyError:
         return None
 
