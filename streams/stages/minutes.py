@@ -137,23 +137,35 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
                 by_partition: dict[int, list[faust.EventT]] = {}
                 for event in events:
                     by_partition.setdefault(event.message.partition, []).append(event)
+                # Every partition's rows go into one insert a table: an insert costs the
+                # warehouse milliseconds however few its rows (a part to write, and to
+                # merge later), and a batch holds every partition of the worker. Rows of
+                # two partitions never share a key (their ``part`` differs).
+                minute_rows: list[tuple[Any, ...]] = []
+                late_rows: list[tuple[Any, ...]] = []
+                counted: list[tuple[int, list[faust.EventT]]] = []
                 for partition, group in sorted(by_partition.items()):
                     if not is_current(app, group[-1].message):
-                        break  # revoked while this batch was written: the rest is stale
+                        break  # revoked while this task waited: the rest is stale
                     stage = stages.get(partition)
                     if stage is None:
                         stage = stages[partition] = MinuteStage(rules, grace=grace,
                                                                 part=partition, stats=stats)
                         stage.load(table.get_in(partition, str(partition)),
                                    table.items_in(partition, f"{partition}/{LATE_PREFIX}"))
-                    minute_rows, late_rows = stage.add(decoded(e, codec.decode) for e in group)
-                    for name, columns, rows in ((TOUCHPOINT_MINUTE_RAW, MINUTE_COLUMNS,
-                                                 minute_rows),
-                                                (TOUCHPOINT_MINUTE_LATE_RAW, LATE_COLUMNS,
-                                                 late_rows)):
-                        if rows:
-                            await writer.write(Batch(name, columns, rows,
-                                                     Batch.token_for_rows(name, rows)))
+                    closed, late = stage.add(decoded(e, codec.decode) for e in group)
+                    minute_rows += closed
+                    late_rows += late
+                    counted.append((partition, group))
+                for name, columns, rows in ((TOUCHPOINT_MINUTE_RAW, MINUTE_COLUMNS, minute_rows),
+                                            (TOUCHPOINT_MINUTE_LATE_RAW, LATE_COLUMNS,
+                                             late_rows)):
+                    if rows:
+                        await writer.write(Batch(name, columns, rows,
+                                                 Batch.token_for_rows(name, rows)))
+                for partition, group in counted:
+                    # revoked while the rows were written: dropped, the next owner reads
+                    # the partition again from its committed offset
                     if is_current(app, group[-1].message):
                         unstored.add(partition, group)
                 if unstored.due():

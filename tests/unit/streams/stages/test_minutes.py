@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from touchpoint.streams.stages.minutes import Unstored
 
 
@@ -24,3 +26,78 @@ def test_windows_are_stored_every_few_seconds_and_only_with_something_new() -> N
     unstored.drop()  # revoked: the next owner reads them again
     assert not unstored.due()
     assert unstored.take() == ({}, [])
+
+
+def test_a_batch_of_several_partitions_is_one_insert_a_table(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # An insert costs the warehouse milliseconds however few its rows: a batch's rows of
+    # every partition go together, and they are the rows each partition alone gives.
+    import asyncio
+    from datetime import timedelta
+    from types import SimpleNamespace
+    from typing import Any
+
+    from touchpoint.schemas.codec import codec_for
+    from touchpoint.sinks.tables import TOUCHPOINT_MINUTE_RAW
+    from touchpoint.streams.rules import complaints
+    from touchpoint.streams.rules.minute_rows import MinuteStage
+    from touchpoint.streams.rules.normalize import Accepted, Ingestor
+    from touchpoint.streams.stages import minutes
+
+    t0 = 1_795_000_000_000
+    ingestor = Ingestor(pii_salt="salt", phone_region="CN", worker="w1",
+                        clock=lambda: t0 / 1000 + 60)
+    rules = complaints.Rules.load(None)
+
+    def normalized(n: int) -> dict[str, Any]:
+        value = codec_for("web").encode({"attributes": {}, "event_id": f"e{n}",
+                                         "type": "page_view", "occurred_at": t0 + n,
+                                         "anonymous_id": f"ck{n % 4}"})
+        outcome = ingestor.process("web", None, value, topic="touchpoints.web", partition=0,
+                                   offset=n, timestamp_ms=t0)
+        assert isinstance(outcome, Accepted)
+        return outcome.event
+
+    events = [SimpleNamespace(value=normalized(n), message=SimpleNamespace(partition=n % 3))
+              for n in range(12)]
+    writes: list[Any] = []
+
+    class Writer:
+        async def write(self, batch: Any) -> None:
+            writes.append(batch)
+
+    async def batches() -> Any:
+        yield events
+
+    agents: dict[str, Any] = {}
+    table = SimpleNamespace(get_in=lambda partition, key: None,
+                            items_in=lambda partition, prefix: [])
+    app = SimpleNamespace(
+        Table=lambda *args, **options: table,
+        agent=lambda topic, name: lambda fun: agents.setdefault(name, fun),
+        timer=lambda interval, name: lambda fun: fun,
+        on_partitions_revoked=SimpleNamespace(connect=lambda fun: fun))
+    monkeypatch.setattr(minutes, "batch_stream",
+                        lambda app, topic: SimpleNamespace(take=lambda n, within: batches()))
+    monkeypatch.setattr(minutes, "only_current", lambda app, events: events)
+    monkeypatch.setattr(minutes, "is_current", lambda app, message: True)
+    monkeypatch.setattr(minutes, "decoded", lambda event, decode: event.value)
+    minutes.register(app, unresolved=None, writer=Writer(), rules=rules,  # type: ignore[arg-type]
+                     grace=timedelta(minutes=2), partitions=3, batch_size=100,
+                     flush_seconds=1.0, stats={})
+    asyncio.run(agents["touchpoint.minutes"](None))
+
+    [batch] = writes  # no late rows: one insert, of the minute rows
+    assert batch.table == TOUCHPOINT_MINUTE_RAW
+    alone = []
+    for partition in range(3):
+        stage = MinuteStage(rules, grace=timedelta(minutes=2), part=partition, stats={})
+        alone += stage.add(e.value for e in events if e.message.partition == partition)[0]
+    part = batch.columns.index("part")
+    assert sorted({row[part] for row in batch.rows}) == [0, 1, 2]
+    version = batch.columns.index("version")
+
+    def unversioned(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return sorted(row[:version] + row[version + 1:] for row in rows)
+
+    assert unversioned(batch.rows) == unversioned(alone)
