@@ -1,10 +1,10 @@
 """Benchmark: events a second the HTTP collector accepts, and its response times.
 
 Not a test: it prints figures and asserts nothing about them. On loopback only, it
-starts its own single-node Kafka (``deploy/local/kafka.sh``, 127.0.0.1:41192, controller
-41193, under a temporary TOUCHPOINT_HOME), one pipeline worker on the channel topics
-(embedded chdb, web port 41180-41185), and ``touchpoint collect --workers W`` on
-41186-41191 (the first free port of each range) with a write key of its own. A
+starts its own single-node Kafka (``deploy/local/kafka.sh``, 127.0.0.1:28192, controller
+28193, under a temporary TOUCHPOINT_HOME), one pipeline worker on the channel topics
+(embedded chdb, web port 28180-28185), and ``touchpoint collect --workers W`` on
+28186-28191 (the first free port of each range) with a write key of its own. A
 closed-loop load generator in this process (aiohttp, ``--concurrency`` connections, each
 posting a batch and waiting for its answer before the next) then posts web events in
 batches of each ``--batches`` size, ``--runs`` times each: ``--warmup`` seconds not
@@ -51,12 +51,11 @@ from typing import Any
 import profiles_bench as pb  # the sibling benchmark: the environment its processes get
 
 REPO = Path(__file__).resolve().parents[1]
-KAFKA_PORT, KAFKA_CONTROLLER_PORT = 41192, 41193
+KAFKA_PORT, KAFKA_CONTROLLER_PORT = 28192, 28193
 
 
 def pick_port(candidates: range) -> int:
-    """The first of ``candidates`` free now: the range overlaps the ephemeral ports, so a
-    client connection elsewhere on the machine may hold any one of them for a while."""
+    """The first of ``candidates`` free now (another program may hold any of them)."""
     for port in candidates:
         with socket.socket() as probe:
             try:
@@ -67,8 +66,8 @@ def pick_port(candidates: range) -> int:
     raise SystemExit(f"no free port in {candidates.start}-{candidates.stop - 1}")
 
 
-WORKER_PORT = pick_port(range(41180, 41186))
-COLLECTOR_PORT = pick_port(range(41186, 41192))
+WORKER_PORT = pick_port(range(28180, 28186))
+COLLECTOR_PORT = pick_port(range(28186, 28192))
 T0 = 1_795_000_000_000
 TICKS = os.sysconf("SC_CLK_TCK")
 

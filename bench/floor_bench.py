@@ -32,7 +32,7 @@ through every hop; tips sent in the first ``--warmup`` seconds of it are not cou
 It prints the send → arrive p50 / p99 / max of the tips, whether the worker kept up,
 and how the machine's CPU was shared while sending: the worker (and its main thread, the
 event loop that runs every agent), the broker, this process (generator and reader) and
-idle. Kafka runs on 127.0.0.1:39292 (controller 39293) under a temporary folder,
+idle. Kafka runs on 127.0.0.1:29292 (controller 29293) under a temporary folder,
 removed at the end unless --keep.
 
 Exit status 0: the workers kept up (at the last send no tip sent over 2 s before was
@@ -484,8 +484,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "changelog records)")
     parser.add_argument("--no-side-readers", dest="side_readers", action="store_false",
                         help="without the minutes reader")
-    parser.add_argument("--kafka-port", type=int, default=39292)
-    parser.add_argument("--kafka-controller-port", type=int, default=39293)
+    parser.add_argument("--kafka-port", type=int, default=29292)
+    parser.add_argument("--kafka-controller-port", type=int, default=29293)
     parser.add_argument("--datadir", help=argparse.SUPPRESS)
     parser.add_argument("--home", help="folder for Kafka data and the worker's log "
                         "(unset: a new temporary folder)")

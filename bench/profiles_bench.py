@@ -1,7 +1,7 @@
 """Benchmark: profile-update throughput through the real broker, and the worker's peak memory.
 
 Not a test. It starts its own single-node Kafka (``deploy/local/kafka.sh``) on ports
-39092/39093 under a temporary TOUCHPOINT_HOME, publishes N simulated events (default
+29092/29093 under a temporary TOUCHPOINT_HOME, publishes N simulated events (default
 1,000,000 over 100,000 CRM customers, fixed seed and event-time origin) through the
 project's ``Publisher``, and only then starts ONE ``touchpoint worker`` subprocess, so
 the worker works off a full backlog and its figures are pure processing throughput.
@@ -653,7 +653,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Profile-update throughput (events/s) through a real Kafka broker and one "
                     "touchpoint worker, and the worker's peak memory. Starts its own Kafka on "
-                    "127.0.0.1:39092 (controller 39093), publishes the events first, then runs "
+                    "127.0.0.1:29092 (controller 29093), publishes the events first, then runs "
                     "one worker over the full backlog and prints the time to ingest, resolve "
                     "and apply all events, events/s for each, and the worker's VmHWM.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -671,8 +671,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--home", type=Path, default=None,
                         help="folder for Kafka data, the worker's home and logs (unset: a "
                              "new temporary folder)")
-    parser.add_argument("--kafka-port", type=int, default=39092, help="broker port")
-    parser.add_argument("--kafka-controller-port", type=int, default=39093,
+    parser.add_argument("--kafka-port", type=int, default=29092, help="broker port")
+    parser.add_argument("--kafka-controller-port", type=int, default=29093,
                         help="KRaft controller port")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds from worker start before giving up (partial report)")

@@ -2,7 +2,7 @@
 
 Not a test: it prints figures and asserts nothing about them. Like ``profiles_bench.py``
 (whose helpers it uses) it starts its own single-node Kafka (``deploy/local/kafka.sh``),
-here on ports 39192/39193 so both benchmarks can run side by side, under a temporary
+here on ports 29192/29193 so both benchmarks can run side by side, under a temporary
 folder, and runs ``touchpoint worker`` subprocesses: one per measurement (``--workers N``:
 N for a latency measurement), each measurement with its own topic prefix, consumer group
 and embedded warehouse (chdb). Ports 9092 and 19092 (other engineers' brokers) are never
@@ -1744,7 +1744,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "and LATENCY (one worker, or --workers N in one consumer group; publish "
                     "of a tipping event -> its signal on signals.complaints, under steady "
                     "background traffic, with the CPU of workers, broker and this process). "
-                    "Starts its own Kafka on 127.0.0.1:39192 (controller 39193). Prints "
+                    "Starts its own Kafka on 127.0.0.1:29192 (controller 29193). Prints "
                     "figures; asserts nothing.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("which", nargs="?", choices=("all", "quality", "latency", "replay"),
@@ -1824,8 +1824,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     common.add_argument("--home", type=Path, default=None,
                         help="folder for Kafka data, workers and logs (default: a new "
                              "temporary folder)")
-    common.add_argument("--kafka-port", type=int, default=39192, help="broker port")
-    common.add_argument("--kafka-controller-port", type=int, default=39193,
+    common.add_argument("--kafka-port", type=int, default=29192, help="broker port")
+    common.add_argument("--kafka-controller-port", type=int, default=29193,
                         help="KRaft controller port")
     common.add_argument("--code", metavar="REV", default=None,
                         help="run this commit (e.g. HEAD), exported to the run folder, in the "

@@ -16,9 +16,9 @@ about ``touchpoint worker`` working off a pre-loaded backlog:
 
 What it does, in one command:
 
-1. Starts its own single-node Kafka (KRaft, ``deploy/local/kafka.sh``) on 127.0.0.1:39392
-   (controller 39393) and, for ``--warehouse server``, its own ClickHouse server
-   (``deploy/local/clickhouse.sh``) on 39394 (HTTP 39395), both under a temporary
+1. Starts its own single-node Kafka (KRaft, ``deploy/local/kafka.sh``) on 127.0.0.1:29392
+   (controller 29393) and, for ``--warehouse server``, its own ClickHouse server
+   (``deploy/local/clickhouse.sh``) on 29394 (HTTP 29395), both under a temporary
    TOUCHPOINT_HOME. Ports 9092/19092 and 9000/19000 (other engineers' services) are
    refused. The server is the default as soon as a K > 1 is asked for: embedded chdb can
    be opened by one process only.
@@ -1454,12 +1454,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="seconds to wait after the drain for the hot customer's last "
                           "profile row")
     ports = parser.add_argument_group("services and folders")
-    ports.add_argument("--kafka-port", type=int, default=39392, help="Kafka broker port")
-    ports.add_argument("--kafka-controller-port", type=int, default=39393,
+    ports.add_argument("--kafka-port", type=int, default=29392, help="Kafka broker port")
+    ports.add_argument("--kafka-controller-port", type=int, default=29393,
                        help="KRaft controller port")
-    ports.add_argument("--clickhouse-port", type=int, default=39394,
+    ports.add_argument("--clickhouse-port", type=int, default=29394,
                        help="ClickHouse native (TCP) port, --warehouse server")
-    ports.add_argument("--clickhouse-http-port", type=int, default=39395,
+    ports.add_argument("--clickhouse-http-port", type=int, default=29395,
                        help="ClickHouse HTTP port, --warehouse server")
     ports.add_argument("--keep", action="store_true",
                        help="leave Kafka and ClickHouse running and keep the folder (data, "
