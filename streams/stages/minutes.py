@@ -153,9 +153,9 @@ def register(app: faust.App, *, unresolved: faust.TopicT, writer: RetryingWriter
                                                                 part=partition, stats=stats)
                         stage.load(table.get_in(partition, str(partition)),
                                    table.items_in(partition, f"{partition}/{LATE_PREFIX}"))
-                    closed, late = stage.add(decoded(e, codec.decode) for e in group)
-                    minute_rows += closed
-                    late_rows += late
+                    minutes_of, late_of = stage.add(decoded(e, codec.decode) for e in group)
+                    minute_rows += minutes_of
+                    late_rows += late_of
                     counted.append((partition, group))
                 for name, columns, rows in ((TOUCHPOINT_MINUTE_RAW, MINUTE_COLUMNS, minute_rows),
                                             (TOUCHPOINT_MINUTE_LATE_RAW, LATE_COLUMNS,
