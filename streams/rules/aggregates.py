@@ -37,6 +37,8 @@ __all__ = [
     "MinuteKey",
     "MinuteWindows",
     "is_negative",
+    "late_row",
+    "late_values",
     "minute_key",
     "negative_reasons",
     "row_values",
@@ -190,12 +192,14 @@ class MinuteCell:
         return _digest(event_id) in self.ids
 
     def add(self, event: Mapping[str, Any], negative: bool, *,
-            customer_id: str | None = None) -> bool:
+            customer_id: str | None = None, digest: str | None = None) -> bool:
         """Count one event of this key; ``False`` if it was counted already.
 
-        ``customer_id`` is the resolved customer (default: the event's ``customer_id``).
+        ``customer_id`` is the resolved customer (default: the event's ``customer_id``);
+        ``digest`` the event id's digest, if the caller has it already.
         """
-        digest = _digest(str(event["event_id"]))
+        if digest is None:
+            digest = _digest(str(event["event_id"]))
         if digest in self.ids:
             return False
         self.ids.add(digest)
@@ -246,6 +250,20 @@ class MinuteCell:
                    data["wait_count"], data["negative"], _unpack(data["ids"]))
 
 
+def late_values(cell: MinuteCell, batch: int, part: int = 0) -> tuple[Any, ...]:
+    """The ``touchpoint_minute_late`` row of a late cell, in :data:`LATE_COLUMNS` order.
+
+    A minute row's values with the cell's ``batch`` before the version (events counted).
+    """
+    values = cell.values(part)
+    return (*values[:-1], batch, values[-1])
+
+
+def late_row(cell: MinuteCell, batch: int, part: int = 0) -> dict[str, Any]:
+    """:func:`late_values` as a dict."""
+    return dict(zip(LATE_COLUMNS, late_values(cell, batch, part), strict=True))
+
+
 def _kind(event: Mapping[str, Any]) -> tuple[str, str]:
     category, stage = event.get("category"), event.get("stage")
     if category and stage:
@@ -269,26 +287,39 @@ class Added:
 
     ``status`` is ``counted`` (in its open minute), ``late`` (its minute had closed) or
     ``duplicate`` (counted before). ``closing`` holds the cells of the minutes the event's
-    time closed (:attr:`closed`: their final rows), ``late`` the late row the event
-    changed.
+    time closed (:attr:`closed`: their final rows), ``late_cell`` the late cell the event
+    changed, with its batch (:attr:`late`: its row).
     """
 
     status: str
     closing: list[MinuteCell] = field(default_factory=list)
-    late: list[dict[str, Any]] = field(default_factory=list)
+    late_cell: tuple[int, MinuteCell] | None = None  # (batch, cell), if ``late``
     key: MinuteKey | None = None  # the event's, if ``counted``
     part: int = 0  # the input partition the cells were counted in
 
     # Written out so that mypyc compiles it: one is made for every event; not frozen,
     # which only a generated ``__init__`` can set (docs/design/compiled.md).
     def __init__(self, status: str, closing: list[MinuteCell] | None = None,
-                 late: list[dict[str, Any]] | None = None,
+                 late_cell: tuple[int, MinuteCell] | None = None,
                  key: MinuteKey | None = None, part: int = 0) -> None:
         self.status = status
         self.closing = [] if closing is None else closing
-        self.late = [] if late is None else late
+        self.late_cell = late_cell
         self.key = key
         self.part = part
+
+    @property
+    def late(self) -> list[dict[str, Any]]:
+        """The late row the event changed (``batch`` and ``version`` last), if any.
+
+        The minutes stage takes the cell instead (:attr:`late_cell`) and makes one row a
+        cell a batch: in a backlog most events are late, and a row made for every event
+        cost a quarter of the stage's time.
+        """
+        if self.late_cell is None:
+            return []
+        batch, cell = self.late_cell
+        return [late_row(cell, batch, self.part)]
 
     @property
     def closed(self) -> list[dict[str, Any]]:
@@ -382,15 +413,13 @@ class MinuteWindows:
                 assert mark is not None
                 current = self.late[key] = (mark - mark % MINUTE_MS, MinuteCell(key))
                 self._first_late = min(self._first_late, current[0])
-            batch, late_cell = current
-            if not late_cell.add(event, negative, customer_id=customer_id):
+            late_cell = current[1]
+            if not late_cell.add(event, negative, customer_id=customer_id, digest=digest):
                 return self._note(Added("duplicate"))
             self.late_changed.add(key)
             self.late_gone.discard(key)
             self.added += 1
-            row = late_cell.row(self.part)
-            version = row.pop("version")
-            return self._note(Added("late", late=[{**row, "batch": batch, "version": version}]))
+            return self._note(Added("late", late_cell=current, part=self.part))
         cell = self.open.get(key)
         if cell is None:
             cell = self.open[key] = MinuteCell(key)

@@ -21,17 +21,15 @@ import orjson
 
 from touchpoint.streams.rules import complaints
 from touchpoint.streams.rules.aggregates import (
-    LATE_COLUMNS,
+    MinuteCell,
     MinuteKey,
     MinuteWindows,
     is_negative,
-    row_values,
+    late_values,
 )
 from touchpoint.streams.rules.identity import provisional_customer_id
 
 __all__ = ["LATE_PREFIX", "Changes", "MinuteStage"]
-
-_MINUTE_KEY: Final = ("minute", "channel", "type", "store_id", "campaign_id", "part")
 
 #: Names of late-cell entries start with this: ``late/<digest of the cell's key>/<slot>``.
 LATE_PREFIX: Final = "late/"
@@ -165,7 +163,9 @@ class MinuteStage:
         row per key, the latest.
         """
         minutes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        late: dict[tuple[Any, ...], dict[str, Any]] = {}
+        # late cells changed, by key and batch: a row each once the batch is counted (a
+        # cell that stops collecting meanwhile is kept here as it stopped)
+        late: dict[tuple[Any, ...], MinuteCell] = {}
         touched: set[MinuteKey] = set()
         part = self.part
         for event in events:
@@ -176,15 +176,12 @@ class MinuteStage:
                 touched.add(added.key)
             for closed in added.closing:
                 minutes[(*closed.key, part)] = closed.values(part)
-            for row in added.late:
-                late[(*_key(row), row["batch"])] = row
+            if added.late_cell is not None:
+                batch, late_cell = added.late_cell
+                late[(*late_cell.key, batch)] = late_cell
         for key in touched:
             cell = self.windows.open.get(key)
             if cell is not None:  # else it closed in this batch: its final row is in
                 minutes[(*key, part)] = cell.values(part)
         return ([values for _, values in sorted(minutes.items())],
-                [row_values(r, LATE_COLUMNS) for _, r in sorted(late.items())])
-
-
-def _key(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[name] for name in _MINUTE_KEY)
+                [late_values(cell, where[-1], part) for where, cell in sorted(late.items())])

@@ -220,6 +220,24 @@ def test_a_store_cut_anywhere_by_a_crash_loses_and_doubles_nothing(scenario_even
             assert _stored_cells(table) == {tuple(c["key"]) for _, c in final["late"]}
 
 
+def test_a_batch_writes_each_late_cell_it_changed_once_as_the_batch_left_it(
+        scenario_events) -> None:
+    # One row per late cell and batch, made after the batch: the same rows as the last
+    # each cell got when the events came one at a time, also for cells that stopped
+    # collecting within the batch (the skew moves the watermark on by days).
+    events = _skewed(scenario_events[0])
+    one_by_one, batched = (MinuteStage(Rules.load(), grace=GRACE) for _ in range(2))
+    expected: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for start in range(0, len(events), 60):
+        for event in events[start:start + 60]:
+            for row in one_by_one.add([event])[1]:
+                expected[row[:6] + row[-2:-1]] = row  # key, part and batch: the latest row
+        late = batched.add(events[start:start + 60])[1]
+        assert sorted(late) == sorted(expected.values())
+        expected.clear()
+    assert batched.stats["late"] > 100 and batched.windows.retired  # cells stopped in batches
+
+
 def test_an_event_of_a_closed_minute_is_late_not_lost(scenario_events) -> None:
     events, _ = scenario_events
     stage = MinuteStage(Rules.load(), grace=GRACE)
