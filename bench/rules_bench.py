@@ -9,6 +9,9 @@ spread of a whole drain. Per event, median of ``--runs`` runs (and their spread)
   (``Ingestor.process``);
 * minutes: the per-minute windows of each of ``--partitions`` input partitions, fed in
   batches of 5,000 as the minutes stage takes them (``MinuteStage.add``);
+* minutes-fetched: the same, with the events in the order a worker forwards them from a
+  backlog: the client fetches up to 1 MiB of each inbound partition in turn, and ingest
+  forwards each fetch whole, so most of them reach the windows late (printed);
 * profiles: the profiles stage on each partition in batches of 1,000, its tables in
   memory (``ProfileStage.handle_batch``, the event decoded from its packed form), then the
   same without the complaint detector, then without attribution: the differences are
@@ -57,7 +60,39 @@ from touchpoint.streams.runtime.partition import key_partition
 
 MINUTE_BATCH = 5000
 PROFILE_BATCH = 1000
-PARTS = ("ingest", "minutes", "profiles", "profiles-without-detector", "profiles-bare")
+PARTS = ("ingest", "minutes", "minutes-fetched", "profiles", "profiles-without-detector",
+         "profiles-bare")
+
+
+#: What the client fetches of a partition at a time (Kafka's ``max.partition.fetch.bytes``).
+FETCH_BYTES = 1024 * 1024
+
+
+def fetched_order(inbound: list[tuple[str, bytes, bytes]], outcomes: list[Any],
+                  partitions: int) -> list[list[Accepted]]:
+    """Each output partition's accepted events in the order ingest forwards a backlog.
+
+    The inbound records of every channel topic are split over ``partitions`` by key, as
+    the topics split them; then a fetch of each inbound partition in turn, up to
+    :data:`FETCH_BYTES` of its records, is forwarded whole, until all are.
+    """
+    numbers = list(range(partitions))
+    queues: dict[tuple[str, int], list[int]] = {}
+    for index, (channel, key, _) in enumerate(inbound):
+        queues.setdefault((channel, key_partition(key, numbers)), []).append(index)
+    ordered: list[list[Accepted]] = [[] for _ in numbers]
+    at = dict.fromkeys(queues, 0)
+    while any(at[tp] < len(queue) for tp, queue in queues.items()):
+        for tp, queue in sorted(queues.items()):
+            size = 0
+            while at[tp] < len(queue) and size < FETCH_BYTES:
+                index = queue[at[tp]]
+                at[tp] += 1
+                size += len(inbound[index][2])
+                outcome = outcomes[index]
+                if isinstance(outcome, Accepted):
+                    ordered[key_partition(outcome.key, numbers)].append(outcome)
+    return ordered
 
 
 def timed(runs: int, count: int, work: Callable[[], None]) -> list[float]:
@@ -203,6 +238,22 @@ def main() -> None:
                 stage.add(events[at:at + MINUTE_BATCH])
 
     part("minutes", "minutes (incl. unpacking)", count, minutes)
+    fetched = fetched_order(inbound, outcomes, args.partitions)
+    late = [0]
+
+    def minutes_fetched() -> None:
+        late[0] = 0
+        for number, part in enumerate(fetched):
+            stage = MinuteStage(rules, grace=timedelta(seconds=settings.aggregate_grace_seconds),
+                                part=number, stats={})
+            events = [codec.decode(o.value) for o in part]
+            for at in range(0, len(events), MINUTE_BATCH):
+                stage.add(events[at:at + MINUTE_BATCH])
+            late[0] += stage.stats.get("late", 0)
+
+    if part("minutes-fetched", "minutes, in a backlog's order (incl. unpacking)", count,
+            minutes_fetched) is not None:
+        print(f"  of which late: {late[0]:,} of {count:,} ({100 * late[0] / count:.1f} %)")
 
     def profiles(detector: bool, attributor: bool) -> Callable[[], None]:
         def run() -> None:
