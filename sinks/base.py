@@ -84,7 +84,7 @@ def _row_text(row: Sequence[Any]) -> bytes:
     except TypeError:
         return b"r" + repr(tuple(row)).encode()
     if b"null" in text and text.count(b"null") != sum(value is None for value in row):
-        return b"r" + repr(tuple(row)).encode()  # or text holding "null": the same anyway
+        return b"r" + repr(tuple(row)).encode()  # also for text holding "null": slower, exact
     return text
 
 
