@@ -229,30 +229,24 @@ def main() -> None:
         print(f"  events: {len(inbound)} inbound, {count} accepted")
     rules = complaints.Rules.load(settings.signal_rules or None)
 
-    def minutes() -> None:
-        for number, part in enumerate(parts):
-            stage = MinuteStage(rules, grace=timedelta(seconds=settings.aggregate_grace_seconds),
-                                part=number)
-            events = [codec.decode(o.value) for o in part]
-            for at in range(0, len(events), MINUTE_BATCH):
-                stage.add(events[at:at + MINUTE_BATCH])
+    late = [0]  # events the last run of windows counted late
 
-    part("minutes", "minutes (incl. unpacking)", count, minutes)
-    fetched = fetched_order(inbound, outcomes, args.partitions)
-    late = [0]
+    def windows(partitioned: list[list[Accepted]]) -> Callable[[], None]:
+        def run() -> None:
+            late[0] = 0
+            for number, part in enumerate(partitioned):
+                stage = MinuteStage(
+                    rules, grace=timedelta(seconds=settings.aggregate_grace_seconds),
+                    part=number, stats={})
+                events = [codec.decode(o.value) for o in part]
+                for at in range(0, len(events), MINUTE_BATCH):
+                    stage.add(events[at:at + MINUTE_BATCH])
+                late[0] += stage.stats.get("late", 0)
+        return run
 
-    def minutes_fetched() -> None:
-        late[0] = 0
-        for number, part in enumerate(fetched):
-            stage = MinuteStage(rules, grace=timedelta(seconds=settings.aggregate_grace_seconds),
-                                part=number, stats={})
-            events = [codec.decode(o.value) for o in part]
-            for at in range(0, len(events), MINUTE_BATCH):
-                stage.add(events[at:at + MINUTE_BATCH])
-            late[0] += stage.stats.get("late", 0)
-
+    part("minutes", "minutes (incl. unpacking)", count, windows(parts))
     if part("minutes-fetched", "minutes, in a backlog's order (incl. unpacking)", count,
-            minutes_fetched) is not None:
+            windows(fetched_order(inbound, outcomes, args.partitions))) is not None:
         print(f"  of which late: {late[0]:,} of {count:,} ({100 * late[0] / count:.1f} %)")
 
     def profiles(detector: bool, attributor: bool) -> Callable[[], None]:

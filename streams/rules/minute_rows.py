@@ -165,7 +165,7 @@ class MinuteStage:
         minutes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         # late cells changed, by key and batch: a row each once the batch is counted (a
         # cell that stops collecting meanwhile is kept here as it stopped)
-        late: dict[tuple[Any, ...], MinuteCell] = {}
+        late: dict[tuple[MinuteKey, int], MinuteCell] = {}
         touched: set[MinuteKey] = set()
         part = self.part
         for event in events:
@@ -178,10 +178,10 @@ class MinuteStage:
                 minutes[(*closed.key, part)] = closed.values(part)
             if added.late_cell is not None:
                 batch, late_cell = added.late_cell
-                late[(*late_cell.key, batch)] = late_cell
+                late[late_cell.key, batch] = late_cell
         for key in touched:
             cell = self.windows.open.get(key)
             if cell is not None:  # else it closed in this batch: its final row is in
                 minutes[(*key, part)] = cell.values(part)
         return ([values for _, values in sorted(minutes.items())],
-                [late_values(cell, where[-1], part) for where, cell in sorted(late.items())])
+                [late_values(cell, batch, part) for (_, batch), cell in sorted(late.items())])
