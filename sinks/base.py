@@ -83,7 +83,7 @@ def _row_text(row: Sequence[Any]) -> bytes:
         text = orjson.dumps(row, option=_PLAIN_ONLY)
     except TypeError:
         return b"r" + repr(tuple(row)).encode()
-    if b"null" in text and text.count(b"null") != sum(value is None for value in row):
+    if b"null" in text and text.count(b"null") != row.count(None):
         return b"r" + repr(tuple(row)).encode()  # also for text holding "null": slower, exact
     return text
 
