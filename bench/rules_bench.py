@@ -15,7 +15,12 @@ spread of a whole drain. Per event, median of ``--runs`` runs (and their spread)
 * profiles: the profiles stage on each partition in batches of 1,000, its tables in
   memory (``ProfileStage.handle_batch``, the event decoded from its packed form), then the
   same without the complaint detector, then without attribution: the differences are
-  what those two cost.
+  what those two cost;
+* profiles-fetched: the profiles stage with the events in a backlog's order, as for
+  minutes-fetched (how the detector placed the contacts is printed for both orders).
+
+The garbage collector is tuned as in the worker (``streams/runtime/memory.py``) once the
+inputs are prepared.
 
     .venv/bin/python bench/rules_bench.py                   # 200,000 events, 25,000 customers
     .venv/bin/python bench/rules_bench.py --events 50000    # quicker
@@ -39,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -56,12 +62,13 @@ from touchpoint.streams.rules.normalize import Accepted, Ingestor
 from touchpoint.streams.rules.profile_batches import Applied, ProfileStage, Record
 from touchpoint.streams.rules.segments import SegmentRules, TierEstimator
 from touchpoint.streams.rules.signals import Detector
+from touchpoint.streams.runtime import memory
 from touchpoint.streams.runtime.partition import key_partition
 
 MINUTE_BATCH = 5000
 PROFILE_BATCH = 1000
-PARTS = ("ingest", "minutes", "minutes-fetched", "profiles", "profiles-without-detector",
-         "profiles-bare")
+PARTS = ("ingest", "minutes", "minutes-fetched", "profiles", "profiles-fetched",
+         "profiles-without-detector", "profiles-bare")
 
 
 #: What the client fetches of a partition at a time (Kafka's ``max.partition.fetch.bytes``).
@@ -218,6 +225,9 @@ def main() -> None:
 
     ingest()  # the other parts need its outcomes; it also loads what loads on first use
     print(f"  prepared in {time.perf_counter() - began:.1f} s")
+    # the worker's garbage collector; freezing also keeps the prepared inputs, which a
+    # worker does not hold, out of every collection
+    memory.tune()
     part("ingest", "ingest (decode, check, normalize)", len(inbound), ingest)
     accepted = [o for o in outcomes if isinstance(o, Accepted)]
     codec = codec_for("event")
@@ -249,20 +259,34 @@ def main() -> None:
             windows(fetched_order(inbound, outcomes, args.partitions))) is not None:
         print(f"  of which late: {late[0]:,} of {count:,} ({100 * late[0] / count:.1f} %)")
 
-    def profiles(detector: bool, attributor: bool) -> Callable[[], None]:
+    placed: list[Counter[str]] = [Counter()]  # how the last run's detector placed contacts
+
+    def profiles(detector: bool, attributor: bool,
+                 partitioned: list[list[Accepted]] = parts) -> Callable[[], None]:
         def run() -> None:
             stage = profile_stage(settings, rules, {}, detector=detector,
                                   attributor=attributor)
-            for number, part in enumerate(parts):
+            for number, part in enumerate(partitioned):
                 for at in range(0, len(part), PROFILE_BATCH):
                     stage.handle_batch(
                         [Record(provisional_customer_id(o.event), o.value, (), at + n,
                                 codec.decode(o.value))
                          for n, o in enumerate(part[at:at + PROFILE_BATCH])], number)
                     stage.changed.clear()
+            if stage.detector is not None:
+                placed[0] = stage.detector.placed
         return run
 
+    def print_placed() -> None:
+        print("    contacts placed: " + ", ".join(
+            f"{how} {n:,}" for how, n in sorted(placed[0].items())))
+
     whole = part("profiles", "profiles stage (incl. unpacking)", count, profiles(True, True))
+    if whole is not None:
+        print_placed()
+    if part("profiles-fetched", "profiles stage, in a backlog's order", count,
+            profiles(True, True, fetched_order(inbound, outcomes, args.partitions))) is not None:
+        print_placed()
     without = part("profiles-without-detector", "  without the complaint detector", count,
                    profiles(False, True))
     bare = part("profiles-bare", "  without attribution either", count,
