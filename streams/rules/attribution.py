@@ -207,7 +207,7 @@ class AttributionState:
                 "touchpoints": self.touchpoints, "closed": self.closed, "rows": self.rows}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AttributionState:
+    def from_dict(cls, data: dict[str, Any]) -> AttributionState:
         """The state stored by :meth:`to_dict` (unknown keys ignored, missing defaulted).
 
         Copies the containers the rules change (they append, filter and replace items,
@@ -223,6 +223,8 @@ class AttributionState:
                    None if closed is None else dict(closed), None if rows is None else dict(rows))
 
 
+# Remembered: a customer's exposures are grouped again for each touchpoint in their windows
+@functools.lru_cache(maxsize=4096)
 def exposure_id(campaign_id: str, first_event_id: str) -> str:
     """The id of the exposure to ``campaign_id`` whose first event is ``first_event_id``."""
     digest = hashlib.blake2b(f"{campaign_id}\x1f{first_event_id}".encode(), digest_size=10)
@@ -244,7 +246,7 @@ def is_idle(state: AttributionState, *, lateness: timedelta = DEFAULT_LATENESS) 
 
 # --- applying events -----------------------------------------------------------------------
 
-def observe(state: AttributionState, event: Mapping[str, Any], *,
+def observe(state: AttributionState, event: dict[str, Any], *,
             model: AttributionModel = LAST_TOUCH, window: timedelta = DEFAULT_WINDOW,
             lateness: timedelta = DEFAULT_LATENESS,
             value_tier: str = "") -> tuple[AttributionState, list[dict[str, Any]]]:
@@ -343,7 +345,7 @@ def _ms(span: timedelta) -> int:
     return span // timedelta(milliseconds=1)
 
 
-def _item(event: Mapping[str, Any], at: int,
+def _item(event: dict[str, Any], at: int,
           value_tier: str) -> tuple[bool, list[Any]] | None:
     """(is an exposure, its stored form) for an exposure event or touchpoint, else ``None``."""
     channel, kind = str(event.get("channel") or ""), str(event.get("type") or "")
@@ -565,16 +567,25 @@ class _Credit:
                  model: AttributionModel, window: int) -> None:
         self.model, self.window = model, window
         self.open = {g.xid for g in groups}
-        self.touches = {g.xid: [e[0] for e in g.events] for g in groups}
-        self.starts = {g.xid: g.start for g in groups}
-        for xid, (start, times) in closed.items():
-            self.touches[xid], self.starts[xid] = times, int(start)
+        # Looked at as a touchpoint asks, not gathered up front: most touchpoints are
+        # asked about once, and a busy customer's closed exposures are many. A closed
+        # exposure's start and touches are its own even where a group has its id.
+        self.groups = [g for g in groups if g.xid not in closed]
+        self.closed = closed
 
     def shares(self, at: int) -> list[tuple[str, float]]:
         """(exposure id, share) for a touchpoint at ``at``: none if no window holds it."""
         window = self.window
-        candidates = [Candidate(xid, start, max(t for t in self.touches[xid] if t <= at))
-                      for xid, start in self.starts.items() if start < at <= start + window]
+        candidates = []
+        for group in self.groups:
+            start = group.start
+            if start < at <= start + window:
+                candidates.append(Candidate(group.xid, start,
+                                            max(e[0] for e in group.events if e[0] <= at)))
+        for xid, (begun, times) in self.closed.items():
+            start = int(begun)
+            if start < at <= start + window:
+                candidates.append(Candidate(xid, start, max(t for t in times if t <= at)))
         return self.model.credit(candidates) if candidates else []
 
     def open_for(self, point: list[Any]) -> set[str]:

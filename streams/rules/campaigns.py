@@ -40,14 +40,14 @@ class Attributor:
         self.model, self.window, self.lateness = model, window, lateness
         self.tier_of = tier_of
 
-    def observe(self, profile: dict[str, Any], event: Mapping[str, Any]) -> None:
+    def observe(self, profile: dict[str, Any], event: dict[str, Any]) -> None:
         """Apply one new event of ``profile``'s customer; update the profile in place."""
         state, _ = attribution.observe(
             self.state_of(profile), event, model=self.model, window=self.window,
             lateness=self.lateness, value_tier=self.tier_of(profile))
         profile[ATTRIBUTION_KEY] = state.to_dict()
 
-    def absorb(self, profile: dict[str, Any], other: Mapping[str, Any] | None) -> None:
+    def absorb(self, profile: dict[str, Any], other: dict[str, Any] | None) -> None:
         """Fold a merged-away customer's attribution state (its profile's) into ``profile``."""
         if not other:
             return
@@ -64,7 +64,7 @@ class Attributor:
         state = AttributionState.from_dict(stored)
         return [attribution.row_values(row) for row in attribution.snapshot(state)]
 
-    def state_of(self, profile: Mapping[str, Any]) -> AttributionState:
+    def state_of(self, profile: dict[str, Any]) -> AttributionState:
         """The attribution state kept in ``profile`` (a fresh one if it has none)."""
         stored = profile.get(ATTRIBUTION_KEY)
         if stored is None:

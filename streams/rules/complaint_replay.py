@@ -61,14 +61,14 @@ class History:
     # event time up to which conclusions without a new contact were drawn (``expire``)
     settled: int | None = None
     # The checkpoint as stored, read only when needed: a contact in order never needs it.
-    stored_base: Mapping[str, Any] | None = None
+    stored_base: dict[str, Any] | None = None
     _base: ComplaintState | None = None
 
     # Written out so that mypyc compiles it (docs/design/compiled.md).
     def __init__(self, live: ComplaintState, journal: list[dict[str, Any]] | None = None,
                  shown: dict[str, list[list[Any]]] | None = None,
                  settled: int | None = None,
-                 stored_base: Mapping[str, Any] | None = None,
+                 stored_base: dict[str, Any] | None = None,
                  _base: ComplaintState | None = None) -> None:
         self.live = live
         self.journal = [] if journal is None else journal
@@ -98,7 +98,7 @@ class History:
                 "shown": self.shown, "settled": self.settled}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> History:
+    def from_dict(cls, data: dict[str, Any]) -> History:
         """The history stored by :meth:`to_dict`; ``data`` stays as it was."""
         return cls(ComplaintState.from_dict(data["live"]), list(data.get("journal") or ()),
                    {sid: list(states) for sid, states in (data.get("shown") or {}).items()},
@@ -123,7 +123,7 @@ def next_due(history: History, *, rules: Rules) -> int | None:
     return complaints.next_due(history.live, rules=rules)
 
 
-def observe(history: History, event: Mapping[str, Any], *, rules: Rules,
+def observe(history: History, event: dict[str, Any], *, rules: Rules,
             value_tier: str = "standard", sentiment: float | None = None,
             counts: Counter[str] | None = None) -> tuple[History, list[dict[str, Any]]]:
     """Apply one event in its event-time place; return the history and records to publish.
@@ -201,7 +201,7 @@ def combine(into: History, other: History, *,
 
 # ---------------------------------------------------------------------------------------
 
-def _entry(event: Mapping[str, Any], tier: str, sentiment: float | None) -> dict[str, Any]:
+def _entry(event: dict[str, Any], tier: str, sentiment: float | None) -> dict[str, Any]:
     """What the detector reads of an event, small enough to keep for the bound."""
     entry: dict[str, Any] = {"event_id": str(event["event_id"]),
                              "at": complaints.to_millis(event["occurred_at"])}
@@ -216,7 +216,7 @@ def _entry(event: Mapping[str, Any], tier: str, sentiment: float | None) -> dict
     return entry
 
 
-def _apply(state: ComplaintState, entry: Mapping[str, Any],
+def _apply(state: ComplaintState, entry: dict[str, Any],
            rules: Rules) -> list[dict[str, Any]]:
     event = {**entry, "occurred_at": entry["at"]}
     _, records = complaints.observe(state, event, rules=rules,

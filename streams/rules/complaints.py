@@ -14,9 +14,10 @@ records. The reason codes are CONTRACT.md's plus ``escalated``, ``formal_complai
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import math
-from collections.abc import Container, Mapping
+from collections.abc import Container
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -91,7 +92,7 @@ class Episode:
         return {name: getattr(self, name) for name in _EPISODE_FIELDS}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Episode:
+    def from_dict(cls, data: dict[str, Any]) -> Episode:
         """The episode stored by :meth:`to_dict` (unknown keys ignored); copies its lists."""
         copied: dict[str, Any] = {k: list(v) if isinstance(v, list) else v
                                   for k, v in data.items() if k in _EPISODE_FIELDS}
@@ -177,7 +178,7 @@ class ComplaintState:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ComplaintState:
+    def from_dict(cls, data: dict[str, Any]) -> ComplaintState:
         """The state stored by :meth:`to_dict` (unknown keys ignored, missing defaulted).
 
         Copies every container the detector changes in place, so ``data`` stays as it was.
@@ -264,7 +265,7 @@ class _Finding:
         return sum(points for _, points in self.items)
 
 
-def observe(state: ComplaintState, event: Mapping[str, Any], *, rules: Rules,
+def observe(state: ComplaintState, event: dict[str, Any], *, rules: Rules,
             value_tier: str = "standard",
             sentiment: float | None = None) -> tuple[ComplaintState, list[dict[str, Any]]]:
     """Apply one normalized event to ``state`` (in place); return it and the records to emit.
@@ -290,7 +291,7 @@ def observe(state: ComplaintState, event: Mapping[str, Any], *, rules: Rules,
     return state, records
 
 
-def matters(event: Mapping[str, Any], *, sessions: Container[str], rules: Rules,
+def matters(event: dict[str, Any], *, sessions: Container[str], rules: Rules,
             sentiment: float | None = None) -> bool:
     """Whether ``event`` can change a detector state beyond its clock and seen ids.
 
@@ -324,6 +325,8 @@ def current_record(state: ComplaintState, *, rules: Rules) -> dict[str, Any]:
     return _emit(state, ep, ep.last_emit_at, rules)
 
 
+# Remembered: an event the detector takes is checked against what it has seen, then noted
+@functools.lru_cache(maxsize=4096)
 def seen_digest(event_id: object) -> str:
     """How ``ComplaintState.seen`` remembers an event id (redeliveries change nothing)."""
     return hashlib.blake2b(str(event_id).encode(), digest_size=8).hexdigest()
@@ -343,7 +346,7 @@ def expire(state: ComplaintState, now: datetime | int, *,
     return state, records
 
 
-def _assess(state: ComplaintState, event: Mapping[str, Any], at: int, rules: Rules,
+def _assess(state: ComplaintState, event: dict[str, Any], at: int, rules: Rules,
             sentiment: float | None) -> _Finding:
     channel = str(event.get("channel") or "")
     kind = str(event.get("type") or "")
@@ -378,7 +381,7 @@ def _assess(state: ComplaintState, event: Mapping[str, Any], at: int, rules: Rul
     return found
 
 
-def _call(state: ComplaintState, event: Mapping[str, Any], kind: str, found: _Finding,
+def _call(state: ComplaintState, event: dict[str, Any], kind: str, found: _Finding,
           rules: Rules) -> None:
     wait = event.get("queue_wait_s")
     waits = rules.long_wait
@@ -429,7 +432,7 @@ def _repeat(state: ComplaintState, found: _Finding, outcome: Any, rules: Rules) 
         state.issues[found.subject] = [found.at, chain, now_open]
 
 
-def _feedback(event: Mapping[str, Any], kind: str, found: _Finding, rules: Rules) -> None:
+def _feedback(event: dict[str, Any], kind: str, found: _Finding, rules: Rules) -> None:
     if kind == "complaint":
         found.predicted = "complaint"
         return
@@ -445,7 +448,7 @@ def _feedback(event: Mapping[str, Any], kind: str, found: _Finding, rules: Rules
         found.resolving = True
 
 
-def _incident(state: ComplaintState, event: Mapping[str, Any], found: _Finding,
+def _incident(state: ComplaintState, event: dict[str, Any], found: _Finding,
               rules: Rules) -> None:
     """Weigh a rating or comment as the verdict on the bad contact it is about.
 
@@ -481,7 +484,7 @@ def _incident(state: ComplaintState, event: Mapping[str, Any], found: _Finding,
     found.items = [(reason, points * allowed / raw) for reason, points in found.items]
 
 
-def _web(state: ComplaintState, event: Mapping[str, Any], kind: str, found: _Finding,
+def _web(state: ComplaintState, event: dict[str, Any], kind: str, found: _Finding,
          rules: Rules) -> None:
     sid = str(event.get("session_id") or "")
     session = state.sessions.get(sid)
@@ -641,7 +644,7 @@ def _open(state: ComplaintState, found: _Finding, level: str, last: Episode | No
     return _emit(state, ep, found.at, rules)
 
 
-def _extend(ep: Episode, entry: Mapping[str, Any], rules: Rules) -> None:
+def _extend(ep: Episode, entry: dict[str, Any], rules: Rules) -> None:
     ep.first_evidence_at = min(ep.first_evidence_at, entry["at"])
     ep.reasons = list(dict.fromkeys([*ep.reasons, *entry["reasons"]]))
     ep.evidence_event_ids = list(dict.fromkeys(

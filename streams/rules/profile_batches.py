@@ -13,7 +13,7 @@ Why merges, replays and crashes neither lose nor double-count a contact:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, NamedTuple, cast
 
 import orjson
@@ -83,16 +83,25 @@ class Applied:
         # Keys added and not written yet: the stage writes a batch's keys together
         # (flush), and reads them here meanwhile.
         self.pending: dict[str, int] = {}
+        # The last key made: an event's key is looked up, then added
+        self._last: tuple[str, bytes, str] = ("", b"", "")
 
     def stamp(self, customer: str, digest: bytes) -> int | None:
         """The stamp of ``digest``'s key under ``customer``, or None if there is none."""
-        key = f"{customer}/{digest.hex()}"
+        key = self._key(customer, digest)
         found = self.pending.get(key)
         return self.keys.get(key) if found is None else found
 
     def add(self, customer: str, digest: bytes, stamp: int) -> None:
         """Set ``digest``'s key under ``customer``; written by the next :meth:`flush`."""
-        self.pending[f"{customer}/{digest.hex()}"] = stamp
+        self.pending[self._key(customer, digest)] = stamp
+
+    def _key(self, customer: str, digest: bytes) -> str:
+        last_customer, last_digest, key = self._last
+        if digest != last_digest or customer != last_customer:
+            key = f"{customer}/{digest.hex()}"
+            self._last = (customer, digest, key)
+        return key
 
     def flush(self) -> None:
         """Write the keys added since the last flush (in the current record's partition)."""
@@ -308,7 +317,7 @@ class ProfileStage:
             self._apply_event(key, state, event, digest, partition, offset)
             self._put(key, state, partition, offset)
 
-    def _read_again(self, key: str, state: dict[str, Any], event: Mapping[str, Any],
+    def _read_again(self, key: str, state: dict[str, Any], event: dict[str, Any],
                     digest: bytes, offset: int) -> None:
         """An event whose record the profile has reached: its key is written again.
 
@@ -385,7 +394,7 @@ class ProfileStage:
             return [Send(target, value, awaiting)]
         return []
 
-    def _handover(self, key: str, into: str, state: Mapping[str, Any],
+    def _handover(self, key: str, into: str, state: dict[str, Any],
                   partition: int) -> list[Send]:
         """The records that hand ``key``'s state over to ``into``: digests first, state last.
 
@@ -419,21 +428,24 @@ class ProfileStage:
         self._count("merged_again")
         return self._handover(key, into, marker[MERGED_STATE], partition)
 
-    def _seen(self, key: str, state: Mapping[str, Any], digest: bytes) -> bool:
+    def _seen(self, key: str, state: dict[str, Any], digest: bytes) -> bool:
         """Whether ``digest``'s event is counted in ``key``'s history already."""
-        if digest in self._counted or digest.hex() in state.get("released", ()):
+        if digest in self._counted:
+            return True
+        released = state.get("released")
+        if released and digest.hex() in released:
             return True
         stamp = self.applied.stamp(key, digest)
         # a key the profile has not reached belongs to a change a crash lost
         return stamp is not None and stamp <= _offset(state)
 
-    def _ensure(self, key: str, state: Mapping[str, Any], digest: bytes, offset: int) -> None:
+    def _ensure(self, key: str, state: dict[str, Any], digest: bytes, offset: int) -> None:
         """Write ``digest``'s key, counted by the record at ``offset``, unless it is there."""
         stamp = self.applied.stamp(key, digest)
         if stamp is None or stamp > _offset(state):
             self.applied.add(key, digest, offset)
 
-    def _apply_event(self, key: str, state: dict[str, Any], event: Mapping[str, Any],
+    def _apply_event(self, key: str, state: dict[str, Any], event: dict[str, Any],
                      digest: bytes, partition: int, offset: int) -> None:
         """Count a new ``event`` in the profile, then run the complaint detector and attribution."""
         apply_event(state, event)
@@ -534,6 +546,6 @@ def _copied(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _offset(state: Mapping[str, Any]) -> int:
+def _offset(state: dict[str, Any]) -> int:
     """The offset of the last record that changed a profile (-1: none yet)."""
     return cast(int, state.get("offset", -1))

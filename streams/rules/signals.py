@@ -64,7 +64,7 @@ class Detector:
         """Event time up to which signals of ``partition`` are concluded (ms)."""
         return max(self._newest.get(partition, 0) - self.lateness_ms, 0)
 
-    def observe(self, profile: dict[str, Any], event: Mapping[str, Any],
+    def observe(self, profile: dict[str, Any], event: dict[str, Any],
                 partition: int) -> list[dict[str, Any]]:
         """Apply one new event of ``profile``'s customer; update the profile in place."""
         self._newest[partition] = max(self._newest.get(partition, 0),
@@ -113,7 +113,7 @@ class Detector:
         self._keep(profile, history, partition, self._next_due(history))
         return self._stamp(records)
 
-    def absorb(self, profile: dict[str, Any], other: Mapping[str, Any] | None,
+    def absorb(self, profile: dict[str, Any], other: dict[str, Any] | None,
                partition: int) -> list[dict[str, Any]]:
         """Fold a merged-away customer's detector state into ``profile``'s."""
         if not other:
@@ -149,7 +149,7 @@ class Detector:
             return []
         return self._stamp([complaints.current_record(history.live, rules=self.rules)])
 
-    def state_of(self, profile: Mapping[str, Any]) -> History:
+    def state_of(self, profile: dict[str, Any]) -> History:
         """The detector history kept in ``profile`` (a fresh one if it has none)."""
         stored = profile.get(SIGNAL_KEY)
         if stored is None:
