@@ -70,19 +70,19 @@ class MinuteKey(NamedTuple):
     campaign_id: str
 
 
-def minute_key(event: Mapping[str, Any]) -> MinuteKey:
+def minute_key(event: dict[str, Any]) -> MinuteKey:
     """The minute (event time) x channel x type x store x campaign of a normalized event."""
     return _minute_key_at(event, to_millis(event["occurred_at"]))
 
 
-def _minute_key_at(event: Mapping[str, Any], at: int) -> MinuteKey:
+def _minute_key_at(event: dict[str, Any], at: int) -> MinuteKey:
     return MinuteKey(at - at % MINUTE_MS, str(event["channel"]), str(event["type"]),
                      str(event.get("store_id") or ""), str(event.get("campaign_id") or ""))
 
 
 # --- negative experiences ------------------------------------------------------------------
 
-def negative_reasons(event: Mapping[str, Any], rules: Rules) -> tuple[str, ...]:
+def negative_reasons(event: dict[str, Any], rules: Rules) -> tuple[str, ...]:
     """Why an event is a negative experience at its touchpoint (empty: it is not).
 
     The thresholds are the complaint rules' (``complaints.toml``): a long wait
@@ -122,7 +122,7 @@ def negative_reasons(event: Mapping[str, Any], rules: Rules) -> tuple[str, ...]:
     return tuple(reasons)
 
 
-def is_negative(event: Mapping[str, Any], rules: Rules) -> bool:
+def is_negative(event: dict[str, Any], rules: Rules) -> bool:
     """Whether an event is a negative experience (see :func:`negative_reasons`)."""
     return bool(negative_reasons(event, rules))
 
@@ -191,7 +191,7 @@ class MinuteCell:
         """Whether the event was counted here."""
         return _digest(event_id) in self.ids
 
-    def add(self, event: Mapping[str, Any], negative: bool, *,
+    def add(self, event: dict[str, Any], negative: bool, *,
             customer_id: str | None = None, digest: str | None = None) -> bool:
         """Count one event of this key; ``False`` if it was counted already.
 
@@ -264,7 +264,7 @@ def late_row(cell: MinuteCell, batch: int, part: int = 0) -> dict[str, Any]:
     return dict(zip(LATE_COLUMNS, late_values(cell, batch, part), strict=True))
 
 
-def _kind(event: Mapping[str, Any]) -> tuple[str, str]:
+def _kind(event: dict[str, Any]) -> tuple[str, str]:
     category, stage = event.get("category"), event.get("stage")
     if category and stage:
         return str(category), str(stage)
@@ -396,7 +396,7 @@ class MinuteWindows:
         mark = self.watermark
         return mark is not None and minute + MINUTE_MS <= mark
 
-    def add(self, event: Mapping[str, Any], *, negative: bool,
+    def add(self, event: dict[str, Any], *, negative: bool,
             customer_id: str | None = None) -> Added:
         """Count one normalized event; return what that closed or changed."""
         at = to_millis(event["occurred_at"])

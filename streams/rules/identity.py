@@ -13,6 +13,7 @@ continue from wherever a crash cuts the writes. The reasoning is in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ def strongest_identifier(event: Mapping[str, Any]) -> tuple[str, str]:
     raise ValueError(f"event {event.get('event_id')!r} has no identifier")
 
 
+# Remembered: a customer's identifier comes again with each of its events, at several stages
+@functools.lru_cache(maxsize=8192)
 def generated_id(identifier: str) -> str:
     """The stable id of a customer known only by ``identifier`` (``u-`` + 20 hex)."""
     return GENERATED_PREFIX + hashlib.blake2b(identifier.encode(), digest_size=10).hexdigest()

@@ -154,7 +154,7 @@ class MinuteStage:
         windows.late_changed |= {key for key in changed if key in windows.late}
         self._stale = stale + self._stale
 
-    def add(self, events: Iterable[Mapping[str, Any]]
+    def add(self, events: Iterable[dict[str, Any]]
             ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Count a batch of normalized events; return (minute rows, late rows) to upsert.
 
