@@ -40,12 +40,12 @@ _ORDER = (("customer_id", "customer_id"), ("phone_hash", "phone"), ("email_hash"
           ("anonymous_id", "anonymous_id"))
 
 
-def identifiers_of(event: Mapping[str, Any]) -> list[str]:
+def identifiers_of(event: dict[str, Any]) -> list[str]:
     """The ``kind:value`` identifiers of a normalized event, strongest first."""
     return [f"{kind}:{event[name]}" for name, kind in _ORDER if event.get(name)]
 
 
-def strongest_identifier(event: Mapping[str, Any]) -> tuple[str, str]:
+def strongest_identifier(event: dict[str, Any]) -> tuple[str, str]:
     """The (kind, value) of the strongest identifier of a normalized event."""
     for name, kind in _ORDER:
         value = event.get(name)
@@ -72,7 +72,7 @@ def own_id(identifier: str) -> str:
     return value if kind == "customer_id" else generated_id(identifier)
 
 
-def provisional_customer_id(event: Mapping[str, Any]) -> str:
+def provisional_customer_id(event: dict[str, Any]) -> str:
     """The customer an event would belong to on its own, before any linking."""
     kind, value = strongest_identifier(event)
     return own_id(f"{kind}:{value}")

@@ -75,7 +75,7 @@ MERGE_COLUMNS: tuple[str, ...] = (
 ALIAS_COLUMNS: tuple[str, ...] = ("alias", "customer_id", "version")
 
 
-def event_row(event: Mapping[str, Any], version: int,
+def event_row(event: dict[str, Any], version: int,
               customer_id: str | None = None) -> tuple[Any, ...]:
     """One ``touchpoint_events_raw`` row, values in :data:`EVENT_COLUMNS` order.
 
