@@ -239,6 +239,9 @@ def main() -> None:
         print(f"  events: {len(inbound)} inbound, {count} accepted")
     rules = complaints.Rules.load(settings.signal_rules or None)
 
+    # a backlog's order, for the two parts that use it (made once, and only for them)
+    fetched = fetched_order(inbound, outcomes, args.partitions) \
+        if args.only in (None, "minutes-fetched", "profiles-fetched") else []
     late = [0]  # events the last run of windows counted late
 
     def windows(partitioned: list[list[Accepted]]) -> Callable[[], None]:
@@ -256,7 +259,7 @@ def main() -> None:
 
     part("minutes", "minutes (incl. unpacking)", count, windows(parts))
     if part("minutes-fetched", "minutes, in a backlog's order (incl. unpacking)", count,
-            windows(fetched_order(inbound, outcomes, args.partitions))) is not None:
+            windows(fetched)) is not None:
         print(f"  of which late: {late[0]:,} of {count:,} ({100 * late[0] / count:.1f} %)")
 
     placed: list[Counter[str]] = [Counter()]  # how the last run's detector placed contacts
@@ -285,7 +288,7 @@ def main() -> None:
     if whole is not None:
         print_placed()
     if part("profiles-fetched", "profiles stage, in a backlog's order", count,
-            profiles(True, True, fetched_order(inbound, outcomes, args.partitions))) is not None:
+            profiles(True, True, fetched)) is not None:
         print_placed()
     without = part("profiles-without-detector", "  without the complaint detector", count,
                    profiles(False, True))

@@ -125,13 +125,15 @@ def next_due(history: History, *, rules: Rules) -> int | None:
 
 def observe(history: History, event: dict[str, Any], *, rules: Rules,
             value_tier: str = "standard", sentiment: float | None = None,
-            counts: Counter[str] | None = None) -> tuple[History, list[dict[str, Any]]]:
+            counts: Counter[str] | None = None,
+            digest: str | None = None) -> tuple[History, list[dict[str, Any]]]:
     """Apply one event in its event-time place; return the history and records to publish.
 
     Records are ``complaint_signal`` records without ``emitted_at`` (as
     ``complaints.observe`` returns them), including corrections of states published
     before. A redelivered event (same ``event_id``) changes nothing. ``counts`` counts
     how each contact was placed: ``in_order``, ``replayed`` or ``beyond_bound``.
+    ``digest`` is the event id's ``complaints.seen_digest``, if the caller has it already.
     """
     counts = Counter() if counts is None else counts
     live = history.live
@@ -139,7 +141,9 @@ def observe(history: History, event: dict[str, Any], *, rules: Rules,
         return history, []
     entry = _entry(event, value_tier, sentiment)
     key = (entry["at"], entry["event_id"])
-    if complaints.seen_digest(entry["event_id"]) in live.seen or \
+    if digest is None:
+        digest = complaints.seen_digest(entry["event_id"])
+    if digest in live.seen or \
             any(e["event_id"] == entry["event_id"] for e in history.journal):
         return history, []
     journal = history.journal
@@ -153,7 +157,7 @@ def observe(history: History, event: dict[str, Any], *, rules: Rules,
             entry["at"] >= (history.settled or entry["at"]):
         counts["in_order"] += 1
         journal.append(entry)
-        records = _note(history, _apply(live, entry, rules))
+        records = _note(history, _apply(live, entry, rules, digest))
     else:
         counts["replayed"] += 1
         bisect.insort(journal, entry, key=lambda e: (e["at"], e["event_id"]))
@@ -216,12 +220,12 @@ def _entry(event: dict[str, Any], tier: str, sentiment: float | None) -> dict[st
     return entry
 
 
-def _apply(state: ComplaintState, entry: dict[str, Any],
-           rules: Rules) -> list[dict[str, Any]]:
+def _apply(state: ComplaintState, entry: dict[str, Any], rules: Rules,
+           digest: str | None = None) -> list[dict[str, Any]]:
     event = {**entry, "occurred_at": entry["at"]}
     _, records = complaints.observe(state, event, rules=rules,
                                     value_tier=entry.get("tier", "standard"),
-                                    sentiment=entry.get("sentiment"))
+                                    sentiment=entry.get("sentiment"), digest=digest)
     return records
 
 

@@ -14,7 +14,6 @@ records. The reason codes are CONTRACT.md's plus ``escalated``, ``formal_complai
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import math
 from collections.abc import Container
@@ -266,17 +265,19 @@ class _Finding:
 
 
 def observe(state: ComplaintState, event: dict[str, Any], *, rules: Rules,
-            value_tier: str = "standard",
-            sentiment: float | None = None) -> tuple[ComplaintState, list[dict[str, Any]]]:
+            value_tier: str = "standard", sentiment: float | None = None,
+            digest: str | None = None) -> tuple[ComplaintState, list[dict[str, Any]]]:
     """Apply one normalized event to ``state`` (in place); return it and the records to emit.
 
     ``event`` has the fields of the ``event`` schema; ``occurred_at`` is epoch ms or an
     aware datetime. ``value_tier`` is the customer's profile tier, ``sentiment`` the score
     (-1..1) of the event's text, if it has any. Records have the ``complaint_signal``
     fields except ``emitted_at``. A redelivered event (same ``event_id``) changes nothing.
+    ``digest`` is the event id's :func:`seen_digest`, if the caller has it already.
     """
     at = to_millis(event["occurred_at"])
-    digest = seen_digest(event["event_id"])
+    if digest is None:
+        digest = seen_digest(event["event_id"])
     if digest in state.seen:
         return state, []
     state.seen = [*state.seen, digest][-rules.limits.recent_ids:]
@@ -325,8 +326,6 @@ def current_record(state: ComplaintState, *, rules: Rules) -> dict[str, Any]:
     return _emit(state, ep, ep.last_emit_at, rules)
 
 
-# Remembered: an event the detector takes is checked against what it has seen, then noted
-@functools.lru_cache(maxsize=4096)
 def seen_digest(event_id: object) -> str:
     """How ``ComplaintState.seen`` remembers an event id (redeliveries change nothing)."""
     return hashlib.blake2b(str(event_id).encode(), digest_size=8).hexdigest()

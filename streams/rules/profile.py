@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from touchpoint.streams.rules.complaint_replay import episode_of
-from touchpoint.streams.rules.segments import SegmentRules, spend_12m
+from touchpoint.streams.rules.segments import SegmentRules, month_key, spend_12m
 from touchpoint.streams.rules.signals import SIGNAL_KEY
 
 __all__ = [
@@ -65,12 +64,6 @@ def event_digest(event_id: str) -> bytes:
     return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
 
 
-def _month(ms: int) -> str:
-    # gmtime and two integers: strftime on a datetime cost about 10,000 instructions
-    at = time.gmtime(ms // 1000)
-    return f"{at.tm_year:04d}{at.tm_mon:02d}"
-
-
 def _min(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
@@ -95,12 +88,12 @@ def apply_event(profile: dict[str, Any], event: dict[str, Any]) -> None:
         profile["last_purchase_at"] = _max(profile["last_purchase_at"], when)
         if amount:
             profile["total_spend"] = round(profile["total_spend"] + amount, 2)
-            _add(profile["spend_by_month"], _month(when), amount)
+            _add(profile["spend_by_month"], month_key(when), amount)
     elif kind == "return" and channel == "store":
         profile["returns"] += 1
         if amount:
             profile["total_spend"] = round(profile["total_spend"] - amount, 2)
-            _add(profile["spend_by_month"], _month(when), -amount)
+            _add(profile["spend_by_month"], month_key(when), -amount)
     elif channel == "feedback":
         score = event.get("score")
         if kind in ("csat", "review", "nps") and score is not None:

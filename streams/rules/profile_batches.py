@@ -452,7 +452,7 @@ class ProfileStage:
         self.applied.add(key, digest, offset)
         self._counted.add(digest)
         if self.detector is not None:
-            self.signals += self.detector.observe(state, event, partition)
+            self.signals += self.detector.observe(state, event, partition, digest)
         if self.attribution is not None:
             self.attribution.observe(state, event)
         self.changed.add(key)

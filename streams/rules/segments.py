@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["DAY_MS", "SegmentRules", "TierEstimator", "spend_12m"]
+__all__ = ["DAY_MS", "SegmentRules", "TierEstimator", "month_key", "spend_12m"]
 
 DAY_MS = 86_400_000
 
@@ -130,6 +130,11 @@ def _month_of(ms: int) -> int:
     month = shifted + 3 if shifted < 10 else shifted - 9
     year = year_of_era + era * 400 + (1 if month <= 2 else 0)
     return year * 12 + month - 1
+
+
+def month_key(ms: int) -> str:
+    """The ``YYYYMM`` of an epoch-ms time, UTC: a key of a profile's ``spend_by_month``."""
+    return _month_text(_month_of(ms))
 
 
 def _month_text(month: int) -> str:

@@ -65,8 +65,12 @@ class Detector:
         return max(self._newest.get(partition, 0) - self.lateness_ms, 0)
 
     def observe(self, profile: dict[str, Any], event: dict[str, Any],
-                partition: int) -> list[dict[str, Any]]:
-        """Apply one new event of ``profile``'s customer; update the profile in place."""
+                partition: int, digest: bytes | None = None) -> list[dict[str, Any]]:
+        """Apply one new event of ``profile``'s customer; update the profile in place.
+
+        ``digest`` is the event id's ``profile.event_digest``, if the caller has it: the
+        detector remembers events by the same digest, in hex.
+        """
         self._newest[partition] = max(self._newest.get(partition, 0),
                                       int(event["occurred_at"]))
         sentiment = event.get("sentiment")
@@ -78,7 +82,7 @@ class Detector:
         history, records = complaint_replay.observe(
             self.state_of(profile), event, rules=self.rules,
             value_tier=self.tier_of(profile, int(event["occurred_at"])), sentiment=sentiment,
-            counts=self.placed)
+            counts=self.placed, digest=None if digest is None else digest.hex())
         due = self._next_due(history)
         watermark = self.watermark(partition)
         if due is not None and due <= watermark:

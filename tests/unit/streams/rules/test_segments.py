@@ -87,3 +87,16 @@ def test_the_month_of_a_time_is_the_calendar_month_datetime_gives() -> None:
     # beyond datetime's range: datetime's own error, as before
     with pytest.raises((ValueError, OverflowError, OSError)):
         spend_12m({"last_seen": end + DAY_MS, "spend_by_month": {}})
+
+
+def test_a_spend_month_key_is_the_month_strftime_writes() -> None:
+    # the profile's spend_by_month keys and spend_12m's window are one reading of a time
+    rng = random.Random(11)
+    times = [rng.randrange(946_684_800_000, 4_102_444_800_000) for _ in range(5_000)]
+    for year in (2000, 2024, 2028, 2099):
+        for month in range(1, 13):
+            start = int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
+            times += [start - 1, start, start + 1]
+    for ms in times:
+        assert segments.month_key(ms) == \
+            datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y%m"), ms

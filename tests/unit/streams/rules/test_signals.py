@@ -201,3 +201,20 @@ def test_after_a_recovery_each_customer_s_latest_signal_state_is_published_again
     assert content(again) == content(raised[-1])
     assert again["revision"] > raised[-1]["revision"]  # the latest state wins, as it was
     assert detector.due[0]  # and C1's breach is scheduled again
+
+
+def test_the_detector_knows_an_event_by_the_digest_the_profiles_stage_passes_it() -> None:
+    # The stage hands over profile.event_digest; the detector's own seen_digest must be
+    # the same digest in hex, or an event passed with it would not be known without it.
+    from touchpoint.streams.rules.complaints import seen_digest
+    from touchpoint.streams.rules.profile import event_digest
+
+    for event_id in ("e1", "ë-2", "web:0f3a" * 8, ""):
+        assert seen_digest(event_id) == event_digest(event_id).hex()
+    detector = Detector(RULES, lambda profile, at: "standard", lateness_ms=60_000)
+    profile: dict[str, Any] = {"customer_id": "C1"}
+    first = detector.observe(profile, call("e1", T0), 0, event_digest("e1"))
+    stored = copy.deepcopy(profile)
+    assert first  # a bad call raised a signal
+    assert detector.observe(profile, call("e1", T0), 0) == []  # the same event, no digest
+    assert profile == stored
