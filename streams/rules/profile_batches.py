@@ -83,14 +83,31 @@ class Applied:
         # Keys added and not written yet: the stage writes a batch's keys together
         # (flush), and reads them here meanwhile.
         self.pending: dict[str, int] = {}
+        # Keys read ahead for the batch (read_ahead), with what each had (None: none); kept
+        # true by flush, dropped by discard
+        self.ahead: dict[str, int | None] = {}
         # The last key made: an event's key is looked up, then added
         self._last: tuple[str, bytes, str] = ("", b"", "")
+
+    def read_ahead(self, pairs: list[tuple[str, bytes]]) -> None:
+        """Read the keys of these (customer, digest) pairs at once, for :meth:`stamp`.
+
+        One call of :meth:`_read_many` instead of one read an event; the keys are not
+        written before the next :meth:`flush`, which keeps what was read true.
+        """
+        keys = list(dict.fromkeys(f"{customer}/{digest.hex()}" for customer, digest in pairs))
+        self.ahead = dict(zip(keys, self._read_many(keys), strict=True))
 
     def stamp(self, customer: str, digest: bytes) -> int | None:
         """The stamp of ``digest``'s key under ``customer``, or None if there is none."""
         key = self._key(customer, digest)
         found = self.pending.get(key)
-        return self.keys.get(key) if found is None else found
+        if found is not None:
+            return found
+        ahead = self.ahead
+        if key in ahead:
+            return ahead[key]
+        return self.keys.get(key)
 
     def add(self, customer: str, digest: bytes, stamp: int) -> None:
         """Set ``digest``'s key under ``customer``; written by the next :meth:`flush`."""
@@ -108,10 +125,13 @@ class Applied:
         if self.pending:
             pending, self.pending = self.pending, {}
             self._write(pending)
+            if self.ahead:
+                self.ahead.update(pending)
 
     def discard(self) -> None:
-        """Forget the keys added since the last flush (their batch is read again)."""
+        """Forget the keys added since the last flush (their batch is read again) and read ahead."""
         self.pending = {}
+        self.ahead = {}
 
     def of(self, customer: str, partition: int, upto: int) -> list[bytes]:
         """The digests under ``customer`` in ``partition`` whose stamp is ``upto`` or less."""
@@ -123,6 +143,9 @@ class Applied:
 
     def _items(self, partition: int, prefix: str) -> Iterable[tuple[str, int]]:
         return [(k, v) for k, v in self.keys.items() if k.startswith(prefix)]
+
+    def _read_many(self, keys: list[str]) -> list[int | None]:
+        return [self.keys.get(key) for key in keys]
 
     def _write(self, keys: dict[str, int]) -> None:
         for key, stamp in keys.items():
@@ -204,6 +227,7 @@ class ProfileStage:
         # the batch's profiles and markers as read (None: none) or changed, and which changed
         self._batch: dict[str, dict[str, Any] | None] = {}
         self._writes: dict[str, None] = {}
+        self._digests: dict[str, bytes] = {}  # the batch's events' digests, by event id
         self._next = 0  # the offset of a record handled without one (unit tests)
 
     def _count(self, name: str) -> None:
@@ -240,6 +264,15 @@ class ProfileStage:
                 records = list(records)  # read twice
                 keys = list(dict.fromkeys(record.key for record in records))
                 self._batch.update(zip(keys, self.read_many(keys), strict=True))
+                # and the applied key each event looks up first, its own customer's
+                digests = self._digests
+                pairs = []
+                for record in records:
+                    if record.event is not None:
+                        event_id = record.event["event_id"]
+                        digest = digests[event_id] = event_digest(event_id)
+                        pairs.append((record.key, digest))
+                self.applied.read_ahead(pairs)
             done = []
             for key, value, awaiting, offset, event in records:
                 if offset is None:
@@ -270,6 +303,7 @@ class ProfileStage:
             self.signals = earlier
             self._batch.clear()
             self._writes.clear()
+            self._digests.clear()
             self.applied.discard()
 
     def _get(self, key: str) -> dict[str, Any] | None:
@@ -306,7 +340,10 @@ class ProfileStage:
                   partition: int, offset: int, awaiting: tuple[str, ...]) -> None:
         """An event of ``key``: applied, or held until the aliases it awaits are folded in."""
         state = current or new_profile(key)
-        digest = event_digest(event["event_id"])
+        event_id = event["event_id"]
+        digest = self._digests.get(event_id)
+        if digest is None:
+            digest = event_digest(event_id)
         if _offset(state) >= offset:
             self._read_again(key, state, event, digest, offset)
         elif self._seen(key, state, digest):

@@ -94,6 +94,9 @@ class AppliedTable(Applied):
     def _write(self, keys: dict[str, int]) -> None:
         self.table.set_many(keys.items())
 
+    def _read_many(self, keys: list[str]) -> list[int | None]:
+        return cast(list[int | None], self.table.get_many(keys))
+
 
 class ProfilePublisher:
     """Publishes changed profiles to ``profiles.updates`` and ``customer_profiles_raw``.

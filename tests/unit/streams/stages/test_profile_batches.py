@@ -301,3 +301,60 @@ def test_a_state_is_copied_as_deepcopy_copies_it() -> None:
     copied["odd"].add(3)
     assert state == {"live": {"seen": [1, "a", None, 2.5, True], "issues": {"r": [3, 4]}},
                      "journal": [[1, "a", None, 2.5, True]], "pair": (1, [2]), "odd": {1, 2}}
+
+
+def test_applied_keys_read_ahead_give_what_one_read_an_event_gives() -> None:
+    # The worker reads the applied key of each of a batch's events in one call before
+    # the batch's records (Applied.read_ahead), as it reads the batch's customers: the
+    # same tables, sends and signals, batch by batch and read again after a crash, with
+    # the events' own keys no longer read one at a time.
+    from touchpoint.schemas.codec import codec_for, subject_of
+    from touchpoint.streams.rules.profile_batches import Applied
+
+    class Keys(dict[str, int]):
+        """Applied keys, counting the reads of one key."""
+
+        gets = 0
+
+        def get(self, key: str, default: Any = None) -> Any:
+            self.gets += 1
+            return super().get(key, default)
+
+    class Ahead(Applied):
+        def __init__(self, keys: Keys) -> None:
+            super().__init__(keys)
+            self.asked: list[list[str]] = []
+
+        def _read_many(self, keys: list[str]) -> list[int | None]:
+            self.asked.append(keys)
+            return [dict.get(self.keys, key) for key in keys]  # type: ignore[arg-type]
+
+    codec = codec_for("event")
+    records = [*_merge_traffic(), *_traffic()[len(_merge_traffic()):]]
+    records = [r._replace(event=codec.decode(r.value)) if subject_of(r.value) == "event" else r
+               for r in records]
+
+    def run(size: int, ahead: bool, table: JsonTable,
+            keys: dict[str, int]) -> tuple[Any, list[Any]]:
+        stage = _stage(table, Ahead(Keys(keys)))
+        if ahead:
+            stage.read_many = lambda wanted: [table.get(key) for key in wanted]
+        done = []
+        for at in range(0, len(records), size):
+            done += [tuple(h) for h in stage.handle_batch(records[at:at + size])]
+        done += _deliver(stage, done, 500)  # the hand-over
+        return stage, done
+
+    for size in (len(records), 7, 1):
+        one, one_done = run(size, False, JsonTable(), {})
+        many, many_done = run(size, True, JsonTable(), {})
+        assert many.table.raw() == one.table.raw() and many_done == one_done, size
+        assert dict(many.applied.keys) == dict(one.applied.keys), size
+        assert len(many.applied.asked) == -(-len(records) // size) + 1, size  # a batch each
+        assert many.applied.keys.gets < one.applied.keys.gets / 2, size
+        # read again, as after a crash: every event a repeat, the same tables
+        for stage in (one, many):
+            again, _ = run(size, stage is many, JsonTable(stage.table.raw()),
+                           dict(stage.applied.keys))
+            assert "applied" not in again.stats, size
+            assert again.table.raw() == one.table.raw(), size
