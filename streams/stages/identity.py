@@ -17,7 +17,6 @@ across replays, crashes, rebalances and a copy of the graph that lags behind it,
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import faust
+import orjson
 
 from touchpoint.schemas.codec import codec_for
 from touchpoint.streams.rules.identity import (
@@ -158,7 +158,7 @@ def replica_key(key: bytes) -> bytes:
 
     Faust writes a table's text keys JSON-encoded (``"o:anonymous_id:ck-1"``, quoted).
     """
-    return str(json.loads(key)).encode()
+    return str(orjson.loads(key)).encode()
 
 
 def replica_value(key: bytes, value: bytes) -> bytes | None:
@@ -167,7 +167,7 @@ def replica_value(key: bytes, value: bytes) -> bytes | None:
     ``o:<identifier>``: its customer id; ``m:<customer>``: the ids merged into it,
     comma-separated (empty: a group without aliases). ``key`` is :func:`replica_key`'s.
     """
-    decoded = json.loads(value)
+    decoded = orjson.loads(value)
     if key == LINKED_KEY.encode():
         return str(int(decoded)).encode()
     if key.startswith(b"o:"):
