@@ -59,8 +59,8 @@ class Attributor:
     def rows(self, profile: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Every exposure row of the customer at its current version (column order)."""
         stored = profile.get(ATTRIBUTION_KEY)
-        if not stored:
-            return []
+        if not stored or not stored.get("rows"):
+            return []  # most customers: no exposure, no state to rebuild
         state = AttributionState.from_dict(stored)
         return [attribution.row_values(row) for row in attribution.snapshot(state)]
 

@@ -44,7 +44,7 @@ from touchpoint.streams.rules.profile_batches import (
     ProfileStage,
     Record,
 )
-from touchpoint.streams.rules.segments import SegmentRules, TierEstimator, spend_12m
+from touchpoint.streams.rules.segments import SegmentRules, TierEstimator
 from touchpoint.streams.rules.signals import Detector
 from touchpoint.streams.runtime import changelog
 from touchpoint.streams.runtime.batches import BatchStream, Delivered, batch_stream
@@ -174,8 +174,9 @@ class ProfilePublisher:
             if MERGED_INTO in state:
                 self.merged[key] = state[MERGED_INTO]  # written below, again if need be
                 continue
-            self.estimator.observe(key, spend_12m(state))
             pub = public_profile(state, self.rules, cutoffs)
+            # after public_profile: this emit's cut-offs were read before the loop
+            self.estimator.observe(key, pub["spend_12m"])
             await self._box.send(self.updates, key.encode(),
                                  self._codec.encode(pub, check=False))
             published[key] = partition
