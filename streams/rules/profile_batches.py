@@ -170,10 +170,11 @@ class ProfileStage:
     written at the end too, before the profiles (and before a hand-over reads a
     customer's keys), and read from what the batch added meanwhile; a batch that raises
     writes none of them. With ``read_many`` and ``write_many`` (the worker's table) the
-    batch's customers are read in one call before its records, and the profiles written
-    in one call. The table is written before anything the batch sends,
-    as it was before each record's sends, so a crash in between is a case that was
-    handled already (the records are unacknowledged, so read again): a merge whose
+    batch's customers, and its events' applied keys (:meth:`Applied.read_ahead`), are read
+    in one call each before its records, and the profiles written in one call. The table
+    is written before anything the batch sends, as it was before each record's sends, so
+    a crash in between is a case that was handled already (the records are
+    unacknowledged, so read again): a merge whose
     marker is in the changelog and whose hand-over was lost is handed over again
     (``_merge_again``); a hand-over delivered while the marker was lost comes again when
     the merge is read again, and the customer it reaches folds a state in once (by
