@@ -17,7 +17,10 @@ spread of a whole drain. Per event, median of ``--runs`` runs (and their spread)
   same without the complaint detector, then without attribution: the differences are
   what those two cost;
 * profiles-fetched: the profiles stage with the events in a backlog's order, as for
-  minutes-fetched (how the detector placed the contacts is printed for both orders).
+  minutes-fetched (how the detector placed the contacts is printed for both orders);
+* emitter: what the profiles emitter does to publish each profile the stage made of the
+  traffic (``ProfilePublisher.publication``: the public profile and its Avro record, its
+  warehouse row, its exposure rows, the tier estimator), per profile, not per event.
 
 The garbage collector is tuned as in the worker (``streams/runtime/memory.py``) once the
 inputs are prepared.
@@ -47,7 +50,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import throughput_bench as tb  # the sibling benchmark: its backlog, event for event
 
@@ -59,16 +62,17 @@ from touchpoint.streams.rules import attribution, campaigns, complaints
 from touchpoint.streams.rules.identity import provisional_customer_id
 from touchpoint.streams.rules.minute_rows import MinuteStage
 from touchpoint.streams.rules.normalize import Accepted, Ingestor
-from touchpoint.streams.rules.profile_batches import Applied, ProfileStage, Record
+from touchpoint.streams.rules.profile_batches import MERGED_INTO, Applied, ProfileStage, Record
 from touchpoint.streams.rules.segments import SegmentRules, TierEstimator
 from touchpoint.streams.rules.signals import Detector
 from touchpoint.streams.runtime import memory
 from touchpoint.streams.runtime.partition import key_partition
+from touchpoint.streams.stages.profiles import ProfilePublisher
 
 MINUTE_BATCH = 5000
 PROFILE_BATCH = 1000
 PARTS = ("ingest", "minutes", "minutes-fetched", "profiles", "profiles-fetched",
-         "profiles-without-detector", "profiles-bare")
+         "profiles-without-detector", "profiles-bare", "emitter")
 
 
 #: What the client fetches of a partition at a time (Kafka's ``max.partition.fetch.bytes``).
@@ -112,27 +116,48 @@ def timed(runs: int, count: int, work: Callable[[], None]) -> list[float]:
     return spent
 
 
-def report(name: str, spent: list[float]) -> float:
+def report(name: str, spent: list[float], unit: str = "event") -> float:
     median = statistics.median(spent)
-    print(f"  {name:<34} {median:7.1f} µs/event   ({', '.join(f'{s:.1f}' for s in spent)})")
+    print(f"  {name:<34} {median:7.1f} µs/{unit}   ({', '.join(f'{s:.1f}' for s in spent)})")
     return median
 
 
-def profile_stage(settings: Settings, rules: complaints.Rules, table: dict[str, Any], *,
-                  detector: bool = True, attributor: bool = True) -> ProfileStage:
-    """The profiles stage's rules as the worker sets them up, over ``table`` (no Kafka)."""
-    segments = SegmentRules(
+def segment_rules(settings: Settings) -> SegmentRules:
+    """The lifecycle and tier rules as the worker reads them from its settings."""
+    return SegmentRules(
         at_risk_days=settings.at_risk_days, lapsed_days=settings.lapsed_days,
         key_share=settings.key_tier_share, growth_share=settings.growth_tier_share)
-    estimator = TierEstimator(segments)
-    found = Detector(rules, lambda p, at: segments.tier(p, estimator.cutoffs(), at),
-                     lateness_ms=settings.signal_lateness_seconds * 1000)
-    attributed = campaigns.Attributor(
+
+
+def attributor(settings: Settings, segments: SegmentRules,
+               estimator: TierEstimator) -> campaigns.Attributor:
+    """Campaign attribution as the worker sets it up."""
+    return campaigns.Attributor(
         model=attribution.model_for(settings.attribution_model),
         window=timedelta(days=settings.attribution_window_days),
         tier_of=lambda p: segments.tier(p, estimator.cutoffs()))
+
+
+def profile_stage(settings: Settings, rules: complaints.Rules, table: dict[str, Any], *,
+                  detector: bool = True, attributor_on: bool = True) -> ProfileStage:
+    """The profiles stage's rules as the worker sets them up, over ``table`` (no Kafka)."""
+    segments = segment_rules(settings)
+    estimator = TierEstimator(segments)
+    found = Detector(rules, lambda p, at: segments.tier(p, estimator.cutoffs(), at),
+                     lateness_ms=settings.signal_lateness_seconds * 1000)
     return ProfileStage(table, {}, found if detector else None,
-                        attributed if attributor else None, applied=Applied())
+                        attributor(settings, segments, estimator) if attributor_on else None,
+                        applied=Applied())
+
+
+def publisher(settings: Settings) -> ProfilePublisher:
+    """The profiles emitter as the worker sets it up, without Kafka or a warehouse."""
+    segments = segment_rules(settings)
+    estimator = TierEstimator(segments)
+    return ProfilePublisher(
+        cast(Any, object()), cast(Any, {}), updates="profiles.updates",
+        writer=cast(Any, None), rules=segments, estimator=estimator,
+        map_type=True, attribution=attributor(settings, segments, estimator))
 
 
 def count_instructions(args: argparse.Namespace) -> None:
@@ -152,11 +177,13 @@ def count_instructions(args: argparse.Namespace) -> None:
              *common, "--only", only, "--runs", str(runs)],
             env=env, capture_output=True, text=True, check=False)
         found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-        events = re.search(r"events: (\d+) inbound, (\d+) accepted", done.stdout)
+        events = re.search(r"events: (\d+) inbound, (\d+) accepted, (\d+) profiles",
+                           done.stdout)
         if done.returncode or found is None or events is None:
             sys.exit(f"valgrind run of --only {only} --runs {runs} failed:\n"
                      f"{done.stderr[-2000:]}")
-        handled = int(events.group(1) if only == "ingest" else events.group(2))
+        handled = int(events.group(1) if only == "ingest" else
+                      events.group(3) if only == "emitter" else events.group(2))
         return int(found.group(1).replace(",", "")), handled
 
     runs = max(args.runs, 1)
@@ -165,8 +192,11 @@ def count_instructions(args: argparse.Namespace) -> None:
           f"against none; build: {compiled.state()}")
     base, _ = instructions(PARTS[0], 0)
     for name in (args.only,) if args.only else PARTS:
+        if name == "emitter":  # it needs the profiles made first, in its baseline too
+            base, _ = instructions(name, 0)
         spent, events = instructions(name, runs)
-        print(f"  {name:<28} {(spent - base) / runs / events:12,.0f} instructions/event",
+        unit = "profile" if name == "emitter" else "event"
+        print(f"  {name:<28} {(spent - base) / runs / events:12,.0f} instructions/{unit}",
               flush=True)
 
 
@@ -201,7 +231,8 @@ def main() -> None:
             return None
         if not args.runs:
             return None
-        return report(label, timed(args.runs, count, work))
+        return report(label, timed(args.runs, count, work),
+                      "profile" if name == "emitter" else "event")
 
     # the defaults; a fixed salt (the bench must not create the local secret files)
     settings = load_settings({}, create_secrets=False, pii_salt="bench-salt-0123456789")
@@ -235,8 +266,6 @@ def main() -> None:
     for outcome in accepted:
         parts[key_partition(outcome.key, list(range(args.partitions)))].append(outcome)
     count = len(accepted)
-    if args.only:  # what --instructions divides by
-        print(f"  events: {len(inbound)} inbound, {count} accepted")
     rules = complaints.Rules.load(settings.signal_rules or None)
 
     # a backlog's order, for the two parts that use it (made once, and only for them)
@@ -264,12 +293,12 @@ def main() -> None:
 
     placed: list[Counter[str]] = [Counter()]  # how the last run's detector placed contacts
 
-    def profiles(detector: bool, attributor: bool,
-                 partitioned: list[list[Accepted]] = parts) -> Callable[[], None]:
+    def profiles(detector: bool, attributed: bool, partitioned: list[list[Accepted]] | None = None,
+                 into: dict[str, Any] | None = None) -> Callable[[], None]:
         def run() -> None:
-            stage = profile_stage(settings, rules, {}, detector=detector,
-                                  attributor=attributor)
-            for number, part in enumerate(partitioned):
+            stage = profile_stage(settings, rules, {} if into is None else into,
+                                  detector=detector, attributor_on=attributed)
+            for number, part in enumerate(parts if partitioned is None else partitioned):
                 for at in range(0, len(part), PROFILE_BATCH):
                     stage.handle_batch(
                         [Record(provisional_customer_id(o.event), o.value, (), at + n,
@@ -279,6 +308,13 @@ def main() -> None:
             if stage.detector is not None:
                 placed[0] = stage.detector.placed
         return run
+
+    made: dict[str, Any] = {}  # the profiles the stage made of the traffic, for the emitter
+    if args.only in (None, "emitter"):
+        profiles(True, True, into=made)()
+    published = {key: state for key, state in made.items() if MERGED_INTO not in state}
+    if args.only:  # what --instructions divides by
+        print(f"  events: {len(inbound)} inbound, {count} accepted, {len(published)} profiles")
 
     def print_placed() -> None:
         print("    contacts placed: " + ", ".join(
@@ -297,6 +333,19 @@ def main() -> None:
     if whole is not None and without is not None and bare is not None:
         print(f"  so: the detector about {whole - without:.1f} µs/event, attribution about "
               f"{without - bare:.1f} µs/event")
+
+    def emit() -> None:
+        emitter = publisher(settings)
+        cutoffs = emitter.estimator.cutoffs()
+        for key, state in published.items():
+            emitter.publication(key, state, cutoffs)
+
+    if part("emitter", f"emitter ({len(published):,} profiles)", len(published),
+            emit) is not None:
+        exposed = sum(1 for state in published.values()
+                      if (state.get(campaigns.ATTRIBUTION_KEY) or {}).get("rows"))
+        print(f"    of them with exposure rows: {exposed:,} "
+              f"({100 * exposed / max(len(published), 1):.0f} %)")
 
 
 if __name__ == "__main__":

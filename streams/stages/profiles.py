@@ -160,6 +160,20 @@ class ProfilePublisher:
             state = self.profiles.get_in(partition, key)
         return state
 
+    def publication(self, key: str, state: dict[str, Any], cutoffs: tuple[float, float]
+                    ) -> tuple[bytes, tuple[Any, ...], list[tuple[Any, ...]]]:
+        """What publishing ``key``'s profile takes: its record, its row, its exposure rows.
+
+        The record for ``profiles.updates`` (the public profile, Avro), its
+        ``customer_profiles_raw`` row and its exposures' rows; the tier estimator observes
+        the customer's spend. ``cutoffs`` are the estimator's as the emit began.
+        """
+        pub = public_profile(state, self.rules, cutoffs)
+        self.estimator.observe(key, pub["spend_12m"])
+        exposures = [] if self.attribution is None else self.attribution.rows(state)
+        return (self._codec.encode(pub, check=False), profile_row(pub, map_type=self.map_type),
+                exposures)
+
     async def emit(self, keys: Mapping[str, int]) -> int:
         """Publish the profiles of ``keys`` (customer id -> partition) and the merges."""
         rows, count = [], 0
@@ -174,15 +188,11 @@ class ProfilePublisher:
             if MERGED_INTO in state:
                 self.merged[key] = state[MERGED_INTO]  # written below, again if need be
                 continue
-            pub = public_profile(state, self.rules, cutoffs)
-            # after public_profile: this emit's cut-offs were read before the loop
-            self.estimator.observe(key, pub["spend_12m"])
-            await self._box.send(self.updates, key.encode(),
-                                 self._codec.encode(pub, check=False))
+            value, row, exposed = self.publication(key, state, cutoffs)
+            await self._box.send(self.updates, key.encode(), value)
             published[key] = partition
-            rows.append(profile_row(pub, map_type=self.map_type))
-            if self.attribution is not None:
-                exposures += self.attribution.rows(state)
+            rows.append(row)
+            exposures += exposed
             count += 1
         for gone, into in list(self.merged.items()):
             self.estimator.forget(gone)
