@@ -326,9 +326,21 @@ def current_record(state: ComplaintState, *, rules: Rules) -> dict[str, Any]:
     return _emit(state, ep, ep.last_emit_at, rules)
 
 
+def event_digest(event_id: str) -> bytes:
+    """The 8-byte digest by which an event is recognised when it comes again.
+
+    The profiles stage keys an applied event by it (``profile.event_digest``), and the
+    detector remembers the events it has seen by it in hex (:func:`seen_digest`), so the
+    stage hands the detector the digest it made. At 64 bits, two of a customer's events
+    collide (and one is taken for a repeat of the other) with odds below 1 in 10^9 for a
+    customer with 190,000 events.
+    """
+    return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+
+
 def seen_digest(event_id: object) -> str:
     """How ``ComplaintState.seen`` remembers an event id (redeliveries change nothing)."""
-    return hashlib.blake2b(str(event_id).encode(), digest_size=8).hexdigest()
+    return event_digest(str(event_id)).hex()
 
 
 def expire(state: ComplaintState, now: datetime | int, *,

@@ -11,12 +11,14 @@ event (:func:`event_digest`), so that a repeat counts once however late it comes
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from touchpoint.streams.rules.complaint_replay import episode_of
+
+# the one digest of an event id, shared with the complaint detector
+from touchpoint.streams.rules.complaints import event_digest
 from touchpoint.streams.rules.segments import SegmentRules, month_key, spend_12m
 from touchpoint.streams.rules.signals import SIGNAL_KEY
 
@@ -53,15 +55,6 @@ def new_profile(customer_id: str) -> dict[str, Any]:
         "scores": [], "complaints": 0, "complaint_cases": [], "open_signals": 0,
         "revision": 0, "merged_from": [],
     }
-
-
-def event_digest(event_id: str) -> bytes:
-    """The 8-byte digest by which an applied event is recognised when it comes again.
-
-    At 64 bits, two of a customer's events collide (and one is taken for a repeat of the
-    other) with odds below 1 in 10^9 for a customer with 190,000 events.
-    """
-    return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
 
 
 def _min(a: int | None, b: int | None) -> int | None:

@@ -66,6 +66,10 @@ class Handled(NamedTuple):
     signals: list[dict[str, Any]]  # complaint-signal records raised or concluded with it
 
 
+def _applied_key(customer: str, digest: bytes) -> str:
+    return f"{customer}/{digest.hex()}"
+
+
 # The worker's AppliedTable (streams/stages/profiles.py) extends it.
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Applied:
@@ -95,7 +99,7 @@ class Applied:
         One call of :meth:`_read_many` instead of one read an event; the keys are not
         written before the next :meth:`flush`, which keeps what was read true.
         """
-        keys = list(dict.fromkeys(f"{customer}/{digest.hex()}" for customer, digest in pairs))
+        keys = list(dict.fromkeys(_applied_key(customer, digest) for customer, digest in pairs))
         self.ahead = dict(zip(keys, self._read_many(keys), strict=True))
 
     def stamp(self, customer: str, digest: bytes) -> int | None:
@@ -116,7 +120,7 @@ class Applied:
     def _key(self, customer: str, digest: bytes) -> str:
         last_customer, last_digest, key = self._last
         if digest != last_digest or customer != last_customer:
-            key = f"{customer}/{digest.hex()}"
+            key = _applied_key(customer, digest)
             self._last = (customer, digest, key)
         return key
 
