@@ -19,9 +19,13 @@ Faust's path did per record is done here per batch, or kept as it was:
   the stage only the current ones; the others stay unacknowledged and are read again
   by the partition's owner.
 - Back-pressure: a stage that holds ``maxsize`` records pauses fetching of the
-  partitions that filled it (``Consumer.on_buffer_full``) until it has taken half, and
-  the delivery loop waits until it has room, as Faust's does when a stream's buffer is
-  full. The rest of a fetched batch stays in the client's compact form meanwhile.
+  partitions that filled it (``Consumer.on_buffer_full``) until it has taken half.
+  Unlike Faust's delivery into a full stream buffer, the delivery loop does not wait
+  for it: it hands the full stage the rest of what was already fetched for those partitions and
+  goes on with the other stages' records. Waiting held back every stage behind the
+  slowest: in a backlog the link stage, whose records came in the same fetches as the
+  profiles stage's, spent most of its time waiting for them. Only a stage holding
+  ``limit`` records (four times ``maxsize``) makes the loop wait until it has room.
 
 The agent stays a Faust agent (subscription, assignment, restart after a crash); its
 function reads its :class:`BatchStream` instead of the stream Faust gives it, which stays
@@ -40,12 +44,16 @@ import faust
 from faust.types import TP, EventT, Message
 from faust.types.tuples import ack_lock
 
-__all__ = ["FORWARD_WITHIN", "MAXSIZE", "BatchStream", "Delivered", "ack_all", "batch_stream",
+__all__ = ["FORWARD_WITHIN", "LIMIT_FACTOR", "MAXSIZE", "BatchStream", "Delivered", "ack_all", "batch_stream",
            "decoded", "routes_of"]
 
 #: Records a stage may hold before the partitions feeding it are paused (Faust's default
 #: ``stream_buffer_maxsize``).
 MAXSIZE = 4096
+#: Records a stage may hold, as a multiple of its ``maxsize``, before the delivery loop
+#: waits for it. What it holds past ``maxsize`` is what was fetched for its partitions
+#: before they were paused, so this is a backstop, seldom reached.
+LIMIT_FACTOR = 4
 #: The longest a stage that forwards what it reads (ingest, identity, link) waits to fill
 #: a batch, in seconds. At 2,000 events/s 50 ms rather than 20 took 5 % off the worker's
 #: CPU and added about 0.1 s to signal latency (``docs/benchmarks.md``); a backlog fills
@@ -65,6 +73,7 @@ class BatchStream:
         self.app = app
         self.topics = tuple(topics)
         self.maxsize = maxsize
+        self.limit = LIMIT_FACTOR * maxsize
         #: Faust's ``Stream.enable_acks``; kept for code that turns it off (``behind.py``).
         self.enable_acks = True
         self._events: deque[EventT] = deque()
@@ -87,6 +96,11 @@ class BatchStream:
         """
         held = len(self._events)
         return held >= self.maxsize and held >= self._fill_to
+
+    def over_limit(self) -> bool:
+        """Whether the delivery loop waits for it: ``limit`` records held, none awaited."""
+        held = len(self._events)
+        return held >= self.limit and held >= self._fill_to
 
     async def room(self) -> None:
         """Wait until it is not :meth:`full`."""

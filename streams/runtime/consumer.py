@@ -360,8 +360,10 @@ class Consumer(driver.Consumer):
 
         Records a stream holds count as delivered, as records in a Faust stream's buffer
         do: the read offset is past them. Waits, as Faust's delivery does per record, while
-        the producer's buffer is too full, and while a stream is full (until a rebalance
-        or a stop).
+        the producer's buffer is too full, and while a stream holds its ``limit`` of
+        records (until a rebalance or a stop). A stream that is only full is not waited
+        for: its partitions are paused (``BatchStream.put``), so it gets no more than was
+        already fetched for them, and waiting would hold back every other stage's records.
         """
         if not gathered:
             return
@@ -370,9 +372,9 @@ class Consumer(driver.Consumer):
         gathered.clear()
         await self.app.producer.buffer.wait_until_ebb()
         for stream in streams:
-            # as Faust's delivery into a full stream buffer: wait, so that the rest of
-            # the fetched batch is not made into records no stage can take yet
-            while stream.full() and not (self.suspend_flow.is_set() or self.should_stop):
+            # a backstop: what a stage holds stays bounded even if pausing its
+            # partitions did not stop them (batches.py)
+            while stream.over_limit() and not (self.suspend_flow.is_set() or self.should_stop):
                 await self.wait_first(stream.room(), self.suspend_flow.wait())
 
     async def _deliver(self, message: Message) -> bool:

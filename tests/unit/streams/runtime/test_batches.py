@@ -199,22 +199,45 @@ def test_a_stage_cancelled_as_its_batch_fills_is_cancelled(app: App) -> None:
     run(app, cancelled_as_the_batch_fills())
 
 
-def test_the_delivery_loop_waits_while_a_stage_is_full(app: App) -> None:
-    # As Faust's delivery into a full stream buffer: the rest of a fetched batch waits in
-    # the client's form instead of piling up as records no stage can take yet.
+def test_a_full_stage_does_not_hold_back_the_records_of_another(app: App) -> None:
+    # In a backlog the link stage's records come in the same fetches as the profiles
+    # stage's: waiting for the full one kept the other waiting for its records.
+    full = BatchStream(app, [TOPIC], maxsize=2)
+    other = BatchStream(app, ["p.links"], maxsize=2)
+    consumer = app.consumer
+    events = [batches.track(app, consumer, record(P0, n), [full]) for n in range(3)]
+    link = [batches.track(app, consumer, Message("p.links", 0, 0, 0.0, 0, [], b"k", b"v",
+                                                 None, generation_id=2), [other])]
+
+    async def hand_over() -> None:
+        await asyncio.wait_for(consumer._hand_over({1: ([full], events), 2: ([other], link)}), 1)
+
+    with mock.patch.object(consumer, "on_buffer_full") as paused:
+        run(app, hand_over())
+    assert full.full() and not full.over_limit()
+    assert [call.args[0] for call in paused.call_args_list] == [P0], \
+        "the full stage's partition is paused: it gets no more than was fetched"
+    assert run(app, first(other.take(10, within=0))) == link
+    assert [e.message.offset for e in run(app, first(full.take(10, within=0)))] == [0, 1, 2]
+
+
+def test_the_delivery_loop_waits_while_a_stage_holds_its_limit(app: App) -> None:
+    # The backstop: what a stage holds stays bounded however its partitions were fetched.
     stream = BatchStream(app, [TOPIC], maxsize=2)
     consumer = app.consumer
-    events = [batches.track(app, consumer, record(P0, n), [stream]) for n in range(3)]
+    events = [batches.track(app, consumer, record(P0, n), [stream])
+              for n in range(stream.limit)]
 
     async def hand_over_then_take() -> tuple[bool, bool]:
         handing = asyncio.ensure_future(consumer._hand_over({1: ([stream], events)}))
         for _ in range(3):
             await asyncio.sleep(0)
         waited = not handing.done()
-        await first(stream.take(2, within=0))  # room again
+        await first(stream.take(stream.limit, within=0))  # room again
         await asyncio.wait_for(handing, 1)
         return waited, handing.done()
 
+    assert stream.limit == batches.LIMIT_FACTOR * 2
     with mock.patch.object(consumer, "on_buffer_full"):
         assert run(app, hand_over_then_take()) == (True, True)
 
