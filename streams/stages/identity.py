@@ -36,7 +36,7 @@ from touchpoint.streams.rules.identity import (
     resolve_known,
 )
 from touchpoint.streams.runtime.batches import FORWARD_WITHIN, batch_stream, decoded
-from touchpoint.streams.runtime.consumer import is_current, only_current
+from touchpoint.streams.runtime.consumer import first_topics, is_current, only_current
 from touchpoint.streams.runtime.outbox import Outbox, make_current
 from touchpoint.streams.runtime.replica import Replica
 
@@ -198,6 +198,9 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
     event_codec = codec_for("event")
     merge_codec = codec_for("merge")
     resolved_name, links_name = resolved.get_topic_name(), links.get_topic_name()
+    # a third of a backlog's events wait for the link stage on their way to profiles:
+    # its records go out of each fetch first (consumer.py)
+    first_topics(app).add(links_name)
     # in batches, past Faust's streams (batches.py)
     unresolved_records, links_records = batch_stream(app, unresolved), batch_stream(app, links)
 

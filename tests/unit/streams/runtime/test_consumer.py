@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,12 @@ from faust.types import TP, Message
 from touchpoint.settings import load_settings
 from touchpoint.streams.app import create_app
 from touchpoint.streams.runtime.app import App
-from touchpoint.streams.runtime.consumer import FETCH_MIN_BYTES, UNPACK_RECORDS, Consumer
+from touchpoint.streams.runtime.consumer import (
+    FETCH_MIN_BYTES,
+    UNPACK_RECORDS,
+    Consumer,
+    first_topics,
+)
 
 TOPIC = "p.touchpoints.web"
 PARTITION = TP(TOPIC, 0)
@@ -529,3 +535,60 @@ def test_a_fetch_notes_each_partitions_high_water_and_yields_as_faust_does(
         assert noted.call_count == 2, "once a partition, not once a record"
     else:
         assert noted.call_count == 4
+
+
+class _Fetched:
+    """The client's fetched records as aiokafka hands them out: a partition's whole fetch
+    after another, in the order the fetches came back, ``max_records`` a poll."""
+
+    def __init__(self, fetches: list[tuple[TP, int]]) -> None:
+        self._records = {tp: [f"{tp.topic}:{tp.partition}:{n}" for n in range(count)]
+                         for tp, count in fetches}
+        self._closed = False
+        self._subscriptions = SimpleNamespace(fetch_context=contextlib.nullcontext)
+        self.calls: list[tuple[set[TP], float | None]] = []
+
+    async def fetched_records(self, partitions: set[TP], timeout: float | None = 0,
+                              max_records: int | None = None) -> dict[TP, list[str]]:
+        self.calls.append((set(partitions), timeout))
+        drained: dict[TP, list[str]] = {}
+        left = max_records
+        for tp in list(self._records):
+            if partitions and tp not in partitions:
+                continue
+            taken = self._records[tp][:left]
+            del self._records[tp][:len(taken)]
+            if not self._records[tp]:
+                del self._records[tp]
+            drained[tp] = taken
+            left -= len(taken)
+            if not left:
+                break
+        return drained
+
+
+def test_a_poll_hands_out_the_first_topics_records_ahead_of_earlier_fetches(
+        consumer: Consumer) -> None:
+    # In a backlog the link stage's records waited behind every fetch of the profiles
+    # stage's partitions that came back before theirs.
+    links, resolved = TP("p.links", 0), [TP("p.resolved", n) for n in range(3)]
+    fetcher = _Fetched([(resolved[0], 3000), (resolved[1], 3000), (links, 700),
+                        (resolved[2], 3000)])
+    client = SimpleNamespace(_fetcher=fetcher, _closed=False)
+    thread = consumer._thread
+    active = {links, *resolved}
+
+    def poll() -> dict[TP, list[str]]:
+        return consumer.app.loop.run_until_complete(
+            thread._fetch_records(client, active, timeout=1.0, max_records=UNPACK_RECORDS))
+
+    assert {tp: len(r) for tp, r in poll().items()} == {resolved[0]: 1000}, "Faust's order"
+    first_topics(consumer.app).add("p.links")
+    handed = poll()
+    assert {tp: len(r) for tp, r in handed.items()} == {links: 500, resolved[0]: 500}
+    assert handed[links][0] == "p.links:0:0" and handed[resolved[0]][0] == "p.resolved:0:1000"
+    assert {tp: len(r) for tp, r in poll().items()} == {links: 200, resolved[0]: 800}
+    fetcher.calls.clear()
+    assert {tp: len(r) for tp, r in poll().items()} == {resolved[0]: 700, resolved[1]: 300}
+    assert fetcher.calls == [({links}, 0), (active, 1.0)], \
+        "nothing of the first topics waiting: Faust's one call, with its wait"
