@@ -44,8 +44,8 @@ import faust
 from faust.types import TP, EventT, Message
 from faust.types.tuples import ack_lock
 
-__all__ = ["FORWARD_WITHIN", "LIMIT_FACTOR", "MAXSIZE", "BatchStream", "Delivered", "ack_all", "batch_stream",
-           "decoded", "routes_of"]
+__all__ = ["FORWARD_WITHIN", "LIMIT_FACTOR", "MAXSIZE", "BatchStream", "Delivered", "ack_all",
+           "batch_stream", "decoded", "routes_of"]
 
 #: Records a stage may hold before the partitions feeding it are paused (Faust's default
 #: ``stream_buffer_maxsize``).

@@ -52,7 +52,7 @@ UNPACK_RECORDS = 1000
 
 
 def first_topics(app: object) -> set[str]:
-    """Topics whose fetched records a poll hands out before the others' (:class:`ConsumerThread`)."""
+    """Topics whose fetched records each poll hands out first (:class:`ConsumerThread`)."""
     found = getattr(app, "first_topics", None)
     if found is None:
         found = set()
