@@ -21,11 +21,12 @@ Faust's path did per record is done here per batch, or kept as it was:
 - Back-pressure: a stage that holds ``maxsize`` records pauses fetching of the
   partitions that filled it (``Consumer.on_buffer_full``) until it has taken half.
   Unlike Faust's delivery into a full stream buffer, the delivery loop does not wait
-  for it: it hands the full stage the rest of what was already fetched for those partitions and
-  goes on with the other stages' records. Waiting held back every stage behind the
-  slowest: in a backlog the link stage, whose records came in the same fetches as the
-  profiles stage's, spent most of its time waiting for them. Only a stage holding
-  ``limit`` records (four times ``maxsize``) makes the loop wait until it has room.
+  for it: it hands the full stage the rest of what was already fetched for those
+  partitions and goes on with the other stages' records. Waiting held back every stage
+  behind the slowest: in a backlog the link stage, whose records came in the same
+  fetches as the profiles stage's, spent most of its time waiting for them. Only a stage
+  holding ``limit`` records (four times ``maxsize``) makes the loop wait until it has
+  room.
 
 The agent stays a Faust agent (subscription, assignment, restart after a crash); its
 function reads its :class:`BatchStream` instead of the stream Faust gives it, which stays

@@ -87,9 +87,9 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
 
         The client hands out what it fetched one partition's whole fetch after another,
         in the order the fetches came back, :data:`UNPACK_RECORDS` a poll. In a backlog
-        the link stage's records (its one partition gates a third of the events on
-        their way to the profiles stage) then waited behind every fetch of the profiles
-        stage's partitions, and the link stage waited for them. Here a poll first takes
+        the link stage's records (a quarter or more of the events pass its one
+        partition on their way to the profiles stage) then waited behind every fetch of
+        the profiles stage's partitions, and the link stage waited for them. Here a poll first takes
         up to half its records from those partitions, then fills up from the others.
         With nothing waiting there it is Faust's one call, with its wait.
         """

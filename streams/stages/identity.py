@@ -198,8 +198,8 @@ def register(app: faust.App, *, unresolved: faust.TopicT, links: faust.TopicT,
     event_codec = codec_for("event")
     merge_codec = codec_for("merge")
     resolved_name, links_name = resolved.get_topic_name(), links.get_topic_name()
-    # a third of a backlog's events wait for the link stage on their way to profiles:
-    # its records go out of each fetch first (consumer.py)
+    # a quarter or more of a backlog's events pass the link stage on their way to the
+    # profiles stage: its records go out of each fetch first (consumer.py)
     first_topics(app).add(links_name)
     # in batches, past Faust's streams (batches.py)
     unresolved_records, links_records = batch_stream(app, unresolved), batch_stream(app, links)
