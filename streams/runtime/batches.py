@@ -53,7 +53,7 @@ __all__ = ["FORWARD_WITHIN", "LIMIT_FACTOR", "MAXSIZE", "BatchStream", "Delivere
 MAXSIZE = 4096
 #: Records a stage may hold, as a multiple of its ``maxsize``, before the delivery loop
 #: waits for it. What it holds past ``maxsize`` is what was fetched for its partitions
-#: before they were paused, so this is a backstop, seldom reached.
+#: before they were paused, so this is a backstop (how often it is reached is not measured).
 LIMIT_FACTOR = 4
 #: The longest a stage that forwards what it reads (ingest, identity, link) waits to fill
 #: a batch, in seconds. At 2,000 events/s 50 ms rather than 20 took 5 % off the worker's
